@@ -1,0 +1,238 @@
+//! Command-line arguments, and their translation into a tunnel [`Config`].
+
+use crate::addr::{self, AddrError, Cidr, Local};
+use crate::key::{self, KeyError};
+use crate::tunnel::Config;
+use argh::FromArgs;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// taptun: a Layer-2 tunnel over UDP, authenticated with HMAC-SHA256,
+/// wire-compatible with tinytaptunnel v1.4.
+///
+/// Create a key once and copy it to both hosts:  taptun genkey key.b64
+#[derive(FromArgs, Debug, Clone, PartialEq)]
+#[argh(help_triggers("-h", "--help"))]
+pub struct Cli {
+    /// key file: base64 of at least 16 secret bytes; created (mode 0600) with 32 random bytes if missing
+    #[argh(positional)]
+    pub key_file: PathBuf,
+
+    /// local UDP address: :PORT (every address), IP:PORT, [IPv6]:PORT or HOST:PORT
+    #[argh(positional)]
+    pub local: String,
+
+    /// peer UDP address (IP:PORT, [IPv6]:PORT or HOST:PORT, resolved once); without it the peer is learned from the first valid datagram
+    #[argh(positional)]
+    pub peer: Option<String>,
+
+    /// TAP interface name (default: the kernel picks tapN)
+    #[argh(option, short = 'i')]
+    pub dev: Option<String>,
+
+    /// TAP MTU (default: underlay MTU - IP - 8 UDP - 40 taptun - 14 Ethernet = 1418 on IPv4, 1398 on IPv6)
+    #[argh(option)]
+    pub mtu: Option<u16>,
+
+    /// MTU of the path between the hosts, used for the default TAP MTU (default 1500)
+    #[argh(option, default = "1500")]
+    pub underlay_mtu: u16,
+
+    /// address with prefix to put on the TAP, e.g. 10.1.2.3/24 or fd00::1/64 (repeatable; one IPv4 at most)
+    #[argh(option, short = 'a')]
+    pub address: Vec<Cidr>,
+
+    /// accept timestamps at most this many seconds old or in the future (default 3; clocks must agree this well)
+    #[argh(option, default = "3.0")]
+    pub max_age: f64,
+
+    /// send an empty authenticated datagram after this many seconds without sending (default 25, 0 = off)
+    #[argh(option, default = "25")]
+    pub keepalive: u64,
+
+    /// UDP socket buffer size in bytes, each way (default 4194304)
+    #[argh(option, default = "4 << 20")]
+    pub sockbuf: usize,
+
+    /// log level: error, warn, info, debug or trace (default: $RUST_LOG, else info)
+    #[argh(option)]
+    pub log_level: Option<log::LevelFilter>,
+}
+
+/// A command-line value that does not make sense; exit code 2.
+#[derive(Debug)]
+pub enum CliError {
+    /// A bad local or peer address (syntax or resolution).
+    Addr(AddrError),
+    /// A bad key file.
+    Key(KeyError),
+    /// A number out of range.
+    Value(String),
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Addr(e) => e.fmt(f),
+            CliError::Key(e) => e.fmt(f),
+            CliError::Value(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<AddrError> for CliError {
+    fn from(e: AddrError) -> Self {
+        CliError::Addr(e)
+    }
+}
+
+impl From<KeyError> for CliError {
+    fn from(e: KeyError) -> Self {
+        CliError::Key(e)
+    }
+}
+
+impl CliError {
+    /// The process exit code: 1 for what the environment must fix (DNS), 2 for bad input.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Addr(AddrError::Resolve { .. }) => 1,
+            CliError::Key(KeyError::Io(..)) | CliError::Key(KeyError::Random(_)) => 1,
+            _ => 2,
+        }
+    }
+}
+
+impl Cli {
+    /// Checks the values and builds the tunnel configuration. Loads or
+    /// creates the key; the flag says whether it was created.
+    pub fn to_config(&self) -> Result<(Config, bool), CliError> {
+        if !(self.max_age.is_finite() && self.max_age > 0.0 && self.max_age <= 86400.0) {
+            return Err(CliError::Value(format!(
+                "--max-age {}: expected seconds, more than 0 and at most 86400",
+                self.max_age
+            )));
+        }
+        if self.keepalive > 86400 {
+            return Err(CliError::Value(format!(
+                "--keepalive {}: expected seconds from 0 (off) to 86400",
+                self.keepalive
+            )));
+        }
+        if let Some(dev) = &self.dev
+            && (dev.is_empty() || dev.len() > 15 || dev.contains(['/', ' ', ':']))
+        {
+            return Err(CliError::Value(format!(
+                "--dev {dev:?}: expected an interface name of 1 to 15 characters without '/', ':' or spaces"
+            )));
+        }
+        let local = addr::parse_local(&self.local)?;
+        let peer = self.peer.as_deref().map(addr::parse_peer).transpose()?;
+        let ipv6 = match (peer, local) {
+            (Some(p), _) => p.is_ipv6(),
+            (None, Local::Addr(a)) => a.is_ipv6(),
+            (None, Local::Any(_)) => false,
+        };
+        let mtu = match self.mtu {
+            Some(m) => m,
+            None => addr::default_tap_mtu(self.underlay_mtu, ipv6),
+        };
+        if !(68..=65535 - 54).contains(&(mtu as u32)) {
+            return Err(CliError::Value(format!(
+                "TAP MTU {mtu}: expected 68 to 65481 (check --mtu and --underlay-mtu)"
+            )));
+        }
+        let (key, created) = key::load_or_create(&self.key_file)?;
+        let cfg = Config {
+            key: key.as_bytes().to_vec(),
+            local,
+            peer,
+            dev: self.dev.clone(),
+            mtu,
+            addresses: self.address.clone(),
+            max_age: Duration::from_secs_f64(self.max_age),
+            keepalive: Duration::from_secs(self.keepalive),
+            sockbuf: self.sockbuf,
+        };
+        Ok((cfg, created))
+    }
+}
+
+/// Parses argv (without the program name) with argh's messages.
+pub fn parse(args: &[&str]) -> Result<Cli, argh::EarlyExit> {
+    Cli::from_args(&["taptun"], args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positional_and_options() {
+        let c = parse(&[
+            "k.b64",
+            ":9123",
+            "1.2.3.4:9123",
+            "-i",
+            "tap7",
+            "--address",
+            "10.0.0.1/24",
+            "-a",
+            "fd00::1/64",
+            "--mtu",
+            "1400",
+        ])
+        .unwrap();
+        assert_eq!(c.key_file, PathBuf::from("k.b64"));
+        assert_eq!(c.peer.as_deref(), Some("1.2.3.4:9123"));
+        assert_eq!(c.dev.as_deref(), Some("tap7"));
+        assert_eq!(c.address.len(), 2);
+        assert_eq!(c.mtu, Some(1400));
+        let c = parse(&["k.b64", ":9123"]).unwrap();
+        assert_eq!(
+            (c.peer, c.max_age, c.keepalive, c.underlay_mtu),
+            (None, 3.0, 25, 1500)
+        );
+        assert!(parse(&["k.b64"]).is_err());
+        assert!(parse(&["k", ":1", "p:1", "extra"]).is_err());
+        let e = parse(&["k", ":1", "--address", "10.0.0.1"]).unwrap_err();
+        assert!(e.output.contains("10.0.0.1"), "{}", e.output);
+        assert!(parse(&["--help"]).unwrap_err().status.is_ok());
+    }
+
+    #[test]
+    fn values_checked_before_key_file_is_touched() {
+        let dir = std::env::temp_dir().join(format!("taptun-cli-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let key = dir.join("never.b64");
+        let k = key.to_str().unwrap();
+        for args in [
+            vec![k, ":1", "--max-age", "0"],
+            vec![k, ":1", "--dev", "a/b"],
+            vec![k, ":1", "--mtu", "10"],
+            vec![k, "1.2.3.4"],
+            vec![k, ":1", "1.2.3.4:0"],
+        ] {
+            let e = parse(&args).unwrap().to_config().unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+        }
+        assert!(!key.exists());
+    }
+
+    #[test]
+    fn default_mtu_follows_underlay() {
+        let dir = std::env::temp_dir().join(format!("taptun-cli-mtu-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("k.b64");
+        let k = key.to_str().unwrap();
+        let mtu = |args: &[&str]| parse(args).unwrap().to_config().unwrap().0.mtu;
+        assert_eq!(mtu(&[k, ":1"]), 1418);
+        assert_eq!(mtu(&[k, ":1", "[fd00::2]:1"]), 1398);
+        assert_eq!(mtu(&[k, "[::1]:1"]), 1398);
+        assert_eq!(mtu(&[k, ":1", "--underlay-mtu", "1492"]), 1410);
+        assert_eq!(mtu(&[k, ":1", "--mtu", "9000"]), 9000);
+    }
+}

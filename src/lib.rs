@@ -1,0 +1,18 @@
+//! taptun: a Layer-2 tunnel over UDP, authenticated with HMAC-SHA256,
+//! wire-compatible with tinytaptunnel v1.4.
+//!
+//! The protocol parts (`wire`, `replay`, `peer`, `rx`) are pure and do no
+//! I/O; `tunnel` owns the TAP, the socket and the threads; `sys` wraps the
+//! few syscalls std lacks and is the only place with `unsafe`.
+#![deny(unsafe_code)]
+
+pub mod addr;
+pub mod cli;
+pub mod key;
+pub mod peer;
+pub mod replay;
+pub mod rx;
+pub mod stats;
+pub mod sys;
+pub mod tunnel;
+pub mod wire;

@@ -1,0 +1,215 @@
+//! Counters shared by the threads, and a limiter for log lines.
+
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// Why a datagram or frame was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Datagram shorter than the header.
+    Short,
+    /// Datagram larger than the receive buffer.
+    Truncated,
+    /// Authentication failed (wrong key, forged or altered).
+    BadMac,
+    /// Timestamp older than the maximum age.
+    Stale,
+    /// Timestamp too far in the future.
+    Future,
+    /// Already accepted, or older than the replay window.
+    Replay,
+    /// A TAP frame read while no peer is known.
+    NoPeer,
+    /// A TAP frame too large to send in one datagram.
+    Oversize,
+}
+
+impl DropReason {
+    /// Every reason, in report order.
+    pub const ALL: [DropReason; 8] = [
+        DropReason::Short,
+        DropReason::Truncated,
+        DropReason::BadMac,
+        DropReason::Stale,
+        DropReason::Future,
+        DropReason::Replay,
+        DropReason::NoPeer,
+        DropReason::Oversize,
+    ];
+
+    /// Short name used in logs and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Short => "short",
+            DropReason::Truncated => "truncated",
+            DropReason::BadMac => "bad_mac",
+            DropReason::Stale => "stale",
+            DropReason::Future => "future",
+            DropReason::Replay => "replay",
+            DropReason::NoPeer => "no_peer",
+            DropReason::Oversize => "oversize",
+        }
+    }
+}
+
+/// Traffic counters, updated with relaxed atomics from the two threads.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Frames read from the TAP and sent.
+    pub tx_frames: AtomicU64,
+    /// Frame bytes read from the TAP and sent.
+    pub tx_bytes: AtomicU64,
+    /// Frames received and written to the TAP.
+    pub rx_frames: AtomicU64,
+    /// Frame bytes received and written to the TAP.
+    pub rx_bytes: AtomicU64,
+    /// Keepalives sent.
+    pub keepalives_tx: AtomicU64,
+    /// Keepalives received.
+    pub keepalives_rx: AtomicU64,
+    /// UDP send errors.
+    pub send_errors: AtomicU64,
+    /// TAP write errors.
+    pub tap_errors: AtomicU64,
+    drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl Counters {
+    /// Counts one drop.
+    #[inline]
+    pub fn drop(&self, reason: DropReason) {
+        self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Drops counted for one reason.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Relaxed)
+    }
+
+    /// One human-readable line.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "tx {} frames {} bytes, rx {} frames {} bytes, keepalives tx {} rx {}, send errors {}, tap errors {}, drops:",
+            self.tx_frames.load(Relaxed),
+            self.tx_bytes.load(Relaxed),
+            self.rx_frames.load(Relaxed),
+            self.rx_bytes.load(Relaxed),
+            self.keepalives_tx.load(Relaxed),
+            self.keepalives_rx.load(Relaxed),
+            self.send_errors.load(Relaxed),
+            self.tap_errors.load(Relaxed),
+        );
+        for r in DropReason::ALL {
+            let _ = write!(s, " {} {}", r.name(), self.drops(r));
+        }
+        s
+    }
+
+    /// One JSON object on one line, for monitoring scripts.
+    pub fn json(&self, peer: Option<std::net::SocketAddr>) -> String {
+        let mut s = String::from("{");
+        let peer = peer
+            .map(|p| format!("\"{p}\""))
+            .unwrap_or_else(|| "null".into());
+        let _ = write!(
+            s,
+            "\"peer\":{peer},\"tx_frames\":{},\"tx_bytes\":{},\"rx_frames\":{},\"rx_bytes\":{},\"keepalives_tx\":{},\"keepalives_rx\":{},\"send_errors\":{},\"tap_errors\":{},\"drops\":{{",
+            self.tx_frames.load(Relaxed),
+            self.tx_bytes.load(Relaxed),
+            self.rx_frames.load(Relaxed),
+            self.rx_bytes.load(Relaxed),
+            self.keepalives_tx.load(Relaxed),
+            self.keepalives_rx.load(Relaxed),
+            self.send_errors.load(Relaxed),
+            self.tap_errors.load(Relaxed),
+        );
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            let _ = write!(s, "{sep}\"{}\":{}", r.name(), self.drops(*r));
+        }
+        s.push_str("}}");
+        s
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Allows at most `burst` events per `period`; counts what it held back.
+///
+/// A flood of bad datagrams thus produces a bounded number of log lines.
+#[derive(Debug)]
+pub struct RateLimit {
+    period: Duration,
+    burst: u32,
+    window_start: Option<Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    /// `burst` events per `period`.
+    pub fn new(burst: u32, period: Duration) -> Self {
+        RateLimit {
+            period,
+            burst,
+            window_start: None,
+            used: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` when an event may be logged now, `n` being how many were
+    /// held back since the last allowed one; `None` to stay quiet.
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.window_start {
+            Some(start) if now.duration_since(start) < self.period => {}
+            _ => {
+                self.window_start = Some(now);
+                self.used = 0;
+            }
+        }
+        if self.used < self.burst {
+            self.used += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_bounds_lines() {
+        let mut rl = RateLimit::new(3, Duration::from_secs(1));
+        let t0 = Instant::now();
+        let allowed = (0..1000).filter(|_| rl.allow(t0).is_some()).count();
+        assert_eq!(allowed, 3);
+        assert_eq!(rl.allow(t0 + Duration::from_millis(1001)), Some(997));
+        assert_eq!(rl.allow(t0 + Duration::from_millis(1002)), Some(0));
+    }
+
+    #[test]
+    fn counters_report() {
+        let c = Counters::default();
+        c.drop(DropReason::BadMac);
+        c.drop(DropReason::BadMac);
+        c.tx_frames.fetch_add(3, Relaxed);
+        assert!(c.summary().contains("bad_mac 2"));
+        assert!(c.summary().contains("tx 3 frames"));
+        let j = c.json(Some("1.2.3.4:5".parse().unwrap()));
+        assert!(
+            j.starts_with("{\"peer\":\"1.2.3.4:5\",\"tx_frames\":3,"),
+            "{j}"
+        );
+        assert!(j.contains("\"bad_mac\":2") && j.ends_with("}}"), "{j}");
+    }
+}
