@@ -1,0 +1,302 @@
+//! The end-to-end rig: network namespaces joined by a veth pair, real
+//! `taptun` processes, and teardown on drop (even when a test fails).
+//!
+//! Every namespace and interface name carries the pid and a counter, so
+//! tests may run in parallel. Traffic goes only to addresses inside the
+//! namespaces a test creates.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const TAPTUN: &str = env!("CARGO_BIN_EXE_taptun");
+/// The wire test vectors' 32-byte key.
+pub const UNDERLAY_A: &str = "192.0.2.1";
+pub const UNDERLAY_B: &str = "192.0.2.2";
+pub const UNDERLAY6_A: &str = "fd00:2::1";
+pub const UNDERLAY6_B: &str = "fd00:2::2";
+pub const TAP_A: &str = "10.99.0.1";
+pub const TAP_B: &str = "10.99.0.2";
+pub const PORT: u16 = 9123;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name unique to this process and call, short enough for an interface.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}x{n}", std::process::id() % 100_000)
+}
+
+fn missing_prerequisite() -> Option<String> {
+    // SAFETY-free check of the effective uid through /proc.
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("1");
+    if euid != "0" {
+        return Some("not root (network namespaces and TAP need it)".into());
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun is missing".into());
+    }
+    for tool in ["ip", "ping", "socat", "sha256sum", "timeout"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !found {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
+}
+
+/// Returns true when the e2e test may run. Without prerequisites it says
+/// why and returns false, unless `TAPTUN_E2E=require`, where it panics.
+/// A test that runs leaves a marker in `$TAPTUN_E2E_RAN` so that CI can
+/// count what really ran.
+pub fn e2e(test: &str) -> bool {
+    if let Some(why) = missing_prerequisite() {
+        if std::env::var("TAPTUN_E2E").as_deref() == Ok("require") {
+            panic!("{test}: e2e prerequisite missing with TAPTUN_E2E=require: {why}");
+        }
+        eprintln!("SKIPPED {test}: {why} (set TAPTUN_E2E=require to make this a failure)");
+        return false;
+    }
+    if let Ok(dir) = std::env::var("TAPTUN_E2E_RAN") {
+        let _ = fs::create_dir_all(&dir);
+        let _ = fs::write(Path::new(&dir).join(test), "ran\n");
+    }
+    true
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().expect("spawn sh");
+    assert!(
+        out.status.success(),
+        "command failed: {cmd}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command and returns its output, whatever the status.
+pub fn sh_out(cmd: &str) -> Output {
+    Command::new("sh").args(["-c", cmd]).output().expect("spawn sh")
+}
+
+/// A network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = unique(&format!("tt{tag}"));
+        sh(&format!("ip netns add {name}"));
+        let ns = Netns { name };
+        ns.exec("ip link set lo up");
+        ns
+    }
+
+    /// Runs a shell command inside the namespace; panics on failure.
+    pub fn exec(&self, cmd: &str) -> String {
+        sh(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', "'\\''")))
+    }
+
+    /// Runs a shell command inside the namespace; returns its output.
+    pub fn exec_out(&self, cmd: &str) -> Output {
+        sh_out(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', "'\\''")))
+    }
+
+    /// A command builder that runs `program` inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// True when `ping` from here reaches `addr`.
+    pub fn ping(&self, addr: &str, count: u32) -> bool {
+        self.exec_out(&format!("ping -c {count} -i 0.2 -W 1 {addr}")).status.success()
+    }
+
+    /// Pings until one answer comes back, for at most `limit`.
+    pub fn ping_until(&self, addr: &str, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.exec_out(&format!("ping -c 1 -W 1 {addr}")).status.success() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// True when an interface of that name exists here.
+    pub fn has_link(&self, dev: &str) -> bool {
+        self.exec_out(&format!("ip link show dev {dev}")).status.success()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace also deletes its veth end and TAPs.
+        let _ = sh_out(&format!("ip netns del {}", self.name));
+    }
+}
+
+/// Two namespaces joined by a veth pair: A has 192.0.2.1 and fd00:2::1, B the .2 / ::2.
+pub struct Pair {
+    pub a: Netns,
+    pub b: Netns,
+    pub dir: PathBuf,
+}
+
+impl Pair {
+    pub fn new() -> Pair {
+        let a = Netns::new("a");
+        let b = Netns::new("b");
+        let va = unique("va");
+        let vb = unique("vb");
+        sh(&format!("ip link add {va} netns {} type veth peer name {vb} netns {}", a.name, b.name));
+        a.exec(&format!(
+            "ip link set {va} name u0 && ip addr add {UNDERLAY_A}/24 dev u0 && ip addr add {UNDERLAY6_A}/64 dev u0 nodad && ip link set u0 up"
+        ));
+        b.exec(&format!(
+            "ip link set {vb} name u0 && ip addr add {UNDERLAY_B}/24 dev u0 && ip addr add {UNDERLAY6_B}/64 dev u0 nodad && ip link set u0 up"
+        ));
+        let dir = std::env::temp_dir().join(unique("taptun-e2e-"));
+        fs::create_dir_all(&dir).unwrap();
+        Pair { a, b, dir }
+    }
+
+    /// Writes a key file (mode 0600) in the test's directory.
+    pub fn key(&self, name: &str, base64: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.dir.join(name);
+        fs::write(&p, format!("{base64}\n")).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A key for tests (the wire vectors' 32-byte key).
+pub const KEY: &str = "VkZylFBLiEGy9hPfHHcJligUEZkjp47OoT9MyHt79iM=";
+/// Another key.
+pub const OTHER_KEY: &str = "Pg1u8vWNsxsk6hwawh1scAx4PnvtzOe81PamXn89ZMs=";
+
+/// A running taptun process in a namespace; killed on drop.
+pub struct Peer {
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub dev: String,
+    pub ns: String,
+}
+
+impl Peer {
+    /// Starts `taptun key :PORT [peer] -i tap0 <extra>` in `ns` and waits
+    /// until its TAP is up. `args` follows the key file.
+    pub fn start(ns: &Netns, dir: &Path, key: &Path, args: &[&str]) -> Peer {
+        let log = dir.join(unique("log"));
+        let logf = fs::File::create(&log).unwrap();
+        let child = ns
+            .command(TAPTUN)
+            .arg(key)
+            .args(args)
+            .args(["--log-level", "debug"])
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .expect("start taptun");
+        let dev = args
+            .windows(2)
+            .find(|w| w[0] == "-i" || w[0] == "--dev")
+            .map(|w| w[1].to_string())
+            .unwrap_or_else(|| "tap0".into());
+        let mut p = Peer { child: Some(child), log, dev, ns: ns.name.clone() };
+        let start = Instant::now();
+        loop {
+            if p.log_text().contains(" up, mtu ") && ns.has_link(&p.dev) {
+                break;
+            }
+            if let Some(st) = p.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("taptun exited with {st} before its TAP was up:\n{}", p.log_text());
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "TAP never came up:\n{}", p.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal by PID.
+    pub fn signal(&self, sig: &str) {
+        sh(&format!("kill -{sig} {}", self.pid()));
+    }
+
+    /// SIGTERM, then waits up to `limit`; returns the exit code and how long it took.
+    pub fn stop(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        self.signal("TERM");
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return (st.code(), start.elapsed());
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                return (None, start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Reads a drop counter from the last stats line (SIGUSR1 or exit).
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        let text = self.log_text();
+        let line = text.lines().rev().find(|l| l.contains("drops:"))?;
+        let mut words = line.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == name {
+                return words.next()?.trim_end_matches(',').parse().ok();
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
