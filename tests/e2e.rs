@@ -5,13 +5,26 @@ use common::*;
 use std::time::Duration;
 
 fn a_args(extra: &[&str]) -> Vec<String> {
-    let mut v = vec![format!(":{PORT}"), "-i".into(), "tap0".into(), "-a".into(), format!("{TAP_A}/24")];
+    let mut v = vec![
+        format!(":{PORT}"),
+        "-i".into(),
+        "tap0".into(),
+        "-a".into(),
+        format!("{TAP_A}/24"),
+    ];
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }
 
 fn b_args(peer: &str, extra: &[&str]) -> Vec<String> {
-    let mut v = vec![format!(":{PORT}"), peer.to_string(), "-i".into(), "tap0".into(), "-a".into(), format!("{TAP_B}/24")];
+    let mut v = vec![
+        format!(":{PORT}"),
+        peer.to_string(),
+        "-i".into(),
+        "tap0".into(),
+        "-a".into(),
+        format!("{TAP_B}/24"),
+    ];
     v.extend(extra.iter().map(|s| s.to_string()));
     v
 }
@@ -24,7 +37,12 @@ fn strs(v: &[String]) -> Vec<&str> {
 fn tunnel(p: &Pair) -> (Peer, Peer) {
     let k = p.key("k.b64", KEY);
     let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&[])));
-    let b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&format!("{UNDERLAY_A}:{PORT}"), &[])));
+    let b = Peer::start(
+        &p.b,
+        &p.dir,
+        &k,
+        &strs(&b_args(&format!("{UNDERLAY_A}:{PORT}"), &[])),
+    );
     (a, b)
 }
 
@@ -38,11 +56,23 @@ fn e2e_ping_both_ways_and_learns_peer() {
     // B's start-up keepalive teaches A the peer before any traffic.
     let start = std::time::Instant::now();
     while !a.log_text().contains("peer learned") {
-        assert!(start.elapsed() < Duration::from_secs(5), "A never learned its peer:\n{}", a.log_text());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "A never learned its peer:\n{}",
+            a.log_text()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(a.log_text().contains(&format!("peer learned: {UNDERLAY_B}:{PORT}")), "{}", a.log_text());
-    assert!(p.a.ping_until(TAP_B, Duration::from_secs(5)), "A cannot reach B through the tunnel");
+    assert!(
+        a.log_text()
+            .contains(&format!("peer learned: {UNDERLAY_B}:{PORT}")),
+        "{}",
+        a.log_text()
+    );
+    assert!(
+        p.a.ping_until(TAP_B, Duration::from_secs(5)),
+        "A cannot reach B through the tunnel"
+    );
     assert!(p.a.ping(TAP_B, 3));
     assert!(p.b.ping(TAP_A, 3));
     // The TAP carries Ethernet: B's MAC is learned by ARP across the tunnel.
@@ -61,19 +91,27 @@ fn e2e_tcp_20mb_integrity() {
     let (_a, _b) = tunnel(&p);
     assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
     let data = p.dir.join("data");
-    sh(&format!("head -c 20000000 /dev/urandom > {}", data.display()));
+    sh(&format!(
+        "head -c 20000000 /dev/urandom > {}",
+        data.display()
+    ));
     let want = sh(&format!("sha256sum < {}", data.display()));
     let out = p.dir.join("received.sha");
     // Receiver in A, sender in B; both bounded in time.
-    let mut server = p
-        .a
-        .command("sh")
-        .arg("-c")
-        .arg(format!("timeout 60 socat -u TCP-LISTEN:5001,reuseaddr - | sha256sum > {}", out.display()))
-        .spawn()
-        .unwrap();
+    let mut server =
+        p.a.command("sh")
+            .arg("-c")
+            .arg(format!(
+                "timeout 60 socat -u TCP-LISTEN:5001,reuseaddr - | sha256sum > {}",
+                out.display()
+            ))
+            .spawn()
+            .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    p.b.exec(&format!("timeout 60 socat -u FILE:{} TCP:{TAP_A}:5001,retry=20,interval=0.2", data.display()));
+    p.b.exec(&format!(
+        "timeout 60 socat -u FILE:{} TCP:{TAP_A}:5001,retry=20,interval=0.2",
+        data.display()
+    ));
     let st = server.wait().unwrap();
     assert!(st.success());
     let got = std::fs::read_to_string(&out).unwrap();
@@ -89,7 +127,12 @@ fn e2e_wrong_key_gets_nothing_through() {
     let good = p.key("good.b64", KEY);
     let bad = p.key("bad.b64", OTHER_KEY);
     let mut a = Peer::start(&p.a, &p.dir, &good, &strs(&a_args(&[])));
-    let _b = Peer::start(&p.b, &p.dir, &bad, &strs(&b_args(&format!("{UNDERLAY_A}:{PORT}"), &[])));
+    let _b = Peer::start(
+        &p.b,
+        &p.dir,
+        &bad,
+        &strs(&b_args(&format!("{UNDERLAY_A}:{PORT}"), &[])),
+    );
     assert!(!p.b.ping(TAP_A, 3), "a peer with the wrong key got through");
     let (code, _) = a.stop(Duration::from_secs(3));
     assert_eq!(code, Some(0));
@@ -108,13 +151,22 @@ fn e2e_ipv6_underlay() {
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     let _a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&[])));
-    let _b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&format!("[{UNDERLAY6_A}]:{PORT}"), &[])));
+    let _b = Peer::start(
+        &p.b,
+        &p.dir,
+        &k,
+        &strs(&b_args(&format!("[{UNDERLAY6_A}]:{PORT}"), &[])),
+    );
     assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
     assert!(p.a.ping(TAP_B, 2));
     // B's default MTU follows its IPv6 underlay.
     assert_eq!(p.b.exec("cat /sys/class/net/tap0/mtu").trim(), "1398");
     // A big ping fills the IPv4 MTU and still crosses.
-    assert!(p.b.exec_out(&format!("ping -c 2 -W 2 -s 1300 {TAP_A}")).status.success());
+    assert!(
+        p.b.exec_out(&format!("ping -c 2 -W 2 -s 1300 {TAP_A}"))
+            .status
+            .success()
+    );
 }
 
 #[test]
@@ -132,5 +184,8 @@ fn e2e_sigterm_removes_tap_within_a_second() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
     assert!(!p.a.has_link("tap0"), "TAP still there");
     let log = a.log_text();
-    assert!(log.contains("stopping tap0: tx ") && log.contains("drops: short 0"), "{log}");
+    assert!(
+        log.contains("stopping tap0: tx ") && log.contains("drops: short 0"),
+        "{log}"
+    );
 }

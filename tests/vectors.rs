@@ -16,12 +16,17 @@ fn hex(s: &str) -> Vec<u8> {
         return Vec::new();
     }
     assert!(s.len() % 2 == 0, "odd hex length");
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 fn b64(s: &str) -> Vec<u8> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s).expect("base64 key")
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .expect("base64 key")
 }
 
 #[test]
@@ -30,17 +35,30 @@ fn wire_vectors() {
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read the wire vectors at {}: {e}", path.display()));
     let (mut valid, mut invalid) = (0, 0);
-    for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
         let cols: Vec<&str> = line.split_whitespace().collect();
         // The empty datagram has no last column.
-        assert!(cols.len() == 6 || cols.len() == 5, "bad vector line: {line}");
-        let (name, verdict, key, ts) = (cols[0], cols[1], b64(cols[2]), cols[3].parse::<u64>().unwrap());
+        assert!(
+            cols.len() == 6 || cols.len() == 5,
+            "bad vector line: {line}"
+        );
+        let (name, verdict, key, ts) = (
+            cols[0],
+            cols[1],
+            b64(cols[2]),
+            cols[3].parse::<u64>().unwrap(),
+        );
         let frame = hex(cols[4]);
         let datagram = cols.get(5).map(|d| hex(d)).unwrap_or_default();
         let codec = Codec::new(&key);
         match verdict {
             "valid" => {
-                let dg = codec.open(&datagram).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let dg = codec
+                    .open(&datagram)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
                 assert_eq!(dg.timestamp(), ts, "{name}");
                 assert_eq!(dg.frame(), &frame[..], "{name}");
                 let mut out = vec![0u8; HEADER_LEN + frame.len()];
@@ -55,5 +73,8 @@ fn wire_vectors() {
             v => panic!("{name}: unknown verdict {v}"),
         }
     }
-    assert!(valid >= 6 && invalid >= 7, "too few vectors read: {valid} valid, {invalid} invalid");
+    assert!(
+        valid >= 6 && invalid >= 7,
+        "too few vectors read: {valid} valid, {invalid} invalid"
+    );
 }

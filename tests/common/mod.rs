@@ -80,7 +80,10 @@ pub fn e2e(test: &str) -> bool {
 
 /// Runs a command, panicking with its output when it fails.
 pub fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").args(["-c", cmd]).output().expect("spawn sh");
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("spawn sh");
     assert!(
         out.status.success(),
         "command failed: {cmd}\nstdout: {}\nstderr: {}",
@@ -92,7 +95,10 @@ pub fn sh(cmd: &str) -> String {
 
 /// Runs a command and returns its output, whatever the status.
 pub fn sh_out(cmd: &str) -> Output {
-    Command::new("sh").args(["-c", cmd]).output().expect("spawn sh")
+    Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("spawn sh")
 }
 
 /// A network namespace, deleted on drop.
@@ -111,12 +117,20 @@ impl Netns {
 
     /// Runs a shell command inside the namespace; panics on failure.
     pub fn exec(&self, cmd: &str) -> String {
-        sh(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', "'\\''")))
+        sh(&format!(
+            "ip netns exec {} sh -c '{}'",
+            self.name,
+            cmd.replace('\'', "'\\''")
+        ))
     }
 
     /// Runs a shell command inside the namespace; returns its output.
     pub fn exec_out(&self, cmd: &str) -> Output {
-        sh_out(&format!("ip netns exec {} sh -c '{}'", self.name, cmd.replace('\'', "'\\''")))
+        sh_out(&format!(
+            "ip netns exec {} sh -c '{}'",
+            self.name,
+            cmd.replace('\'', "'\\''")
+        ))
     }
 
     /// A command builder that runs `program` inside the namespace.
@@ -128,14 +142,20 @@ impl Netns {
 
     /// True when `ping` from here reaches `addr`.
     pub fn ping(&self, addr: &str, count: u32) -> bool {
-        self.exec_out(&format!("ping -c {count} -i 0.2 -W 1 {addr}")).status.success()
+        self.exec_out(&format!("ping -c {count} -i 0.2 -W 1 {addr}"))
+            .status
+            .success()
     }
 
     /// Pings until one answer comes back, for at most `limit`.
     pub fn ping_until(&self, addr: &str, limit: Duration) -> bool {
         let start = Instant::now();
         while start.elapsed() < limit {
-            if self.exec_out(&format!("ping -c 1 -W 1 {addr}")).status.success() {
+            if self
+                .exec_out(&format!("ping -c 1 -W 1 {addr}"))
+                .status
+                .success()
+            {
                 return true;
             }
         }
@@ -144,7 +164,9 @@ impl Netns {
 
     /// True when an interface of that name exists here.
     pub fn has_link(&self, dev: &str) -> bool {
-        self.exec_out(&format!("ip link show dev {dev}")).status.success()
+        self.exec_out(&format!("ip link show dev {dev}"))
+            .status
+            .success()
     }
 }
 
@@ -168,7 +190,10 @@ impl Pair {
         let b = Netns::new("b");
         let va = unique("va");
         let vb = unique("vb");
-        sh(&format!("ip link add {va} netns {} type veth peer name {vb} netns {}", a.name, b.name));
+        sh(&format!(
+            "ip link add {va} netns {} type veth peer name {vb} netns {}",
+            a.name, b.name
+        ));
         a.exec(&format!(
             "ip link set {va} name u0 && ip addr add {UNDERLAY_A}/24 dev u0 && ip addr add {UNDERLAY6_A}/64 dev u0 nodad && ip link set u0 up"
         ));
@@ -230,16 +255,28 @@ impl Peer {
             .find(|w| w[0] == "-i" || w[0] == "--dev")
             .map(|w| w[1].to_string())
             .unwrap_or_else(|| "tap0".into());
-        let mut p = Peer { child: Some(child), log, dev, ns: ns.name.clone() };
+        let mut p = Peer {
+            child: Some(child),
+            log,
+            dev,
+            ns: ns.name.clone(),
+        };
         let start = Instant::now();
         loop {
             if p.log_text().contains(" up, mtu ") && ns.has_link(&p.dev) {
                 break;
             }
             if let Some(st) = p.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("taptun exited with {st} before its TAP was up:\n{}", p.log_text());
+                panic!(
+                    "taptun exited with {st} before its TAP was up:\n{}",
+                    p.log_text()
+                );
             }
-            assert!(start.elapsed() < Duration::from_secs(10), "TAP never came up:\n{}", p.log_text());
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "TAP never came up:\n{}",
+                p.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         p
