@@ -9,6 +9,7 @@
 pub mod addr;
 pub mod cli;
 pub mod key;
+pub mod offload;
 pub mod peer;
 pub mod replay;
 pub mod rx;

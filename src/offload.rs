@@ -1,0 +1,652 @@
+//! TAP offloads, pure: the `virtio_net_hdr` that a TAP opened with
+//! `IFF_VNET_HDR` puts before every frame, checksum completion, and the
+//! segmentation of a TSO/USO super-frame into ordinary Ethernet frames
+//! that each fit the tunnel MTU. No I/O here; the tunnel does that.
+
+use std::fmt;
+use std::ops::Range;
+
+/// Size of the `virtio_net_hdr` (no `num_buffers`).
+pub const VNET_HDR_LEN: usize = 10;
+/// `flags`: the checksum at `csum_start + csum_offset` is to be completed.
+pub const F_NEEDS_CSUM: u8 = 1;
+/// `flags`: the checksum was already validated.
+pub const F_DATA_VALID: u8 = 2;
+/// `gso_type`: not a super-frame.
+pub const GSO_NONE: u8 = 0;
+/// `gso_type`: TCP over IPv4.
+pub const GSO_TCPV4: u8 = 1;
+/// `gso_type`: TCP over IPv6.
+pub const GSO_TCPV6: u8 = 4;
+/// `gso_type`: UDP segmentation (USO).
+pub const GSO_UDP_L4: u8 = 5;
+/// `gso_type` bit: ECN was used (CWR only on the first segment).
+pub const GSO_ECN: u8 = 0x80;
+
+const ETH_LEN: usize = 14;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+
+/// The header in front of each frame on an `IFF_VNET_HDR` TAP (little-endian).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VnetHdr {
+    /// `F_NEEDS_CSUM`, `F_DATA_VALID`.
+    pub flags: u8,
+    /// `GSO_*`, possibly with `GSO_ECN`.
+    pub gso_type: u8,
+    /// Length of all headers (Ethernet to L4).
+    pub hdr_len: u16,
+    /// Payload bytes per segment.
+    pub gso_size: u16,
+    /// Where checksumming starts (the L4 header).
+    pub csum_start: u16,
+    /// Where, from `csum_start`, the checksum field is.
+    pub csum_offset: u16,
+}
+
+impl VnetHdr {
+    /// Reads the header from the first [`VNET_HDR_LEN`] bytes.
+    pub fn parse(b: &[u8]) -> Result<VnetHdr, OffloadError> {
+        let b = b.get(..VNET_HDR_LEN).ok_or(OffloadError::Truncated)?;
+        let u16le = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        Ok(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16le(2),
+            gso_size: u16le(4),
+            csum_start: u16le(6),
+            csum_offset: u16le(8),
+        })
+    }
+
+    /// Writes the header into the first [`VNET_HDR_LEN`] bytes.
+    pub fn write(&self, b: &mut [u8]) -> Result<(), OffloadError> {
+        let b = b.get_mut(..VNET_HDR_LEN).ok_or(OffloadError::NoRoom)?;
+        b[0] = self.flags;
+        b[1] = self.gso_type;
+        b[2..4].copy_from_slice(&self.hdr_len.to_le_bytes());
+        b[4..6].copy_from_slice(&self.gso_size.to_le_bytes());
+        b[6..8].copy_from_slice(&self.csum_start.to_le_bytes());
+        b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
+        Ok(())
+    }
+}
+
+/// Why a frame from the TAP could not be prepared for the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffloadError {
+    /// Shorter than the headers it claims.
+    Truncated,
+    /// A GSO type, protocol or header layout this code does not segment.
+    Unsupported,
+    /// The checksum position lies outside the frame.
+    BadCsum,
+    /// The output buffer is too small.
+    NoRoom,
+}
+
+impl fmt::Display for OffloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OffloadError::Truncated => "frame shorter than its headers",
+            OffloadError::Unsupported => "unsupported offload frame (GSO type or headers)",
+            OffloadError::BadCsum => "checksum offsets outside the frame",
+            OffloadError::NoRoom => "segment buffer too small",
+        })
+    }
+}
+
+impl std::error::Error for OffloadError {}
+
+/// One's-complement sum of `data` (big-endian 16-bit words) added to `acc`.
+pub fn csum_add(mut acc: u64, data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(8);
+    for c in &mut chunks {
+        // Four 16-bit words at a time; a u64 cannot overflow for any frame size.
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        acc += (w >> 48) + ((w >> 32) & 0xffff) + ((w >> 16) & 0xffff) + (w & 0xffff);
+    }
+    let mut rest = chunks.remainder().chunks_exact(2);
+    for c in &mut rest {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = rest.remainder() {
+        acc += u64::from(*last) << 8;
+    }
+    acc
+}
+
+/// Folds a sum to 16 bits (not inverted).
+pub fn csum_fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// Completes a `NEEDS_CSUM` checksum in place: the field holds the
+/// pseudo-header sum; the result covers `frame[csum_start..]`.
+pub fn complete_csum(
+    frame: &mut [u8],
+    csum_start: usize,
+    csum_offset: usize,
+) -> Result<(), OffloadError> {
+    let at = csum_start
+        .checked_add(csum_offset)
+        .ok_or(OffloadError::BadCsum)?;
+    if at + 2 > frame.len() || csum_start > frame.len() {
+        return Err(OffloadError::BadCsum);
+    }
+    let mut c = !csum_fold(csum_add(0, &frame[csum_start..]));
+    // A zero UDP checksum means "none"; any checksum may be sent as 0xffff instead.
+    if c == 0 && is_udp_at(frame, csum_start) {
+        c = 0xffff;
+    }
+    frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    Ok(())
+}
+
+fn is_udp_at(frame: &[u8], l4: usize) -> bool {
+    parse_l3(frame)
+        .map(|l| l.l4 == l4 && l.proto == PROTO_UDP)
+        .unwrap_or(false)
+}
+
+/// Where the layers of an Ethernet frame start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layers {
+    /// Offset of the IP header.
+    pub l3: usize,
+    /// True for IPv6.
+    pub ipv6: bool,
+    /// Offset of the transport header.
+    pub l4: usize,
+    /// Transport protocol number.
+    pub proto: u8,
+}
+
+/// Finds IP and transport headers behind Ethernet and up to two VLAN tags.
+/// IPv6 extension headers are not followed.
+pub fn parse_l3(frame: &[u8]) -> Result<Layers, OffloadError> {
+    let mut off = ETH_LEN - 2;
+    let mut ethertype;
+    let mut tags = 0;
+    loop {
+        let b = frame.get(off..off + 2).ok_or(OffloadError::Truncated)?;
+        ethertype = u16::from_be_bytes([b[0], b[1]]);
+        off += 2;
+        if (ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ) && tags < 2 {
+            tags += 1;
+            off += 2;
+            continue;
+        }
+        break;
+    }
+    let l3 = off;
+    match ethertype {
+        ETHERTYPE_IPV4 => {
+            let v = *frame.get(l3).ok_or(OffloadError::Truncated)?;
+            let ihl = usize::from(v & 0x0f) * 4;
+            if v >> 4 != 4 || ihl < 20 || frame.len() < l3 + ihl {
+                return Err(OffloadError::Truncated);
+            }
+            Ok(Layers {
+                l3,
+                ipv6: false,
+                l4: l3 + ihl,
+                proto: frame[l3 + 9],
+            })
+        }
+        ETHERTYPE_IPV6 => {
+            if frame.len() < l3 + 40 {
+                return Err(OffloadError::Truncated);
+            }
+            Ok(Layers {
+                l3,
+                ipv6: true,
+                l4: l3 + 40,
+                proto: frame[l3 + 6],
+            })
+        }
+        _ => Err(OffloadError::Unsupported),
+    }
+}
+
+fn pseudo_sum(frame: &[u8], l: &Layers, l4_len: usize) -> u64 {
+    let acc = if l.ipv6 {
+        csum_add(0, &frame[l.l3 + 8..l.l3 + 40])
+    } else {
+        csum_add(0, &frame[l.l3 + 12..l.l3 + 20])
+    };
+    acc + u64::from(l.proto) + l4_len as u64
+}
+
+fn set_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+fn get_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Splits a frame read from an offloading TAP into wire-ready Ethernet
+/// frames, each with complete checksums and at most `max_payload` bytes of
+/// L4 payload (`gso_size` when smaller). Each output frame is placed in
+/// `out` after `headroom` free bytes (room for the taptun header), and its
+/// span (headroom included) pushed to `spans`. A non-GSO frame yields one.
+pub fn segment(
+    hdr: &VnetHdr,
+    frame: &[u8],
+    max_payload: usize,
+    headroom: usize,
+    out: &mut [u8],
+    spans: &mut Vec<Range<usize>>,
+) -> Result<(), OffloadError> {
+    spans.clear();
+    let gso = hdr.gso_type & !GSO_ECN;
+    if gso == GSO_NONE {
+        let end = headroom + frame.len();
+        let dst = out.get_mut(headroom..end).ok_or(OffloadError::NoRoom)?;
+        dst.copy_from_slice(frame);
+        if hdr.flags & F_NEEDS_CSUM != 0 {
+            complete_csum(
+                dst,
+                usize::from(hdr.csum_start),
+                usize::from(hdr.csum_offset),
+            )?;
+        }
+        spans.push(0..end);
+        return Ok(());
+    }
+    let l = parse_l3(frame)?;
+    let (is_tcp, ok) = match gso {
+        GSO_TCPV4 => (true, !l.ipv6 && l.proto == PROTO_TCP),
+        GSO_TCPV6 => (true, l.ipv6 && l.proto == PROTO_TCP),
+        GSO_UDP_L4 => (false, l.proto == PROTO_UDP),
+        _ => (false, false),
+    };
+    if !ok {
+        return Err(OffloadError::Unsupported);
+    }
+    let l4_hdr = if is_tcp {
+        let doff = usize::from(*frame.get(l.l4 + 12).ok_or(OffloadError::Truncated)? >> 4) * 4;
+        if doff < 20 {
+            return Err(OffloadError::Truncated);
+        }
+        doff
+    } else {
+        8
+    };
+    let hl = l.l4 + l4_hdr;
+    if frame.len() < hl {
+        return Err(OffloadError::Truncated);
+    }
+    let mss = match usize::from(hdr.gso_size) {
+        0 => max_payload,
+        g => g.min(max_payload),
+    };
+    if mss == 0 {
+        return Err(OffloadError::Unsupported);
+    }
+    let payload = &frame[hl..];
+    let seq0 = if is_tcp {
+        u32::from_be_bytes([
+            frame[l.l4 + 4],
+            frame[l.l4 + 5],
+            frame[l.l4 + 6],
+            frame[l.l4 + 7],
+        ])
+    } else {
+        0
+    };
+    let id0 = if l.ipv6 { 0 } else { get_u16(frame, l.l3 + 4) };
+    let n = payload.len().div_ceil(mss).max(1);
+    let mut pos = 0;
+    for (i, chunk) in payload
+        .chunks(mss)
+        .chain(std::iter::once(&[][..]).take(usize::from(payload.is_empty())))
+        .enumerate()
+    {
+        let start = pos + headroom;
+        let end = start + hl + chunk.len();
+        let seg = out.get_mut(start..end).ok_or(OffloadError::NoRoom)?;
+        seg[..hl].copy_from_slice(&frame[..hl]);
+        seg[hl..].copy_from_slice(chunk);
+        let l4_len = l4_hdr + chunk.len();
+        if l.ipv6 {
+            set_u16(seg, l.l3 + 4, l4_len as u16);
+        } else {
+            let ihl = l.l4 - l.l3;
+            set_u16(seg, l.l3 + 2, (ihl + l4_len) as u16);
+            set_u16(seg, l.l3 + 4, id0.wrapping_add(i as u16));
+            set_u16(seg, l.l3 + 10, 0);
+            let c = !csum_fold(csum_add(0, &seg[l.l3..l.l4]));
+            set_u16(seg, l.l3 + 10, c);
+        }
+        let csum_at = if is_tcp {
+            let seq = seq0.wrapping_add((i * mss) as u32);
+            seg[l.l4 + 4..l.l4 + 8].copy_from_slice(&seq.to_be_bytes());
+            let flags = &mut seg[l.l4 + 13];
+            if i + 1 < n {
+                *flags &= !(TCP_FIN | TCP_PSH);
+            }
+            if i > 0 {
+                *flags &= !TCP_CWR;
+            }
+            l.l4 + 16
+        } else {
+            set_u16(seg, l.l4 + 4, l4_len as u16);
+            l.l4 + 6
+        };
+        set_u16(seg, csum_at, 0);
+        let sum = csum_add(pseudo_sum(seg, &l, l4_len), &seg[l.l4..]);
+        let mut c = !csum_fold(sum);
+        if c == 0 && !is_tcp {
+            c = 0xffff;
+        }
+        set_u16(seg, csum_at, c);
+        spans.push(pos..end);
+        pos = end;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Straightforward reference: 16-bit words, end-around carry, byte by byte.
+    fn ref_csum(parts: &[&[u8]]) -> u16 {
+        let mut bytes = Vec::new();
+        for p in parts {
+            bytes.extend_from_slice(p);
+        }
+        if bytes.len() % 2 == 1 {
+            bytes.push(0);
+        }
+        let mut s: u32 = 0;
+        for w in bytes.chunks(2) {
+            s += u32::from(w[0]) << 8 | u32::from(w[1]);
+            s = (s & 0xffff) + (s >> 16);
+        }
+        !(s as u16)
+    }
+
+    fn eth(ethertype: u16, vlan: bool) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+        if vlan {
+            f.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
+        }
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f
+    }
+
+    fn tcp_hdr(flags: u8, options: &[u8]) -> Vec<u8> {
+        let doff = (20 + options.len()) / 4;
+        let mut t = vec![
+            0x30,
+            0x39,
+            0x13,
+            0x89,
+            0x10,
+            0x20,
+            0x30,
+            0x40,
+            0,
+            0,
+            0,
+            1,
+            (doff as u8) << 4,
+            flags,
+            0xff,
+            0xff,
+            0,
+            0,
+            0,
+            0,
+        ];
+        t.extend_from_slice(options);
+        t
+    }
+
+    fn payload(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + 3) as u8).collect()
+    }
+
+    /// A super-frame as the TAP gives it: IPv4 total length of the whole,
+    /// pseudo-header sum (not inverted) in the TCP checksum field.
+    fn tcp4_super(vlan: bool, flags: u8, options: &[u8], data: &[u8]) -> (VnetHdr, Vec<u8>) {
+        let mut f = eth(ETHERTYPE_IPV4, vlan);
+        let l3 = f.len();
+        let tcp = tcp_hdr(flags, options);
+        let total = 20 + tcp.len() + data.len();
+        f.extend_from_slice(&[
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0x12,
+            0x34,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+            10,
+            0,
+            0,
+            1,
+            10,
+            0,
+            0,
+            2,
+        ]);
+        let ipc = ref_csum(&[&f[l3..l3 + 20]]);
+        set_u16(&mut f, l3 + 10, ipc);
+        let l4 = f.len();
+        f.extend_from_slice(&tcp);
+        f.extend_from_slice(data);
+        let ps = csum_fold(csum_add(0, &f[l3 + 12..l3 + 20]) + 6 + (tcp.len() + data.len()) as u64);
+        set_u16(&mut f, l4 + 16, ps);
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: (l4 + tcp.len()) as u16,
+            gso_size: 1000,
+            csum_start: l4 as u16,
+            csum_offset: 16,
+        };
+        (hdr, f)
+    }
+
+    fn tcp6_super(data: &[u8]) -> (VnetHdr, Vec<u8>) {
+        let mut f = eth(ETHERTYPE_IPV6, false);
+        let l3 = f.len();
+        let tcp = tcp_hdr(0x18, &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        let plen = tcp.len() + data.len();
+        f.extend_from_slice(&[0x60, 0, 0, 0, (plen >> 8) as u8, plen as u8, 6, 64]);
+        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        let l4 = f.len();
+        f.extend_from_slice(&tcp);
+        f.extend_from_slice(data);
+        let ps = csum_fold(csum_add(0, &f[l3 + 8..l3 + 40]) + 6 + plen as u64);
+        set_u16(&mut f, l4 + 16, ps);
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV6,
+            hdr_len: 0,
+            gso_size: 1200,
+            csum_start: l4 as u16,
+            csum_offset: 16,
+        };
+        (hdr, f)
+    }
+
+    /// Checks one output segment against the reference checksum and returns
+    /// (seq, flags, payload).
+    fn check_tcp(seg: &[u8], v6: bool) -> (u32, u8, Vec<u8>) {
+        let l = parse_l3(seg).unwrap();
+        let (src_dst, l4_len) = if v6 {
+            assert_eq!(get_u16(seg, l.l3 + 4) as usize, seg.len() - l.l4);
+            (&seg[l.l3 + 8..l.l3 + 40], seg.len() - l.l4)
+        } else {
+            assert_eq!(
+                get_u16(seg, l.l3 + 2) as usize,
+                seg.len() - l.l3,
+                "IPv4 total length"
+            );
+            assert_eq!(ref_csum(&[&seg[l.l3..l.l4]]), 0, "IPv4 header checksum");
+            (&seg[l.l3 + 12..l.l3 + 20], seg.len() - l.l4)
+        };
+        let len = (l4_len as u32).to_be_bytes();
+        assert_eq!(
+            ref_csum(&[src_dst, &[0, 6], &len, &seg[l.l4..]]),
+            0,
+            "TCP checksum"
+        );
+        let doff = usize::from(seg[l.l4 + 12] >> 4) * 4;
+        let seq = u32::from_be_bytes(seg[l.l4 + 4..l.l4 + 8].try_into().unwrap());
+        (seq, seg[l.l4 + 13], seg[l.l4 + doff..].to_vec())
+    }
+
+    fn run(hdr: &VnetHdr, f: &[u8], max: usize) -> Vec<Vec<u8>> {
+        let mut out = vec![0u8; 200_000];
+        let mut spans = Vec::new();
+        segment(hdr, f, max, 40, &mut out, &mut spans).unwrap();
+        spans
+            .iter()
+            .map(|s| out[s.start + 40..s.end].to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn vnet_hdr_roundtrip() {
+        let h = VnetHdr {
+            flags: 1,
+            gso_type: 0x81,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let mut b = [0u8; 10];
+        h.write(&mut b).unwrap();
+        assert_eq!(b, [1, 0x81, 66, 0, 0xa8, 5, 34, 0, 16, 0]);
+        assert_eq!(VnetHdr::parse(&b), Ok(h));
+        assert_eq!(VnetHdr::parse(&b[..9]), Err(OffloadError::Truncated));
+    }
+
+    #[test]
+    fn csum_matches_reference() {
+        for n in [0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 1499, 65535] {
+            let d = payload(n);
+            assert_eq!(!csum_fold(csum_add(0, &d)), ref_csum(&[&d]), "len {n}");
+        }
+    }
+
+    fn tcp4_case(vlan: bool, options: &[u8], n: usize, flags: u8, max: usize) {
+        let data = payload(n);
+        let (hdr, f) = tcp4_super(vlan, flags, options, &data);
+        let segs = run(&hdr, &f, max);
+        let mss = max.min(1000);
+        assert_eq!(segs.len(), n.div_ceil(mss).max(1));
+        let mut joined = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            let (seq, fl, p) = check_tcp(s, false);
+            assert_eq!(seq, 0x1020_3040u32.wrapping_add((i * mss) as u32));
+            let last = i + 1 == segs.len();
+            assert_eq!(
+                fl & (TCP_FIN | TCP_PSH) != 0,
+                last && flags & (TCP_FIN | TCP_PSH) != 0,
+                "seg {i} flags {fl:#x}"
+            );
+            assert_eq!(fl & TCP_CWR != 0, i == 0 && flags & TCP_CWR != 0);
+            let l = parse_l3(s).unwrap();
+            assert_eq!(
+                get_u16(s, l.l3 + 4),
+                0x1234u16.wrapping_add(i as u16),
+                "IP ID"
+            );
+            assert!(p.len() <= mss);
+            joined.extend_from_slice(&p);
+        }
+        assert_eq!(joined, data);
+    }
+
+    #[test]
+    fn tcp4_segments() {
+        tcp4_case(false, &[], 10_000, 0x18, 1400); // even split
+        tcp4_case(false, &[], 10_001, 0x19 | TCP_CWR, 1400); // odd last, FIN+PSH+CWR
+        tcp4_case(
+            true,
+            &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2],
+            3333,
+            0x10,
+            1400,
+        ); // VLAN, options
+        tcp4_case(false, &[], 999, 0x18, 1400); // one segment
+        tcp4_case(false, &[], 5000, 0x10, 700); // MTU smaller than gso_size
+    }
+
+    #[test]
+    fn tcp6_segments() {
+        let data = payload(5000);
+        let (hdr, f) = tcp6_super(&data);
+        let segs = run(&hdr, &f, 1400);
+        assert_eq!(segs.len(), 5);
+        let mut joined = Vec::new();
+        for s in &segs {
+            joined.extend(check_tcp(s, true).2);
+        }
+        assert_eq!(joined, data);
+    }
+
+    #[test]
+    fn non_gso_needs_csum_completed() {
+        let data = payload(101);
+        let (mut hdr, f) = tcp4_super(false, 0x18, &[], &data);
+        hdr.gso_type = GSO_NONE;
+        let segs = run(&hdr, &f, 1400);
+        assert_eq!(segs.len(), 1);
+        assert_eq!(check_tcp(&segs[0], false).2, data);
+        // Without NEEDS_CSUM the frame passes untouched.
+        hdr.flags = 0;
+        assert_eq!(run(&hdr, &f, 1400), vec![f.clone()]);
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_segment() {
+        let (mut hdr, f) = tcp4_super(false, 0x10, &[], &payload(3000));
+        let mut out = vec![0u8; 100_000];
+        let mut spans = Vec::new();
+        hdr.gso_type = GSO_TCPV6;
+        assert_eq!(
+            segment(&hdr, &f, 1400, 40, &mut out, &mut spans),
+            Err(OffloadError::Unsupported)
+        );
+        hdr.gso_type = GSO_TCPV4;
+        assert_eq!(
+            segment(&hdr, &f[..40], 1400, 40, &mut out, &mut spans),
+            Err(OffloadError::Truncated)
+        );
+        assert_eq!(
+            segment(&hdr, &f, 1400, 40, &mut out[..2000], &mut spans),
+            Err(OffloadError::NoRoom)
+        );
+        hdr.gso_type = GSO_NONE;
+        hdr.csum_start = 60_000;
+        assert_eq!(
+            segment(&hdr, &f, 1400, 40, &mut out, &mut spans),
+            Err(OffloadError::BadCsum)
+        );
+    }
+}
