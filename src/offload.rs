@@ -358,9 +358,216 @@ pub fn segment(
     Ok(())
 }
 
+/// Largest super-frame handed to the TAP (IP total length is 16 bits).
+const MAX_SUPER: usize = 65_000;
+const TCP_ACK: u8 = 0x10;
+
+/// Receive-side GRO: merges consecutive in-order TCP segments of one flow
+/// (each already authenticated on its own) into one super-frame, to be
+/// written to an offloading TAP once. Everything else passes through as
+/// single frames. The output always starts with a [`VnetHdr`].
+#[derive(Debug)]
+pub struct Coalescer {
+    buf: Vec<u8>,
+    run: Option<Run>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    l: Layers,
+    hl: usize,
+    mss: usize,
+    next_seq: u32,
+    segs: usize,
+    closed: bool,
+}
+
+impl Default for Coalescer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Coalescer {
+    /// One reusable buffer, allocated once.
+    pub fn new() -> Self {
+        Coalescer {
+            buf: Vec::with_capacity(VNET_HDR_LEN + MAX_SUPER + 1600),
+            run: None,
+        }
+    }
+
+    /// Adds a frame; calls `emit` with each finished `VnetHdr ‖ frame`.
+    pub fn push(&mut self, frame: &[u8], emit: &mut impl FnMut(&[u8])) {
+        if let Some(seg) = tcp_segment(frame) {
+            if self.try_append(frame, &seg) {
+                return;
+            }
+            self.flush(emit);
+            self.buf.clear();
+            self.buf.extend_from_slice(&[0u8; VNET_HDR_LEN]);
+            self.buf.extend_from_slice(frame);
+            self.run = Some(Run {
+                l: seg.l,
+                hl: seg.hl,
+                mss: frame.len() - seg.hl,
+                next_seq: seg.seq.wrapping_add((frame.len() - seg.hl) as u32),
+                segs: 1,
+                closed: seg.flags & TCP_PSH != 0,
+            });
+            return;
+        }
+        self.flush(emit);
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0u8; VNET_HDR_LEN]);
+        self.buf.extend_from_slice(frame);
+        emit(&self.buf);
+        self.buf.clear();
+    }
+
+    fn try_append(&mut self, frame: &[u8], seg: &TcpSeg) -> bool {
+        let Some(run) = self.run.as_mut() else {
+            return false;
+        };
+        let len = frame.len() - seg.hl;
+        let prev = &self.buf[VNET_HDR_LEN..VNET_HDR_LEN + run.hl];
+        if run.closed
+            || seg.hl != run.hl
+            || seg.l != run.l
+            || seg.seq != run.next_seq
+            || len > run.mss
+            || self.buf.len() - VNET_HDR_LEN + len > MAX_SUPER
+            || !same_flow_headers(prev, &frame[..seg.hl], &run.l)
+        {
+            return false;
+        }
+        self.buf.extend_from_slice(&frame[seg.hl..]);
+        run.next_seq = run.next_seq.wrapping_add(len as u32);
+        run.segs += 1;
+        // A short segment or PSH ends a run, as in the kernel's GRO.
+        run.closed = len < run.mss || seg.flags & TCP_PSH != 0;
+        if seg.flags & TCP_PSH != 0 {
+            let at = VNET_HDR_LEN + run.l.l4 + 13;
+            self.buf[at] |= TCP_PSH;
+        }
+        true
+    }
+
+    /// Emits what is pending (call at the end of each received batch).
+    pub fn flush(&mut self, emit: &mut impl FnMut(&[u8])) {
+        let Some(run) = self.run.take() else { return };
+        if run.segs > 1 {
+            let f = &mut self.buf[VNET_HDR_LEN..];
+            let l = run.l;
+            let l4_len = f.len() - l.l4;
+            if l.ipv6 {
+                set_u16(f, l.l3 + 4, l4_len as u16);
+            } else {
+                set_u16(f, l.l3 + 2, (f.len() - l.l3) as u16);
+                set_u16(f, l.l3 + 10, 0);
+                let c = !csum_fold(csum_add(0, &f[l.l3..l.l4]));
+                set_u16(f, l.l3 + 10, c);
+            }
+            // The kernel completes the checksum: leave it the pseudo-header sum.
+            let ps = csum_fold(pseudo_sum(f, &l, l4_len));
+            set_u16(f, l.l4 + 16, ps);
+            let hdr = VnetHdr {
+                flags: F_NEEDS_CSUM,
+                gso_type: if l.ipv6 { GSO_TCPV6 } else { GSO_TCPV4 },
+                hdr_len: run.hl as u16,
+                gso_size: run.mss as u16,
+                csum_start: l.l4 as u16,
+                csum_offset: 16,
+            };
+            let _ = hdr.write(&mut self.buf);
+        }
+        emit(&self.buf);
+        self.buf.clear();
+    }
+}
+
+struct TcpSeg {
+    l: Layers,
+    hl: usize,
+    seq: u32,
+    flags: u8,
+}
+
+/// A frame that may join a run: TCP with payload, only ACK (and PSH),
+/// not an IP fragment, and no IPv4 options.
+fn tcp_segment(frame: &[u8]) -> Option<TcpSeg> {
+    let l = parse_l3(frame).ok()?;
+    if l.proto != PROTO_TCP {
+        return None;
+    }
+    if l.ipv6 {
+        if usize::from(get_u16(frame, l.l3 + 4)) != frame.len() - l.l4 {
+            return None;
+        }
+    } else {
+        let frag = get_u16(frame, l.l3 + 6);
+        if l.l4 - l.l3 != 20
+            || frag & 0x3fff != 0
+            || usize::from(get_u16(frame, l.l3 + 2)) != frame.len() - l.l3
+        {
+            return None;
+        }
+    }
+    let doff = usize::from(*frame.get(l.l4 + 12)? >> 4) * 4;
+    let hl = l.l4 + doff;
+    let flags = *frame.get(l.l4 + 13)?;
+    if doff < 20 || frame.len() <= hl || flags & !(TCP_ACK | TCP_PSH) != 0 || flags & TCP_ACK == 0 {
+        return None;
+    }
+    let seq = u32::from_be_bytes([
+        frame[l.l4 + 4],
+        frame[l.l4 + 5],
+        frame[l.l4 + 6],
+        frame[l.l4 + 7],
+    ]);
+    Some(TcpSeg { l, hl, seq, flags })
+}
+
+/// Same flow and same header content, except what differs per segment:
+/// IPv4 total length, ID and checksum; IPv6 payload length; TCP sequence,
+/// PSH and checksum.
+fn same_flow_headers(a: &[u8], b: &[u8], l: &Layers) -> bool {
+    let skip = |i: usize| {
+        let ip = if l.ipv6 {
+            (l.l3 + 4..l.l3 + 6).contains(&i)
+        } else {
+            (l.l3 + 2..l.l3 + 6).contains(&i) || (l.l3 + 10..l.l3 + 12).contains(&i)
+        };
+        ip || (l.l4 + 4..l.l4 + 8).contains(&i)
+            || i == l.l4 + 13
+            || (l.l4 + 16..l.l4 + 18).contains(&i)
+    };
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .enumerate()
+            .all(|(i, (x, y))| x == y || skip(i))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TCP super-frame (IPv4 or IPv6) of `n` payload bytes, gso_size 1000.
+    pub fn super_frame(v6: bool, n: usize, flags: u8) -> (VnetHdr, Vec<u8>) {
+        if v6 {
+            let (mut h, f) = tcp6_super(flags, &payload(n));
+            h.gso_size = 1000;
+            (h, f)
+        } else {
+            tcp4_super(false, flags, &[], &payload(n))
+        }
+    }
+
+    /// Segments with `segment` and returns the frames.
+    pub fn split(hdr: &VnetHdr, f: &[u8], max: usize) -> Vec<Vec<u8>> {
+        run(hdr, f, max)
+    }
 
     /// Straightforward reference: 16-bit words, end-around carry, byte by byte.
     fn ref_csum(parts: &[&[u8]]) -> u16 {
@@ -467,10 +674,10 @@ mod tests {
         (hdr, f)
     }
 
-    fn tcp6_super(data: &[u8]) -> (VnetHdr, Vec<u8>) {
+    fn tcp6_super(flags: u8, data: &[u8]) -> (VnetHdr, Vec<u8>) {
         let mut f = eth(ETHERTYPE_IPV6, false);
         let l3 = f.len();
-        let tcp = tcp_hdr(0x18, &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        let tcp = tcp_hdr(flags, &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
         let plen = tcp.len() + data.len();
         f.extend_from_slice(&[0x60, 0, 0, 0, (plen >> 8) as u8, plen as u8, 6, 64]);
         f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
@@ -600,7 +807,7 @@ mod tests {
     #[test]
     fn tcp6_segments() {
         let data = payload(5000);
-        let (hdr, f) = tcp6_super(&data);
+        let (hdr, f) = tcp6_super(0x18, &data);
         let segs = run(&hdr, &f, 1400);
         assert_eq!(segs.len(), 5);
         let mut joined = Vec::new();
@@ -647,6 +854,79 @@ mod tests {
         assert_eq!(
             segment(&hdr, &f, 1400, 40, &mut out, &mut spans),
             Err(OffloadError::BadCsum)
+        );
+    }
+}
+
+#[cfg(test)]
+mod coalesce_tests {
+    use super::tests::{split, super_frame};
+    use super::*;
+
+    fn collect(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let mut c = Coalescer::new();
+        let mut out = Vec::new();
+        for f in frames {
+            c.push(f, &mut |b| out.push(b.to_vec()));
+        }
+        c.flush(&mut |b| out.push(b.to_vec()));
+        out
+    }
+
+    #[test]
+    fn run_coalesces_and_resegments_identically() {
+        for v6 in [false, true] {
+            let (hdr, sup) = super_frame(v6, 5000, 0x18);
+            let segs = split(&hdr, &sup, 1400);
+            assert_eq!(segs.len(), 5);
+            let out = collect(&segs);
+            assert_eq!(out.len(), 1, "v6={v6}");
+            let h = VnetHdr::parse(&out[0]).unwrap();
+            assert_eq!(h.gso_type, if v6 { GSO_TCPV6 } else { GSO_TCPV4 });
+            assert_eq!(
+                (h.flags, h.gso_size, h.csum_offset),
+                (F_NEEDS_CSUM, 1000, 16)
+            );
+            // Segmenting the coalesced frame again gives the very same segments.
+            assert_eq!(split(&h, &out[0][VNET_HDR_LEN..], 1400), segs, "v6={v6}");
+        }
+    }
+
+    #[test]
+    fn what_must_not_be_coalesced() {
+        let (hdr, sup) = super_frame(false, 4000, 0x10);
+        let segs = split(&hdr, &sup, 1400);
+        // A gap: segment 2 missing.
+        let gap = vec![segs[0].clone(), segs[2].clone(), segs[3].clone()];
+        assert_eq!(collect(&gap).len(), 2);
+        // Reordered.
+        assert_eq!(collect(&[segs[1].clone(), segs[0].clone()]).len(), 2);
+        // FIN, RST, URG, SYN never join.
+        for flag in [0x01u8, 0x04, 0x20, 0x02] {
+            let mut s = segs.clone();
+            let l = parse_l3(&s[1]).unwrap();
+            s[1][l.l4 + 13] |= flag;
+            assert!(collect(&s).len() >= 3, "flag {flag:#x}");
+        }
+        // Another flow (other source port) interleaved.
+        let mut other = segs[1].clone();
+        let l = parse_l3(&other).unwrap();
+        other[l.l4] ^= 1;
+        assert_eq!(collect(&[segs[0].clone(), other, segs[1].clone()]).len(), 3);
+        // PSH closes a run: what follows starts a new one.
+        let mut s = segs.clone();
+        s[1][l.l4 + 13] |= TCP_PSH;
+        let out = collect(&s);
+        assert_eq!(out.len(), 2);
+        // A lone segment passes through untouched, with an empty header.
+        let out = collect(&segs[..1]);
+        assert_eq!(out[0][..VNET_HDR_LEN], [0u8; VNET_HDR_LEN]);
+        assert_eq!(&out[0][VNET_HDR_LEN..], &segs[0][..]);
+        // Non-TCP passes through.
+        let arp = vec![0xffu8; 60];
+        assert_eq!(
+            collect(std::slice::from_ref(&arp)),
+            vec![[vec![0u8; VNET_HDR_LEN], arp].concat()]
         );
     }
 }
