@@ -13,7 +13,20 @@ use std::time::Duration;
 ///
 /// Create a key once and copy it to both hosts:  taptun genkey key.b64
 #[derive(FromArgs, Debug, Clone, PartialEq)]
-#[argh(help_triggers("-h", "--help"))]
+#[argh(
+    help_triggers("-h", "--help"),
+    example = "taptun genkey /etc/taptun/home.key\ntaptun /etc/taptun/home.key :9123 203.0.113.15:9123 -i tap-home -a 10.1.2.1/24\ntaptun key.b64 :9123 --user nobody --up 'ip link set \"$TAPTUN_DEV\" master br0' --stats 300 --stats-json",
+    note = "Start-up: bind the socket, create the TAP (up, MTU, addresses), run --up, drop to --user, start forwarding, then tell systemd READY=1 when $NOTIFY_SOCKET is set (path or @abstract). Hooks run with sh -c and get TAPTUN_DEV, TAPTUN_MTU, TAPTUN_PEER (IP:PORT or empty), TAPTUN_LOCAL and TAPTUN_EVENT (up/down) in their environment.\n\nSignals: SIGINT/SIGTERM: STOPPING=1, log the counters, run --down, remove the TAP, exit 0 (within a second when there is no --down). SIGHUP: re-read the key file; the new key is used for sending at once and the old one still accepted for --max-age; a bad file is logged and the old key kept. SIGUSR1: log the counters (and a JSON line with --stats-json).\n\nRun as root or with CAP_NET_ADMIN only (e.g. systemd AmbientCapabilities=CAP_NET_ADMIN). The key file must then be readable by that user. See taptun(1) and dist/systemd/taptun@.service.",
+    error_code(0, "clean stop (SIGINT/SIGTERM), --help, --version"),
+    error_code(
+        1,
+        "the environment must change: no /dev/net/tun or CAP_NET_ADMIN, port in use, peer does not resolve, key file unreadable, --up hook failed, --user drop failed"
+    ),
+    error_code(
+        2,
+        "bad arguments or a bad key file (content, permissions), unknown --user"
+    )
+)]
 pub struct Cli {
     /// key file: base64 of at least 16 secret bytes; created (mode 0600) with 32 random bytes if missing
     #[argh(positional)]
@@ -58,6 +71,26 @@ pub struct Cli {
     /// log level: error, warn, info, debug or trace (default: $RUST_LOG, else info)
     #[argh(option)]
     pub log_level: Option<log::LevelFilter>,
+
+    /// when started as root: switch to this user (and its groups) once the TAP and socket exist and --up has run; the TAP can then not be reconfigured, --down runs unprivileged, and the key file must be readable by the user for SIGHUP
+    #[argh(option)]
+    pub user: Option<String>,
+
+    /// shell command (sh -c) run once the TAP is up, before forwarding starts; if it fails, taptun stops with exit code 1. Environment: TAPTUN_DEV, TAPTUN_MTU, TAPTUN_PEER, TAPTUN_LOCAL, TAPTUN_EVENT=up
+    #[argh(option)]
+    pub up: Option<String>,
+
+    /// shell command (sh -c) run at shutdown before the TAP is removed (killed after 10 s); same environment with TAPTUN_EVENT=down and the current peer
+    #[argh(option)]
+    pub down: Option<String>,
+
+    /// log the counters every SECS seconds as well as on SIGUSR1 and at exit (default 0 = off)
+    #[argh(option, default = "0")]
+    pub stats: u64,
+
+    /// with each counters report, also print one JSON object on one line to stdout (for monitoring scripts)
+    #[argh(switch)]
+    pub stats_json: bool,
 }
 
 /// A command-line value that does not make sense; exit code 2.
@@ -120,6 +153,19 @@ impl Cli {
             return Err(CliError::Value(format!(
                 "--keepalive {}: expected seconds from 0 (off) to 86400",
                 self.keepalive
+            )));
+        }
+        if self.stats > 86400 * 366 {
+            return Err(CliError::Value(format!(
+                "--stats {}: expected seconds from 0 (off) to 31622400",
+                self.stats
+            )));
+        }
+        if let Some(user) = &self.user
+            && (user.is_empty() || user.contains(['\0', '/', ':']))
+        {
+            return Err(CliError::Value(format!(
+                "--user {user:?}: expected a user name"
             )));
         }
         if let Some(dev) = &self.dev
@@ -201,6 +247,24 @@ mod tests {
         let e = parse(&["k", ":1", "--address", "10.0.0.1"]).unwrap_err();
         assert!(e.output.contains("10.0.0.1"), "{}", e.output);
         assert!(parse(&["--help"]).unwrap_err().status.is_ok());
+        let c = parse(&[
+            "k",
+            ":1",
+            "--user",
+            "nobody",
+            "--up",
+            "echo up",
+            "--down",
+            "",
+            "--stats",
+            "60",
+            "--stats-json",
+        ])
+        .unwrap();
+        assert_eq!(c.user.as_deref(), Some("nobody"));
+        assert_eq!(c.up.as_deref(), Some("echo up"));
+        assert_eq!(c.down.as_deref(), Some(""));
+        assert_eq!((c.stats, c.stats_json), (60, true));
     }
 
     #[test]
@@ -213,6 +277,8 @@ mod tests {
             vec![k, ":1", "--max-age", "0"],
             vec![k, ":1", "--dev", "a/b"],
             vec![k, ":1", "--mtu", "10"],
+            vec![k, ":1", "--user", ""],
+            vec![k, ":1", "--stats", "99999999999"],
             vec![k, "1.2.3.4"],
             vec![k, ":1", "1.2.3.4:0"],
         ] {

@@ -1,10 +1,102 @@
 //! Wires the parts together: arguments, logging, signals, the tunnel.
 #![deny(unsafe_code)]
 
-use log::{error, info};
-use std::process::ExitCode;
-use std::time::Duration;
+use log::{error, info, warn};
+use std::path::Path;
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 use taptun::{cli, key, sys, tunnel};
+
+/// How long a `--down` hook may run before it is killed, so that a stuck
+/// hook cannot keep a stopping service (and its TAP) around for ever.
+const DOWN_HOOK_LIMIT: Duration = Duration::from_secs(10);
+
+/// How a hook ended.
+enum HookEnd {
+    /// It exited (or was killed by a signal of its own).
+    Exited(ExitStatus),
+    /// SIGINT/SIGTERM came first; the hook was killed.
+    Interrupted(i32),
+    /// It ran past its limit and was killed.
+    TimedOut,
+}
+
+/// Runs `cmd` with `sh -c` and the tunnel's environment, waiting for it
+/// while still answering SIGINT/SIGTERM (which kill it).
+fn run_hook(
+    tun: &tunnel::Tunnel,
+    event: &str,
+    cmd: &str,
+    limit: Option<Duration>,
+) -> std::io::Result<HookEnd> {
+    let peer = tun.peer().map(|p| p.to_string()).unwrap_or_default();
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("TAPTUN_EVENT", event)
+        .env("TAPTUN_DEV", tun.name())
+        .env("TAPTUN_MTU", tun.mtu().to_string())
+        .env("TAPTUN_PEER", peer)
+        .env("TAPTUN_LOCAL", tun.local_addr().to_string())
+        // The service manager must hear READY/STOPPING from taptun only.
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .spawn()?;
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(HookEnd::Exited(st));
+        }
+        if limit.is_some_and(|l| start.elapsed() > l) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(HookEnd::TimedOut);
+        }
+        // Only the stop signals: SIGHUP/SIGUSR1 stay pending for the main loop.
+        if let Ok(Some(sig)) =
+            sys::wait_signal(&[libc::SIGINT, libc::SIGTERM], Duration::from_millis(20))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(HookEnd::Interrupted(sig));
+        }
+    }
+}
+
+/// Logs the counters (and prints them as one JSON line when asked).
+fn report(tun: &tunnel::Tunnel, what: &str, json: bool) {
+    info!("{what}: {}", tun.status());
+    if json {
+        // One write of one line: a monitoring script reads whole objects.
+        println!("{}", tun.status_json());
+    }
+}
+
+/// SIGHUP: re-reads the key file; a bad one leaves the key in use.
+fn reload_key(tun: &mut tunnel::Tunnel, path: &Path, max_age: Duration) {
+    match key::load(path) {
+        Ok(k) => {
+            if tun.rotate_key(k.as_bytes().to_vec()) {
+                info!(
+                    "SIGHUP: new key from {} in use; the old one is still accepted for {:.1} s",
+                    path.display(),
+                    max_age.as_secs_f64()
+                );
+            } else {
+                info!("SIGHUP: key in {} unchanged", path.display());
+            }
+        }
+        Err(e) => error!("SIGHUP: {e}; keeping the current key"),
+    }
+}
+
+fn notify(notifier: &Option<sys::Notifier>, msg: &str) {
+    if let Some(n) = notifier
+        && let Err(e) = n.notify(msg)
+    {
+        warn!("cannot notify the service manager ({msg}): {e}");
+    }
+}
 
 fn init_logging(level: Option<log::LevelFilter>) {
     let level = level
@@ -78,30 +170,128 @@ fn main() -> ExitCode {
             cli.key_file.display()
         );
     }
+    // Resolve --user now: a typo must fail before anything is created.
+    let user = match cli.user.as_deref().map(|n| (n, sys::lookup_user(n))) {
+        None => None,
+        Some((_, Ok(Some(u)))) => Some(u),
+        Some((n, Ok(None))) => {
+            error!("--user {n}: no such user");
+            return ExitCode::from(2);
+        }
+        Some((n, Err(e))) => {
+            error!("--user {n}: cannot look it up: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let notifier = sys::Notifier::from_env().unwrap_or_else(|e| {
+        warn!("{e}; not notifying the service manager");
+        None
+    });
+    let up = cli.up.as_deref().filter(|c| !c.trim().is_empty());
+    let down = cli.down.as_deref().filter(|c| !c.trim().is_empty());
+    let max_age = cfg.max_age;
     // Block the signals before any thread starts so only `wait_signal` sees them.
     if let Err(e) = sys::block_signals(&sys::HANDLED_SIGNALS) {
         error!("cannot block signals: {e}");
         return ExitCode::from(1);
     }
-    let tun = match tunnel::Tunnel::open(cfg).and_then(|t| t.start().map(|_| t)) {
+    let mut tun = match tunnel::Tunnel::open(cfg) {
         Ok(t) => t,
         Err(e) => {
             error!("{e}");
             return ExitCode::from(1);
         }
     };
+    if let Some(cmd) = up {
+        match run_hook(&tun, "up", cmd, None) {
+            Ok(HookEnd::Exited(st)) if st.success() => info!("--up hook done"),
+            Ok(HookEnd::Exited(st)) => {
+                error!("--up hook `{cmd}` failed ({st}); stopping");
+                return ExitCode::from(1);
+            }
+            Ok(HookEnd::Interrupted(sig)) => {
+                info!("signal {sig} during the --up hook: stopping");
+                return ExitCode::SUCCESS;
+            }
+            Ok(HookEnd::TimedOut) => {
+                error!("--up hook `{cmd}` ran too long; stopping");
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                error!("--up hook `{cmd}`: cannot run /bin/sh: {e}; stopping");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    if let Some(u) = &user {
+        if u.uid == sys::euid() {
+            info!("--user {}: already running as uid {}", u.name, u.uid);
+        } else if let Err(e) = sys::drop_privileges(u) {
+            error!(
+                "--user {}: cannot switch to uid {} gid {}: {e}; --user needs root",
+                u.name, u.uid, u.gid
+            );
+            return ExitCode::from(1);
+        } else {
+            info!(
+                "now running as {} (uid {}, gid {}); {} can no longer be reconfigured by taptun",
+                u.name,
+                u.uid,
+                u.gid,
+                tun.name()
+            );
+            if down.is_some() {
+                warn!(
+                    "the --down hook will run as {} without root or CAP_NET_ADMIN",
+                    u.name
+                );
+            }
+        }
+    }
+    if let Err(e) = tun.start() {
+        error!("{e}");
+        return ExitCode::from(1);
+    }
+    notify(
+        &notifier,
+        &format!(
+            "READY=1\nSTATUS={} up, UDP {}",
+            tun.name(),
+            tun.local_addr()
+        ),
+    );
+    let every = Duration::from_secs(cli.stats);
+    let mut next_stats = Instant::now() + every;
     loop {
         match sys::wait_signal(&sys::HANDLED_SIGNALS, Duration::from_secs(1)) {
             Ok(Some(libc::SIGINT)) | Ok(Some(libc::SIGTERM)) => break,
-            Ok(Some(libc::SIGUSR1)) => info!("stats: {}", tun.shared.counters.summary()),
-            Ok(Some(_)) | Ok(None) => tun.tick(),
+            Ok(Some(libc::SIGUSR1)) => report(&tun, "stats", cli.stats_json),
+            Ok(Some(libc::SIGHUP)) => reload_key(&mut tun, &cli.key_file, max_age),
+            Ok(_) => {}
             Err(e) => {
                 error!("waiting for signals: {e}");
                 break;
             }
         }
+        tun.tick();
+        if cli.stats > 0 && Instant::now() >= next_stats {
+            report(&tun, "stats", cli.stats_json);
+            next_stats = Instant::now() + every;
+        }
     }
-    info!("stopping {}: {}", tun.name(), tun.shared.counters.summary());
+    notify(&notifier, "STOPPING=1");
+    report(&tun, &format!("stopping {}", tun.name()), cli.stats_json);
+    if let Some(cmd) = down {
+        match run_hook(&tun, "down", cmd, Some(DOWN_HOOK_LIMIT)) {
+            Ok(HookEnd::Exited(st)) if st.success() => info!("--down hook done"),
+            Ok(HookEnd::Exited(st)) => warn!("--down hook `{cmd}` failed ({st})"),
+            Ok(HookEnd::Interrupted(sig)) => warn!("--down hook killed by signal {sig}"),
+            Ok(HookEnd::TimedOut) => {
+                warn!("--down hook killed after {} s", DOWN_HOOK_LIMIT.as_secs())
+            }
+            Err(e) => warn!("--down hook `{cmd}`: cannot run /bin/sh: {e}"),
+        }
+    }
     // Exiting closes the TAP descriptor, which removes the interface.
     ExitCode::SUCCESS
 }

@@ -23,6 +23,9 @@ pub enum Verdict<'a> {
 #[derive(Debug)]
 pub struct Inbound {
     codec: Codec,
+    /// The key before the last rotation, and until when (UNIX ns) it is
+    /// still accepted: datagrams the peer sealed before it switched too.
+    previous: Option<(Codec, u64)>,
     max_age_ns: u64,
     replay: ReplayWindow,
     peer: Peer,
@@ -33,6 +36,7 @@ impl Inbound {
     pub fn new(codec: Codec, max_age_ns: u64, peer: Option<SocketAddr>) -> Self {
         Inbound {
             codec,
+            previous: None,
             max_age_ns,
             replay: ReplayWindow::new(),
             peer: Peer::new(peer),
@@ -44,6 +48,34 @@ impl Inbound {
         self.peer.current()
     }
 
+    /// Switches to a new key at `now_ns`. The old one stays accepted for
+    /// the maximum age, so that nothing in flight is lost; the replay
+    /// window is kept, as timestamps do not depend on the key.
+    pub fn rotate(&mut self, codec: Codec, now_ns: u64) {
+        let old = std::mem::replace(&mut self.codec, codec);
+        self.previous = Some((old, now_ns.saturating_add(self.max_age_ns)));
+    }
+
+    /// Opens under the current key, else under the previous one while it
+    /// is still accepted (only a MAC failure pays for the second try).
+    fn open<'a>(
+        &mut self,
+        datagram: &'a [u8],
+        now_ns: u64,
+    ) -> Result<crate::wire::Datagram<&'a [u8]>, WireError> {
+        match self.codec.open(datagram) {
+            Err(WireError::BadMac) => match &self.previous {
+                Some((old, until)) if now_ns <= *until => old.open(datagram),
+                Some(_) => {
+                    self.previous = None;
+                    Err(WireError::BadMac)
+                }
+                None => Err(WireError::BadMac),
+            },
+            r => r,
+        }
+    }
+
     /// Checks one datagram from `src` received at `now_ns` (UNIX ns).
     /// The MAC is checked first, so nothing else runs on forged input.
     pub fn receive<'a>(
@@ -52,7 +84,7 @@ impl Inbound {
         src: SocketAddr,
         now_ns: u64,
     ) -> (Verdict<'a>, PeerUpdate) {
-        let dg = match self.codec.open(datagram) {
+        let dg = match self.open(datagram, now_ns) {
             Ok(dg) => dg,
             Err(WireError::TooShort(_)) => {
                 return (Verdict::Drop(DropReason::Short), PeerUpdate::Unchanged);
@@ -150,5 +182,35 @@ mod tests {
                 PeerUpdate::Moved { from: a, to: b }
             )
         );
+    }
+
+    #[test]
+    fn old_key_accepted_for_max_age_after_rotation() {
+        let old = Codec::new(b"the old key, 16+");
+        let new = Codec::new(b"the new key, 16+");
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let mut rx = Inbound::new(old.clone(), AGE, Some(a));
+        rx.rotate(new.clone(), NOW);
+        // Sealed under the old key just before the peer switched: accepted.
+        let d = dgram(&old, NOW - 1, b"in flight");
+        assert_eq!(rx.receive(&d, a, NOW + 1).0, Verdict::Frame(b"in flight"));
+        let d = dgram(&new, NOW + 2, b"new");
+        assert_eq!(rx.receive(&d, a, NOW + 2).0, Verdict::Frame(b"new"));
+        // Still within the max age of the switch.
+        let d = dgram(&old, NOW + AGE, b"late");
+        assert_eq!(rx.receive(&d, a, NOW + AGE).0, Verdict::Frame(b"late"));
+        // After it: refused, however fresh its timestamp.
+        let d = dgram(&old, NOW + AGE + 2, b"too late");
+        assert_eq!(
+            rx.receive(&d, a, NOW + AGE + 2).0,
+            Verdict::Drop(DropReason::BadMac)
+        );
+        let d = dgram(&old, NOW + AGE + 3, b"too late");
+        assert_eq!(
+            rx.receive(&d, a, NOW + AGE + 3).0,
+            Verdict::Drop(DropReason::BadMac)
+        );
+        let d = dgram(&new, NOW + AGE + 4, b"new");
+        assert_eq!(rx.receive(&d, a, NOW + AGE + 4).0, Verdict::Frame(b"new"));
     }
 }

@@ -121,3 +121,158 @@ pub fn set_socket_buffer(sock: &impl AsRawFd, which: Buf, bytes: usize) -> io::R
     }
     getsockopt_int(fd, plain)
 }
+
+/// A user account, as `getpwnam` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The login name.
+    pub name: String,
+    /// Its user id.
+    pub uid: u32,
+    /// Its primary group id.
+    pub gid: u32,
+}
+
+/// Looks up a user by name; `Ok(None)` when there is no such user.
+pub fn lookup_user(name: &str) -> io::Result<Option<User>> {
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in user name"))?;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // SAFETY: passwd is plain data filled by getpwnam_r; `buf` outlives the
+        // call and its length is passed; `result` is a valid out-pointer.
+        let (rc, found, uid, gid) = unsafe {
+            let mut pw: libc::passwd = std::mem::zeroed();
+            let mut result: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut result,
+            );
+            (rc, !result.is_null(), pw.pw_uid, pw.pw_gid)
+        };
+        match rc {
+            0 if found => {
+                return Ok(Some(User {
+                    name: name.to_string(),
+                    uid,
+                    gid,
+                }));
+            }
+            0 | libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM => return Ok(None),
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Switches the whole process to `user`: its supplementary groups
+/// (initgroups), then real, effective and saved gid and uid. Every
+/// capability goes with root. Checks that root cannot be regained.
+/// Call it before starting threads (glibc applies it to all threads anyway).
+pub fn drop_privileges(user: &User) -> io::Result<()> {
+    let cname = std::ffi::CString::new(user.name.as_str())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in user name"))?;
+    // SAFETY: plain syscalls with a valid NUL-terminated name and integer ids.
+    unsafe {
+        if libc::initgroups(cname.as_ptr(), user.gid as libc::gid_t) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::setresgid(user.gid, user.gid, user.gid) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::setresuid(user.uid, user.uid, user.uid) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if user.uid != 0 && libc::setuid(0) == 0 {
+            return Err(io::Error::other("could regain root after dropping it"));
+        }
+    }
+    Ok(())
+}
+
+/// The effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The service manager's notification socket (`$NOTIFY_SOCKET`), for
+/// `sd_notify`-style messages without libsystemd.
+#[derive(Debug)]
+pub struct Notifier {
+    sock: std::os::unix::net::UnixDatagram,
+    addr: std::os::unix::net::SocketAddr,
+}
+
+impl Notifier {
+    /// Reads `$NOTIFY_SOCKET`: a path, or `@name` for an abstract socket.
+    /// `Ok(None)` when it is unset or empty (not run by systemd).
+    pub fn from_env() -> io::Result<Option<Notifier>> {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let Some(value) = std::env::var_os("NOTIFY_SOCKET") else {
+            return Ok(None);
+        };
+        let bytes = value.as_bytes();
+        let addr = match bytes.first() {
+            None => return Ok(None),
+            Some(b'@') => SocketAddr::from_abstract_name(&bytes[1..])?,
+            Some(b'/') => SocketAddr::from_pathname(std::path::Path::new(&value))?,
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "NOTIFY_SOCKET={}: expected an absolute path or @abstract-name",
+                        value.to_string_lossy()
+                    ),
+                ));
+            }
+        };
+        Ok(Some(Notifier {
+            sock: UnixDatagram::unbound()?,
+            addr,
+        }))
+    }
+
+    /// Sends one message, e.g. `READY=1`.
+    pub fn notify(&self, msg: &str) -> io::Result<()> {
+        self.sock
+            .send_to_addr(msg.as_bytes(), &self.addr)
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looks_up_root_and_nobody() {
+        let root = lookup_user("root").unwrap().unwrap();
+        assert_eq!((root.uid, root.gid), (0, 0));
+        assert_eq!(lookup_user("no-such-user-taptun").unwrap(), None);
+        assert!(lookup_user("a\0b").is_err());
+    }
+
+    #[test]
+    fn notifier_sends_to_a_path() {
+        let dir = std::env::temp_dir().join(format!("taptun-notify-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("sock");
+        let _ = std::fs::remove_file(&path);
+        let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let n = Notifier {
+            sock: std::os::unix::net::UnixDatagram::unbound().unwrap(),
+            addr: std::os::unix::net::SocketAddr::from_pathname(&path).unwrap(),
+        };
+        n.notify("READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let len = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"READY=1");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

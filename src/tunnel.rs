@@ -8,10 +8,11 @@ use crate::sys;
 use crate::wire::{Codec, HEADER_LEN};
 use log::{debug, info, warn};
 use std::fmt;
+use std::fmt::Write as _;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tun_rs::{DeviceBuilder, Layer, SyncDevice};
@@ -99,6 +100,69 @@ impl fmt::Display for TunnelError {
 
 impl std::error::Error for TunnelError {}
 
+/// The sending key, published by the main thread (SIGHUP) to the threads.
+///
+/// Like [`SharedPeer`]: a reader checks `version` (one relaxed load per
+/// frame) and takes the lock only when it changed.
+#[derive(Debug)]
+pub struct SharedKey {
+    version: AtomicU64,
+    codec: Mutex<Codec>,
+}
+
+impl SharedKey {
+    /// Starts with `codec`.
+    pub fn new(codec: Codec) -> Self {
+        SharedKey {
+            version: AtomicU64::new(1),
+            codec: Mutex::new(codec),
+        }
+    }
+
+    /// Publishes a new key.
+    pub fn set(&self, codec: Codec) {
+        let mut guard = self.codec.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = codec;
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The current key.
+    pub fn get(&self) -> Codec {
+        self.codec.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The change counter; a different value means `get` may differ.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+}
+
+/// A sender's cached copy of [`SharedKey`].
+struct KeyCache {
+    version: u64,
+    codec: Codec,
+}
+
+impl KeyCache {
+    fn new(shared: &SharedKey) -> Self {
+        KeyCache {
+            version: shared.version(),
+            codec: shared.get(),
+        }
+    }
+
+    /// The current key, re-read only when it changed.
+    #[inline]
+    fn get(&mut self, shared: &SharedKey) -> &Codec {
+        let v = shared.version();
+        if v != self.version {
+            self.codec = shared.get();
+            self.version = v;
+        }
+        &self.codec
+    }
+}
+
 /// State the threads share.
 #[derive(Debug)]
 pub struct Shared {
@@ -106,6 +170,12 @@ pub struct Shared {
     pub counters: Counters,
     /// The current peer.
     pub peer: SharedPeer,
+    /// The current key.
+    pub key: SharedKey,
+    /// When the last datagram that passed every check arrived (UNIX ns, 0: never).
+    pub last_valid_ns: AtomicU64,
+    /// How many times the key was replaced (SIGHUP).
+    pub key_rotations: AtomicU64,
     /// The last timestamp sent: datagrams leave with strictly increasing
     /// timestamps, so that the peer's replay window never sees a tie.
     last_ts: AtomicU64,
@@ -137,7 +207,7 @@ pub struct Tunnel {
     tap: Arc<SyncDevice>,
     socket: Arc<UdpSocket>,
     socket_v6: bool,
-    codec: Codec,
+    local: SocketAddr,
     cfg: Config,
     name: String,
     /// Shared counters and peer.
@@ -223,13 +293,16 @@ impl Tunnel {
         let shared = Arc::new(Shared {
             counters: Counters::default(),
             peer: SharedPeer::new(cfg.peer),
+            key: SharedKey::new(Codec::new(&cfg.key)),
+            last_valid_ns: AtomicU64::new(0),
+            key_rotations: AtomicU64::new(0),
             last_ts: AtomicU64::new(0),
         });
         Ok(Tunnel {
             tap: Arc::new(tap),
             socket: Arc::new(socket),
             socket_v6,
-            codec: Codec::new(&cfg.key),
+            local,
             cfg,
             name,
             shared,
@@ -241,23 +314,109 @@ impl Tunnel {
         &self.name
     }
 
+    /// The TAP MTU.
+    pub fn mtu(&self) -> u16 {
+        self.cfg.mtu
+    }
+
+    /// The address the UDP socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        addr::canonical(self.local)
+    }
+
+    /// The current peer, configured or learned.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.shared.peer.get()
+    }
+
+    /// Replaces the key (SIGHUP): sending uses the new key at once; the
+    /// receiver accepts the old one for `--max-age` more. Returns false,
+    /// changing nothing, when the key is the one in use.
+    pub fn rotate_key(&mut self, key: Vec<u8>) -> bool {
+        if key == self.cfg.key {
+            return false;
+        }
+        self.shared.key.set(Codec::new(&key));
+        self.cfg.key = key;
+        self.shared.key_rotations.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// The counters, the peer and the last valid datagram, as one line for the log.
+    pub fn status(&self) -> String {
+        let mut s = self.shared.counters.summary();
+        match self.peer() {
+            Some(p) => {
+                let _ = write!(s, ", peer {p}");
+            }
+            None => s.push_str(", peer none"),
+        }
+        match self.last_valid_age() {
+            Some(age) => {
+                let _ = write!(s, ", last valid datagram {age:.1} s ago");
+            }
+            None => s.push_str(", last valid datagram never"),
+        }
+        let _ = write!(
+            s,
+            ", key rotations {}",
+            self.shared.key_rotations.load(Relaxed)
+        );
+        s
+    }
+
+    /// The same as [`Tunnel::status`], as one JSON object on one line.
+    pub fn status_json(&self) -> String {
+        let now = unix_nanos();
+        let last = self.shared.last_valid_ns.load(Relaxed);
+        let counters = self.shared.counters.json(self.peer());
+        let mut s = String::from("{\"dev\":");
+        json_string(&mut s, &self.name);
+        let _ = write!(s, ",\"time\":{:.3},\"last_valid\":", now as f64 / 1e9);
+        if last == 0 {
+            s.push_str("null,\"last_valid_age\":null");
+        } else {
+            let _ = write!(
+                s,
+                "{:.3},\"last_valid_age\":{:.3}",
+                last as f64 / 1e9,
+                now.saturating_sub(last) as f64 / 1e9
+            );
+        }
+        let _ = write!(
+            s,
+            ",\"key_rotations\":{},",
+            self.shared.key_rotations.load(Relaxed)
+        );
+        // Counters::json is one object: splice its members into this one.
+        s.push_str(counters.strip_prefix('{').unwrap_or(&counters));
+        s
+    }
+
+    /// Seconds since the last datagram that passed every check, if any.
+    fn last_valid_age(&self) -> Option<f64> {
+        match self.shared.last_valid_ns.load(Relaxed) {
+            0 => None,
+            t => Some(unix_nanos().saturating_sub(t) as f64 / 1e9),
+        }
+    }
+
     /// Starts the two forwarding threads. They run until the process exits.
     pub fn start(&self) -> Result<(), TunnelError> {
-        let (tap, socket, shared, codec, v6) = (
+        let (tap, socket, shared, v6) = (
             self.tap.clone(),
             self.socket.clone(),
             self.shared.clone(),
-            self.codec.clone(),
             self.socket_v6,
         );
         let mtu = self.cfg.mtu;
         thread::Builder::new()
             .name("tap-to-udp".into())
-            .spawn(move || tap_to_udp(&tap, &socket, &shared, &codec, v6, mtu))
+            .spawn(move || tap_to_udp(&tap, &socket, &shared, v6, mtu))
             .map_err(TunnelError::Thread)?;
         let (tap, socket, shared) = (self.tap.clone(), self.socket.clone(), self.shared.clone());
         let inbound = Inbound::new(
-            self.codec.clone(),
+            self.shared.key.get(),
             self.cfg.max_age.as_nanos() as u64,
             self.cfg.peer,
         );
@@ -278,7 +437,13 @@ impl Tunnel {
             return;
         };
         let mut buf = [0u8; HEADER_LEN];
-        if self.codec.seal(self.shared.next_ts(), &mut buf).is_err() {
+        if self
+            .shared
+            .key
+            .get()
+            .seal(self.shared.next_ts(), &mut buf)
+            .is_err()
+        {
             return;
         }
         match self
@@ -309,16 +474,26 @@ impl Tunnel {
     }
 }
 
-fn tap_to_udp(
-    tap: &SyncDevice,
-    socket: &UdpSocket,
-    shared: &Shared,
-    codec: &Codec,
-    v6: bool,
-    mtu: u16,
-) {
+/// Appends `text` as a JSON string.
+fn json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for ch in text.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn tap_to_udp(tap: &SyncDevice, socket: &UdpSocket, shared: &Shared, v6: bool, mtu: u16) {
     let mut buf = vec![0u8; HEADER_LEN + MAX_FRAME];
     let mut peer = PeerCache::default();
+    let mut key = KeyCache::new(&shared.key);
     let mut errlog = RateLimit::new(5, Duration::from_secs(1));
     let c = &shared.counters;
     // A frame larger than MTU + Ethernet + VLAN header cannot be what the kernel meant to send.
@@ -348,7 +523,7 @@ fn tap_to_udp(
             continue;
         };
         let dg = &mut buf[..HEADER_LEN + n];
-        if codec.seal(shared.next_ts(), dg).is_err() {
+        if key.get(&shared.key).seal(shared.next_ts(), dg).is_err() {
             continue;
         }
         match socket.send_to(dg, addr::for_socket(to, v6)) {
@@ -371,6 +546,7 @@ fn udp_to_tap(tap: &SyncDevice, socket: &UdpSocket, shared: &Shared, mut inbound
     let mut droplog = RateLimit::new(5, Duration::from_secs(1));
     let mut errlog = RateLimit::new(5, Duration::from_secs(1));
     let c = &shared.counters;
+    let mut key_version = shared.key.version();
     loop {
         let (n, src) = match socket.recv_from(&mut buf) {
             Ok(r) => r,
@@ -384,7 +560,17 @@ fn udp_to_tap(tap: &SyncDevice, socket: &UdpSocket, shared: &Shared, mut inbound
                 continue;
             }
         };
-        let (verdict, update) = inbound.receive(&buf[..n], src, unix_nanos());
+        let now = unix_nanos();
+        // One relaxed load per datagram; the lock only after a SIGHUP.
+        let v = shared.key.version();
+        if v != key_version {
+            key_version = v;
+            inbound.rotate(shared.key.get(), now);
+        }
+        let (verdict, update) = inbound.receive(&buf[..n], src, now);
+        if !matches!(verdict, Verdict::Drop(_)) {
+            shared.last_valid_ns.store(now, Relaxed);
+        }
         match update {
             PeerUpdate::Unchanged => {}
             PeerUpdate::Learned(p) => {
