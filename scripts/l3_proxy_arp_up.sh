@@ -1,0 +1,298 @@
+#!/bin/sh
+# l3_proxy_arp_up.sh TAP LAN-IF [PEER-IP...]: make the taptun peer behind TAP
+# a host of LAN-IF's IPv4 network without a bridge: this host answers ARP for
+# the peer's address on the LAN (and for the LAN's addresses on the TAP) and
+# routes between the two. The peer takes an address of the LAN's network on
+# its TAP; each PEER-IP gets a host route through TAP here.
+# l3_proxy_arp_down.sh (a wrapper that runs this file with --down) undoes it.
+#
+# Unlike tinytaptunnel's scripts, which flush the filter table, this touches
+# nothing but its own rules and routes. The rules carry an iptables comment
+#   taptun:l3_proxy_arp:TAP:LAN-IF:fwd=V:nf=T:pa=XY
+# that records what the namespace was like before: V is net.ipv4.ip_forward
+# before the first taptun rule, T the iptables tables that did not exist
+# (f = filter, - = none), X and Y the proxy_arp settings of TAP and LAN-IF.
+# The host routes carry the route protocol number 246 (ip route ... proto
+# 246). Nothing is kept on disk; the state of each network namespace lives
+# in it. Running up twice adds nothing the second time; down removes exactly
+# the tagged rules and routes and puts the settings back.
+set -eu
+set -f
+
+mode=up
+prog=l3_proxy_arp_up.sh
+if [ "${1-}" = --down ]; then
+    mode=down
+    prog=l3_proxy_arp_down.sh
+    shift
+fi
+
+usage() {
+    cat <<EOF
+usage: l3_proxy_arp_up.sh TAP LAN-IF [PEER-IP...]
+       l3_proxy_arp_down.sh TAP LAN-IF
+
+up:   enable IPv4 forwarding and proxy ARP on TAP and LAN-IF, accept
+      forwarding between them (rules first in FORWARD, tagged
+      "taptun:l3_proxy_arp:TAP:LAN-IF:..."), add a host route through TAP
+      for each PEER-IP (an address of LAN-IF's network that the peer uses).
+down: remove exactly those rules and routes, restore ip_forward and
+      proxy_arp.
+Needs root (CAP_NET_ADMIN) and iptables.
+EOF
+}
+
+die() {
+    echo "$prog: $*" >&2
+    exit 1
+}
+
+bad_args() {
+    echo "$prog: $*" >&2
+    usage >&2
+    exit 2
+}
+
+case "${1-}" in
+-h | --help)
+    usage
+    exit 0
+    ;;
+esac
+if [ $# -lt 2 ] || { [ "$mode" = down ] && [ $# -ne 2 ]; }; then
+    bad_args "wrong number of arguments"
+fi
+tap=$1
+lan=$2
+shift 2
+for n in "$tap" "$lan"; do
+    case $n in
+    '' | -* | *[!A-Za-z0-9_.-]* | . | ..) bad_args "bad interface name '$n'" ;;
+    esac
+    [ "${#n}" -le 15 ] || bad_args "interface name '$n' longer than 15 characters"
+done
+[ "$tap" != "$lan" ] || bad_args "TAP and LAN-IF must differ"
+for c in "$@"; do
+    case $c in
+    *.*.*.*) ;;
+    *) bad_args "bad PEER-IP '$c'" ;;
+    esac
+    case $c in
+    *[!0-9./]*) bad_args "bad PEER-IP '$c'" ;;
+    esac
+done
+
+command -v iptables >/dev/null 2>&1 || die "iptables is not installed"
+command -v iptables-save >/dev/null 2>&1 || die "iptables-save is not installed"
+fwd_file=/proc/sys/net/ipv4/ip_forward
+[ -w "$fwd_file" ] || die "cannot write $fwd_file (not root?)"
+
+# ---- tagged iptables rules (the same helpers are in l3_nat_up.sh) ----
+
+ipt() { iptables -w "$@"; }
+
+# Every taptun tag in the chains taptun uses.
+all_tags() {
+    {
+        ipt -t filter -S FORWARD 2>/dev/null || true
+        ipt -t nat -S POSTROUTING 2>/dev/null || true
+    } | sed -n 's/.*--comment "\{0,1\}\(taptun:[^" ]*\).*/\1/p'
+}
+
+# field TAG KEY: the value of KEY=value in a colon-separated tag.
+field() {
+    printf '%s\n' "$1" | tr ':' '\n' | awk -v k="$2" 'index($0, k "=") == 1 { print substr($0, length(k) + 2); exit }'
+}
+
+# our_rules TABLE CHAIN PREFIX: the rules whose tag starts with PREFIX.
+our_rules() {
+    { ipt -t "$1" -S "$2" 2>/dev/null || true; } | grep -F -e "--comment \"$3" -e "--comment $3" || true
+}
+
+# delete_rules TABLE CHAIN PREFIX
+delete_rules() {
+    our_rules "$1" "$2" "$3" | while IFS= read -r rule; do
+        # -S prints the rule as the arguments that add it; the tag holds no
+        # spaces, so dropping the quotes leaves the same words.
+        # shellcheck disable=SC2046 # split into arguments on purpose
+        ipt -t "$1" $(printf '%s\n' "$rule" | sed 's/^-A /-D /; s/"//g')
+    done
+}
+
+# (iptables-save -t TABLE would print a missing table as if it existed.)
+table_exists() { iptables-save 2>/dev/null | grep -q "^\*$1\$"; }
+
+# True when the table holds nothing but built-in chains with ACCEPT
+# policies: what iptables-nft creates on first use.
+table_pristine() {
+    ! iptables-save -t "$1" 2>/dev/null | grep -v '^#' |
+        grep -Evq '^(\*[a-z]+|COMMIT|:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ACCEPT .*)$'
+}
+
+drop_table() {
+    if iptables -V 2>/dev/null | grep -q nf_tables && command -v nft >/dev/null 2>&1; then
+        nft delete table ip "$1"
+    else
+        echo "$prog: note: the empty $1 table that up created stays (not nftables-based iptables, or no nft)" >&2
+    fi
+}
+
+# first_field KEY TAG...: the first value of KEY among the tags.
+first_field() {
+    k=$1
+    shift
+    for t in "$@"; do
+        v=$(field "$t" "$k")
+        if [ -n "$v" ]; then
+            echo "$v"
+            return
+        fi
+    done
+}
+
+# new_tables LETTERS: for each table (f = filter, n = nat) it uses, print its
+# letter if it did not exist before taptun's first rule.
+new_tables() {
+    res=""
+    for l in $(printf '%s\n' "$1" | sed 's/./& /g'); do
+        case $l in f) t=filter ;; n) t=nat ;; esac
+        if ! table_exists "$t"; then
+            res=$res$l
+        else
+            for tg in $(all_tags); do
+                case $(field "$tg" nf) in
+                *"$l"*)
+                    res=$res$l
+                    break
+                    ;;
+                esac
+            done
+        fi
+    done
+    echo "${res:--}"
+}
+
+set_fwd() { [ "$(cat "$fwd_file")" = "$1" ] || echo "$1" >"$fwd_file"; }
+
+# undo_common TAG: after our rules are gone, give ip_forward and the
+# tables back unless another taptun rule still relies on them.
+undo_common() {
+    fwd=$(field "$1" fwd)
+    nf=$(field "$1" nf)
+    # shellcheck disable=SC2046
+    if [ -z "$(first_field fwd $(all_tags))" ] && [ -n "$fwd" ]; then
+        set_fwd "$fwd"
+    fi
+    for l in $(printf '%s\n' "$nf" | sed 's/./& /g'); do
+        case $l in f) t=filter ;; n) t=nat ;; *) continue ;; esac
+        if table_exists "$t" && table_pristine "$t"; then
+            drop_table "$t"
+        fi
+    done
+}
+
+# ---- l3_proxy_arp ----
+
+prefix="taptun:l3_proxy_arp:$tap:$lan:"
+rtproto=246
+exists() { ip link show dev "$1" >/dev/null 2>&1; }
+pa_file() { echo "/proc/sys/net/ipv4/conf/$1/proxy_arp"; }
+
+# saved_pa IF: IF's proxy_arp before the first taptun rule that set it (from
+# the tags of the proxy-ARP rules that name IF), empty if none does.
+saved_pa() {
+    for t in $(all_tags); do
+        case $t in taptun:l3_proxy_arp:*) ;; *) continue ;; esac
+        pa=$(field "$t" pa)
+        t=${t#taptun:l3_proxy_arp:}
+        if [ "${t%%:*}" = "$1" ]; then
+            echo "${pa%?}"
+            return
+        fi
+        t=${t#*:}
+        if [ "${t%%:*}" = "$1" ]; then
+            echo "${pa#?}"
+            return
+        fi
+    done
+}
+
+our_routes() {
+    ip -o -4 route show dev "$tap" proto "$rtproto" 2>/dev/null | awk '{ print $1 }'
+}
+
+do_up() {
+    exists "$tap" || die "no interface $tap (is taptun running?)"
+    exists "$lan" || die "no interface $lan"
+    # Refuse before changing anything: a route to a peer address that
+    # someone else made is not ours to replace.
+    for p in "$@"; do
+        if ip -o -4 addr show | awk -v a="${p%/*}" 'index($4, a "/") == 1 { f = 1 } END { exit !f }'; then
+            die "$p is an address of this host, not of the peer"
+        fi
+        r=$(ip -o route show exact "$p" 2>/dev/null || true)
+        if [ -n "$r" ] && ! ip -o route show exact "$p" dev "$tap" proto "$rtproto" | grep -q .; then
+            die "a route to $p exists already: $r"
+        fi
+    done
+    # shellcheck disable=SC2046
+    fwd=$(first_field fwd $(all_tags))
+    [ -n "$fwd" ] || fwd=$(cat "$fwd_file")
+    pt=$(saved_pa "$tap")
+    [ -n "$pt" ] || pt=$(cat "$(pa_file "$tap")")
+    pl=$(saved_pa "$lan")
+    [ -n "$pl" ] || pl=$(cat "$(pa_file "$lan")")
+    tag="${prefix}fwd=$fwd:nf=$(new_tables f):pa=$pt$pl"
+
+    rule_out="FORWARD -i $tap -o $lan -m comment --comment $tag -j ACCEPT"
+    rule_in="FORWARD -i $lan -o $tap -m comment --comment $tag -j ACCEPT"
+    present=0
+    # shellcheck disable=SC2086 # rules are lists of words
+    for r in "$rule_out" "$rule_in"; do ipt -C $r 2>/dev/null && present=$((present + 1)); done
+    have=$(our_rules filter FORWARD "$prefix" | wc -l)
+    if [ "$present" -ne 2 ] || [ "$have" -ne 2 ]; then
+        # Half there (an interrupted up): start over.
+        delete_rules filter FORWARD "$prefix"
+        # shellcheck disable=SC2046 # rules are lists of words
+        ipt -I $(printf '%s\n' "$rule_in" | sed 's/^FORWARD/FORWARD 1/')
+        # shellcheck disable=SC2046
+        ipt -I $(printf '%s\n' "$rule_out" | sed 's/^FORWARD/FORWARD 1/')
+    fi
+    for p in "$@"; do
+        if ! ip -o route show exact "$p" dev "$tap" proto "$rtproto" | grep -q .; then
+            ip route add "$p" dev "$tap" proto "$rtproto"
+        fi
+    done
+    set_fwd 1
+    for f in "$(pa_file "$tap")" "$(pa_file "$lan")"; do
+        [ "$(cat "$f")" = 1 ] || echo 1 >"$f"
+    done
+    echo "$prog: proxy ARP between $tap and $lan; routes to ${*:-(none)} through $tap; ip_forward 1 (was $fwd)"
+}
+
+do_down() {
+    tag=$(our_rules filter FORWARD "$prefix" | sed -n 's/.*--comment "\{0,1\}\(taptun:[^" ]*\).*/\1/p' | head -n 1)
+    routes=$(our_routes)
+    if [ -z "$tag" ] && [ -z "$routes" ]; then
+        echo "$prog: nothing to undo for $tap and $lan"
+        return
+    fi
+    for r in $routes; do
+        ip route del "$r" dev "$tap" proto "$rtproto"
+    done
+    [ -n "$tag" ] || return 0
+    delete_rules filter FORWARD "$prefix"
+    pa=$(field "$tag" pa)
+    # Give an interface its proxy_arp back unless another taptun proxy-ARP
+    # rule still names it. (A TAP that taptun removed took its setting along.)
+    if [ -z "$(saved_pa "$tap")" ] && [ -e "$(pa_file "$tap")" ] && [ -n "$pa" ]; then
+        echo "${pa%?}" >"$(pa_file "$tap")"
+    fi
+    if [ -z "$(saved_pa "$lan")" ] && [ -e "$(pa_file "$lan")" ] && [ -n "$pa" ]; then
+        echo "${pa#?}" >"$(pa_file "$lan")"
+    fi
+    undo_common "$tag"
+    echo "$prog: proxy ARP between $tap and $lan undone; ip_forward $(cat "$fwd_file")"
+}
+
+if [ "$mode" = up ]; then do_up "$@"; else do_down; fi
