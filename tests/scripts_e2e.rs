@@ -397,3 +397,53 @@ fn e2e_l3_proxy_arp_puts_peer_on_lan_and_restores() {
     lan.exec("ip neigh flush dev l0");
     assert!(no_ping(&p.b, "10.66.0.10"), "still proxied after down");
 }
+
+/// Wrong arguments: usage on stderr and exit 2; `--help`: usage on stdout
+/// and exit 0. The arguments are checked before anything else, so this
+/// runs anywhere and changes nothing.
+#[test]
+fn scripts_print_usage_on_wrong_arguments() {
+    let run = |args: &[&str]| {
+        std::process::Command::new("sh")
+            .args(args)
+            .output()
+            .expect("spawn sh")
+    };
+    for name in [
+        "l2_bridge_up.sh",
+        "l2_bridge_down.sh",
+        "l3_nat_up.sh",
+        "l3_nat_down.sh",
+        "l3_proxy_arp_up.sh",
+        "l3_proxy_arp_down.sh",
+    ] {
+        let path = format!("{SCRIPTS}/{name}");
+        for bad in [
+            vec![path.as_str()],
+            vec![path.as_str(), "tap0"],
+            vec![path.as_str(), "tap 0", "eth0"],
+            vec![path.as_str(), "tap0", "tap0"],
+            vec![path.as_str(), "tap0", "an-interface-name-too-long"],
+        ] {
+            let out = run(&bad);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{bad:?}: {err}");
+            assert!(err.contains(name), "{bad:?}: {err}");
+        }
+        let out = run(&[path.as_str(), "--help"]);
+        assert_eq!(out.status.code(), Some(0), "{name} --help");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("usage: "));
+    }
+    // Down takes exactly the interfaces; NAT's sources and proxy ARP's
+    // peer addresses must be IPv4 addresses or networks.
+    for args in [
+        ["l3_nat_down.sh", "tap0", "eth0", "10.0.0.0/8"],
+        ["l3_nat_up.sh", "tap0", "eth0", "not-a-net"],
+        ["l3_proxy_arp_up.sh", "tap0", "eth0", "10.0.0"],
+        ["l2_bridge_up.sh", "tap0", "eth0", "br;0"],
+    ] {
+        let path = format!("{SCRIPTS}/{}", args[0]);
+        let out = run(&[path.as_str(), args[1], args[2], args[3]]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
