@@ -201,7 +201,7 @@ mod tests {
             x ^= x << 17;
             x
         };
-        for _ in 0..150 {
+        for _ in 0..40 {
             let len = (next() % 3000) as usize;
             let script: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             harness::run(&script);
@@ -241,6 +241,8 @@ mod tests {
     /// Regression inputs found by `cargo fuzz run rx` (see fuzz/README).
     #[test]
     fn harness_regressions() {
+        // (Written before rotations: its 0x8f/0xff ops were then empty
+        // datagrams, now two rotations, which leave the same key current.)
         // The first find was the harness's: libFuzzer's comparison tracing
         // lifted the real tag out of the MAC check, so this "junk" is an
         // authentic, stale datagram (timestamp 0x5_7977_ea88). The model

@@ -15,7 +15,9 @@
 //!   yet full (no false replay drops);
 //! - the peer is learned or moved exactly when an accepted datagram is the
 //!   newest ever and comes from another address, and never otherwise;
-//! - short, forged, stale and future datagrams get exactly their drop reason.
+//! - short, forged, stale and future datagrams get exactly their drop reason;
+//! - after a key rotation, datagrams under the old key are accepted for the
+//!   maximum age and refused (bad MAC) after it.
 //!
 //! Any violation panics, which the fuzzer reports as a crash.
 
@@ -29,6 +31,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 const KEY: &[u8] = b"fuzz key: 32 bytes of secret...!";
+/// The key after a rotation (SIGHUP); rotations alternate between the two.
+const KEY_B: &[u8] = b"rotated key, 32 bytes of secret!";
+const KEYS: [&[u8]; 2] = [KEY, KEY_B];
 const WRONG_KEY: &[u8] = b"another key, also 32 bytes long!";
 const BASE_NOW: u64 = 1_763_900_000_000_000_000;
 const SEC: u64 = 1_000_000_000;
@@ -67,16 +72,16 @@ impl Cursor<'_> {
     }
 }
 
-/// Whether `dg` carries a valid tag under the real key, computed here
+/// Whether `dg` carries a valid tag under `key`, computed here
 /// independently of `wire::Codec`. Normally only datagrams the harness
 /// sealed; but libFuzzer's comparison tracing can lift a whole tag out of
 /// the MAC check, so the fuzzer does forge valid datagrams of its own.
-fn authentic(dg: &[u8]) -> bool {
+fn authentic(key: &[u8], dg: &[u8]) -> bool {
     use hmac::{Hmac, KeyInit, Mac};
     if dg.len() < HEADER_LEN {
         return false;
     }
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(KEY).expect("any key length");
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
     mac.update(&dg[MAC_LEN..]);
     mac.finalize().into_bytes().as_slice() == &dg[..MAC_LEN]
 }
@@ -96,6 +101,10 @@ fn sources() -> [SocketAddr; 5] {
 
 struct Model {
     rx: Inbound,
+    /// Index in [`KEYS`] of the current key.
+    key: usize,
+    /// The key before the last rotation, and until when it is accepted.
+    previous: Option<(usize, u64)>,
     now: u64,
     max_age: u64,
     /// The genuine sender's last timestamp (it only goes up).
@@ -115,7 +124,10 @@ impl Model {
         let ts = dg
             .get(MAC_LEN..HEADER_LEN)
             .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
-        let genuine = authentic(dg);
+        let genuine = authentic(KEYS[self.key], dg)
+            || self
+                .previous
+                .is_some_and(|(k, until)| self.now <= until && authentic(KEYS[k], dg));
         let accepted = matches!(verdict, Verdict::Frame(_) | Verdict::Keepalive);
         if dg.len() < HEADER_LEN {
             assert_eq!(verdict, Verdict::Drop(DropReason::Short), "short datagram");
@@ -189,7 +201,7 @@ impl Model {
             return;
         }
         let mut dg = vec![0u8; HEADER_LEN + frame.len()];
-        let n = Codec::new(KEY)
+        let n = Codec::new(KEYS[self.key])
             .encode(ts, frame, &mut dg)
             .expect("buffer sized for the frame");
         dg.truncate(n);
@@ -227,6 +239,8 @@ pub fn run(data: &[u8]) {
     };
     let mut m = Model {
         rx: Inbound::new(Codec::new(KEY), max_age, peer),
+        key: 0,
+        previous: None,
         now,
         max_age,
         sender_ts: now.saturating_sub(max_age / 2),
@@ -324,6 +338,14 @@ pub fn run(data: &[u8]) {
                     dg[..g.len()].copy_from_slice(&g);
                 }
                 m.check(&dg, from);
+            }
+            // Key rotation: receiver and sender switch; what the sender
+            // sealed before stays acceptable for the maximum age.
+            _ if op & 0x80 != 0 => {
+                let new = 1 - m.key;
+                m.rx.rotate(Codec::new(KEYS[new]), m.now);
+                m.previous = Some((m.key, m.now.saturating_add(m.max_age)));
+                m.key = new;
             }
             // Empty datagram.
             _ => m.check(&[], from),
