@@ -1,0 +1,197 @@
+//! Micro-benchmark of the pure per-frame work, in ns per frame:
+//! encode (`Codec::seal`), decode+verify (`Codec::open`), the replay check
+//! (`ReplayWindow::accept`) and the whole receive pipeline
+//! (`rx::Inbound::receive`), at 64, 512 and 1432-byte frames.
+//!
+//! `cargo bench --bench micro`. Standard harness-less bench (no crate):
+//! each figure is the median of 15 samples of about 20 ms, with the fastest
+//! and slowest sample beside it, so a noisy neighbour shows as a wide range
+//! rather than as a wrong number. Not run by the test suite.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use taptun::replay::ReplayWindow;
+use taptun::rx::{Inbound, Verdict};
+use taptun::wire::{Codec, HEADER_LEN};
+
+/// Frame sizes: minimum Ethernet frame, a medium one, a full one at TAP MTU 1418.
+const SIZES: [usize; 3] = [64, 512, 1432];
+const SAMPLES: usize = 15;
+const SAMPLE_TIME: Duration = Duration::from_millis(20);
+/// A fixed "now" (UNIX ns) so that every run sees the same timestamps.
+const NOW: u64 = 1_763_900_000_000_000_000;
+/// The default `--max-age`.
+const MAX_AGE_NS: u64 = 3_000_000_000;
+const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+/// Median, min and max of a sample set.
+struct Figure {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn summarize(mut ns: Vec<f64>) -> Figure {
+    ns.sort_by(f64::total_cmp);
+    Figure {
+        median: ns[ns.len() / 2],
+        min: ns[0],
+        max: ns[ns.len() - 1],
+    }
+}
+
+/// Times `op` (one frame per call): finds how many calls fill a sample, then
+/// takes `SAMPLES` samples.
+fn bench(mut op: impl FnMut()) -> Figure {
+    let mut iters = 1u64;
+    loop {
+        let start = Instant::now();
+        for _ in 0..iters {
+            op();
+        }
+        if start.elapsed() >= SAMPLE_TIME / 4 || iters >= 1 << 30 {
+            break;
+        }
+        iters *= 2;
+    }
+    iters *= 4;
+    let samples = (0..SAMPLES)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                op();
+            }
+            start.elapsed().as_nanos() as f64 / iters as f64
+        })
+        .collect();
+    summarize(samples)
+}
+
+fn print(what: &str, size: Option<usize>, f: &Figure) {
+    let size = size.map_or_else(|| "-".to_string(), |s| s.to_string());
+    println!(
+        "{what:<34} {size:>6} {:>10.1} {:>10.1} {:>10.1}",
+        f.median, f.min, f.max
+    );
+}
+
+/// A sealed datagram carrying a `len`-byte frame stamped `ts`.
+fn datagram(codec: &Codec, ts: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; HEADER_LEN + len];
+    for (i, b) in buf[HEADER_LEN..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    codec.seal(ts, &mut buf).expect("buffer holds the header");
+    buf
+}
+
+/// The receive pipeline on datagrams it accepts: each sample receives a
+/// batch sealed beforehand (outside the timing) with newer timestamps, so
+/// the replay window never refuses one and every call takes the full path.
+fn bench_receive(codec: &Codec, len: usize) -> Figure {
+    const BATCH: usize = 4096;
+    let src: SocketAddr = "192.0.2.2:9123".parse().expect("literal address");
+    let mut rx = Inbound::new(codec.clone(), MAX_AGE_NS, Some(src));
+    let mut batch: Vec<Vec<u8>> = (0..BATCH).map(|_| datagram(codec, NOW, len)).collect();
+    let mut ts = NOW - MAX_AGE_NS / 2;
+    let mut samples = Vec::with_capacity(SAMPLES);
+    // One untimed batch first to warm caches and the window.
+    for round in 0..=SAMPLES * 4 {
+        for dg in &mut batch {
+            ts += 1;
+            codec.seal(ts, dg).expect("buffer holds the header");
+        }
+        let mut delivered = 0usize;
+        let start = Instant::now();
+        for dg in &batch {
+            let (verdict, _) = rx.receive(black_box(dg), src, ts);
+            if matches!(verdict, Verdict::Frame(_)) {
+                delivered += 1;
+            }
+        }
+        let elapsed = start.elapsed();
+        assert_eq!(delivered, BATCH, "the pipeline must accept every datagram");
+        if round > 0 {
+            samples.push(elapsed.as_nanos() as f64 / BATCH as f64);
+        }
+    }
+    summarize(samples)
+}
+
+fn main() {
+    let sha_ni = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.split_whitespace().any(|w| w == "sha_ni"))
+        .unwrap_or(false);
+    println!(
+        "taptun per-frame micro-benchmark, ns per frame (median of {SAMPLES} samples, min, max); CPU sha_ni: {}",
+        if sha_ni { "yes" } else { "no" }
+    );
+    println!(
+        "{:<34} {:>6} {:>10} {:>10} {:>10}",
+        "operation", "frame", "median", "min", "max"
+    );
+    let codec = Codec::new(KEY);
+
+    for len in SIZES {
+        let mut buf = datagram(&codec, NOW, len);
+        let mut ts = NOW;
+        let f = bench(|| {
+            ts += 1;
+            codec
+                .seal(black_box(ts), black_box(&mut buf))
+                .expect("buffer holds the header");
+        });
+        print("encode (Codec::seal)", Some(len), &f);
+    }
+
+    for len in SIZES {
+        let dg = datagram(&codec, NOW, len);
+        let f = bench(|| {
+            let ok = codec.open(black_box(&dg)).is_ok();
+            black_box(ok);
+        });
+        print("decode+verify (Codec::open)", Some(len), &f);
+    }
+
+    for len in SIZES {
+        let mut dg = datagram(&codec, NOW, len);
+        dg[HEADER_LEN] ^= 1;
+        let f = bench(|| {
+            let ok = codec.open(black_box(&dg)).is_ok();
+            assert!(!black_box(ok));
+        });
+        print("reject forged (Codec::open)", Some(len), &f);
+    }
+
+    // The window does not look at the frame, so one figure per pattern.
+    let mut window = ReplayWindow::new();
+    let mut ts = NOW;
+    let f = bench(|| {
+        ts += 1;
+        black_box(window.accept(black_box(ts))).expect("newer timestamp");
+    });
+    print("replay check, in order", None, &f);
+
+    // Pairs swapped (2, 1, 4, 3, ...): every second one is an older, unseen timestamp.
+    let mut window = ReplayWindow::new();
+    let mut n = NOW;
+    let mut odd = false;
+    let f = bench(|| {
+        let ts = if odd { n } else { n + 1 };
+        if odd {
+            n += 2;
+        }
+        odd = !odd;
+        black_box(window.accept(black_box(ts))).expect("unseen timestamp");
+    });
+    print("replay check, pairs swapped", None, &f);
+
+    for len in SIZES {
+        print(
+            "full receive (rx::Inbound::receive)",
+            Some(len),
+            &bench_receive(&codec, len),
+        );
+    }
+}

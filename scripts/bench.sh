@@ -1,0 +1,516 @@
+#!/bin/sh
+# Benchmark: taptun against the bare veth, the kernel's vxlan and fastd, in
+# one run, in the same two network namespaces (joined by a veth, MTU 1500).
+#
+# For each candidate and each round: iperf3 TCP (one stream, each
+# direction), iperf3 UDP with 64-byte payloads at unlimited rate (received
+# packets/s), ping RTT (median, and the part added over the bare veth
+# measured right before), and for the userspace tunnels their CPU seconds
+# per GB of TCP payload (both processes, from /proc/PID/stat) and their peak
+# RSS (VmHWM). Rounds are interleaved (each round visits every candidate, in
+# a rotated order) so that a noisy neighbour hurts all candidates alike;
+# each figure is the median over the rounds, with min-max.
+#
+# Usage (root; traffic stays inside the namespaces it creates):
+#   sudo sh scripts/bench.sh
+# Knobs (environment):
+#   ROUNDS=3        rounds (>= 3 for a median worth the name)
+#   DURATION=5      seconds per iperf3 run (not SECONDS: bash's clock)
+#   PINGS=40        pings per RTT sample (20 ms apart)
+#   CANDIDATES="bare vxlan fastd taptun"   a subset, for quick looks
+#   TAPTUN_BIN=...  use this binary instead of building target/release/taptun
+#   TAPTUN_ARGS=... extra taptun arguments (e.g. "--sockbuf 212992")
+#   OUT=target/bench/report.md   where the markdown report goes
+# A default run takes about 4-5 minutes. Exits non-zero only when something
+# failed to run (setup, a tunnel, a measurement); a slow result is a result.
+set -eu
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+PINGS=${PINGS:-40}
+CANDIDATES=${CANDIDATES:-bare vxlan fastd taptun}
+TAPTUN_ARGS=${TAPTUN_ARGS:-}
+OUT=${OUT:-target/bench/report.md}
+
+die() { echo "bench: $*" >&2; exit 1; }
+say() { printf '%s\n' "$*"; }
+
+for v in ROUNDS DURATION PINGS; do
+    eval "x=\$$v"
+    case $x in '' | *[!0-9]*) die "$v must be a positive integer, not '$x'" ;; esac
+    [ "$x" -ge 1 ] || die "$v must be at least 1"
+done
+[ "$DURATION" -le 120 ] || die "DURATION is capped at 120 s"
+[ "$ROUNDS" -le 20 ] || die "ROUNDS is capped at 20"
+[ "$PINGS" -le 1000 ] || die "PINGS is capped at 1000"
+for c in $CANDIDATES; do
+    case $c in bare | vxlan | fastd | taptun) ;; *) die "unknown candidate '$c' (bare vxlan fastd taptun)" ;; esac
+done
+[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, TAP): sudo sh scripts/bench.sh"
+[ -c /dev/net/tun ] || die "/dev/net/tun is missing (modprobe tun)"
+
+sh scripts/deps.sh
+for tool in ip iperf3 fastd ping jq timeout awk ss; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed"
+done
+
+if [ -n "${TAPTUN_BIN:-}" ]; then
+    bin=$TAPTUN_BIN
+else
+    say "building taptun (release)"
+    cargo build --release --quiet || die "cargo build --release failed"
+    bin=$PWD/target/release/taptun
+fi
+[ -x "$bin" ] || die "no taptun binary at $bin"
+
+id=$$
+nsa="ttbench-a-$id"
+nsb="ttbench-b-$id"
+work=$(mktemp -d)
+res="$work/results"
+: >"$res"
+pids=""        # every process we started, killed by PID on exit
+taptun_pids="" # the two taptun processes
+fastd_pids=""  # the two fastd processes
+failures=0
+clk=$(getconf CLK_TCK)
+# A private copy: a rebuild of target/ during the run cannot change what runs.
+cp "$bin" "$work/taptun"
+bin=$work/taptun
+
+# True while PID runs (a zombie child counts as gone).
+alive() {
+    s=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1) || return 1
+    [ -n "$s" ] && [ "$s" != Z ]
+}
+
+# SIGTERM, up to 3 s to exit, then SIGKILL; reaps it.
+stop_pid() {
+    kill "$1" 2>/dev/null || return 0
+    i=0
+    while alive "$1" && [ "$i" -lt 30 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -9 "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+cleanup() {
+    rc=$?
+    trap - EXIT INT TERM
+    for p in $pids; do stop_pid "$p"; done
+    ip netns del "$nsa" 2>/dev/null || true
+    ip netns del "$nsb" 2>/dev/null || true
+    rm -rf "$work"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+fail() {
+    failures=$((failures + 1))
+    echo "bench: FAILED: $*" >&2
+}
+
+# Runs in a namespace in the background; `ip netns exec` execs the program,
+# so $! is the program's own PID (its CPU time and RSS are what we read).
+spawn() { # ns log program args...
+    ns=$1 log=$2
+    shift 2
+    ip netns exec "$ns" "$@" >"$log" 2>&1 &
+    last_pid=$!
+    pids="$pids $last_pid"
+}
+
+# Polls until interface $2 exists in namespace $1 (10 s at most).
+wait_link() {
+    i=0
+    until ip -n "$1" link show dev "$2" >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ "$i" -gt 100 ] && return 1
+        sleep 0.1
+    done
+}
+
+# Pings from A until $1 answers (about 20 s at most).
+wait_ping() {
+    i=0
+    until ip netns exec "$nsa" ping -n -c 1 -W 1 "$1" >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ "$i" -gt 20 ] && return 1
+    done
+}
+
+mtu_of() { ip -n "$1" -o link show dev "$2" | sed -n 's/.* mtu \([0-9]*\) .*/\1/p'; }
+
+# --- the underlay -----------------------------------------------------------
+ip netns add "$nsa"
+ip netns add "$nsb"
+ip link add "tbA$id" netns "$nsa" mtu 1500 type veth peer name "tbB$id" netns "$nsb" mtu 1500
+ip -n "$nsa" link set "tbA$id" name u0
+ip -n "$nsb" link set "tbB$id" name u0
+ip -n "$nsa" addr add 192.0.2.1/24 dev u0
+ip -n "$nsb" addr add 192.0.2.2/24 dev u0
+for ns in "$nsa" "$nsb"; do
+    ip -n "$ns" link set u0 up
+    ip -n "$ns" link set lo up
+done
+
+# Overlay address of B for each candidate (A has .1 in the same /24).
+addr_b() {
+    case $1 in
+    bare) echo 192.0.2.2 ;;
+    vxlan) echo 10.201.0.2 ;;
+    taptun) echo 10.202.0.2 ;;
+    fastd) echo 10.203.0.2 ;;
+    esac
+}
+
+# --- the candidates -----------------------------------------------------------
+setup_vxlan() {
+    ip -n "$nsa" link add vx0 mtu 1418 type vxlan id 42 local 192.0.2.1 remote 192.0.2.2 dstport 4789 dev u0 &&
+        ip -n "$nsb" link add vx0 mtu 1418 type vxlan id 42 local 192.0.2.2 remote 192.0.2.1 dstport 4789 dev u0 &&
+        ip -n "$nsa" addr add 10.201.0.1/24 dev vx0 &&
+        ip -n "$nsb" addr add 10.201.0.2/24 dev vx0 &&
+        ip -n "$nsa" link set vx0 up &&
+        ip -n "$nsb" link set vx0 up
+}
+
+setup_taptun() {
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$work/taptun.key") || return 1
+    # Both sides know their peer: the fixed-peer setup a connected socket suits.
+    # shellcheck disable=SC2086 # TAPTUN_ARGS is a list of arguments
+    spawn "$nsa" "$work/taptun-a.log" "$bin" "$work/taptun.key" :9123 192.0.2.2:9123 \
+        -i tt0 --mtu 1418 -a 10.202.0.1/24 $TAPTUN_ARGS
+    taptun_pids="$last_pid"
+    # shellcheck disable=SC2086
+    spawn "$nsb" "$work/taptun-b.log" "$bin" "$work/taptun.key" :9123 192.0.2.1:9123 \
+        -i tt0 --mtu 1418 -a 10.202.0.2/24 $TAPTUN_ARGS
+    taptun_pids="$taptun_pids $last_pid"
+    wait_link "$nsa" tt0 && wait_link "$nsb" tt0
+}
+
+setup_fastd() {
+    for side in a b; do
+        fastd --generate-key 2>/dev/null >"$work/fastd-$side.keys" || return 1
+    done
+    for side in a b; do
+        # Only A initiates: when both sides handshake at once, fastd v22 can
+        # end up with sessions that fail every packet's verification.
+        if [ "$side" = a ]; then
+            me=1 other=b remote="remote 192.0.2.2:10000;"
+        else
+            me=2 other=a remote=""
+        fi
+        secret=$(sed -n 's/^Secret: //p' "$work/fastd-$side.keys")
+        public=$(sed -n 's/^Public: //p' "$work/fastd-$other.keys")
+        [ -n "$secret" ] && [ -n "$public" ] || return 1
+        cat >"$work/fastd-$side.conf" <<EOF
+log level warn;
+mode tap;
+interface "fd0";
+mtu 1418;
+method "null+salsa2012+umac";
+bind 192.0.2.$me:10000;
+secret "$secret";
+peer "$other" {
+    key "$public";
+    $remote
+}
+EOF
+    done
+    spawn "$nsa" "$work/fastd-a.log" fastd -c "$work/fastd-a.conf"
+    fastd_pids="$last_pid"
+    spawn "$nsb" "$work/fastd-b.log" fastd -c "$work/fastd-b.conf"
+    fastd_pids="$fastd_pids $last_pid"
+    wait_link "$nsa" fd0 && wait_link "$nsb" fd0 &&
+        ip -n "$nsa" addr add 10.203.0.1/24 dev fd0 &&
+        ip -n "$nsb" addr add 10.203.0.2/24 dev fd0 &&
+        ip -n "$nsa" link set fd0 up &&
+        ip -n "$nsb" link set fd0 up
+}
+
+dev_of() {
+    case $1 in bare) echo u0 ;; vxlan) echo vx0 ;; taptun) echo tt0 ;; fastd) echo fd0 ;; esac
+}
+
+cands=""
+for c in bare vxlan fastd taptun; do # report order, whatever order CANDIDATES has
+    case " $CANDIDATES " in *" $c "*) ;; *) continue ;; esac
+    case $c in
+    bare) ok=true ;;
+    vxlan) if setup_vxlan; then ok=true; else ok=false; fi ;;
+    taptun) if setup_taptun; then ok=true; else ok=false; fi ;;
+    fastd) if setup_fastd; then ok=true; else ok=false; fi ;;
+    esac
+    if $ok && wait_ping "$(addr_b "$c")"; then
+        cands="$cands $c"
+        say "$c ready: $(dev_of "$c") mtu $(mtu_of "$nsa" "$(dev_of "$c")")"
+    else
+        fail "$c did not come up"
+        for f in "$work/$c"-*.log; do [ -f "$f" ] && sed "s|^|  $(basename "$f"): |" "$f" >&2; done
+    fi
+done
+[ -n "$cands" ] || die "no candidate came up"
+
+spawn "$nsb" "$work/iperf3-server.log" iperf3 -s -p 5201
+i=0
+until ip netns exec "$nsb" ss -Hltn 'sport = :5201' | grep -q 5201; do
+    i=$((i + 1))
+    [ "$i" -gt 100 ] && die "iperf3 server did not start"
+    sleep 0.1
+done
+
+# --- measuring ----------------------------------------------------------------
+rec() { echo "$1 $2 $3 $4" >>"$res"; } # round candidate metric value
+
+# "utime stime" (clock ticks) of the given PIDs, all threads together.
+cpu_ticks() {
+    for p in "$@"; do sed 's/.*) //' "/proc/$p/stat"; done |
+        awk '{ u += $12; s += $13 } END { print u + 0, s + 0 }'
+}
+
+# Frames the kernel dropped because the tunnel did not read A's TAP/tunnel
+# device fast enough (tun's queue full).
+dev_tx_dropped() {
+    ip netns exec "$nsa" cat "/sys/class/net/$1/statistics/tx_dropped" 2>/dev/null || echo 0
+}
+
+# Datagrams dropped at B's tunnel UDP socket (its receive buffer was full).
+sock_drops() {
+    ip netns exec "$nsb" ss -uamnH "sport = :$1" 2>/dev/null |
+        sed -n 's/.*skmem:(.*,d\([0-9]*\)).*/\1/p' | awk '{ s += $1 } END { print s + 0 }'
+}
+
+tunnel_port() {
+    case $1 in taptun) echo 9123 ;; fastd) echo 10000 ;; esac
+}
+
+# UDP RcvbufErrors of both namespaces together (datagrams the kernel
+# dropped because a socket's receive buffer was full).
+rcvbuf_errors() {
+    for ns in "$nsa" "$nsb"; do
+        ip netns exec "$ns" cat /proc/net/snmp
+    done | awk '/^Udp:/ { if (!h) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else { s += $c; h = 0 } }
+                END { print s + 0 }'
+}
+
+# iperf3 client in A with a bounded run time; retried once (a server still
+# busy with a killed test refuses the next one). JSON goes to $1.
+iperf() {
+    out=$1
+    shift
+    for attempt in 1 2; do
+        if timeout $((DURATION + 30)) ip netns exec "$nsa" iperf3 -J --connect-timeout 5000 \
+            -p 5201 -t "$DURATION" "$@" >"$out" 2>&1 &&
+            jq -e '.end.sum_received.bytes > 0' "$out" >/dev/null 2>&1; then
+            return 0
+        fi
+        [ "$attempt" = 1 ] && sleep 2
+    done
+    return 1
+}
+
+# Median per-packet RTT in µs from A to $1.
+ping_median() {
+    ip netns exec "$nsa" ping -n -c "$PINGS" -i 0.02 -W 1 "$1" 2>/dev/null |
+        awk -F'time=' 'NF > 1 { split($2, t, " "); v[++n] = t[1] * 1000 }
+            END {
+                if (n == 0) exit 1
+                for (i = 2; i <= n; i++) { x = v[i]; j = i - 1; while (j > 0 && v[j] > x) { v[j + 1] = v[j]; j-- } v[j + 1] = x }
+                print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+            }'
+}
+
+tunnel_pids() {
+    case $1 in taptun) echo "$taptun_pids" ;; fastd) echo "$fastd_pids" ;; *) echo "" ;; esac
+}
+
+measure() { # round candidate
+    r=$1 c=$2
+    b=$(addr_b "$c")
+    tp=$(tunnel_pids "$c")
+    for p in $tp; do
+        alive "$p" || { fail "$c round $r: tunnel process $p has exited"; return 0; }
+    done
+    # shellcheck disable=SC2086 # tp is a list of PIDs
+    t0=$(cpu_ticks $tp)
+    rb0=$(rcvbuf_errors)
+    if iperf "$work/tcp-ab.json" -c "$b" && iperf "$work/tcp-ba.json" -c "$b" -R; then
+        # shellcheck disable=SC2086
+        t1=$(cpu_ticks $tp)
+        rb1=$(rcvbuf_errors)
+        ab=$(jq '.end.sum_received.bits_per_second / 1e9' "$work/tcp-ab.json")
+        ba=$(jq '.end.sum_received.bits_per_second / 1e9' "$work/tcp-ba.json")
+        bytes=$(jq -s 'map(.end.sum_received.bytes) | add' "$work/tcp-ab.json" "$work/tcp-ba.json")
+        retr=$(jq -s 'map(.end.sum_sent.retransmits // 0) | add' "$work/tcp-ab.json" "$work/tcp-ba.json")
+        per10=$(awk -v d="$DURATION" 'BEGIN { print 10 / d / 2 }') # two runs of DURATION s -> per 10 s run
+        rec "$r" "$c" tcp_ab "$ab"
+        rec "$r" "$c" tcp_ba "$ba"
+        rec "$r" "$c" retr "$(awk -v x="$retr" -v k="$per10" 'BEGIN { print x * k }')"
+        rec "$r" "$c" rcvbuf "$(awk -v x="$((rb1 - rb0))" -v k="$per10" 'BEGIN { print x * k }')"
+        u=$((${t1% *} - ${t0% *})) k=$((${t1#* } - ${t0#* }))
+        if [ -n "$tp" ]; then
+            rec "$r" "$c" cpu "$(awk -v t="$((u + k))" -v hz="$clk" -v b="$bytes" 'BEGIN { print t / hz / (b / 1e9) }')"
+            [ $((u + k)) -gt 0 ] && rec "$r" "$c" cpu_sys "$(awk -v u="$u" -v k="$k" 'BEGIN { print 100 * k / (u + k) }')"
+        fi
+        say "  $c: TCP A->B $(printf %.2f "$ab") Gbit/s, B->A $(printf %.2f "$ba") Gbit/s, retransmits $retr, RcvbufErrors $((rb1 - rb0))$([ -n "$tp" ] && printf ', CPU ticks user %s sys %s' "$u" "$k")"
+    else
+        fail "$c round $r: iperf3 TCP: $(tail -c 300 "$work/tcp-ab.json" "$work/tcp-ba.json" 2>/dev/null | tr '\n' ' ')"
+    fi
+    dev=$(dev_of "$c")
+    port=$(tunnel_port "$c")
+    td0=$(dev_tx_dropped "$dev")
+    [ -n "$port" ] && sd0=$(sock_drops "$port")
+    if iperf "$work/udp.json" -c "$b" -u -b 0 -l 64; then
+        sent=$(jq '.end.sum_sent.packets' "$work/udp.json")
+        secs=$(jq '.end.sum_sent.seconds' "$work/udp.json")
+        kpps=$(jq '.end.sum_received.bytes / 64 / .end.sum_received.seconds / 1000' "$work/udp.json")
+        loss=$(jq '.end.sum_received.lost_percent' "$work/udp.json")
+        rec "$r" "$c" udp_sent "$(awk -v p="$sent" -v s="$secs" 'BEGIN { print p / s / 1000 }')"
+        rec "$r" "$c" udp_kpps "$kpps"
+        rec "$r" "$c" udp_loss "$loss"
+        where=""
+        if [ -n "$port" ] && [ "$sent" -gt 0 ]; then
+            td=$(($(dev_tx_dropped "$dev") - td0))
+            sd=$(($(sock_drops "$port") - sd0))
+            rec "$r" "$c" udp_tapdrop "$(awk -v x="$td" -v p="$sent" 'BEGIN { print 100 * x / p }')"
+            rec "$r" "$c" udp_sockdrop "$(awk -v x="$sd" -v p="$sent" 'BEGIN { print 100 * x / p }')"
+            where=" (dropped: $td at A's $dev queue, $sd at B's tunnel socket)"
+        fi
+        say "  $c: UDP 64 B sent $sent, received $(printf %.1f "$kpps") kpps, loss $(printf %.0f "$loss") %$where"
+    else
+        fail "$c round $r: iperf3 UDP: $(tail -c 300 "$work/udp.json" | tr '\n' ' ')"
+    fi
+    # The bare underlay right before the candidate, so "added" compares like with like.
+    if base=$(ping_median 192.0.2.2) && rtt=$(ping_median "$b"); then
+        rec "$r" "$c" rtt "$rtt"
+        # The bare veth adds nothing by definition (its two samples differ by noise).
+        [ "$c" = bare ] || rec "$r" "$c" rtt_added "$(awk -v a="$rtt" -v b="$base" 'BEGIN { print a - b }')"
+        say "  $c: ping RTT median $(printf %.0f "$rtt") us (bare veth just before: $(printf %.0f "$base") us)"
+    else
+        fail "$c round $r: ping $b got no answer"
+    fi
+}
+
+# The list rotated left by $1 places.
+rotate() {
+    n=$1
+    shift
+    while [ "$n" -gt 0 ]; do
+        x=$1
+        shift
+        set -- "$@" "$x"
+        n=$((n - 1))
+    done
+    echo "$@"
+}
+
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+started=$(date +%s)
+say "measuring: $ROUNDS rounds x ($cands ), ${DURATION} s per iperf3 run"
+ncand=$(echo "$cands" | wc -w)
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+    # shellcheck disable=SC2086 # cands is a list
+    for c in $(rotate $(((r - 1) % ncand)) $cands); do
+        say "round $r/$ROUNDS: $c"
+        measure "$r" "$c"
+    done
+    r=$((r + 1))
+done
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# Peak RSS per process (the larger of the two sides), then stop the tunnels
+# so that taptun logs its counters.
+for c in $cands; do
+    tp=$(tunnel_pids "$c")
+    [ -n "$tp" ] || continue
+    kb=0
+    for p in $tp; do
+        v=$(awk '/^VmHWM:/ { print $2 }' "/proc/$p/status" 2>/dev/null) || true
+        [ -n "$v" ] || { fail "$c: tunnel process $p has exited before the end"; continue; }
+        [ "$v" -gt "$kb" ] && kb=$v
+    done
+    rec all "$c" rss "$(awk -v k="$kb" 'BEGIN { print k / 1024 }')"
+    for p in $tp; do stop_pid "$p"; done
+done
+
+# --- the report ---------------------------------------------------------------
+mkdir -p "$(dirname "$OUT")"
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
+{
+    printf '%s\n' "taptun $rev vs references, $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) x $cpu, Linux $(uname -r);"
+    printf '%s\n' "veth MTU 1500, tunnels MTU 1418; $ROUNDS interleaved rounds, $DURATION s per iperf3 run; load average $load_start at start, $load_end at end."
+    printf '\n'
+    awk -v cands="$cands" '
+        BEGIN {
+            label["bare"] = "bare veth"; label["vxlan"] = "vxlan (kernel)"
+            label["fastd"] = "fastd (null+salsa2012+umac)"; label["taptun"] = "taptun"
+            nm = split("tcp_ab tcp_ba retr rcvbuf udp_sent udp_kpps udp_loss udp_tapdrop udp_sockdrop rtt rtt_added cpu cpu_sys rss", metric, " ")
+            name["tcp_ab"] = "TCP A→B, Gbit/s ↑"; fmt["tcp_ab"] = "%.2f"
+            name["tcp_ba"] = "TCP B→A, Gbit/s ↑"; fmt["tcp_ba"] = "%.2f"
+            name["retr"] = "TCP retransmits per 10 s run ↓"; fmt["retr"] = "%.0f"
+            name["rcvbuf"] = "UDP RcvbufErrors per 10 s TCP run ↓"; fmt["rcvbuf"] = "%.0f"
+            name["udp_sent"] = "UDP 64 B sent by iperf3, kpps"; fmt["udp_sent"] = "%.1f"
+            name["udp_tapdrop"] = "UDP 64 B dropped at the tunnel device queue on A, % of sent ↓"; fmt["udp_tapdrop"] = "%.0f"
+            name["udp_sockdrop"] = "UDP 64 B dropped at the tunnel socket on B, % of sent ↓"; fmt["udp_sockdrop"] = "%.0f"
+            name["cpu_sys"] = "tunnel CPU spent in the kernel (stime), %"; fmt["cpu_sys"] = "%.0f"
+            name["udp_kpps"] = "UDP 64 B received, kpps ↑"; fmt["udp_kpps"] = "%.1f"
+            name["udp_loss"] = "UDP 64 B loss, % ↓"; fmt["udp_loss"] = "%.0f"
+            name["rtt"] = "ping RTT (median), µs ↓"; fmt["rtt"] = "%.0f"
+            name["rtt_added"] = "RTT added over bare veth, µs ↓"; fmt["rtt_added"] = "%.0f"
+            name["cpu"] = "tunnel CPU s per GB (both ends) ↓"; fmt["cpu"] = "%.1f"
+            name["rss"] = "peak RSS per process, MiB ↓"; fmt["rss"] = "%.1f"
+            nc = split(cands, cand, " ")
+        }
+        { k = $2 SUBSEP $3; n[k]++; v[k, n[k]] = $4 + 0 }
+        function stats(k,   i, j, x, m) {
+            m = n[k]
+            for (i = 2; i <= m; i++) { x = v[k, i]; j = i - 1; while (j > 0 && v[k, j] > x) { v[k, j + 1] = v[k, j]; j-- } v[k, j + 1] = x }
+            med[k] = (m % 2) ? v[k, (m + 1) / 2] : (v[k, m / 2] + v[k, m / 2 + 1]) / 2
+            lo[k] = v[k, 1]; hi[k] = v[k, m]
+        }
+        function cell(c, mt,   k, f) {
+            k = c SUBSEP mt
+            if (c == "bare" && mt == "rtt_added") return "0 (reference)"
+            if (!(k in n)) return "–"
+            f = fmt[mt]
+            if (n[k] == 1) return sprintf(f, med[k])
+            return sprintf(f " (" f "–" f ")", med[k], lo[k], hi[k])
+        }
+        function ratio(ref, mt,   t, r) {
+            t = "taptun" SUBSEP mt; r = ref SUBSEP mt
+            if (!(t in n) || !(r in n) || med[r] == 0) return "–"
+            if (mt == "udp_sent") return "–" # the load offered, not a result
+            return sprintf("%.2f×", med[t] / med[r])
+        }
+        END {
+            for (k in n) stats(k)
+            line = "| figure |"; sep = "| --- |"
+            for (i = 1; i <= nc; i++) { line = line " " label[cand[i]] " |"; sep = sep " --- |" }
+            for (i = 1; i <= nc; i++) if (cand[i] != "taptun") { line = line " taptun ÷ " cand[i] " |"; sep = sep " --- |" }
+            print line; print sep
+            for (m = 1; m <= nm; m++) {
+                mt = metric[m]; line = "| " name[mt] " |"
+                for (i = 1; i <= nc; i++) line = line " " cell(cand[i], mt) " |"
+                for (i = 1; i <= nc; i++) if (cand[i] != "taptun") line = line " " ratio(cand[i], mt) " |"
+                print line
+            }
+        }' "$res"
+    printf '\n%s\n' "Median of the rounds (min–max). ↑ higher is better, ↓ lower. Ratios are taptun's median ÷ the reference's."
+    printf '%s\n' "CPU: utime+stime of both tunnel processes over the two TCP runs ÷ TCP payload moved; kernel tunnels have no process to charge (–)."
+    printf '%s\n' "UDP loss is counted by iperf3 end to end; the two drop rows say where the tunnel lost them (the rest is lost at the iperf3 receiver)."
+} >"$OUT"
+cp "$res" "$(dirname "$OUT")/rounds.txt"
+
+if [ -n "$taptun_pids" ]; then
+    say ""
+    say "== taptun logs (counters at exit)"
+    for f in "$work"/taptun-a.log "$work"/taptun-b.log; do sed "s|^|$(basename "$f" .log): |" "$f" | tail -n 12; done
+fi
+say ""
+say "== report ($OUT, per-round values in $(dirname "$OUT")/rounds.txt; $(($(date +%s) - started)) s of measuring)"
+cat "$OUT"
+[ "$failures" -eq 0 ] || die "$failures measurement(s) failed to run (see above)"
