@@ -277,6 +277,47 @@ mod tests {
         }
     }
 
+    /// Differential: the window against a plain model (a queue in arrival
+    /// order and a `HashSet`), verdict for verdict, over a stream long
+    /// enough to evict many times, with duplicates, late and huge values.
+    /// Catches a hash-table slip (lost or phantom entries after deletions).
+    #[test]
+    fn matches_reference_model() {
+        use std::collections::{HashSet, VecDeque};
+        let mut rng = XorShift(0xfeed_beef);
+        let mut w = ReplayWindow::new();
+        let (mut queue, mut set) = (VecDeque::new(), HashSet::new());
+        let (mut floor, mut highest) = (0u64, 0u64);
+        let mut t = 1_000_000u64;
+        for i in 0..(4 * CAPACITY) {
+            t += 1 + rng.below(5000) as u64;
+            let x = match rng.below(10) {
+                0 | 4 | 5 if !queue.is_empty() => queue[rng.below(queue.len())],
+                1 => t.saturating_sub(rng.below(2 * CAPACITY * 2500) as u64),
+                2 => floor.saturating_sub(rng.below(3) as u64) + rng.below(3) as u64,
+                3 => rng.next() >> rng.below(64),
+                _ => t,
+            };
+            let want = if x <= floor || (queue.len() == CAPACITY && x <= floor.max(queue[0])) {
+                Err(ReplayError::TooOld)
+            } else if set.contains(&x) {
+                Err(ReplayError::Duplicate)
+            } else {
+                if queue.len() == CAPACITY {
+                    let old = queue.pop_front().expect("full");
+                    set.remove(&old);
+                    floor = floor.max(old);
+                }
+                queue.push_back(x);
+                set.insert(x);
+                let newest = x > highest;
+                highest = highest.max(x);
+                Ok(newest)
+            };
+            assert_eq!(w.accept(x), want, "step {i}: {x}");
+        }
+    }
+
     /// The cost per frame, window full, for an in-order stream and a
     /// locally reordered one. A measurement, not a check; run it optimized:
     /// `cargo test --release --lib replay::tests::cost_per_frame -- --ignored --nocapture`.
