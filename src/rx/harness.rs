@@ -109,7 +109,8 @@ struct Model {
     max_age: u64,
     /// The genuine sender's last timestamp (it only goes up).
     sender_ts: u64,
-    /// Every datagram sealed with the real key, by timestamp.
+    /// Every datagram the genuine sender sealed (under the key current
+    /// then), by timestamp.
     sealed: HashMap<u64, Vec<u8>>,
     /// The same, in sealing order, for the script to pick from.
     order: Vec<u64>,
