@@ -74,6 +74,7 @@ pids=""        # every process we started, killed by PID on exit
 taptun_pids="" # the two taptun processes
 fastd_pids=""  # the two fastd processes
 failures=0
+client="" # the iperf3 client running now, if any
 clk=$(getconf CLK_TCK)
 # A private copy: a rebuild of target/ during the run cannot change what runs.
 cp "$bin" "$work/taptun"
@@ -97,7 +98,7 @@ stop_pid() {
 cleanup() {
     rc=$?
     trap - EXIT INT TERM
-    for p in $pids; do stop_pid "$p"; done
+    for p in $client $pids; do stop_pid "$p"; done
     ip netns del "$nsa" 2>/dev/null || true
     ip netns del "$nsb" 2>/dev/null || true
     rm -rf "$work"
@@ -138,6 +139,16 @@ wait_ping() {
     until ip netns exec "$nsa" ping -n -c 1 -W 1 "$1" >/dev/null 2>&1; do
         i=$((i + 1))
         [ "$i" -gt 20 ] && return 1
+    done
+}
+
+# Polls until a UDP socket is bound to port $2 in namespace $1 (10 s at most).
+wait_udp() {
+    i=0
+    until ip netns exec "$1" ss -Hlun "sport = :$2" | grep -q .; do
+        i=$((i + 1))
+        [ "$i" -gt 100 ] && return 1
+        sleep 0.1
     done
 }
 
@@ -206,7 +217,7 @@ setup_fastd() {
         public=$(sed -n 's/^Public: //p' "$work/fastd-$other.keys")
         [ -n "$secret" ] && [ -n "$public" ] || return 1
         cat >"$work/fastd-$side.conf" <<EOF
-log level warn;
+log level info;
 mode tap;
 interface "fd0";
 mtu 1418;
@@ -219,9 +230,12 @@ peer "$other" {
 }
 EOF
     done
-    spawn "$nsa" "$work/fastd-a.log" fastd -c "$work/fastd-a.conf"
-    fastd_pids="$last_pid"
+    # B listens first: a handshake from A that finds no socket is retried
+    # only after about 20 s.
     spawn "$nsb" "$work/fastd-b.log" fastd -c "$work/fastd-b.conf"
+    fastd_pids="$last_pid"
+    wait_udp "$nsb" 10000 || return 1
+    spawn "$nsa" "$work/fastd-a.log" fastd -c "$work/fastd-a.conf"
     fastd_pids="$fastd_pids $last_pid"
     wait_link "$nsa" fd0 && wait_link "$nsb" fd0 &&
         ip -n "$nsa" addr add 10.203.0.1/24 dev fd0 &&
@@ -296,16 +310,21 @@ rcvbuf_errors() {
 }
 
 # iperf3 client in A with a bounded run time; retried once (a server still
-# busy with a killed test refuses the next one). JSON goes to $1.
+# busy with a killed test refuses the next one). JSON goes to $1. It runs in
+# the background while the shell waits, because a trapped signal (Ctrl-C)
+# interrupts `wait` at once but not a foreground command.
 iperf() {
     out=$1
     shift
     for attempt in 1 2; do
-        if timeout $((DURATION + 30)) ip netns exec "$nsa" iperf3 -J --connect-timeout 5000 \
-            -p 5201 -t "$DURATION" "$@" >"$out" 2>&1 &&
-            jq -e '.end.sum_received.bytes > 0' "$out" >/dev/null 2>&1; then
+        timeout $((DURATION + 30)) ip netns exec "$nsa" iperf3 -J --connect-timeout 5000 \
+            -p 5201 -t "$DURATION" "$@" >"$out" 2>&1 &
+        client=$!
+        if wait "$client" && jq -e '.end.sum_received.bytes > 0' "$out" >/dev/null 2>&1; then
+            client=""
             return 0
         fi
+        client=""
         [ "$attempt" = 1 ] && sleep 2
     done
     return 1
