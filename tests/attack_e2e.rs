@@ -355,6 +355,18 @@ fn json_list(json: &str, key: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Datagrams a peer has sent (frames and keepalives), from its last stats line.
+fn datagrams_sent(log: &str) -> u64 {
+    let line = log.lines().rev().find(|l| l.contains("drops:")).unwrap();
+    // "... tx N frames ..., keepalives tx K rx ...": each "tx" precedes a count.
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "tx")
+        .map(|w| w[1].trim_end_matches(',').parse::<u64>().unwrap())
+        .sum()
+}
+
 /// Socket-level drops (receive buffer full) of the UDP socket on PORT in `ns`.
 fn kernel_drops(ns: &Netns) -> u64 {
     let port = format!(":{PORT:04X}");
@@ -482,7 +494,7 @@ fn e2e_junk_flood_during_tcp_transfer() {
         return;
     }
     let lan = Lan::new();
-    let (mut a, _b) = peers(&lan, &[], &[]);
+    let (mut a, b) = peers(&lan, &[], &[]);
     assert!(
         lan.b.ping_until(TAP_A, Duration::from_secs(10)),
         "tunnel not up"
@@ -539,6 +551,7 @@ fn e2e_junk_flood_during_tcp_transfer() {
         ))
         .spawn()
         .unwrap();
+    let b_sent1 = datagrams_sent(&stats(&b));
     let (s1, b1, d1) = (
         a.counter("short").unwrap(),
         a.counter("bad_mac").unwrap(),
@@ -577,6 +590,7 @@ fn e2e_junk_flood_during_tcp_transfer() {
     // Let the receive thread drain its buffer, then compare.
     std::thread::sleep(Duration::from_millis(500));
     let log = stats(&a);
+    let genuine = datagrams_sent(&stats(&b)) - b_sent1;
     let (s2, b2, d2) = (
         a.counter("short").unwrap(),
         a.counter("bad_mac").unwrap(),
@@ -584,13 +598,19 @@ fn e2e_junk_flood_during_tcp_transfer() {
     );
     let (cs, cb, kd) = (s2 - s1, b2 - b1, d2 - d1);
     eprintln!(
-        "flood: sent short {fs_} bad_mac {fb} in {:.1} s; taptun counted short {cs} bad_mac {cb}; kernel receive-buffer drops {kd}",
+        "flood: sent short {fs_} bad_mac {fb} in {:.1} s; taptun counted short {cs} bad_mac {cb}; kernel receive-buffer drops {kd}; B sent {genuine} genuine datagrams meanwhile",
         json_num(&full, "seconds")
     );
     // Each junk datagram is counted by taptun by its reason, unless the
     // kernel dropped it first (full receive buffer) and counted that.
     assert!(cs <= fs_ && cb <= fb, "counted more than sent");
     assert!(cs + cb + kd >= fs_ + fb, "junk unaccounted for");
+    // The kernel's drops also include genuine datagrams from B, at most as
+    // many as B sent meanwhile.
+    assert!(
+        cs + cb + kd <= fs_ + fb + genuine,
+        "more drops than datagrams: genuine {genuine}"
+    );
     if kd == 0 {
         assert_eq!((cs, cb), (fs_, fb));
     }
