@@ -66,8 +66,11 @@ impl fmt::Display for TunnelError {
                     Some(libc::ENOENT) | Some(libc::ENODEV) => {
                         "; /dev/net/tun is missing: load the tun module (modprobe tun)"
                     }
-                    Some(libc::EPERM) | Some(libc::EACCES) => {
-                        "; run as root or grant CAP_NET_ADMIN (setcap cap_net_admin+ep taptun)"
+                    Some(libc::EPERM) => {
+                        "; run as root or grant CAP_NET_ADMIN (systemd AmbientCapabilities=CAP_NET_ADMIN, or setcap cap_net_admin+ep taptun)"
+                    }
+                    Some(libc::EACCES) => {
+                        "; this user may not open /dev/net/tun (udev normally makes it mode 0666), or lacks CAP_NET_ADMIN: run as root or grant it (systemd AmbientCapabilities=CAP_NET_ADMIN)"
                     }
                     Some(libc::EBUSY) | Some(libc::EINVAL) => {
                         "; is the --dev name taken by another kind of interface?"

@@ -1,0 +1,664 @@
+//! End-to-end, real kernel: taptun as a service. Readiness notification,
+//! running without root (CAP_NET_ADMIN only, or `--user` after start-up),
+//! hooks, counters on SIGUSR1 and `--stats`, and key rotation on SIGHUP.
+
+mod common;
+use common::*;
+use std::fs;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starts taptun in `ns` behind an optional `wrapper` command (e.g.
+/// setpriv) with extra environment; does not wait for anything.
+fn spawn(
+    ns: &Netns,
+    dir: &Path,
+    wrapper: &[&str],
+    key: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Peer {
+    let log = dir.join(unique("log"));
+    let logf = fs::File::create(&log).unwrap();
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .args(wrapper)
+        .arg(TAPTUN)
+        .arg(key)
+        .args(args)
+        .args(["--log-level", "debug"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .spawn()
+        .expect("start taptun");
+    Peer {
+        child: Some(child),
+        log,
+        dev: "tap0".into(),
+        ns: ns.name.clone(),
+    }
+}
+
+/// Waits until `p`'s TAP is up (log line and link), at most 10 s.
+fn wait_up(p: &mut Peer, ns: &Netns) {
+    let start = Instant::now();
+    loop {
+        if p.log_text().contains(" up, mtu ") && ns.has_link(&p.dev) {
+            return;
+        }
+        if let Some(st) = p.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!(
+                "taptun exited with {st} before its TAP was up:\n{}",
+                p.log_text()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "TAP never came up:\n{}",
+            p.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A helper process, killed (by pid) and reaped on drop.
+struct Killer(std::process::Child);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `cond` every 20 ms for at most `limit`.
+fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Waits for the process to exit by itself, at most `limit`; its exit code.
+fn wait_exit(p: &mut Peer, limit: Duration) -> Option<i32> {
+    let child = p.child.as_mut().unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            p.child = None;
+            return st.code();
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A field of /proc/PID/status, e.g. "Uid" or "CapEff".
+fn proc_status(pid: i32, field: &str) -> String {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A's arguments: learns its peer.
+fn a_args(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        format!(":{PORT}"),
+        "-i".into(),
+        "tap0".into(),
+        "-a".into(),
+        format!("{TAP_A}/24"),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// B's arguments: knows A.
+fn b_args(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        format!(":{PORT}"),
+        format!("{UNDERLAY_A}:{PORT}"),
+        "-i".into(),
+        "tap0".into(),
+        "-a".into(),
+        format!("{TAP_B}/24"),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Makes `path` belong to nobody:nogroup (still mode 0600).
+fn give_to_nobody(path: &Path) {
+    sh(&format!("chown nobody:nogroup {}", path.display()));
+}
+
+#[test]
+fn e2e_notify_ready_after_tap_and_up_hook_then_stopping() {
+    if !e2e("e2e_notify_ready_after_tap_and_up_hook_then_stopping") {
+        return;
+    }
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    let sock_path = p.dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let marker = p.dir.join("up-done");
+    // The hook takes a while: READY=1 must wait for it, and so for the TAP.
+    let up = format!(
+        "sleep 0.5; ip -o link show \"$TAPTUN_DEV\" > {}",
+        marker.display()
+    );
+    let mut a = spawn(
+        &p.a,
+        &p.dir,
+        &[],
+        &k,
+        &strs(&a_args(&["--up", &up])),
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 4096];
+    let n = sock.recv(&mut buf).expect("no notification within 15 s");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // Checked at the moment READY arrives: the TAP and the hook's work exist.
+    let tap_there = p.a.has_link("tap0");
+    let hook_done = marker.exists();
+    assert!(
+        msg.lines().any(|l| l == "READY=1"),
+        "first message: {msg:?}\n{}",
+        a.log_text()
+    );
+    assert!(tap_there, "READY=1 before the TAP existed");
+    assert!(hook_done, "READY=1 before the --up hook finished");
+    assert!(msg.contains("STATUS=tap0 up"), "{msg:?}");
+
+    // An abstract socket inside the namespace (abstract names are per netns).
+    let abs = unique("taptun-notify-");
+    let got = p.dir.join("abstract.txt");
+    // `exec`: the child is socat itself, so killing it by pid ends it.
+    let recv = Killer(
+        p.b.command("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec socat -u ABSTRACT-RECV:{abs} CREATE:{}",
+                got.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        until(Duration::from_secs(5), || {
+            p.b.exec_out("ss -xlan")
+                .stdout
+                .windows(abs.len())
+                .any(|w| w == abs.as_bytes())
+        }),
+        "socat never bound @{abs}"
+    );
+    let mut b = spawn(
+        &p.b,
+        &p.dir,
+        &[],
+        &k,
+        &strs(&b_args(&[])),
+        &[("NOTIFY_SOCKET", &format!("@{abs}"))],
+    );
+    wait_up(&mut b, &p.b);
+    assert!(
+        until(Duration::from_secs(10), || fs::read_to_string(&got)
+            .unwrap_or_default()
+            .contains("READY=1")),
+        "no READY=1 on @{abs}:\n{}",
+        b.log_text()
+    );
+    drop(recv);
+
+    // The tunnel works, then SIGTERM: STOPPING=1, exit 0 within a second.
+    assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
+    let (code, took) = a.stop(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", a.log_text());
+    assert!(took < Duration::from_secs(1), "stop took {took:?}");
+    let n = sock.recv(&mut buf).expect("no STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(!p.a.has_link("tap0"));
+}
+
+#[test]
+fn e2e_unprivileged_with_only_cap_net_admin() {
+    if !e2e("e2e_unprivileged_with_only_cap_net_admin") {
+        return;
+    }
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    give_to_nobody(&k);
+    // udev makes /dev/net/tun mode 0666 on a normal host; a bare devtmpfs
+    // (this container) leaves it 0600. Show taptun the host's usual node:
+    // a 0666 node bound over it in a mount namespace of its own.
+    let devdir = p.dir.join("dev");
+    fs::create_dir_all(&devdir).unwrap();
+    let script = format!(
+        "mount -t tmpfs none {d} && mknod -m 666 {d}/tun c 10 200 && mount --bind {d}/tun /dev/net/tun && exec setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all,+net_admin --ambient-caps=-all,+net_admin --bounding-set=-all,+net_admin \"$@\"",
+        d = devdir.display()
+    );
+    // unshare, sh and setpriv all exec: the child's pid ends up taptun's.
+    let wrapper = ["unshare", "-m", "sh", "-c", &script, "sh"];
+    let mut a = spawn(&p.a, &p.dir, &wrapper, &k, &strs(&a_args(&[])), &[]);
+    wait_up(&mut a, &p.a);
+    let _b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&[])));
+    let pid = a.pid();
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim(),
+        "taptun"
+    );
+    let uid = proc_status(pid, "Uid");
+    assert!(uid.split_whitespace().all(|u| u == "65534"), "Uid: {uid}");
+    // Only CAP_NET_ADMIN (bit 12) is effective.
+    assert_eq!(proc_status(pid, "CapEff"), "0000000000001000");
+    assert!(
+        p.b.ping_until(TAP_A, Duration::from_secs(5)),
+        "{}",
+        a.log_text()
+    );
+    assert!(p.a.ping(TAP_B, 3), "{}", a.log_text());
+    assert_eq!(p.a.exec("cat /sys/class/net/tap0/mtu").trim(), "1418");
+    let (code, took) = a.stop(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", a.log_text());
+    assert!(took < Duration::from_secs(1), "stop took {took:?}");
+    assert!(!p.a.has_link("tap0"), "TAP left behind");
+}
+
+#[test]
+fn e2e_user_drop_keeps_tunnel_working() {
+    if !e2e("e2e_user_drop_keeps_tunnel_working") {
+        return;
+    }
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    // Readable by nobody, so that SIGHUP can re-read it after the drop.
+    give_to_nobody(&k);
+    let mut a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&["--user", "nobody"])));
+    let _b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&[])));
+    assert!(
+        until(Duration::from_secs(5), || a
+            .log_text()
+            .contains("now running as nobody")),
+        "{}",
+        a.log_text()
+    );
+    let pid = a.pid();
+    let uid = proc_status(pid, "Uid");
+    let gid = proc_status(pid, "Gid");
+    assert!(uid.split_whitespace().all(|u| u == "65534"), "Uid: {uid}");
+    assert!(gid.split_whitespace().all(|g| g == "65534"), "Gid: {gid}");
+    assert_eq!(proc_status(pid, "CapEff"), "0000000000000000");
+    assert!(
+        p.b.ping_until(TAP_A, Duration::from_secs(5)),
+        "{}",
+        a.log_text()
+    );
+    assert!(p.a.ping(TAP_B, 3));
+    // SIGHUP after the drop still reads the key file.
+    a.signal("HUP");
+    assert!(
+        until(Duration::from_secs(5), || a
+            .log_text()
+            .contains("SIGHUP: key in")),
+        "{}",
+        a.log_text()
+    );
+    let (code, took) = a.stop(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", a.log_text());
+    assert!(took < Duration::from_secs(1), "stop took {took:?}");
+    assert!(!p.a.has_link("tap0"));
+
+    // An unknown user is refused before anything is created.
+    let mut bad = spawn(
+        &p.a,
+        &p.dir,
+        &[],
+        &k,
+        &strs(&a_args(&["--user", "no-such-user-taptun"])),
+        &[],
+    );
+    assert_eq!(wait_exit(&mut bad, Duration::from_secs(10)), Some(2));
+    assert!(
+        bad.log_text().contains("no such user"),
+        "{}",
+        bad.log_text()
+    );
+    assert!(!p.a.has_link("tap0"));
+}
+
+/// Parses `KEY=value` lines.
+fn env_file(path: &Path) -> Vec<(String, String)> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn env_get(env: &[(String, String)], key: &str) -> Option<String> {
+    env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+}
+
+#[test]
+fn e2e_hooks_run_with_environment() {
+    if !e2e("e2e_hooks_run_with_environment") {
+        return;
+    }
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    let d = p.dir.display();
+    // Each hook saves its environment and what it sees of the TAP.
+    let hook = |ev: &str| {
+        format!(
+            "env | grep ^TAPTUN_ > {d}/$TAPTUN_EVENT-$TAPTUN_DEV.{ev}.env; ip -o link show \"$TAPTUN_DEV\" > {d}/{ev}.link"
+        )
+    };
+    let (up_a, down_a) = (hook("a"), hook("a"));
+    let mut a = Peer::start(
+        &p.a,
+        &p.dir,
+        &k,
+        &strs(&a_args(&["--up", &up_a, "--down", &down_a])),
+    );
+    let up_b = hook("b");
+    let _b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&["--up", &up_b])));
+    // The TAP is up before the hook runs: wait for the hooks' files.
+    for f in ["up-tap0.a.env", "up-tap0.b.env"] {
+        let path = p.dir.join(f);
+        assert!(
+            until(Duration::from_secs(10), || env_get(
+                &env_file(&path),
+                "TAPTUN_EVENT"
+            )
+            .is_some()),
+            "{f} never written:\n{}",
+            a.log_text()
+        );
+    }
+    let env = env_file(&p.dir.join("up-tap0.a.env"));
+    assert_eq!(
+        env_get(&env, "TAPTUN_EVENT").as_deref(),
+        Some("up"),
+        "{env:?}"
+    );
+    assert_eq!(env_get(&env, "TAPTUN_DEV").as_deref(), Some("tap0"));
+    assert_eq!(env_get(&env, "TAPTUN_MTU").as_deref(), Some("1418"));
+    assert_eq!(env_get(&env, "TAPTUN_PEER").as_deref(), Some(""));
+    assert_eq!(
+        env_get(&env, "TAPTUN_LOCAL").as_deref(),
+        Some(&*format!("[::]:{PORT}"))
+    );
+    let link = fs::read_to_string(p.dir.join("a.link")).unwrap();
+    assert!(link.contains(",UP") && link.contains("mtu 1418"), "{link}");
+    let env = env_file(&p.dir.join("up-tap0.b.env"));
+    assert_eq!(
+        env_get(&env, "TAPTUN_PEER").as_deref(),
+        Some(&*format!("{UNDERLAY_A}:{PORT}")),
+        "{env:?}"
+    );
+    // A learns B, then stops: the down hook sees the peer and the TAP.
+    assert!(p.a.ping_until(TAP_B, Duration::from_secs(5)));
+    let (code, _) = a.stop(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", a.log_text());
+    let env = env_file(&p.dir.join("down-tap0.a.env"));
+    assert_eq!(
+        env_get(&env, "TAPTUN_EVENT").as_deref(),
+        Some("down"),
+        "{env:?}\n{}",
+        a.log_text()
+    );
+    assert_eq!(
+        env_get(&env, "TAPTUN_PEER").as_deref(),
+        Some(&*format!("{UNDERLAY_B}:{PORT}"))
+    );
+    let link = fs::read_to_string(p.dir.join("a.link")).unwrap();
+    assert!(link.contains("tap0"), "TAP gone before --down: {link}");
+    assert!(
+        a.log_text().contains("--down hook done"),
+        "{}",
+        a.log_text()
+    );
+    assert!(!p.a.has_link("tap0"));
+}
+
+#[test]
+fn e2e_failing_up_hook_stops_start_up() {
+    if !e2e("e2e_failing_up_hook_stops_start_up") {
+        return;
+    }
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    let sock_path = p.dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let mut a = spawn(
+        &p.a,
+        &p.dir,
+        &[],
+        &k,
+        &strs(&a_args(&["--up", "echo hook-ran; exit 7"])),
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    );
+    let code = wait_exit(&mut a, Duration::from_secs(10));
+    let log = a.log_text();
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("hook-ran"), "{log}");
+    assert!(
+        log.contains("--up hook `echo hook-ran; exit 7` failed (exit status: 7)"),
+        "{log}"
+    );
+    assert!(!p.a.has_link("tap0"), "TAP left behind");
+    let mut buf = [0u8; 256];
+    assert!(
+        sock.recv(&mut buf).is_err(),
+        "READY=1 sent despite the failed hook"
+    );
+}
+
+/// The last line of the log that holds a JSON object.
+fn last_json(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find(|l| l.starts_with('{') && l.ends_with('}'))
+        .map(str::to_string)
+}
+
+/// A numeric JSON member, by crude search (the objects are flat but for "drops").
+fn json_num(json: &str, key: &str) -> Option<f64> {
+    let pat = format!("\"{key}\":");
+    let rest = &json[json.find(&pat)? + pat.len()..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+#[test]
+fn e2e_sigusr1_and_periodic_stats_human_and_json() {
+    if !e2e("e2e_sigusr1_and_periodic_stats_human_and_json") {
+        return;
+    }
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&["--stats-json"])));
+    let b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&["--stats", "1"])));
+    assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
+    assert!(p.b.ping(TAP_A, 3));
+    a.signal("USR1");
+    assert!(
+        until(Duration::from_secs(5), || last_json(&a.log_text())
+            .is_some()
+            && a.log_text().contains("stats: tx")),
+        "{}",
+        a.log_text()
+    );
+    let log = a.log_text();
+    let human = log.lines().find(|l| l.contains("stats: tx")).unwrap();
+    assert!(
+        human.contains(&format!("peer {UNDERLAY_B}:{PORT}"))
+            && human.contains("last valid datagram ")
+            && human.contains(" s ago")
+            && human.contains("drops: short 0"),
+        "{human}"
+    );
+    assert!(a.counter("bad_mac") == Some(0), "{human}");
+    let json = last_json(&log).unwrap();
+    assert!(json.contains("\"dev\":\"tap0\""), "{json}");
+    assert!(
+        json.contains(&format!("\"peer\":\"{UNDERLAY_B}:{PORT}\"")),
+        "{json}"
+    );
+    let rx = json_num(&json, "rx_frames").unwrap();
+    assert!(rx >= 4.0, "{json}");
+    assert!(json_num(&json, "tx_frames").unwrap() >= 4.0, "{json}");
+    let age = json_num(&json, "last_valid_age").unwrap();
+    assert!((0.0..10.0).contains(&age), "{json}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - json_num(&json, "last_valid").unwrap()).abs() < 15.0,
+        "{json}"
+    );
+    assert_eq!(json_num(&json, "bad_mac"), Some(0.0), "{json}");
+    // B has --stats 1 and no --stats-json: human lines, unasked, no JSON.
+    assert!(
+        until(Duration::from_secs(6), || b
+            .log_text()
+            .matches("stats: tx")
+            .count()
+            >= 2),
+        "{}",
+        b.log_text()
+    );
+    assert!(last_json(&b.log_text()).is_none(), "{}", b.log_text());
+    // Before any peer or datagram, the JSON says null.
+    let k2 = p.key("k2.b64", OTHER_KEY);
+    let c = Peer::start(&p.a, &p.dir, &k2, &[":9200", "-i", "tap9", "--stats-json"]);
+    c.signal("USR1");
+    assert!(
+        until(Duration::from_secs(5), || last_json(&c.log_text())
+            .is_some()),
+        "{}",
+        c.log_text()
+    );
+    let json = last_json(&c.log_text()).unwrap();
+    assert!(
+        json.contains("\"last_valid\":null,\"last_valid_age\":null")
+            && json.contains("\"peer\":null"),
+        "{json}"
+    );
+}
+
+#[test]
+fn e2e_sighup_rotates_key_while_ping_runs() {
+    if !e2e("e2e_sighup_rotates_key_while_ping_runs") {
+        return;
+    }
+    let p = Pair::new();
+    let ka = p.key("a.b64", KEY);
+    let kb = p.key("b.b64", KEY);
+    let age = ["--max-age", "1"];
+    let a = Peer::start(&p.a, &p.dir, &ka, &strs(&a_args(&age)));
+    let b = Peer::start(&p.b, &p.dir, &kb, &strs(&b_args(&age)));
+    assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
+
+    // 1. Both sides get a new key while a ping runs: at most one is lost.
+    let count = 40;
+    let ping =
+        p.b.command("sh")
+            .arg("-c")
+            .arg(format!("ping -c {count} -i 0.1 -W 2 {TAP_A}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    p.key("a.b64", OTHER_KEY);
+    p.key("b.b64", OTHER_KEY);
+    sh(&format!("kill -HUP {} {}", a.pid(), b.pid()));
+    let out = ping.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let received: u32 = text
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" received"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no ping summary: {text}"));
+    assert!(
+        received + 1 >= count,
+        "lost {} of {count}:\n{text}",
+        count - received
+    );
+    for peer in [&a, &b] {
+        assert!(
+            until(Duration::from_secs(3), || peer
+                .log_text()
+                .contains("SIGHUP: new key")),
+            "{}",
+            peer.log_text()
+        );
+    }
+
+    // 2. A bad key file is refused; the key in use stays.
+    let bad = p.dir.join("a.b64");
+    fs::write(&bad, "not base64!!\n").unwrap();
+    a.signal("HUP");
+    assert!(
+        until(Duration::from_secs(3), || a
+            .log_text()
+            .contains("keeping the current key")),
+        "{}",
+        a.log_text()
+    );
+    assert!(p.b.ping(TAP_A, 2), "tunnel broken by a bad key file");
+
+    // 3. Only A switches again: once the old key's grace (max age 1 s) is
+    // over, nothing gets through, which shows the keys really changed.
+    p.key("a.b64", "c29tZSBvdGhlciAzMi1ieXRlIGtleSBmb3IgdGFwdHVuIQ==");
+    a.signal("HUP");
+    assert!(
+        until(Duration::from_secs(3), || a
+            .log_text()
+            .matches("SIGHUP: new key")
+            .count()
+            >= 2),
+        "{}",
+        a.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!p.b.ping(TAP_A, 3), "traffic passed with different keys");
+
+    // 4. B follows: traffic resumes.
+    p.key("b.b64", "c29tZSBvdGhlciAzMi1ieXRlIGtleSBmb3IgdGFwdHVuIQ==");
+    b.signal("HUP");
+    assert!(
+        p.b.ping_until(TAP_A, Duration::from_secs(5)),
+        "no traffic after both rotated:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+}
