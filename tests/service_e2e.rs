@@ -662,3 +662,51 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
         b.log_text()
     );
 }
+
+/// The unit file passes `systemd-analyze verify` without a single warning
+/// (systemd itself is not running here, so the unit cannot be started).
+/// Not an e2e test: it needs no root and no network.
+#[test]
+fn systemd_unit_verifies() {
+    let found = Command::new("sh")
+        .args(["-c", "command -v systemd-analyze"])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        assert_ne!(
+            std::env::var("TAPTUN_E2E").as_deref(),
+            Ok("require"),
+            "systemd-analyze is missing (package systemd)"
+        );
+        eprintln!("SKIPPED systemd_unit_verifies: systemd-analyze is not installed");
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("taptun-unit-"));
+    fs::create_dir_all(&dir).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let unit = fs::read_to_string(format!("{root}/dist/systemd/taptun@.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/taptun ${KEY} ${LOCAL} $PEER $ARGS"));
+    assert!(unit.contains("Type=notify") && unit.contains("AmbientCapabilities=CAP_NET_ADMIN"));
+    // Point it at the binary under test and a copy of the example config.
+    let unit = unit
+        .replace("/usr/local/bin/taptun", TAPTUN)
+        .replace("/etc/taptun/%i.conf", &format!("{}/%i.conf", dir.display()));
+    fs::write(dir.join("taptun@home.service"), unit).unwrap();
+    fs::copy(
+        format!("{root}/dist/taptun.conf.example"),
+        dir.join("home.conf"),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(dir.join("taptun@home.service"))
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let _ = fs::remove_dir_all(&dir);
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+}
