@@ -3,7 +3,10 @@
 //! (`ReplayWindow::accept`) and the whole receive pipeline
 //! (`rx::Inbound::receive`), at 64, 512 and 1432-byte frames.
 //!
-//! `cargo bench --bench micro`. Standard harness-less bench (no crate):
+//! `cargo bench --bench micro`. Under `cargo test --all-targets` (which runs
+//! bench targets too, unoptimized) it only checks once that each benched
+//! path does what it should, and times nothing.
+//! Standard harness-less bench (no crate):
 //! each figure is the median of 15 samples of about 20 ms, with the fastest
 //! and slowest sample beside it, so a noisy neighbour shows as a wide range
 //! rather than as a wrong number. Not run by the test suite.
@@ -119,7 +122,45 @@ fn bench_receive(codec: &Codec, len: usize) -> Figure {
     summarize(samples)
 }
 
+/// One pass over every benched path, checking its result: what
+/// `cargo test` runs instead of the timing.
+fn smoke() {
+    let codec = Codec::new(KEY);
+    let src: SocketAddr = "192.0.2.2:9123".parse().expect("literal address");
+    let mut rx = Inbound::new(codec.clone(), MAX_AGE_NS, Some(src));
+    for (i, len) in SIZES.into_iter().enumerate() {
+        let ts = NOW + i as u64;
+        let dg = datagram(&codec, ts, len);
+        let opened = codec.open(&dg).expect("a sealed datagram opens");
+        assert_eq!(opened.frame().len(), len);
+        let (verdict, _) = rx.receive(&dg, src, ts);
+        assert!(matches!(verdict, Verdict::Frame(f) if f.len() == len));
+        let (again, _) = rx.receive(&dg, src, ts);
+        assert!(!matches!(again, Verdict::Frame(_)), "a replay is refused");
+        let mut forged = dg.clone();
+        forged[HEADER_LEN] ^= 1;
+        assert!(codec.open(&forged).is_err());
+    }
+    let mut window = ReplayWindow::new();
+    assert_eq!(window.accept(NOW + 1), Ok(true));
+    assert_eq!(window.accept(NOW), Ok(false));
+    assert!(window.accept(NOW).is_err());
+    println!(
+        "micro: paths checked, nothing timed (run `cargo bench --bench micro` for the figures)"
+    );
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        // `cargo test -- --list`: there are no tests to list here.
+        return;
+    }
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo bench` passes --bench; anything else (cargo test) gets the check only.
+        smoke();
+        return;
+    }
     let sha_ni = std::fs::read_to_string("/proc/cpuinfo")
         .map(|s| s.split_whitespace().any(|w| w == "sha_ni"))
         .unwrap_or(false);
