@@ -574,6 +574,34 @@ fn e2e_sigusr1_and_periodic_stats_human_and_json() {
     );
 }
 
+/// SIGUSR1, then the received-frames and bad-MAC counters it logs.
+fn usr1_counters(p: &Peer) -> (u64, u64) {
+    let before = p.log_text().matches("stats: tx").count();
+    p.signal("USR1");
+    assert!(
+        until(Duration::from_secs(5), || p
+            .log_text()
+            .matches("stats: tx")
+            .count()
+            > before),
+        "no stats line:\n{}",
+        p.log_text()
+    );
+    let log = p.log_text();
+    let line = log.lines().rev().find(|l| l.contains("stats: tx")).unwrap();
+    let rx = line
+        .split(", rx ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no rx count: {line}"));
+    (
+        rx,
+        p.counter("bad_mac")
+            .unwrap_or_else(|| panic!("no bad_mac: {line}")),
+    )
+}
+
 #[test]
 fn e2e_sighup_rotates_key_while_ping_runs() {
     if !e2e("e2e_sighup_rotates_key_while_ping_runs") {
@@ -582,7 +610,7 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
     let p = Pair::new();
     let ka = p.key("a.b64", KEY);
     let kb = p.key("b.b64", KEY);
-    let age = ["--max-age", "1"];
+    let age = ["--max-age", "2"];
     let a = Peer::start(&p.a, &p.dir, &ka, &strs(&a_args(&age)));
     let b = Peer::start(&p.b, &p.dir, &kb, &strs(&b_args(&age)));
     assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
@@ -636,10 +664,14 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
     );
     assert!(p.b.ping(TAP_A, 2), "tunnel broken by a bad key file");
 
-    // 3. Only A switches again: once the old key's grace (max age 1 s) is
-    // over, nothing gets through, which shows the keys really changed.
+    // 3. Only A switches again. For the max age (2 s) after its switch A
+    // still accepts B's frames under the old key; after it, nothing gets
+    // through (A's replies are under a key B does not have yet), which
+    // shows that the keys really changed.
+    let (rx0, _) = usr1_counters(&a);
     p.key("a.b64", "c29tZSBvdGhlciAzMi1ieXRlIGtleSBmb3IgdGFwdHVuIQ==");
     a.signal("HUP");
+    let switched = Instant::now();
     assert!(
         until(Duration::from_secs(3), || a
             .log_text()
@@ -649,8 +681,20 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
         "{}",
         a.log_text()
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!p.b.ping(TAP_A, 1), "a reply under the new key got through");
+    let (rx1, _) = usr1_counters(&a);
+    if switched.elapsed() < Duration::from_millis(1800) {
+        assert!(
+            rx1 > rx0,
+            "old-key frame refused within the max age: rx {rx0} -> {rx1}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(switched.elapsed()));
+    let (rx2, bad2) = usr1_counters(&a);
     assert!(!p.b.ping(TAP_A, 3), "traffic passed with different keys");
+    let (rx3, bad3) = usr1_counters(&a);
+    assert_eq!(rx3, rx2, "old-key frames accepted after the max age");
+    assert!(bad3 >= bad2 + 3, "bad_mac {bad2} -> {bad3}");
 
     // 4. B follows: traffic resumes.
     p.key("b.b64", "c29tZSBvdGhlciAzMi1ieXRlIGtleSBmb3IgdGFwdHVuIQ==");
