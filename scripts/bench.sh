@@ -59,6 +59,9 @@ if [ -n "${TAPTUN_BIN:-}" ]; then
     bin=$TAPTUN_BIN
 else
     say "building taptun (release)"
+    # Under sudo, cargo may not be on root's PATH: build as yourself, then
+    # sudo TAPTUN_BIN=target/release/taptun sh scripts/bench.sh
+    command -v cargo >/dev/null 2>&1 || die "cargo not found (build as your user, then pass TAPTUN_BIN=target/release/taptun)"
     cargo build --release --quiet || die "cargo build --release failed"
     bin=$PWD/target/release/taptun
 fi
@@ -67,18 +70,13 @@ fi
 id=$$
 nsa="ttbench-a-$id"
 nsb="ttbench-b-$id"
-work=$(mktemp -d)
-res="$work/results"
-: >"$res"
+work=""
 pids=""        # every process we started, killed by PID on exit
 taptun_pids="" # the two taptun processes
 fastd_pids=""  # the two fastd processes
 failures=0
 client="" # the iperf3 client running now, if any
 clk=$(getconf CLK_TCK)
-# A private copy: a rebuild of target/ during the run cannot change what runs.
-cp "$bin" "$work/taptun"
-bin=$work/taptun
 
 # True while PID runs (a zombie child counts as gone).
 alive() {
@@ -101,12 +99,19 @@ cleanup() {
     for p in $client $pids; do stop_pid "$p"; done
     ip netns del "$nsa" 2>/dev/null || true
     ip netns del "$nsb" 2>/dev/null || true
-    rm -rf "$work"
+    [ -z "$work" ] || rm -rf "$work"
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+work=$(mktemp -d)
+res="$work/results"
+: >"$res"
+# A private copy: a rebuild of target/ during the run cannot change what runs.
+cp "$bin" "$work/taptun"
+bin=$work/taptun
 
 fail() {
     failures=$((failures + 1))
