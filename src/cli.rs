@@ -68,6 +68,10 @@ pub struct Cli {
     #[argh(option, default = "4 << 20")]
     pub sockbuf: usize,
 
+    /// do not use TAP checksum/segmentation offloads (default: use them when the kernel allows; the wire format is the same either way)
+    #[argh(switch)]
+    pub no_offload: bool,
+
     /// log level: error, warn, info, debug or trace (default: $RUST_LOG, else info)
     #[argh(option)]
     pub log_level: Option<log::LevelFilter>,
@@ -202,6 +206,7 @@ impl Cli {
             max_age: Duration::from_secs_f64(self.max_age),
             keepalive: Duration::from_secs(self.keepalive),
             sockbuf: self.sockbuf,
+            offload: !self.no_offload,
         };
         Ok((cfg, created))
     }

@@ -237,14 +237,14 @@ fn get_u16(b: &[u8], at: usize) -> u16 {
 }
 
 /// Splits a frame read from an offloading TAP into wire-ready Ethernet
-/// frames, each with complete checksums and at most `max_payload` bytes of
-/// L4 payload (`gso_size` when smaller). Each output frame is placed in
+/// frames, each with complete checksums and at most `max_frame` bytes long
+/// (segments carry `gso_size` bytes of payload, or fewer to fit). Each output frame is placed in
 /// `out` after `headroom` free bytes (room for the taptun header), and its
 /// span (headroom included) pushed to `spans`. A non-GSO frame yields one.
 pub fn segment(
     hdr: &VnetHdr,
     frame: &[u8],
-    max_payload: usize,
+    max_frame: usize,
     headroom: usize,
     out: &mut [u8],
     spans: &mut Vec<Range<usize>>,
@@ -289,8 +289,8 @@ pub fn segment(
         return Err(OffloadError::Truncated);
     }
     let mss = match usize::from(hdr.gso_size) {
-        0 => max_payload,
-        g => g.min(max_payload),
+        0 => max_frame.saturating_sub(hl),
+        g => g.min(max_frame.saturating_sub(hl)),
     };
     if mss == 0 {
         return Err(OffloadError::Unsupported);
@@ -725,10 +725,14 @@ mod tests {
         (seq, seg[l.l4 + 13], seg[l.l4 + doff..].to_vec())
     }
 
+    /// Segments with at most `max` payload bytes per segment.
     fn run(hdr: &VnetHdr, f: &[u8], max: usize) -> Vec<Vec<u8>> {
         let mut out = vec![0u8; 200_000];
         let mut spans = Vec::new();
-        segment(hdr, f, max, 40, &mut out, &mut spans).unwrap();
+        let hl = parse_l3(f)
+            .map(|l| l.l4 + usize::from(f[l.l4 + 12] >> 4) * 4)
+            .unwrap_or(0);
+        segment(hdr, f, max + hl, 40, &mut out, &mut spans).unwrap();
         spans
             .iter()
             .map(|s| out[s.start + 40..s.end].to_vec())

@@ -1,6 +1,7 @@
 //! The I/O: the TAP device, the UDP socket, and the two forwarding threads.
 
 use crate::addr::{self, Cidr, Local};
+use crate::offload::{self, VNET_HDR_LEN, VnetHdr};
 use crate::peer::{PeerCache, PeerUpdate, SharedPeer};
 use crate::rx::{Inbound, Verdict};
 use crate::stats::{Counters, DropReason, RateLimit};
@@ -11,6 +12,7 @@ use std::fmt;
 use std::fmt::Write as _;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -43,6 +45,8 @@ pub struct Config {
     pub keepalive: Duration,
     /// Requested socket buffer size, each way.
     pub sockbuf: usize,
+    /// Use TAP checksum/segmentation offloads when the kernel allows them.
+    pub offload: bool,
 }
 
 /// Why the tunnel could not start; each says what to do.
@@ -208,6 +212,7 @@ pub fn unix_nanos() -> u64 {
 /// A running tunnel: TAP, socket and threads.
 pub struct Tunnel {
     tap: Arc<SyncDevice>,
+    offload: bool,
     socket: Arc<UdpSocket>,
     socket_v6: bool,
     local: SocketAddr,
@@ -261,30 +266,53 @@ impl Tunnel {
             }
         }
 
-        let mut builder = DeviceBuilder::new()
-            .layer(Layer::L2)
-            .mtu(cfg.mtu)
-            .enable(true);
-        if let Some(name) = &cfg.dev {
-            builder = builder.name(name.clone());
-        }
-        let mut have_v4 = false;
+        let mut ipv4 = None;
+        let mut ipv6 = Vec::new();
         for c in &cfg.addresses {
             match c.ip {
-                std::net::IpAddr::V4(ip) if !have_v4 => {
-                    builder = builder.ipv4(ip, c.prefix, None);
-                    have_v4 = true;
-                }
+                std::net::IpAddr::V4(ip) if ipv4.is_none() => ipv4 = Some((ip, c.prefix)),
                 std::net::IpAddr::V4(_) => return Err(TunnelError::TwoIpv4(*c)),
-                std::net::IpAddr::V6(ip) => builder = builder.ipv6(ip, c.prefix),
+                std::net::IpAddr::V6(ip) => ipv6.push((ip, c.prefix)),
             }
         }
-        let tap = builder.build_sync().map_err(TunnelError::Tap)?;
+        let build = |offload: bool| {
+            let mut b = DeviceBuilder::new()
+                .layer(Layer::L2)
+                .mtu(cfg.mtu)
+                .offload(offload)
+                .enable(true);
+            if let Some(name) = &cfg.dev {
+                b = b.name(name.clone());
+            }
+            if let Some((ip, prefix)) = ipv4 {
+                b = b.ipv4(ip, prefix, None);
+            }
+            for &(ip, prefix) in &ipv6 {
+                b = b.ipv6(ip, prefix);
+            }
+            b.build_sync()
+        };
+        let (tap, offload) = if cfg.offload {
+            // TCP offloads only: UDP super-frames (USO) would be segmented
+            // by code that the kernel never exercises here.
+            match build(true)
+                .and_then(|t| sys::tun_set_offload(&t, sys::TUN_TCP_OFFLOADS).map(|_| t))
+            {
+                Ok(t) => (t, true),
+                Err(e) => {
+                    info!("TAP offloads unavailable ({e}); using one frame per read");
+                    (build(false).map_err(TunnelError::Tap)?, false)
+                }
+            }
+        } else {
+            (build(false).map_err(TunnelError::Tap)?, false)
+        };
         let name = tap.name().map_err(TunnelError::Tap)?;
         info!(
-            "{name} up, mtu {}, UDP {}, {}",
+            "{name} up, mtu {}, UDP {}, offloads {}, {}",
             cfg.mtu,
             addr::canonical(local),
+            if offload { "on" } else { "off" },
             match cfg.peer {
                 Some(p) => format!("peer {}", addr::canonical(p)),
                 None => "waiting for peer".to_string(),
@@ -303,6 +331,7 @@ impl Tunnel {
         });
         Ok(Tunnel {
             tap: Arc::new(tap),
+            offload,
             socket: Arc::new(socket),
             socket_v6,
             local,
@@ -412,10 +441,10 @@ impl Tunnel {
             self.shared.clone(),
             self.socket_v6,
         );
-        let mtu = self.cfg.mtu;
+        let (mtu, offload) = (self.cfg.mtu, self.offload);
         thread::Builder::new()
             .name("tap-to-udp".into())
-            .spawn(move || tap_to_udp(&tap, &socket, &shared, v6, mtu))
+            .spawn(move || tap_to_udp(&tap, &socket, &shared, v6, mtu, offload))
             .map_err(TunnelError::Thread)?;
         let (tap, socket, shared) = (self.tap.clone(), self.socket.clone(), self.shared.clone());
         let inbound = Inbound::new(
@@ -425,7 +454,7 @@ impl Tunnel {
         );
         thread::Builder::new()
             .name("udp-to-tap".into())
-            .spawn(move || udp_to_tap(&tap, &socket, &shared, inbound))
+            .spawn(move || udp_to_tap(&tap, &socket, &shared, inbound, offload))
             .map_err(TunnelError::Thread)?;
         if self.cfg.peer.is_some() {
             // Let a peer without our address learn it now, not on first traffic.
@@ -493,8 +522,24 @@ fn json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
-fn tap_to_udp(tap: &SyncDevice, socket: &UdpSocket, shared: &Shared, v6: bool, mtu: u16) {
+/// Room for the datagrams cut from one super-frame: its payload plus, per
+/// segment, the taptun header and the copied Ethernet/IP/TCP headers.
+const SEG_BUF: usize = MAX_FRAME + 512 * (HEADER_LEN + 128);
+
+fn tap_to_udp(
+    tap: &SyncDevice,
+    socket: &UdpSocket,
+    shared: &Shared,
+    v6: bool,
+    mtu: u16,
+    offload: bool,
+) {
+    // Without offloads a frame is read right behind the header room and
+    // sealed in place; with them it is read with its virtio_net_hdr and
+    // cut into datagrams in `out`.
     let mut buf = vec![0u8; HEADER_LEN + MAX_FRAME];
+    let mut out = vec![0u8; if offload { SEG_BUF } else { 0 }];
+    let mut spans: Vec<Range<usize>> = Vec::with_capacity(if offload { 512 } else { 0 });
     let mut peer = PeerCache::default();
     let mut key = KeyCache::new(&shared.key);
     let mut errlog = RateLimit::new(5, Duration::from_secs(1));
@@ -502,7 +547,12 @@ fn tap_to_udp(tap: &SyncDevice, socket: &UdpSocket, shared: &Shared, v6: bool, m
     // A frame larger than MTU + Ethernet + VLAN header cannot be what the kernel meant to send.
     let max_frame = mtu as usize + 14 + 4;
     loop {
-        let n = match tap.recv(&mut buf[HEADER_LEN..]) {
+        let read = if offload {
+            tap.recv(&mut buf)
+        } else {
+            tap.recv(&mut buf[HEADER_LEN..])
+        };
+        let n = match read {
             Ok(n) => n,
             Err(e) => {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -514,37 +564,85 @@ fn tap_to_udp(tap: &SyncDevice, socket: &UdpSocket, shared: &Shared, v6: bool, m
                 continue;
             }
         };
-        if n == 0 {
-            continue;
-        }
-        if n > max_frame {
-            c.drop(DropReason::Oversize);
-            continue;
-        }
         let Some(to) = peer.get(&shared.peer) else {
             c.drop(DropReason::NoPeer);
             continue;
         };
-        let dg = &mut buf[..HEADER_LEN + n];
-        if key.get(&shared.key).seal(shared.next_ts(), dg).is_err() {
+        let to = addr::for_socket(to, v6);
+        let codec = key.get(&shared.key);
+        if !offload {
+            if n == 0 {
+                continue;
+            }
+            if n > max_frame {
+                c.drop(DropReason::Oversize);
+                continue;
+            }
+            let dg = &mut buf[..HEADER_LEN + n];
+            if codec.seal(shared.next_ts(), dg).is_ok() {
+                send(socket, dg, to, c, &mut errlog);
+            }
             continue;
         }
-        match socket.send_to(dg, addr::for_socket(to, v6)) {
-            Ok(_) => {
-                c.tx_frames.fetch_add(1, Relaxed);
-                c.tx_bytes.fetch_add(n as u64, Relaxed);
+        let hdr = match VnetHdr::parse(&buf[..n]) {
+            Ok(h) => h,
+            Err(_) => continue,
+        };
+        let frame = &buf[VNET_HDR_LEN..n];
+        if frame.is_empty() {
+            continue;
+        }
+        if hdr.gso_type == offload::GSO_NONE && frame.len() > max_frame {
+            c.drop(DropReason::Oversize);
+            continue;
+        }
+        if let Err(e) = offload::segment(&hdr, frame, max_frame, HEADER_LEN, &mut out, &mut spans) {
+            c.drop(DropReason::Oversize);
+            if let Some(held) = errlog.allow(Instant::now()) {
+                warn!(
+                    "TAP frame of {} bytes not sent: {e} ({held} more not shown)",
+                    frame.len()
+                );
             }
-            Err(e) => {
-                c.send_errors.fetch_add(1, Relaxed);
-                if let Some(held) = errlog.allow(Instant::now()) {
-                    warn!("UDP send to {to}: {e} ({held} more not shown)");
-                }
+            continue;
+        }
+        for span in &spans {
+            let dg = &mut out[span.clone()];
+            if codec.seal(shared.next_ts(), dg).is_ok() {
+                send(socket, dg, to, c, &mut errlog);
             }
         }
     }
 }
 
-fn udp_to_tap(tap: &SyncDevice, socket: &UdpSocket, shared: &Shared, mut inbound: Inbound) {
+/// Sends one sealed datagram and counts it.
+#[inline]
+fn send(socket: &UdpSocket, dg: &[u8], to: SocketAddr, c: &Counters, errlog: &mut RateLimit) {
+    match socket.send_to(dg, to) {
+        Ok(_) => {
+            c.tx_frames.fetch_add(1, Relaxed);
+            c.tx_bytes
+                .fetch_add((dg.len() - HEADER_LEN) as u64, Relaxed);
+        }
+        Err(e) => {
+            c.send_errors.fetch_add(1, Relaxed);
+            if let Some(held) = errlog.allow(Instant::now()) {
+                warn!(
+                    "UDP send to {}: {e} ({held} more not shown)",
+                    addr::canonical(to)
+                );
+            }
+        }
+    }
+}
+
+fn udp_to_tap(
+    tap: &SyncDevice,
+    socket: &UdpSocket,
+    shared: &Shared,
+    mut inbound: Inbound,
+    offload: bool,
+) {
     let mut buf = vec![0u8; RECV_BUF];
     let mut droplog = RateLimit::new(5, Duration::from_secs(1));
     let mut errlog = RateLimit::new(5, Duration::from_secs(1));
@@ -586,21 +684,29 @@ fn udp_to_tap(tap: &SyncDevice, socket: &UdpSocket, shared: &Shared, mut inbound
             }
         }
         match verdict {
-            Verdict::Frame(frame) => match tap.send(frame) {
-                Ok(_) => {
-                    c.rx_frames.fetch_add(1, Relaxed);
-                    c.rx_bytes.fetch_add(frame.len() as u64, Relaxed);
-                }
-                Err(e) => {
-                    c.tap_errors.fetch_add(1, Relaxed);
-                    if let Some(held) = errlog.allow(Instant::now()) {
-                        warn!(
-                            "TAP write of {} bytes: {e} ({held} more not shown)",
-                            frame.len()
-                        );
+            Verdict::Frame(frame) => {
+                let len = frame.len();
+                // The frame is the datagram's tail; with offloads the TAP wants a
+                // virtio_net_hdr in front: an all-zero one over the spent MAC bytes.
+                let start = if offload {
+                    buf[HEADER_LEN - VNET_HDR_LEN..HEADER_LEN].fill(0);
+                    HEADER_LEN - VNET_HDR_LEN
+                } else {
+                    HEADER_LEN
+                };
+                match tap.send(&buf[start..n]) {
+                    Ok(_) => {
+                        c.rx_frames.fetch_add(1, Relaxed);
+                        c.rx_bytes.fetch_add(len as u64, Relaxed);
+                    }
+                    Err(e) => {
+                        c.tap_errors.fetch_add(1, Relaxed);
+                        if let Some(held) = errlog.allow(Instant::now()) {
+                            warn!("TAP write of {} bytes: {e} ({held} more not shown)", len);
+                        }
                     }
                 }
-            },
+            }
             Verdict::Keepalive => {
                 c.keepalives_rx.fetch_add(1, Relaxed);
             }
