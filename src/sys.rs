@@ -246,6 +246,24 @@ impl Notifier {
     }
 }
 
+/// `TUNSETOFFLOAD`, `_IOW('T', 208, unsigned int)`.
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+
+/// Sets the offloads a TAP opened with `IFF_VNET_HDR` may hand us
+/// (`TUN_F_*` bits); the kernel takes the mask by value.
+pub fn tun_set_offload(tap: &impl AsRawFd, flags: u32) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes an integer argument, no pointer.
+    let rc = unsafe { libc::ioctl(tap.as_raw_fd(), TUNSETOFFLOAD as _, flags as libc::c_ulong) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`: checksum and TCP segmentation
+/// offload, without UDP segmentation (USO).
+pub const TUN_TCP_OFFLOADS: u32 = 0x01 | 0x02 | 0x04;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,21 +294,3 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
-
-/// `TUNSETOFFLOAD`, `_IOW('T', 208, unsigned int)`.
-const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
-
-/// Sets the offloads a TAP opened with `IFF_VNET_HDR` may hand us
-/// (`TUN_F_*` bits); the kernel takes the mask by value.
-pub fn tun_set_offload(tap: &impl AsRawFd, flags: u32) -> io::Result<()> {
-    // SAFETY: TUNSETOFFLOAD takes an integer argument, no pointer.
-    let rc = unsafe { libc::ioctl(tap.as_raw_fd(), TUNSETOFFLOAD as _, flags as libc::c_ulong) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`: checksum and TCP segmentation
-/// offload, without UDP segmentation (USO).
-pub const TUN_TCP_OFFLOADS: u32 = 0x01 | 0x02 | 0x04;
