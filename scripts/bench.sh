@@ -463,7 +463,11 @@ done
 # --- the report ---------------------------------------------------------------
 mkdir -p "$(dirname "$OUT")"
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
-rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
+if [ -n "${TAPTUN_BIN:-}" ]; then
+    rev="binary $TAPTUN_BIN ($("$bin" --version 2>/dev/null | head -n 1))"
+else
+    rev=$(git describe --always --dirty 2>/dev/null || echo unknown)
+fi
 {
     printf '%s\n' "taptun $rev vs references, $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) x $cpu, Linux $(uname -r);"
     printf '%s\n' "veth MTU 1500, tunnels MTU 1418; $ROUNDS interleaved rounds, $DURATION s per iperf3 run; load average $load_start at start, $load_end at end."
