@@ -1,7 +1,7 @@
 //! The I/O: the TAP device, the UDP socket, and the two forwarding threads.
 
 use crate::addr::{self, Cidr, Local};
-use crate::offload::{self, VNET_HDR_LEN, VnetHdr};
+use crate::offload::{self, Coalescer, VNET_HDR_LEN, VnetHdr};
 use crate::peer::{PeerCache, PeerUpdate, SharedPeer};
 use crate::rx::{Inbound, Verdict};
 use crate::stats::{Counters, DropReason, RateLimit};
@@ -292,6 +292,11 @@ impl Tunnel {
             }
             b.build_sync()
         };
+        if cfg.offload
+            && let Err(e) = sys::enable_udp_gro(&socket)
+        {
+            info!("UDP GRO unavailable ({e}); receiving datagrams one by one");
+        }
         let (tap, offload) = if cfg.offload {
             // TCP offloads only: UDP super-frames (USO) would be segmented
             // by code that the kernel never exercises here.
@@ -546,6 +551,7 @@ fn tap_to_udp(
     let c = &shared.counters;
     // A frame larger than MTU + Ethernet + VLAN header cannot be what the kernel meant to send.
     let max_frame = mtu as usize + 14 + 4;
+    let mut gso = offload;
     loop {
         let read = if offload {
             tap.recv(&mut buf)
@@ -607,12 +613,76 @@ fn tap_to_udp(
             continue;
         }
         for span in &spans {
-            let dg = &mut out[span.clone()];
-            if codec.seal(shared.next_ts(), dg).is_ok() {
-                send(socket, dg, to, c, &mut errlog);
+            // Sealing cannot fail: every span has room for the header.
+            let _ = codec.seal(shared.next_ts(), &mut out[span.clone()]);
+        }
+        if gso && spans.len() > 1 {
+            match send_gso(socket, &out, &spans, to, c, &mut errlog) {
+                Ok(()) => continue,
+                Err(e) => {
+                    gso = false;
+                    info!("UDP GSO refused ({e}); sending datagrams one by one");
+                }
+            }
+        }
+        for span in &spans {
+            send(socket, &out[span.clone()], to, c, &mut errlog);
+        }
+    }
+}
+
+/// Sends equal-sized datagrams (all but the last), contiguous in `out`, in
+/// calls of up to 64 datagrams and 64 KB with `UDP_SEGMENT`. An error that
+/// says the kernel cannot do UDP GSO is returned before anything was sent.
+fn send_gso(
+    socket: &UdpSocket,
+    out: &[u8],
+    spans: &[Range<usize>],
+    to: SocketAddr,
+    c: &Counters,
+    errlog: &mut RateLimit,
+) -> io::Result<()> {
+    let size = spans[0].len();
+    let (last, body) = spans.split_last().unwrap_or((&spans[0], &[]));
+    let regular = body.iter().all(|s| s.len() == size) && last.len() <= size;
+    let contiguous = spans.windows(2).all(|w| w[0].end == w[1].start);
+    if !regular || !contiguous || size > usize::from(u16::MAX) {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    let per_call = (65_000 / size).clamp(1, 64);
+    for group in spans.chunks(per_call) {
+        let range = group[0].start..group[group.len() - 1].end;
+        match sys::send_segments(socket, &out[range], size as u16, to) {
+            Ok(_) => {
+                let frames = group.len() as u64;
+                let bytes: usize = group.iter().map(|s| s.len() - HEADER_LEN).sum();
+                c.tx_frames.fetch_add(frames, Relaxed);
+                c.tx_bytes.fetch_add(bytes as u64, Relaxed);
+            }
+            Err(e)
+                if group[0].start == 0
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO)
+                            | Some(libc::EINVAL)
+                            | Some(libc::ENOPROTOOPT)
+                            | Some(libc::EOPNOTSUPP)
+                    ) =>
+            {
+                return Err(e);
+            }
+            Err(e) => {
+                c.send_errors.fetch_add(group.len() as u64, Relaxed);
+                if let Some(held) = errlog.allow(Instant::now()) {
+                    warn!(
+                        "UDP send to {}: {e} ({held} more not shown)",
+                        addr::canonical(to)
+                    );
+                }
             }
         }
     }
+    Ok(())
 }
 
 /// Sends one sealed datagram and counts it.
@@ -646,10 +716,26 @@ fn udp_to_tap(
     let mut buf = vec![0u8; RECV_BUF];
     let mut droplog = RateLimit::new(5, Duration::from_secs(1));
     let mut errlog = RateLimit::new(5, Duration::from_secs(1));
+    let mut taplog = RateLimit::new(5, Duration::from_secs(1));
     let c = &shared.counters;
     let mut key_version = shared.key.version();
+    // With offloads, in-order TCP segments that arrive together are written
+    // to the TAP as one super-frame; everything else goes one by one.
+    let mut coalescer = Coalescer::new();
+    let mut emit = |b: &[u8]| {
+        if let Err(e) = tap.send(b) {
+            c.tap_errors.fetch_add(1, Relaxed);
+            if let Some(held) = taplog.allow(Instant::now()) {
+                warn!(
+                    "TAP write of {} bytes: {e} ({held} more not shown)",
+                    b.len()
+                );
+            }
+        }
+    };
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
     loop {
-        let (n, src) = match socket.recv_from(&mut buf) {
+        let r = match sys::recv_gro(socket, &mut buf) {
             Ok(r) => r,
             Err(e) => {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -661,64 +747,66 @@ fn udp_to_tap(
                 continue;
             }
         };
+        if r.truncated {
+            c.drop(DropReason::Truncated);
+            continue;
+        }
+        let src = r.from.unwrap_or(unknown);
         let now = unix_nanos();
-        // One relaxed load per datagram; the lock only after a SIGHUP.
+        // One relaxed load per receive; the lock only after a SIGHUP.
         let v = shared.key.version();
         if v != key_version {
             key_version = v;
             inbound.rotate(shared.key.get(), now);
         }
-        let (verdict, update) = inbound.receive(&buf[..n], src, now);
-        if !matches!(verdict, Verdict::Drop(_)) {
-            shared.last_valid_ns.store(now, Relaxed);
-        }
-        match update {
-            PeerUpdate::Unchanged => {}
-            PeerUpdate::Learned(p) => {
-                info!("peer learned: {p}");
-                shared.peer.set(p);
+        // A GRO run holds datagrams of `segment` bytes (the last may be
+        // shorter); each is checked on its own.
+        let seg = r.segment.unwrap_or(r.len).max(1);
+        let mut start = 0;
+        while start < r.len || (r.len == 0 && start == 0) {
+            let end = (start + seg).min(r.len);
+            let dg = &buf[start..end];
+            start = end.max(start + 1);
+            let n = dg.len();
+            let (verdict, update) = inbound.receive(dg, src, now);
+            if !matches!(verdict, Verdict::Drop(_)) {
+                shared.last_valid_ns.store(now, Relaxed);
             }
-            PeerUpdate::Moved { from, to } => {
-                info!("peer moved from {from} to {to}");
-                shared.peer.set(to);
+            match update {
+                PeerUpdate::Unchanged => {}
+                PeerUpdate::Learned(p) => {
+                    info!("peer learned: {p}");
+                    shared.peer.set(p);
+                }
+                PeerUpdate::Moved { from, to } => {
+                    info!("peer moved from {from} to {to}");
+                    shared.peer.set(to);
+                }
             }
-        }
-        match verdict {
-            Verdict::Frame(frame) => {
-                let len = frame.len();
-                // The frame is the datagram's tail; with offloads the TAP wants a
-                // virtio_net_hdr in front: an all-zero one over the spent MAC bytes.
-                let start = if offload {
-                    buf[HEADER_LEN - VNET_HDR_LEN..HEADER_LEN].fill(0);
-                    HEADER_LEN - VNET_HDR_LEN
-                } else {
-                    HEADER_LEN
-                };
-                match tap.send(&buf[start..n]) {
-                    Ok(_) => {
-                        c.rx_frames.fetch_add(1, Relaxed);
-                        c.rx_bytes.fetch_add(len as u64, Relaxed);
+            match verdict {
+                Verdict::Frame(frame) => {
+                    c.rx_frames.fetch_add(1, Relaxed);
+                    c.rx_bytes.fetch_add(frame.len() as u64, Relaxed);
+                    if offload {
+                        coalescer.push(frame, &mut emit);
+                    } else {
+                        emit(frame);
                     }
-                    Err(e) => {
-                        c.tap_errors.fetch_add(1, Relaxed);
-                        if let Some(held) = errlog.allow(Instant::now()) {
-                            warn!("TAP write of {} bytes: {e} ({held} more not shown)", len);
-                        }
+                }
+                Verdict::Keepalive => {
+                    c.keepalives_rx.fetch_add(1, Relaxed);
+                }
+                Verdict::Drop(reason) => {
+                    c.drop(reason);
+                    if let Some(held) = droplog.allow(Instant::now()) {
+                        debug!(
+                            "dropped {n}-byte datagram from {}: {reason} ({held} more not shown)",
+                            addr::canonical(src)
+                        );
                     }
                 }
             }
-            Verdict::Keepalive => {
-                c.keepalives_rx.fetch_add(1, Relaxed);
-            }
-            Verdict::Drop(reason) => {
-                c.drop(reason);
-                if let Some(held) = droplog.allow(Instant::now()) {
-                    debug!(
-                        "dropped {n}-byte datagram from {}: {reason} ({held} more not shown)",
-                        addr::canonical(src)
-                    );
-                }
-            }
         }
+        coalescer.flush(&mut emit);
     }
 }
