@@ -18,7 +18,7 @@ _taptun() {
             return ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --address --max-age --keepalive --sockbuf --log-level --user --up --down --stats --stats-json --help --version" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --address --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --help --version" -- "$cur")
     elif [[ $COMP_CWORD -eq 1 ]]; then
         mapfile -t COMPREPLY < <(compgen -W "genkey" -- "$cur"; compgen -f -- "$cur")
     else
