@@ -11,55 +11,14 @@ const MB: usize = 40;
 
 fn start_pair(p: &Pair, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer) {
     let k = p.key("k.b64", KEY);
-    let port = format!(":{PORT}");
-    let a_addr = format!("{TAP_A}/24");
-    let b_addr = format!("{TAP_B}/24");
-    let peer = format!("{UNDERLAY_A}:{PORT}");
-    let mut a_args = vec![port.as_str(), "-i", "tap0", "-a", &a_addr];
-    a_args.extend_from_slice(a_extra);
-    let mut b_args = vec![port.as_str(), &peer, "-i", "tap0", "-a", &b_addr];
-    b_args.extend_from_slice(b_extra);
-    let a = Peer::start(&p.a, &p.dir, &k, &a_args);
-    let b = Peer::start(&p.b, &p.dir, &k, &b_args);
+    let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(a_extra)));
+    let b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(b_extra)));
     assert!(
         p.b.ping_until(TAP_A, Duration::from_secs(5)),
         "no ping:\n{}",
         a.log_text()
     );
     (a, b)
-}
-
-/// Sends MB megabytes of random data from `from` to `to_ns` at `to_ip` over
-/// TCP and compares SHA-256 at both ends.
-fn transfer(p: &Pair, from: &Netns, to_ns: &Netns, to_ip: &str, port: u16) {
-    let data = p.dir.join(format!("data{port}"));
-    sh(&format!(
-        "head -c {}000000 /dev/urandom > {}",
-        MB,
-        data.display()
-    ));
-    let want = sh(&format!("sha256sum < {}", data.display()));
-    let out = p.dir.join(format!("got{port}"));
-    let mut server = to_ns
-        .command("sh")
-        .arg("-c")
-        .arg(format!(
-            "timeout 60 socat -u TCP-LISTEN:{port},reuseaddr - | sha256sum > {}",
-            out.display()
-        ))
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    from.exec(&format!(
-        "timeout 60 socat -u FILE:{} TCP:{to_ip}:{port},retry=20,interval=0.2",
-        data.display()
-    ));
-    assert!(server.wait().unwrap().success());
-    assert_eq!(
-        std::fs::read_to_string(&out).unwrap(),
-        want,
-        "data corrupted"
-    );
 }
 
 /// Starts tcpdump on A's underlay, writing one line per UDP datagram with its length.
@@ -102,8 +61,8 @@ fn e2e_offload_integrity_both_ways_and_no_datagram_over_mtu() {
     let (mut a, mut b) = start_pair(&p, &[], &[]);
     assert!(a.log_text().contains("offloads on"), "{}", a.log_text());
     let (mut cap, capfile) = capture(&p);
-    transfer(&p, &p.b, &p.a, TAP_A, 5001);
-    transfer(&p, &p.a, &p.b, TAP_B, 5002);
+    tcp_transfer(&p, &p.b, &p.a, TAP_A, 5001, MB);
+    tcp_transfer(&p, &p.a, &p.b, TAP_B, 5002, MB);
     let _ = sh_out(&format!("kill {}", cap.id()));
     let _ = cap.wait();
     // "IP 192.0.2.2.9123 > 192.0.2.1.9123: UDP, length 1458"
@@ -143,7 +102,7 @@ fn e2e_offload_interoperates_with_no_offload_peer() {
     let (a, b) = start_pair(&p, &[], &["--no-offload"]);
     assert!(a.log_text().contains("offloads on"), "{}", a.log_text());
     assert!(b.log_text().contains("offloads off"), "{}", b.log_text());
-    transfer(&p, &p.b, &p.a, TAP_A, 5003);
-    transfer(&p, &p.a, &p.b, TAP_B, 5004);
+    tcp_transfer(&p, &p.b, &p.a, TAP_A, 5003, MB);
+    tcp_transfer(&p, &p.a, &p.b, TAP_B, 5004, MB);
     assert!(p.a.ping(TAP_B, 2));
 }

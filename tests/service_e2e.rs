@@ -10,61 +10,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Starts taptun in `ns` behind an optional `wrapper` command (e.g.
-/// setpriv) with extra environment; does not wait for anything.
-fn spawn(
-    ns: &Netns,
-    dir: &Path,
-    wrapper: &[&str],
-    key: &Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> Peer {
-    let log = dir.join(unique("log"));
-    let logf = fs::File::create(&log).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", &ns.name])
-        .args(wrapper)
-        .arg(TAPTUN)
-        .arg(key)
-        .args(args)
-        .args(["--log-level", "debug"])
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .expect("start taptun");
-    Peer {
-        child: Some(child),
-        log,
-        dev: "tap0".into(),
-        ns: ns.name.clone(),
-    }
-}
-
-/// Waits until `p`'s TAP is up (log line and link), at most 10 s.
-fn wait_up(p: &mut Peer, ns: &Netns) {
-    let start = Instant::now();
-    loop {
-        if p.log_text().contains(" up, mtu ") && ns.has_link(&p.dev) {
-            return;
-        }
-        if let Some(st) = p.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!(
-                "taptun exited with {st} before its TAP was up:\n{}",
-                p.log_text()
-            );
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "TAP never came up:\n{}",
-            p.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A helper process, killed (by pid) and reaped on drop.
 struct Killer(std::process::Child);
 
@@ -112,37 +57,6 @@ fn proc_status(pid: i32, field: &str) -> String {
         .unwrap_or_default()
 }
 
-/// A's arguments: learns its peer.
-fn a_args(extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        format!(":{PORT}"),
-        "-i".into(),
-        "tap0".into(),
-        "-a".into(),
-        format!("{TAP_A}/24"),
-    ];
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
-}
-
-/// B's arguments: knows A.
-fn b_args(extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        format!(":{PORT}"),
-        format!("{UNDERLAY_A}:{PORT}"),
-        "-i".into(),
-        "tap0".into(),
-        "-a".into(),
-        format!("{TAP_B}/24"),
-    ];
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
 /// Makes `path` belong to nobody:nogroup (still mode 0600).
 fn give_to_nobody(path: &Path) {
     sh(&format!("chown nobody:nogroup {}", path.display()));
@@ -165,7 +79,7 @@ fn e2e_notify_ready_after_tap_and_up_hook_then_stopping() {
         "sleep 0.5; ip -o link show \"$TAPTUN_DEV\" > {}",
         marker.display()
     );
-    let mut a = spawn(
+    let mut a = Peer::spawn_with(
         &p.a,
         &p.dir,
         &[],
@@ -214,7 +128,7 @@ fn e2e_notify_ready_after_tap_and_up_hook_then_stopping() {
         }),
         "socat never bound @{abs}"
     );
-    let mut b = spawn(
+    let mut b = Peer::spawn_with(
         &p.b,
         &p.dir,
         &[],
@@ -222,7 +136,7 @@ fn e2e_notify_ready_after_tap_and_up_hook_then_stopping() {
         &strs(&b_args(&[])),
         &[("NOTIFY_SOCKET", &format!("@{abs}"))],
     );
-    wait_up(&mut b, &p.b);
+    b.wait_up(&p.b);
     assert!(
         until(Duration::from_secs(10), || fs::read_to_string(&got)
             .unwrap_or_default()
@@ -261,8 +175,8 @@ fn e2e_unprivileged_with_only_cap_net_admin() {
     );
     // unshare, sh and setpriv all exec: the child's pid ends up taptun's.
     let wrapper = ["unshare", "-m", "sh", "-c", &script, "sh"];
-    let mut a = spawn(&p.a, &p.dir, &wrapper, &k, &strs(&a_args(&[])), &[]);
-    wait_up(&mut a, &p.a);
+    let mut a = Peer::spawn_with(&p.a, &p.dir, &wrapper, &k, &strs(&a_args(&[])), &[]);
+    a.wait_up(&p.a);
     let _b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&[])));
     let pid = a.pid();
     assert_eq!(
@@ -333,7 +247,7 @@ fn e2e_user_drop_keeps_tunnel_working() {
     assert!(!p.a.has_link("tap0"));
 
     // An unknown user is refused before anything is created.
-    let mut bad = spawn(
+    let mut bad = Peer::spawn_with(
         &p.a,
         &p.dir,
         &[],
@@ -456,7 +370,7 @@ fn e2e_failing_up_hook_stops_start_up() {
     let sock_path = p.dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_nonblocking(true).unwrap();
-    let mut a = spawn(
+    let mut a = Peer::spawn_with(
         &p.a,
         &p.dir,
         &[],

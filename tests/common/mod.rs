@@ -238,13 +238,31 @@ impl Peer {
     /// Starts `taptun key :PORT [peer] -i tap0 <extra>` in `ns` and waits
     /// until its TAP is up. `args` follows the key file.
     pub fn start(ns: &Netns, dir: &Path, key: &Path, args: &[&str]) -> Peer {
+        let mut p = Peer::spawn_with(ns, dir, &[], key, args, &[]);
+        p.wait_up(ns);
+        p
+    }
+
+    /// Starts taptun in `ns` behind an optional `wrapper` command (e.g.
+    /// setpriv) with extra environment; does not wait for anything.
+    pub fn spawn_with(
+        ns: &Netns,
+        dir: &Path,
+        wrapper: &[&str],
+        key: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Peer {
         let log = dir.join(unique("log"));
         let logf = fs::File::create(&log).unwrap();
-        let child = ns
-            .command(TAPTUN)
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .args(wrapper)
+            .arg(TAPTUN)
             .arg(key)
             .args(args)
             .args(["--log-level", "debug"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
@@ -255,31 +273,34 @@ impl Peer {
             .find(|w| w[0] == "-i" || w[0] == "--dev")
             .map(|w| w[1].to_string())
             .unwrap_or_else(|| "tap0".into());
-        let mut p = Peer {
+        Peer {
             child: Some(child),
             log,
             dev,
             ns: ns.name.clone(),
-        };
+        }
+    }
+
+    /// Waits until the TAP is up (log line and link), at most 10 s.
+    pub fn wait_up(&mut self, ns: &Netns) {
         let start = Instant::now();
         loop {
-            if p.log_text().contains(" up, mtu ") && ns.has_link(&p.dev) {
-                break;
+            if self.log_text().contains(" up, mtu ") && ns.has_link(&self.dev) {
+                return;
             }
-            if let Some(st) = p.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "taptun exited with {st} before its TAP was up:\n{}",
-                    p.log_text()
+                    self.log_text()
                 );
             }
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "TAP never came up:\n{}",
-                p.log_text()
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        p
     }
 
     pub fn pid(&self) -> i32 {
@@ -336,4 +357,74 @@ impl Drop for Peer {
             let _ = c.wait();
         }
     }
+}
+
+/// A's usual arguments (learns its peer): `:PORT -i tap0 -a 10.99.0.1/24` + extra.
+pub fn a_args(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        format!(":{PORT}"),
+        "-i".into(),
+        "tap0".into(),
+        "-a".into(),
+        format!("{TAP_A}/24"),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// B's usual arguments, with A's IPv4 underlay address as the peer.
+pub fn b_args(extra: &[&str]) -> Vec<String> {
+    b_args_to(&format!("{UNDERLAY_A}:{PORT}"), extra)
+}
+
+/// B's usual arguments with the given peer.
+pub fn b_args_to(peer: &str, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        format!(":{PORT}"),
+        peer.to_string(),
+        "-i".into(),
+        "tap0".into(),
+        "-a".into(),
+        format!("{TAP_B}/24"),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// Borrows a list of owned arguments.
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Sends `mb` megabytes of random data over TCP from namespace `from` to
+/// `to_ip:port` in `to` (through whatever tunnel joins them) and compares
+/// SHA-256 at both ends. Bounded: 60 s per side.
+pub fn tcp_transfer(p: &Pair, from: &Netns, to: &Netns, to_ip: &str, port: u16, mb: usize) {
+    let data = p.dir.join(format!("data{port}"));
+    sh(&format!(
+        "head -c {mb}000000 /dev/urandom > {}",
+        data.display()
+    ));
+    let want = sh(&format!("sha256sum < {}", data.display()));
+    let out = p.dir.join(format!("got{port}"));
+    let mut server = to
+        .command("sh")
+        .arg("-c")
+        .arg(format!(
+            "timeout 60 socat -u TCP-LISTEN:{port},reuseaddr - | sha256sum > {}",
+            out.display()
+        ))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    from.exec(&format!(
+        "timeout 60 socat -u FILE:{} TCP:{to_ip}:{port},retry=20,interval=0.2",
+        data.display()
+    ));
+    assert!(server.wait().unwrap().success(), "receiver failed");
+    assert_eq!(
+        fs::read_to_string(&out).unwrap(),
+        want,
+        "data corrupted in the tunnel"
+    );
 }
