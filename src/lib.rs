@@ -8,6 +8,7 @@
 
 pub mod addr;
 pub mod cli;
+pub mod hook;
 pub mod key;
 pub mod offload;
 pub mod peer;

@@ -3,65 +3,10 @@
 
 use log::{error, info, warn};
 use std::path::Path;
-use std::process::{Command, ExitCode, ExitStatus, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use taptun::hook::{DOWN_HOOK_LIMIT, HookEnd, run_hook};
 use taptun::{cli, key, sys, tunnel};
-
-/// How long a `--down` hook may run before it is killed, so that a stuck
-/// hook cannot keep a stopping service (and its TAP) around for ever.
-const DOWN_HOOK_LIMIT: Duration = Duration::from_secs(10);
-
-/// How a hook ended.
-enum HookEnd {
-    /// It exited (or was killed by a signal of its own).
-    Exited(ExitStatus),
-    /// SIGINT/SIGTERM came first; the hook was killed.
-    Interrupted(i32),
-    /// It ran past its limit and was killed.
-    TimedOut,
-}
-
-/// Runs `cmd` with `sh -c` and the tunnel's environment, waiting for it
-/// while still answering SIGINT/SIGTERM (which kill it).
-fn run_hook(
-    tun: &tunnel::Tunnel,
-    event: &str,
-    cmd: &str,
-    limit: Option<Duration>,
-) -> std::io::Result<HookEnd> {
-    let peer = tun.peer().map(|p| p.to_string()).unwrap_or_default();
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(cmd)
-        .env("TAPTUN_EVENT", event)
-        .env("TAPTUN_DEV", tun.name())
-        .env("TAPTUN_MTU", tun.mtu().to_string())
-        .env("TAPTUN_PEER", peer)
-        .env("TAPTUN_LOCAL", tun.local_addr().to_string())
-        // The service manager must hear READY/STOPPING from taptun only.
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .spawn()?;
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait()? {
-            return Ok(HookEnd::Exited(st));
-        }
-        if limit.is_some_and(|l| start.elapsed() > l) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(HookEnd::TimedOut);
-        }
-        // Only the stop signals: SIGHUP/SIGUSR1 stay pending for the main loop.
-        if let Ok(Some(sig)) =
-            sys::wait_signal(&[libc::SIGINT, libc::SIGTERM], Duration::from_millis(20))
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(HookEnd::Interrupted(sig));
-        }
-    }
-}
 
 /// Logs the counters (and prints them as one JSON line when asked).
 fn report(tun: &tunnel::Tunnel, what: &str, json: bool) {
