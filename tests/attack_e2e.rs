@@ -575,7 +575,23 @@ fn e2e_junk_flood_during_tcp_transfer() {
         .spawn()
         .unwrap();
     wait_child(&mut f, Duration::from_secs(30), "flood");
-    wait_child(&mut client, Duration::from_secs(85), "TCP sender");
+    // A stalled transfer is a tunnel bug: say what both ends counted.
+    if let Err(why) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_child(&mut client, Duration::from_secs(85), "TCP sender")
+    })) {
+        let last = |p: &Peer| {
+            let log = stats(p);
+            let tail: Vec<&str> = log.lines().rev().take(12).collect();
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        };
+        panic!(
+            "{:?}\nA:\n{}\nB:\n{}\nkernel drops at A: {}",
+            why.downcast_ref::<String>(),
+            last(&a),
+            last(&b),
+            kernel_drops(&lan.a)
+        );
+    }
     wait_child(&mut server, Duration::from_secs(10), "TCP receiver");
     assert_eq!(
         fs::read_to_string(&got).unwrap(),
