@@ -497,17 +497,20 @@ impl Tunnel {
         }
     }
 
-    /// Called about once a second by the main thread: sends a keepalive
-    /// when nothing was sent for the keepalive interval.
-    pub fn tick(&self) {
+    /// Called by the main thread between signals: sends a keepalive when
+    /// nothing was sent for the keepalive interval, and says how long until
+    /// the next one could be due, so the main thread can wake just then.
+    pub fn tick(&self) -> Duration {
         let ka = self.cfg.keepalive.as_nanos() as u64;
         if ka == 0 {
-            return;
+            return Duration::from_secs(1);
         }
-        let last = self.shared.last_ts.load(Relaxed);
-        if unix_nanos().saturating_sub(last) >= ka {
+        let idle = unix_nanos().saturating_sub(self.shared.last_ts.load(Relaxed));
+        if idle >= ka {
             self.send_keepalive();
+            return Duration::from_nanos(ka);
         }
+        Duration::from_nanos(ka - idle)
     }
 }
 
