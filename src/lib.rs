@@ -12,6 +12,7 @@ pub mod hook;
 pub mod key;
 pub mod offload;
 pub mod peer;
+pub mod published;
 pub mod replay;
 pub mod rx;
 pub mod stats;

@@ -1,8 +1,6 @@
 //! Which address the peer is at, and when a datagram may change it.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What an authenticated datagram did to the peer address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,63 +57,6 @@ impl Peer {
     }
 }
 
-/// The peer address shared from the receiving thread to the sending one.
-///
-/// The sender checks `version` (one relaxed load per frame) and takes the
-/// lock only when it changed.
-#[derive(Debug, Default)]
-pub struct SharedPeer {
-    version: AtomicU64,
-    addr: Mutex<Option<SocketAddr>>,
-}
-
-impl SharedPeer {
-    /// Starts with the configured peer, if any.
-    pub fn new(initial: Option<SocketAddr>) -> Self {
-        SharedPeer {
-            version: AtomicU64::new(1),
-            addr: Mutex::new(initial.map(crate::addr::canonical)),
-        }
-    }
-
-    /// Publishes a new address.
-    pub fn set(&self, addr: SocketAddr) {
-        let mut guard = self.addr.lock().unwrap_or_else(|p| p.into_inner());
-        *guard = Some(addr);
-        self.version.fetch_add(1, Ordering::Release);
-    }
-
-    /// The current address.
-    pub fn get(&self) -> Option<SocketAddr> {
-        *self.addr.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The change counter; a different value means `get` may differ.
-    pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
-    }
-}
-
-/// A sender's cached copy of [`SharedPeer`].
-#[derive(Debug, Default)]
-pub struct PeerCache {
-    version: u64,
-    addr: Option<SocketAddr>,
-}
-
-impl PeerCache {
-    /// The current address, re-read from `shared` only when it changed.
-    #[inline]
-    pub fn get(&mut self, shared: &SharedPeer) -> Option<SocketAddr> {
-        let v = shared.version();
-        if v != self.version {
-            self.addr = shared.get();
-            self.version = v;
-        }
-        self.addr
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,15 +87,5 @@ mod tests {
                 to: a("2.2.2.2:2")
             }
         );
-    }
-
-    #[test]
-    fn shared_cache_follows() {
-        let s = SharedPeer::new(Some(a("[::ffff:1.2.3.4]:5")));
-        let mut c = PeerCache::default();
-        assert_eq!(c.get(&s), Some(a("1.2.3.4:5")));
-        s.set(a("5.6.7.8:9"));
-        assert_eq!(c.get(&s), Some(a("5.6.7.8:9")));
-        assert_eq!(SharedPeer::new(None).get(), None);
     }
 }

@@ -2,7 +2,8 @@
 
 use crate::addr::{self, Cidr, Local};
 use crate::offload::{self, Coalescer, VNET_HDR_LEN, VnetHdr};
-use crate::peer::{PeerCache, PeerUpdate, SharedPeer};
+use crate::peer::PeerUpdate;
+use crate::published::{Cached, Published};
 use crate::rx::{Inbound, Verdict};
 use crate::stats::{Counters, DropReason, RateLimit};
 use crate::sys;
@@ -13,8 +14,8 @@ use std::fmt::Write as _;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tun_rs::{DeviceBuilder, Layer, SyncDevice};
@@ -107,78 +108,15 @@ impl fmt::Display for TunnelError {
 
 impl std::error::Error for TunnelError {}
 
-/// The sending key, published by the main thread (SIGHUP) to the threads.
-///
-/// Like [`SharedPeer`]: a reader checks `version` (one relaxed load per
-/// frame) and takes the lock only when it changed.
-#[derive(Debug)]
-pub struct SharedKey {
-    version: AtomicU64,
-    codec: Mutex<Codec>,
-}
-
-impl SharedKey {
-    /// Starts with `codec`.
-    pub fn new(codec: Codec) -> Self {
-        SharedKey {
-            version: AtomicU64::new(1),
-            codec: Mutex::new(codec),
-        }
-    }
-
-    /// Publishes a new key.
-    pub fn set(&self, codec: Codec) {
-        let mut guard = self.codec.lock().unwrap_or_else(|p| p.into_inner());
-        *guard = codec;
-        self.version.fetch_add(1, Ordering::Release);
-    }
-
-    /// The current key.
-    pub fn get(&self) -> Codec {
-        self.codec.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The change counter; a different value means `get` may differ.
-    pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
-    }
-}
-
-/// A sender's cached copy of [`SharedKey`].
-struct KeyCache {
-    version: u64,
-    codec: Codec,
-}
-
-impl KeyCache {
-    fn new(shared: &SharedKey) -> Self {
-        KeyCache {
-            version: shared.version(),
-            codec: shared.get(),
-        }
-    }
-
-    /// The current key, re-read only when it changed.
-    #[inline]
-    fn get(&mut self, shared: &SharedKey) -> &Codec {
-        let v = shared.version();
-        if v != self.version {
-            self.codec = shared.get();
-            self.version = v;
-        }
-        &self.codec
-    }
-}
-
 /// State the threads share.
 #[derive(Debug)]
 pub struct Shared {
     /// Traffic and drop counters.
     pub counters: Counters,
     /// The current peer.
-    pub peer: SharedPeer,
+    pub peer: Published<Option<SocketAddr>>,
     /// The current key.
-    pub key: SharedKey,
+    pub key: Published<Codec>,
     /// When the last datagram that passed every check arrived (UNIX ns, 0: never).
     pub last_valid_ns: AtomicU64,
     /// How many times the key was replaced (SIGHUP).
@@ -328,8 +266,8 @@ impl Tunnel {
         }
         let shared = Arc::new(Shared {
             counters: Counters::default(),
-            peer: SharedPeer::new(cfg.peer),
-            key: SharedKey::new(Codec::new(&cfg.key)),
+            peer: Published::new(cfg.peer.map(addr::canonical)),
+            key: Published::new(Codec::new(&cfg.key)),
             last_valid_ns: AtomicU64::new(0),
             key_rotations: AtomicU64::new(0),
             last_ts: AtomicU64::new(0),
@@ -548,8 +486,8 @@ fn tap_to_udp(
     let mut buf = vec![0u8; HEADER_LEN + MAX_FRAME];
     let mut out = vec![0u8; if offload { SEG_BUF } else { 0 }];
     let mut spans: Vec<Range<usize>> = Vec::with_capacity(if offload { 512 } else { 0 });
-    let mut peer = PeerCache::default();
-    let mut key = KeyCache::new(&shared.key);
+    let mut peer = Cached::new(&shared.peer);
+    let mut key = Cached::new(&shared.key);
     let mut errlog = RateLimit::new(5, Duration::from_secs(1));
     let c = &shared.counters;
     // A frame larger than MTU + Ethernet + VLAN header cannot be what the kernel meant to send.
@@ -577,7 +515,7 @@ fn tap_to_udp(
             c.drop(DropReason::NoPeer);
             continue;
         };
-        let to = addr::for_socket(to, v6);
+        let to = addr::for_socket(*to, v6);
         let codec = key.get(&shared.key);
         if !offload {
             if n == 0 {
@@ -779,11 +717,11 @@ fn udp_to_tap(
                 PeerUpdate::Unchanged => {}
                 PeerUpdate::Learned(p) => {
                     info!("peer learned: {p}");
-                    shared.peer.set(p);
+                    shared.peer.set(Some(p));
                 }
                 PeerUpdate::Moved { from, to } => {
                     info!("peer moved from {from} to {to}");
-                    shared.peer.set(to);
+                    shared.peer.set(Some(to));
                 }
             }
             match verdict {
