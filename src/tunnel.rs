@@ -130,7 +130,14 @@ impl Shared {
     /// A timestamp greater than every one sent before, from the wall clock.
     #[inline]
     fn next_ts(&self) -> u64 {
-        let now = unix_nanos();
+        self.next_ts_at(unix_nanos())
+    }
+
+    /// Like [`Shared::next_ts`] with the clock already read, so the segments
+    /// of one super-frame share one clock reading and still get distinct,
+    /// increasing timestamps.
+    #[inline]
+    fn next_ts_at(&self, now: u64) -> u64 {
         let prev = self
             .last_ts
             .fetch_update(Relaxed, Relaxed, |last| Some(now.max(last + 1)))
@@ -553,9 +560,10 @@ fn tap_to_udp(
             }
             continue;
         }
+        let now = unix_nanos();
         for span in &spans {
             // Sealing cannot fail: every span has room for the header.
-            let _ = codec.seal(shared.next_ts(), &mut out[span.clone()]);
+            let _ = codec.seal(shared.next_ts_at(now), &mut out[span.clone()]);
         }
         if gso && spans.len() > 1 {
             match send_gso(socket, &out, &spans, to, c, &mut errlog) {
