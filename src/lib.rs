@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod addr;
+pub mod batch;
 pub mod cli;
 pub mod hook;
 pub mod key;

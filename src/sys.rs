@@ -1,6 +1,7 @@
 //! The few syscalls std lacks. This is the only module with `unsafe`.
 #![allow(unsafe_code)]
 
+use crate::batch::Message;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -329,42 +330,81 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Sends `buf` as datagrams of `seg_size` bytes each (the last may be
-/// shorter) in one call, with UDP GSO (`UDP_SEGMENT`).
-pub fn send_segments(
+/// Most messages [`send_messages`] passes to one `sendmmsg` call.
+pub const MAX_MESSAGES: usize = 64;
+
+/// Sends up to [`MAX_MESSAGES`] messages of `buf` to `to` with one
+/// `sendmmsg`; a message of several datagrams goes with UDP GSO. Returns
+/// how many messages the kernel took (at least one), or the error of the
+/// first one.
+pub fn send_messages(
     sock: &impl AsRawFd,
     buf: &[u8],
-    seg_size: u16,
+    msgs: &[Message],
     to: SocketAddr,
 ) -> io::Result<usize> {
+    let n = msgs.len().min(MAX_MESSAGES);
+    if n == 0 {
+        return Ok(0);
+    }
+    if msgs[..n]
+        .iter()
+        .any(|m| m.range.end > buf.len() || m.range.start > m.range.end || m.seg > 65_535)
+    {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
     let (mut name, name_len) = to_sockaddr(to);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // u64 alignment covers cmsghdr's.
-    let mut control = [0u64; 4];
-    // SAFETY: msghdr is plain data; every pointer set below outlives the call,
-    // and CMSG_* stay within `control`, which is large enough for one u16 cmsg.
+    // u64 alignment covers cmsghdr's; four words hold one u16 cmsg.
+    let mut control = [[0u64; 4]; MAX_MESSAGES];
+    // SAFETY: iovec and mmsghdr are plain data; every pointer stored below
+    // (into `buf`, `name`, `iovs`, `control`) outlives the call, each
+    // range was checked to lie within `buf`, and CMSG_* stay within one
+    // `control` row, large enough for one u16 cmsg.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-        msg.msg_namelen = name_len;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = SOL_UDP;
-        (*cmsg).cmsg_type = UDP_SEGMENT;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), seg_size);
-        let rc = libc::sendmsg(sock.as_raw_fd(), &msg, 0);
+        let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+        let mut iovs: [libc::iovec; MAX_MESSAGES] = std::mem::zeroed();
+        let mut hdrs: [libc::mmsghdr; MAX_MESSAGES] = std::mem::zeroed();
+        for (i, m) in msgs[..n].iter().enumerate() {
+            iovs[i] = libc::iovec {
+                iov_base: buf.as_ptr().add(m.range.start) as *mut libc::c_void,
+                iov_len: m.range.len(),
+            };
+            let h = &mut hdrs[i].msg_hdr;
+            h.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = name_len;
+            h.msg_iov = &mut iovs[i];
+            h.msg_iovlen = 1;
+            if m.is_gso() {
+                h.msg_control = control[i].as_mut_ptr().cast();
+                h.msg_controllen = space as _;
+                let cmsg = libc::CMSG_FIRSTHDR(h);
+                (*cmsg).cmsg_level = SOL_UDP;
+                (*cmsg).cmsg_type = UDP_SEGMENT;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), m.seg as u16);
+            }
+        }
+        let rc = libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, 0);
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(rc as usize)
     }
+}
+
+/// Blocks until `fd` is readable (or the wait is interrupted by a signal).
+pub fn wait_readable(fd: &impl AsRawFd) -> io::Result<()> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call.
+    let rc = unsafe { libc::poll(&mut p, 1, -1) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Asks the kernel to hand over coalesced runs of datagrams (`UDP_GRO`).
@@ -432,23 +472,18 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
 mod tests {
     use super::*;
 
-    /// UDP GSO out, GRO in, over loopback: the bytes and the datagram
-    /// boundaries survive, whether or not the kernel coalesces.
-    #[test]
-    fn gso_send_and_gro_receive_on_loopback() {
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        enable_udp_gro(&rx).unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let data: Vec<u8> = (0..350u32).map(|i| (i % 251) as u8).collect();
-        let n = send_segments(&tx, &data, 100, rx.local_addr().unwrap()).unwrap();
-        assert_eq!(n, 350);
+    /// Receives until `total` bytes came, returning them and each datagram's size.
+    fn receive_all(
+        rx: &std::net::UdpSocket,
+        from: SocketAddr,
+        total: usize,
+    ) -> (Vec<u8>, Vec<usize>) {
         let mut got = Vec::new();
         let mut sizes = Vec::new();
         let mut buf = vec![0u8; 65536];
-        while got.len() < 350 {
-            let r = recv_gro(&rx, &mut buf).unwrap();
-            assert_eq!(r.from, Some(tx.local_addr().unwrap()));
+        while got.len() < total {
+            let r = recv_gro(rx, &mut buf).unwrap();
+            assert_eq!(r.from, Some(from));
             assert!(!r.truncated);
             let seg = r.segment.unwrap_or(r.len);
             for chunk in buf[..r.len].chunks(seg) {
@@ -456,8 +491,49 @@ mod tests {
             }
             got.extend_from_slice(&buf[..r.len]);
         }
+        (got, sizes)
+    }
+
+    /// One sendmmsg of a GSO message and two plain ones, GRO in, over
+    /// loopback: the bytes and the datagram boundaries survive, whether or
+    /// not the kernel coalesces.
+    #[test]
+    fn sendmmsg_with_gso_and_gro_receive_on_loopback() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_udp_gro(&rx).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let data: Vec<u8> = (0..420u32).map(|i| (i % 251) as u8).collect();
+        let msgs = [
+            Message {
+                range: 0..350,
+                seg: 100,
+                count: 4,
+            },
+            Message {
+                range: 350..400,
+                seg: 50,
+                count: 1,
+            },
+            Message {
+                range: 400..420,
+                seg: 20,
+                count: 1,
+            },
+        ];
+        let to = rx.local_addr().unwrap();
+        assert_eq!(send_messages(&tx, &data, &msgs, to).unwrap(), 3);
+        let (got, sizes) = receive_all(&rx, tx.local_addr().unwrap(), data.len());
         assert_eq!(got, data);
-        assert_eq!(sizes, vec![100, 100, 100, 50]);
+        assert_eq!(sizes, vec![100, 100, 100, 50, 50, 20]);
+        // A range outside the buffer is refused before any syscall.
+        let bad = [Message {
+            range: 400..421,
+            seg: 21,
+            count: 1,
+        }];
+        assert!(send_messages(&tx, &data, &bad, to).is_err());
+        assert_eq!(send_messages(&tx, &data, &[], to).unwrap(), 0);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The I/O: the TAP device, the UDP socket, and the two forwarding threads.
 
 use crate::addr::{self, Cidr, Local};
+use crate::batch::{self, Message};
 use crate::offload::{self, Coalescer, VNET_HDR_LEN, VnetHdr};
 use crate::peer::PeerUpdate;
 use crate::published::{Cached, Published};
@@ -475,10 +476,172 @@ fn json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
-/// Room for the datagrams cut from one super-frame: its payload plus, per
+/// Room for the datagrams of one batch: a super-frame's payload plus, per
 /// segment, the taptun header and the copied Ethernet/IP/TCP headers.
 const SEG_BUF: usize = MAX_FRAME + 512 * (HEADER_LEN + 128);
+/// A batch is sent once it holds this many datagrams, even if the TAP has
+/// more queued: one full GSO message of small frames.
+const BATCH_DATAGRAMS: usize = batch::MAX_SEGMENTS;
 
+/// The sending thread's state: datagrams read from the TAP and cut, not
+/// yet sealed and sent, and the buffers that live as long as the thread.
+struct Outbox<'a> {
+    socket: &'a UdpSocket,
+    shared: &'a Shared,
+    v6: bool,
+    /// Sealed datagrams, back to back from offset 0.
+    out: Vec<u8>,
+    /// Where each datagram of the batch is in `out`, in send order.
+    spans: Vec<Range<usize>>,
+    /// Scratch: the datagrams of the frame being cut.
+    cut: Vec<Range<usize>>,
+    msgs: Vec<Message>,
+    peer: Cached<Option<SocketAddr>>,
+    key: Cached<Codec>,
+    /// Whether UDP GSO is still believed to work.
+    gso: bool,
+    errlog: RateLimit,
+}
+
+impl<'a> Outbox<'a> {
+    fn new(socket: &'a UdpSocket, shared: &'a Shared, v6: bool, gso: bool) -> Self {
+        Outbox {
+            socket,
+            shared,
+            v6,
+            out: vec![0u8; SEG_BUF],
+            spans: Vec::with_capacity(1024),
+            cut: Vec::with_capacity(512),
+            msgs: Vec::with_capacity(1024),
+            peer: Cached::new(&shared.peer),
+            key: Cached::new(&shared.key),
+            gso,
+            errlog: RateLimit::new(5, Duration::from_secs(1)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Cuts one TAP frame into datagrams (with room for the taptun header)
+    /// at the end of the batch, sending the batch first if it is full.
+    fn push(&mut self, hdr: &VnetHdr, frame: &[u8], max_frame: usize) {
+        let mut at = self.spans.last().map_or(0, |s| s.end);
+        let mut r = offload::segment(
+            hdr,
+            frame,
+            max_frame,
+            HEADER_LEN,
+            &mut self.out[at..],
+            &mut self.cut,
+        );
+        if r == Err(offload::OffloadError::NoRoom) && at > 0 {
+            self.flush();
+            at = 0;
+            r = offload::segment(
+                hdr,
+                frame,
+                max_frame,
+                HEADER_LEN,
+                &mut self.out,
+                &mut self.cut,
+            );
+        }
+        if let Err(e) = r {
+            self.shared.counters.drop(DropReason::Oversize);
+            if let Some(held) = self.errlog.allow(Instant::now()) {
+                warn!(
+                    "TAP frame of {} bytes not sent: {e} ({held} more not shown)",
+                    frame.len()
+                );
+            }
+            return;
+        }
+        self.spans
+            .extend(self.cut.iter().map(|s| s.start + at..s.end + at));
+    }
+
+    /// Seals every datagram of the batch (one clock reading, distinct
+    /// increasing timestamps) and sends them with as few calls as the
+    /// kernel allows.
+    fn flush(&mut self) {
+        if self.spans.is_empty() {
+            return;
+        }
+        let c = &self.shared.counters;
+        let Some(to) = *self.peer.get(&self.shared.peer) else {
+            for _ in 0..self.spans.len() {
+                c.drop(DropReason::NoPeer);
+            }
+            self.spans.clear();
+            return;
+        };
+        let to = addr::for_socket(to, self.v6);
+        let codec = self.key.get(&self.shared.key);
+        let now = unix_nanos();
+        for span in &self.spans {
+            // Sealing cannot fail: every span has room for the header.
+            let _ = codec.seal(self.shared.next_ts_at(now), &mut self.out[span.clone()]);
+        }
+        self.msgs.clear();
+        let max_segs = if self.gso { batch::MAX_SEGMENTS } else { 1 };
+        batch::plan(&self.spans, max_segs, batch::MAX_GSO_BYTES, &mut self.msgs);
+        let mut i = 0;
+        while i < self.msgs.len() {
+            match sys::send_messages(self.socket, &self.out, &self.msgs[i..], to) {
+                Ok(k) => {
+                    let k = k.max(1).min(self.msgs.len() - i);
+                    for m in &self.msgs[i..i + k] {
+                        c.tx_frames.fetch_add(m.count as u64, Relaxed);
+                        c.tx_bytes
+                            .fetch_add((m.range.len() - m.count * HEADER_LEN) as u64, Relaxed);
+                    }
+                    i += k;
+                }
+                Err(e) if self.msgs[i].is_gso() && gso_refused(&e) => {
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EIO) | Some(libc::ENOPROTOOPT) | Some(libc::EOPNOTSUPP)
+                    ) {
+                        self.gso = false;
+                        info!("UDP GSO refused ({e}); sending datagrams one by one");
+                    }
+                    // EINVAL alone can be this route's MTU (datagrams that
+                    // need fragmenting): send this message's datagrams alone.
+                    for one in self.msgs[i].split() {
+                        send(self.socket, &self.out[one.range], to, c, &mut self.errlog);
+                    }
+                    i += 1;
+                }
+                Err(e) => {
+                    c.send_errors.fetch_add(self.msgs[i].count as u64, Relaxed);
+                    if let Some(held) = self.errlog.allow(Instant::now()) {
+                        warn!(
+                            "UDP send to {}: {e} ({held} more not shown)",
+                            addr::canonical(to)
+                        );
+                    }
+                    i += 1;
+                }
+            }
+        }
+        self.spans.clear();
+    }
+}
+
+/// Errors with which the kernel says it cannot send this message with GSO.
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::ENOPROTOOPT) | Some(libc::EOPNOTSUPP)
+    )
+}
+
+/// Reads frames from the TAP until its queue is empty, cuts and seals them
+/// into one batch, sends the batch with one `sendmmsg`, then blocks until
+/// the TAP is readable again: a busy TAP costs one system call per frame
+/// read and one per batch sent, an idle one costs nothing.
 fn tap_to_udp(
     tap: &SyncDevice,
     socket: &UdpSocket,
@@ -487,28 +650,38 @@ fn tap_to_udp(
     mtu: u16,
     offload: bool,
 ) {
-    // Without offloads a frame is read right behind the header room and
-    // sealed in place; with them it is read with its virtio_net_hdr and
-    // cut into datagrams in `out`.
-    let mut buf = vec![0u8; HEADER_LEN + MAX_FRAME];
-    let mut out = vec![0u8; if offload { SEG_BUF } else { 0 }];
-    let mut spans: Vec<Range<usize>> = Vec::with_capacity(if offload { 512 } else { 0 });
-    let mut peer = Cached::new(&shared.peer);
-    let mut key = Cached::new(&shared.key);
+    // Read with the virtio_net_hdr when offloads are on.
+    let mut buf = vec![0u8; MAX_FRAME + VNET_HDR_LEN];
+    let mut outbox = Outbox::new(socket, shared, v6, offload);
     let mut errlog = RateLimit::new(5, Duration::from_secs(1));
     let c = &shared.counters;
     // A frame larger than MTU + Ethernet + VLAN header cannot be what the kernel meant to send.
     let max_frame = mtu as usize + 14 + 4;
-    let mut gso = offload;
+    // Without non-blocking reads the queue cannot be drained: a batch of one.
+    let drain = match tap.set_nonblocking(true) {
+        Ok(()) => true,
+        Err(e) => {
+            info!("TAP cannot be read non-blocking ({e}); sending frames one by one");
+            false
+        }
+    };
     loop {
-        let read = if offload {
-            tap.recv(&mut buf)
-        } else {
-            tap.recv(&mut buf[HEADER_LEN..])
-        };
-        let n = match read {
+        let n = match tap.recv(&mut buf) {
             Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                outbox.flush();
+                if let Err(e) = sys::wait_readable(tap)
+                    && e.kind() != io::ErrorKind::Interrupted
+                {
+                    if let Some(held) = errlog.allow(Instant::now()) {
+                        warn!("TAP wait: {e} ({held} more not shown)");
+                    }
+                    thread::sleep(Duration::from_millis(1));
+                }
+                continue;
+            }
             Err(e) => {
+                outbox.flush();
                 if e.kind() != io::ErrorKind::Interrupted {
                     if let Some(held) = errlog.allow(Instant::now()) {
                         warn!("TAP read: {e} ({held} more not shown)");
@@ -518,31 +691,18 @@ fn tap_to_udp(
                 continue;
             }
         };
-        let Some(to) = peer.get(&shared.peer) else {
+        if outbox.peer.get(&shared.peer).is_none() {
             c.drop(DropReason::NoPeer);
             continue;
-        };
-        let to = addr::for_socket(*to, v6);
-        let codec = key.get(&shared.key);
-        if !offload {
-            if n == 0 {
-                continue;
-            }
-            if n > max_frame {
-                c.drop(DropReason::Oversize);
-                continue;
-            }
-            let dg = &mut buf[..HEADER_LEN + n];
-            if codec.seal(shared.next_ts(), dg).is_ok() {
-                send(socket, dg, to, c, &mut errlog);
-            }
-            continue;
         }
-        let hdr = match VnetHdr::parse(&buf[..n]) {
-            Ok(h) => h,
-            Err(_) => continue,
+        let (hdr, frame) = if offload {
+            match VnetHdr::parse(&buf[..n]) {
+                Ok(h) => (h, &buf[VNET_HDR_LEN..n]),
+                Err(_) => continue,
+            }
+        } else {
+            (VnetHdr::default(), &buf[..n])
         };
-        let frame = &buf[VNET_HDR_LEN..n];
         if frame.is_empty() {
             continue;
         }
@@ -550,88 +710,11 @@ fn tap_to_udp(
             c.drop(DropReason::Oversize);
             continue;
         }
-        if let Err(e) = offload::segment(&hdr, frame, max_frame, HEADER_LEN, &mut out, &mut spans) {
-            c.drop(DropReason::Oversize);
-            if let Some(held) = errlog.allow(Instant::now()) {
-                warn!(
-                    "TAP frame of {} bytes not sent: {e} ({held} more not shown)",
-                    frame.len()
-                );
-            }
-            continue;
-        }
-        let now = unix_nanos();
-        for span in &spans {
-            // Sealing cannot fail: every span has room for the header.
-            let _ = codec.seal(shared.next_ts_at(now), &mut out[span.clone()]);
-        }
-        if gso && spans.len() > 1 {
-            match send_gso(socket, &out, &spans, to, c, &mut errlog) {
-                Ok(()) => continue,
-                Err(e) => {
-                    gso = false;
-                    info!("UDP GSO refused ({e}); sending datagrams one by one");
-                }
-            }
-        }
-        for span in &spans {
-            send(socket, &out[span.clone()], to, c, &mut errlog);
+        outbox.push(&hdr, frame, max_frame);
+        if !drain || outbox.len() >= BATCH_DATAGRAMS {
+            outbox.flush();
         }
     }
-}
-
-/// Sends equal-sized datagrams (all but the last), contiguous in `out`, in
-/// calls of up to 64 datagrams and 64 KB with `UDP_SEGMENT`. An error that
-/// says the kernel cannot do UDP GSO is returned before anything was sent.
-fn send_gso(
-    socket: &UdpSocket,
-    out: &[u8],
-    spans: &[Range<usize>],
-    to: SocketAddr,
-    c: &Counters,
-    errlog: &mut RateLimit,
-) -> io::Result<()> {
-    let size = spans[0].len();
-    let (last, body) = spans.split_last().unwrap_or((&spans[0], &[]));
-    let regular = body.iter().all(|s| s.len() == size) && last.len() <= size;
-    let contiguous = spans.windows(2).all(|w| w[0].end == w[1].start);
-    if !regular || !contiguous || size > usize::from(u16::MAX) {
-        return Err(io::ErrorKind::InvalidInput.into());
-    }
-    let per_call = (65_000 / size).clamp(1, 64);
-    for group in spans.chunks(per_call) {
-        let range = group[0].start..group[group.len() - 1].end;
-        match sys::send_segments(socket, &out[range], size as u16, to) {
-            Ok(_) => {
-                let frames = group.len() as u64;
-                let bytes: usize = group.iter().map(|s| s.len() - HEADER_LEN).sum();
-                c.tx_frames.fetch_add(frames, Relaxed);
-                c.tx_bytes.fetch_add(bytes as u64, Relaxed);
-            }
-            Err(e)
-                if group[0].start == 0
-                    && matches!(
-                        e.raw_os_error(),
-                        Some(libc::EIO)
-                            | Some(libc::EINVAL)
-                            | Some(libc::ENOPROTOOPT)
-                            | Some(libc::EOPNOTSUPP)
-                    ) =>
-            {
-                return Err(e);
-            }
-            Err(e) => {
-                c.send_errors.fetch_add(group.len() as u64, Relaxed);
-                if let Some(held) = errlog.allow(Instant::now()) {
-                    warn!(
-                        "UDP send to {}: {e} ({held} more not shown)",
-                        addr::canonical(to)
-                    );
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Sends one sealed datagram and counts it.

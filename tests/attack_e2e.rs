@@ -230,6 +230,10 @@ impl Lan {
             ns.exec(&format!(
                 "ip link set {nv} name u0 && ip addr add {ip}/24 dev u0 && ip link set u0 up"
             ));
+            // A batch sent with UDP GSO would cross the bridge as one
+            // super-packet; cut it before it leaves, as a NIC on a real wire
+            // does, so the attacker captures the datagrams one by one.
+            ns.exec("ethtool -K u0 tx-udp-segmentation off");
         }
         let dir = std::env::temp_dir().join(unique("taptun-attack-"));
         fs::create_dir_all(&dir).unwrap();

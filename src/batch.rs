@@ -1,0 +1,218 @@
+//! Planning one `sendmmsg` call for a batch of sealed datagrams.
+//!
+//! The sending thread drains every frame the TAP has queued, seals each
+//! into its own datagram, contiguous in one buffer, and sends them all in
+//! one system call. Runs of equal-sized datagrams become one message with
+//! UDP GSO, so the kernel moves them through its stack as one packet; the
+//! rest go one datagram per message. Pure: no I/O, so it is unit-tested.
+
+use std::ops::Range;
+
+/// Most datagrams the kernel accepts in one GSO message (`UDP_MAX_SEGMENTS`).
+pub const MAX_SEGMENTS: usize = 64;
+/// Most bytes of UDP payload in one GSO message (under the 64 KiB IP limit
+/// with room for the IPv6 and UDP headers).
+pub const MAX_GSO_BYTES: usize = 65_000;
+
+/// One message of a `sendmmsg` call: `count` datagrams of `seg` bytes each
+/// (the last may be shorter), contiguous at `range` of the batch buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Where the message's bytes are in the batch buffer.
+    pub range: Range<usize>,
+    /// Size of each datagram but the last; the GSO segment size when `count > 1`.
+    pub seg: usize,
+    /// How many datagrams the message carries.
+    pub count: usize,
+}
+
+impl Message {
+    /// Whether the message needs UDP GSO (more than one datagram).
+    pub fn is_gso(&self) -> bool {
+        self.count > 1
+    }
+
+    /// The datagrams of the message, each as its own single message: the
+    /// fallback when the kernel refuses GSO for this one.
+    pub fn split(&self) -> impl Iterator<Item = Message> + '_ {
+        let (start, end, seg) = (self.range.start, self.range.end, self.seg.max(1));
+        (start..end).step_by(seg).map(move |s| {
+            let e = (s + seg).min(end);
+            Message {
+                range: s..e,
+                seg: e - s,
+                count: 1,
+            }
+        })
+    }
+}
+
+/// Groups `spans` (datagrams in send order) into messages, appended to
+/// `out`. A run of contiguous datagrams of one size, optionally ended by
+/// one shorter datagram, becomes one message of at most `max_segs`
+/// datagrams and `max_bytes` bytes; `max_segs == 1` turns GSO off.
+pub fn plan(spans: &[Range<usize>], max_segs: usize, max_bytes: usize, out: &mut Vec<Message>) {
+    let mut i = 0;
+    while i < spans.len() {
+        let first = &spans[i];
+        let seg = first.len();
+        let mut m = Message {
+            range: first.clone(),
+            seg,
+            count: 1,
+        };
+        i += 1;
+        while i < spans.len() && m.count < max_segs {
+            let s = &spans[i];
+            let fits = s.start == m.range.end
+                && s.len() <= seg
+                && !s.is_empty()
+                && m.range.len() + s.len() <= max_bytes;
+            if !fits {
+                break;
+            }
+            m.range.end = s.end;
+            m.count += 1;
+            i += 1;
+            if s.len() < seg {
+                // A shorter datagram can only end a GSO run.
+                break;
+            }
+        }
+        out.push(m);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lays out datagrams of the given sizes back to back from offset 0.
+    fn layout(sizes: &[usize]) -> Vec<Range<usize>> {
+        let mut at = 0;
+        sizes
+            .iter()
+            .map(|&n| {
+                at += n;
+                at - n..at
+            })
+            .collect()
+    }
+
+    fn planned(spans: &[Range<usize>], max_segs: usize, max_bytes: usize) -> Vec<Message> {
+        let mut out = Vec::new();
+        plan(spans, max_segs, max_bytes, &mut out);
+        out
+    }
+
+    /// Every datagram is in exactly one message, in order, and each
+    /// message's datagrams are what GSO would cut from its range.
+    fn covers(spans: &[Range<usize>], msgs: &[Message]) {
+        let cut: Vec<Range<usize>> = msgs
+            .iter()
+            .flat_map(|m| m.split().map(|s| s.range))
+            .collect();
+        assert_eq!(cut, spans);
+        let total: usize = msgs.iter().map(|m| m.count).sum();
+        assert_eq!(total, spans.len());
+    }
+
+    #[test]
+    fn equal_sizes_make_one_gso_message() {
+        let spans = layout(&[146; 10]);
+        let m = planned(&spans, 64, MAX_GSO_BYTES);
+        assert_eq!(
+            m,
+            vec![Message {
+                range: 0..1460,
+                seg: 146,
+                count: 10
+            }]
+        );
+        assert!(m[0].is_gso());
+        covers(&spans, &m);
+    }
+
+    #[test]
+    fn a_shorter_datagram_ends_the_run() {
+        let spans = layout(&[100, 100, 60, 100, 100]);
+        let m = planned(&spans, 64, MAX_GSO_BYTES);
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].count, m[0].seg, m[0].range.clone()), (3, 100, 0..260));
+        assert_eq!(
+            (m[1].count, m[1].seg, m[1].range.clone()),
+            (2, 100, 260..460)
+        );
+        covers(&spans, &m);
+    }
+
+    #[test]
+    fn a_longer_datagram_starts_a_new_message() {
+        let spans = layout(&[60, 100, 100]);
+        let m = planned(&spans, 64, MAX_GSO_BYTES);
+        assert_eq!(m.len(), 2);
+        assert_eq!((m[0].count, m[0].seg), (1, 60));
+        assert!(!m[0].is_gso());
+        assert_eq!((m[1].count, m[1].seg), (2, 100));
+        covers(&spans, &m);
+    }
+
+    #[test]
+    fn segment_and_byte_limits_split_runs() {
+        let spans = layout(&[146; 150]);
+        let m = planned(&spans, 64, MAX_GSO_BYTES);
+        assert_eq!(m.iter().map(|m| m.count).collect::<Vec<_>>(), [64, 64, 22]);
+        covers(&spans, &m);
+
+        let big = layout(&[1472; 100]);
+        let m = planned(&big, 64, MAX_GSO_BYTES);
+        assert!(m.iter().all(|m| m.range.len() <= MAX_GSO_BYTES));
+        assert_eq!(m[0].count, MAX_GSO_BYTES / 1472);
+        covers(&big, &m);
+    }
+
+    #[test]
+    fn gaps_are_never_bridged() {
+        let spans = vec![0..100, 100..200, 300..400, 400..500];
+        let m = planned(&spans, 64, MAX_GSO_BYTES);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].range, 0..200);
+        assert_eq!(m[1].range, 300..500);
+        covers(&spans, &m);
+    }
+
+    #[test]
+    fn one_segment_per_message_turns_gso_off() {
+        let spans = layout(&[146; 5]);
+        let m = planned(&spans, 1, MAX_GSO_BYTES);
+        assert_eq!(m.len(), 5);
+        assert!(m.iter().all(|m| !m.is_gso()));
+        covers(&spans, &m);
+    }
+
+    #[test]
+    fn mixed_sizes_keep_order_and_cover_everything() {
+        // A deterministic jumble of sizes, including runs and singles.
+        let mut sizes = Vec::new();
+        let mut x: u32 = 12345;
+        for _ in 0..500 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let n = [64, 64, 64, 146, 1472, 90, 1][(x >> 16) as usize % 7];
+            sizes.push(n);
+        }
+        let spans = layout(&sizes);
+        for max_segs in [1, 2, 7, 64] {
+            let m = planned(&spans, max_segs, MAX_GSO_BYTES);
+            covers(&spans, &m);
+            for msg in &m {
+                assert!(msg.count <= max_segs);
+                assert!(msg.count == 1 || msg.range.len() <= MAX_GSO_BYTES);
+            }
+        }
+    }
+
+    #[test]
+    fn empty_batch_plans_nothing() {
+        assert!(planned(&[], 64, MAX_GSO_BYTES).is_empty());
+    }
+}
