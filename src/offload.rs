@@ -360,12 +360,16 @@ pub fn segment(
 
 /// Largest super-frame handed to the TAP (IP total length is 16 bits).
 const MAX_SUPER: usize = 65_000;
+/// Most datagrams in one UDP super-frame (the kernel's `UDP_MAX_SEGMENTS`).
+const MAX_UDP_SEGS: usize = 64;
 const TCP_ACK: u8 = 0x10;
 
-/// Receive-side GRO: merges consecutive in-order TCP segments of one flow
-/// (each already authenticated on its own) into one super-frame, to be
-/// written to an offloading TAP once. Everything else passes through as
-/// single frames. The output always starts with a [`VnetHdr`].
+/// Receive-side GRO: merges consecutive in-order TCP segments of one flow,
+/// and consecutive equal-sized UDP datagrams of one flow (each already
+/// authenticated on its own), into one super-frame, to be written to an
+/// offloading TAP once; the kernel cuts it back into the very same frames
+/// (or hands it whole to a GRO-aware socket). Everything else passes
+/// through as single frames. The output always starts with a [`VnetHdr`].
 #[derive(Debug)]
 pub struct Coalescer {
     buf: Vec<u8>,
@@ -375,11 +379,26 @@ pub struct Coalescer {
 #[derive(Debug, Clone, Copy)]
 struct Run {
     l: Layers,
+    /// Length of all headers, Ethernet to L4.
     hl: usize,
+    /// Payload bytes of the first segment: the GSO size.
     mss: usize,
-    next_seq: u32,
+    /// What the next segment must carry: the TCP sequence number, or for
+    /// UDP over IPv4 the IP ID (the kernel numbers the segments it cuts
+    /// consecutively, so only such runs come back unchanged).
+    next: u32,
     segs: usize,
     closed: bool,
+}
+
+/// A frame that may join a run.
+struct Seg {
+    l: Layers,
+    hl: usize,
+    /// TCP sequence number, or IPv4 ID for UDP (0 for UDP over IPv6).
+    key: u32,
+    /// TCP flags (0 for UDP).
+    flags: u8,
 }
 
 impl Default for Coalescer {
@@ -399,7 +418,7 @@ impl Coalescer {
 
     /// Adds a frame; calls `emit` with each finished `VnetHdr ‖ frame`.
     pub fn push(&mut self, frame: &[u8], emit: &mut impl FnMut(&[u8])) {
-        if let Some(seg) = tcp_segment(frame) {
+        if let Some(seg) = tcp_segment(frame).or_else(|| udp_datagram(frame)) {
             if self.try_append(frame, &seg) {
                 return;
             }
@@ -407,11 +426,12 @@ impl Coalescer {
             self.buf.clear();
             self.buf.extend_from_slice(&[0u8; VNET_HDR_LEN]);
             self.buf.extend_from_slice(frame);
+            let len = frame.len() - seg.hl;
             self.run = Some(Run {
                 l: seg.l,
                 hl: seg.hl,
-                mss: frame.len() - seg.hl,
-                next_seq: seg.seq.wrapping_add((frame.len() - seg.hl) as u32),
+                mss: len,
+                next: next_key(&seg, len),
                 segs: 1,
                 closed: seg.flags & TCP_PSH != 0,
             });
@@ -425,24 +445,26 @@ impl Coalescer {
         self.buf.clear();
     }
 
-    fn try_append(&mut self, frame: &[u8], seg: &TcpSeg) -> bool {
+    fn try_append(&mut self, frame: &[u8], seg: &Seg) -> bool {
         let Some(run) = self.run.as_mut() else {
             return false;
         };
         let len = frame.len() - seg.hl;
+        let udp = run.l.proto == PROTO_UDP;
         let prev = &self.buf[VNET_HDR_LEN..VNET_HDR_LEN + run.hl];
         if run.closed
             || seg.hl != run.hl
             || seg.l != run.l
-            || seg.seq != run.next_seq
+            || seg.key != run.next
             || len > run.mss
+            || (udp && run.segs >= MAX_UDP_SEGS)
             || self.buf.len() - VNET_HDR_LEN + len > MAX_SUPER
             || !same_flow_headers(prev, &frame[..seg.hl], &run.l)
         {
             return false;
         }
         self.buf.extend_from_slice(&frame[seg.hl..]);
-        run.next_seq = run.next_seq.wrapping_add(len as u32);
+        run.next = next_key(seg, len);
         run.segs += 1;
         // A short segment or PSH ends a run, as in the kernel's GRO.
         run.closed = len < run.mss || seg.flags & TCP_PSH != 0;
@@ -468,16 +490,24 @@ impl Coalescer {
                 let c = !csum_fold(csum_add(0, &f[l.l3..l.l4]));
                 set_u16(f, l.l3 + 10, c);
             }
+            let (gso_type, csum_offset) = match (l.proto, l.ipv6) {
+                (PROTO_UDP, _) => {
+                    set_u16(f, l.l4 + 4, l4_len as u16);
+                    (GSO_UDP_L4, 6)
+                }
+                (_, true) => (GSO_TCPV6, 16),
+                (_, false) => (GSO_TCPV4, 16),
+            };
             // The kernel completes the checksum: leave it the pseudo-header sum.
             let ps = csum_fold(pseudo_sum(f, &l, l4_len));
-            set_u16(f, l.l4 + 16, ps);
+            set_u16(f, l.l4 + csum_offset, ps);
             let hdr = VnetHdr {
                 flags: F_NEEDS_CSUM,
-                gso_type: if l.ipv6 { GSO_TCPV6 } else { GSO_TCPV4 },
+                gso_type,
                 hdr_len: run.hl as u16,
                 gso_size: run.mss as u16,
                 csum_start: l.l4 as u16,
-                csum_offset: 16,
+                csum_offset: csum_offset as u16,
             };
             let _ = hdr.write(&mut self.buf);
         }
@@ -486,18 +516,24 @@ impl Coalescer {
     }
 }
 
-struct TcpSeg {
-    l: Layers,
-    hl: usize,
-    seq: u32,
-    flags: u8,
+/// What the segment after `seg` (of `len` payload bytes) must carry.
+fn next_key(seg: &Seg, len: usize) -> u32 {
+    if seg.l.proto == PROTO_UDP {
+        if seg.l.ipv6 {
+            0
+        } else {
+            (seg.key + 1) & 0xffff
+        }
+    } else {
+        seg.key.wrapping_add(len as u32)
+    }
 }
 
-/// A frame that may join a run: TCP with payload, only ACK (and PSH),
-/// not an IP fragment, and no IPv4 options.
-fn tcp_segment(frame: &[u8]) -> Option<TcpSeg> {
+/// The IP checks a frame must pass to join a run: not an IP fragment, no
+/// IPv4 options or IPv6 extension headers, and lengths that match the frame.
+fn plain_ip(frame: &[u8], proto: u8) -> Option<Layers> {
     let l = parse_l3(frame).ok()?;
-    if l.proto != PROTO_TCP {
+    if l.proto != proto {
         return None;
     }
     if l.ipv6 {
@@ -513,6 +549,12 @@ fn tcp_segment(frame: &[u8]) -> Option<TcpSeg> {
             return None;
         }
     }
+    Some(l)
+}
+
+/// A frame that may join a TCP run: payload, only ACK (and PSH).
+fn tcp_segment(frame: &[u8]) -> Option<Seg> {
+    let l = plain_ip(frame, PROTO_TCP)?;
     let doff = usize::from(*frame.get(l.l4 + 12)? >> 4) * 4;
     let hl = l.l4 + doff;
     let flags = *frame.get(l.l4 + 13)?;
@@ -525,22 +567,62 @@ fn tcp_segment(frame: &[u8]) -> Option<TcpSeg> {
         frame[l.l4 + 6],
         frame[l.l4 + 7],
     ]);
-    Some(TcpSeg { l, hl, seq, flags })
+    Some(Seg {
+        l,
+        hl,
+        key: seq,
+        flags,
+    })
+}
+
+/// A frame that may join a UDP run: payload, a UDP length that matches,
+/// and a checksum that is present and right. The kernel does not check
+/// the checksums of the datagrams it cuts from a super-frame, so one that
+/// is wrong must reach it alone, to be dropped there as it would be
+/// without the tunnel.
+fn udp_datagram(frame: &[u8]) -> Option<Seg> {
+    let l = plain_ip(frame, PROTO_UDP)?;
+    let hl = l.l4 + 8;
+    let l4_len = frame.len().checked_sub(l.l4)?;
+    if frame.len() <= hl
+        || usize::from(get_u16(frame, l.l4 + 4)) != l4_len
+        || get_u16(frame, l.l4 + 6) == 0
+        || csum_fold(csum_add(pseudo_sum(frame, &l, l4_len), &frame[l.l4..])) != 0xffff
+    {
+        return None;
+    }
+    let key = if l.ipv6 {
+        0
+    } else {
+        u32::from(get_u16(frame, l.l3 + 4))
+    };
+    Some(Seg {
+        l,
+        hl,
+        key,
+        flags: 0,
+    })
 }
 
 /// Same flow and same header content, except what differs per segment:
 /// IPv4 total length, ID and checksum; IPv6 payload length; TCP sequence,
-/// PSH and checksum.
+/// PSH and checksum; UDP length and checksum.
 fn same_flow_headers(a: &[u8], b: &[u8], l: &Layers) -> bool {
+    let udp = l.proto == PROTO_UDP;
     let skip = |i: usize| {
         let ip = if l.ipv6 {
             (l.l3 + 4..l.l3 + 6).contains(&i)
         } else {
             (l.l3 + 2..l.l3 + 6).contains(&i) || (l.l3 + 10..l.l3 + 12).contains(&i)
         };
-        ip || (l.l4 + 4..l.l4 + 8).contains(&i)
-            || i == l.l4 + 13
-            || (l.l4 + 16..l.l4 + 18).contains(&i)
+        let l4 = if udp {
+            (l.l4 + 4..l.l4 + 8).contains(&i)
+        } else {
+            (l.l4 + 4..l.l4 + 8).contains(&i)
+                || i == l.l4 + 13
+                || (l.l4 + 16..l.l4 + 18).contains(&i)
+        };
+        ip || l4
     };
     a.len() == b.len()
         && a.iter()
@@ -570,7 +652,7 @@ mod tests {
     }
 
     /// Straightforward reference: 16-bit words, end-around carry, byte by byte.
-    fn ref_csum(parts: &[&[u8]]) -> u16 {
+    pub fn ref_csum(parts: &[&[u8]]) -> u16 {
         let mut bytes = Vec::new();
         for p in parts {
             bytes.extend_from_slice(p);
@@ -586,7 +668,7 @@ mod tests {
         !(s as u16)
     }
 
-    fn eth(ethertype: u16, vlan: bool) -> Vec<u8> {
+    pub fn eth(ethertype: u16, vlan: bool) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
         if vlan {
             f.extend_from_slice(&[0x81, 0x00, 0x00, 0x07]);
@@ -623,7 +705,7 @@ mod tests {
         t
     }
 
-    fn payload(n: usize) -> Vec<u8> {
+    pub fn payload(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 + 3) as u8).collect()
     }
 
@@ -864,7 +946,7 @@ mod tests {
 
 #[cfg(test)]
 mod coalesce_tests {
-    use super::tests::{split, super_frame};
+    use super::tests::{eth, payload, ref_csum, split, super_frame};
     use super::*;
 
     fn collect(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
@@ -932,5 +1014,206 @@ mod coalesce_tests {
             collect(std::slice::from_ref(&arp)),
             vec![[vec![0u8; VNET_HDR_LEN], arp].concat()]
         );
+    }
+
+    /// A USO super-frame as an application's UDP GSO send reaches the TAP:
+    /// `data` cut every `gso` bytes, IPv4 ID 0xfff0 (so runs wrap), the
+    /// pseudo-header sum in the checksum field.
+    fn udp_super(v6: bool, vlan: bool, data: &[u8], gso: u16) -> (VnetHdr, Vec<u8>) {
+        let mut f = eth(if v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 }, vlan);
+        let l3 = f.len();
+        let l4_len = 8 + data.len();
+        if v6 {
+            f.extend_from_slice(&[0x60, 0, 0, 0, (l4_len >> 8) as u8, l4_len as u8, 17, 64]);
+            f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        } else {
+            let total = 20 + l4_len;
+            f.extend_from_slice(&[
+                0x45,
+                0,
+                (total >> 8) as u8,
+                total as u8,
+                0xff,
+                0xf0,
+                0x40,
+                0,
+                64,
+                17,
+                0,
+                0,
+                10,
+                0,
+                0,
+                1,
+                10,
+                0,
+                0,
+                2,
+            ]);
+            let ipc = ref_csum(&[&f[l3..l3 + 20]]);
+            set_u16(&mut f, l3 + 10, ipc);
+        }
+        let l4 = f.len();
+        f.extend_from_slice(&[
+            0x9c,
+            0x40,
+            0x14,
+            0x51,
+            (l4_len >> 8) as u8,
+            l4_len as u8,
+            0,
+            0,
+        ]);
+        f.extend_from_slice(data);
+        let l = parse_l3(&f).unwrap();
+        let ps = csum_fold(pseudo_sum(&f, &l, l4_len));
+        set_u16(&mut f, l4 + 6, ps);
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_UDP_L4,
+            hdr_len: (l4 + 8) as u16,
+            gso_size: gso,
+            csum_start: l4 as u16,
+            csum_offset: 6,
+        };
+        (hdr, f)
+    }
+
+    /// The datagrams an application's GSO send of `n` bytes in `gso`-byte
+    /// pieces puts on the wire, each with its own complete checksum.
+    fn udp_datagrams(v6: bool, vlan: bool, n: usize, gso: u16) -> Vec<Vec<u8>> {
+        let (hdr, f) = udp_super(v6, vlan, &payload(n), gso);
+        let mut out = vec![0u8; 400_000];
+        let mut spans = Vec::new();
+        segment(&hdr, &f, 1514, 0, &mut out, &mut spans).unwrap();
+        spans.iter().map(|s| out[s.clone()].to_vec()).collect()
+    }
+
+    /// Each datagram checks against the reference checksum.
+    fn udp_checks(d: &[u8]) -> bool {
+        let l = parse_l3(d).unwrap();
+        let len = ((d.len() - l.l4) as u32).to_be_bytes();
+        let addrs = if l.ipv6 {
+            &d[l.l3 + 8..l.l3 + 40]
+        } else {
+            &d[l.l3 + 12..l.l3 + 20]
+        };
+        ref_csum(&[addrs, &[0, 17], &len, &d[l.l4..]]) == 0
+    }
+
+    #[test]
+    fn udp_run_coalesces_and_resegments_identically() {
+        for (v6, vlan) in [(false, false), (true, false), (false, true)] {
+            // 20 datagrams of 100 bytes and a shorter last one.
+            let dgs = udp_datagrams(v6, vlan, 2030, 100);
+            assert_eq!(dgs.len(), 21);
+            assert!(dgs.iter().all(|d| udp_checks(d)));
+            let out = collect(&dgs);
+            assert_eq!(out.len(), 1, "v6={v6} vlan={vlan}");
+            let h = VnetHdr::parse(&out[0]).unwrap();
+            assert_eq!(
+                (h.flags, h.gso_type, h.gso_size, h.csum_offset),
+                (F_NEEDS_CSUM, GSO_UDP_L4, 100, 6)
+            );
+            let f = &out[0][VNET_HDR_LEN..];
+            let l = parse_l3(f).unwrap();
+            assert_eq!(usize::from(h.csum_start), l.l4);
+            assert_eq!(usize::from(h.hdr_len), l.l4 + 8);
+            // What the kernel expects to cut from: whole lengths and the
+            // pseudo-header sum over the whole.
+            let l4_len = f.len() - l.l4;
+            assert_eq!(usize::from(get_u16(f, l.l4 + 4)), l4_len);
+            assert_eq!(get_u16(f, l.l4 + 6), csum_fold(pseudo_sum(f, &l, l4_len)));
+            if !l.ipv6 {
+                assert_eq!(ref_csum(&[&f[l.l3..l.l4]]), 0, "IPv4 header checksum");
+            }
+            // Cutting it again gives the very same datagrams, IDs included.
+            let mut again = vec![0u8; 400_000];
+            let mut spans = Vec::new();
+            segment(&h, f, 1514, 0, &mut again, &mut spans).unwrap();
+            let again: Vec<Vec<u8>> = spans.iter().map(|s| again[s.clone()].to_vec()).collect();
+            assert_eq!(again, dgs, "v6={v6} vlan={vlan}");
+        }
+    }
+
+    #[test]
+    fn udp_runs_stop_at_64_datagrams() {
+        let dgs = udp_datagrams(false, false, 100 * 100, 100);
+        let out = collect(&dgs);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].len() - VNET_HDR_LEN, 14 + 20 + 8 + 64 * 100);
+        assert_eq!(out[1].len() - VNET_HDR_LEN, 14 + 20 + 8 + 36 * 100);
+    }
+
+    #[test]
+    fn udp_what_must_not_be_coalesced() {
+        let dgs = udp_datagrams(false, false, 1000, 100);
+        assert_eq!(collect(&dgs).len(), 1);
+        let l = parse_l3(&dgs[0]).unwrap();
+        let alone = |out: &[Vec<u8>], d: &[u8]| {
+            out.iter()
+                .any(|o| o[..VNET_HDR_LEN] == [0u8; VNET_HDR_LEN] && &o[VNET_HDR_LEN..] == d)
+        };
+
+        // A wrong checksum reaches the kernel alone, untouched, to be dropped there.
+        let mut s = dgs.clone();
+        s[4][l.l4 + 8] ^= 0x40;
+        assert!(!udp_checks(&s[4]));
+        let out = collect(&s);
+        assert_eq!(out.len(), 3);
+        assert!(alone(&out, &s[4]));
+
+        // No checksum (IPv4 zero) is not vouched for either.
+        let mut s = dgs.clone();
+        set_u16(&mut s[4], l.l4 + 6, 0);
+        let out = collect(&s);
+        assert_eq!(out.len(), 3);
+        assert!(alone(&out, &s[4]));
+
+        // IPv4 IDs that do not follow on: the kernel would renumber them.
+        let mut s = dgs.clone();
+        for (i, d) in s.iter_mut().enumerate() {
+            set_u16(d, l.l3 + 4, (i as u16) * 2);
+            set_u16(d, l.l3 + 10, 0);
+            let c = ref_csum(&[&d[l.l3..l.l4]]);
+            set_u16(d, l.l3 + 10, c);
+        }
+        assert_eq!(collect(&s).len(), s.len());
+
+        // An IPv4 fragment (MF) never joins.
+        let mut s = dgs.clone();
+        s[4][l.l3 + 6] |= 0x20;
+        assert_eq!(collect(&s).len(), 3);
+
+        // Another flow (other destination port) in between.
+        let mut other = dgs[1].clone();
+        other[l.l4 + 3] ^= 1;
+        let c = ref_csum(&[&other[l.l3 + 12..l.l3 + 20], &[0, 17], &[0, 108], &{
+            let mut u = other[l.l4..].to_vec();
+            u[6] = 0;
+            u[7] = 0;
+            u
+        }]);
+        set_u16(&mut other, l.l4 + 6, c);
+        assert!(udp_checks(&other));
+        assert_eq!(collect(&[dgs[0].clone(), other, dgs[1].clone()]).len(), 3);
+
+        // A larger datagram after a run starts a new one; a shorter one ends it.
+        let big = udp_datagrams(false, false, 200, 200);
+        let mut s = dgs[..3].to_vec();
+        s.push(big[0].clone());
+        assert_eq!(collect(&s).len(), 2);
+        let mut short = udp_datagrams(false, false, 50, 50).remove(0);
+        set_u16(&mut short, l.l3 + 4, 0xfff3); // follows dgs[2]
+        set_u16(&mut short, l.l3 + 10, 0);
+        let c = ref_csum(&[&short[l.l3..l.l4]]);
+        set_u16(&mut short, l.l3 + 10, c);
+        let mut s = dgs[..3].to_vec();
+        s.push(short);
+        s.push(dgs[3].clone());
+        let out = collect(&s);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].len() - VNET_HDR_LEN, 14 + 20 + 8 + 3 * 100 + 50);
     }
 }
