@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""UDP bursts for the e2e tests: each burst is one UDP GSO send of 64
+datagrams, so that 64 frames reach the TAP at once.
+
+  udp_burst.py send ADDR PORT BURSTS SIZE PAUSE_MS
+  udp_burst.py recv ADDR PORT EXPECTED SIZE  -> "received R corrupt C dup D"
+
+Datagram i carries i (4 bytes, big-endian) and then a pattern derived from
+i, so the receiver can tell a corrupted or duplicated datagram. Bounded:
+the receiver stops after EXPECTED datagrams or 3 s without one.
+"""
+import socket
+import struct
+import sys
+import time
+
+UDP_SEGMENT = 103
+SO_RCVBUFFORCE = 33
+PER_BURST = 64
+
+
+def payload(i, size):
+    head = struct.pack("!I", i)
+    return head + bytes((i * 7 + j) & 0xFF for j in range(size - len(head)))
+
+
+def family(addr):
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def send(addr, port, bursts, size, pause_ms):
+    s = socket.socket(family(addr), socket.SOCK_DGRAM)
+    # Connected: Linux numbers the IPv4 IDs of a connected socket consecutively.
+    s.connect((addr, port))
+    s.setsockopt(socket.SOL_UDP, UDP_SEGMENT, size)
+    n = 0
+    for _ in range(bursts):
+        s.send(b"".join(payload(n + k, size) for k in range(PER_BURST)))
+        n += PER_BURST
+        time.sleep(pause_ms / 1000)
+    print(f"sent {n}")
+
+
+def recv(addr, port, expected, size):
+    s = socket.socket(family(addr), socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
+    s.bind((addr, port))
+    print("ready", flush=True)
+    s.settimeout(3)
+    seen = set()
+    corrupt = dup = 0
+    while len(seen) < expected:
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            break
+        if len(d) != size:
+            corrupt += 1
+            continue
+        (i,) = struct.unpack("!I", d[:4])
+        if d != payload(i, size):
+            corrupt += 1
+        elif i in seen:
+            dup += 1
+        else:
+            seen.add(i)
+    print(f"received {len(seen)} corrupt {corrupt} dup {dup}")
+
+
+if __name__ == "__main__":
+    role, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if role == "send":
+        send(addr, port, int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
+    else:
+        recv(addr, port, int(sys.argv[4]), int(sys.argv[5]))
