@@ -305,6 +305,12 @@ tunnel_port() {
     case $1 in taptun) echo 9123 ;; fastd) echo 10000 ;; esac
 }
 
+# UDP RcvbufErrors of one namespace.
+ns_rcvbuf_errors() {
+    ip netns exec "$1" cat /proc/net/snmp |
+        awk '/^Udp:/ { if (!h) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else { print $c + 0; exit } }'
+}
+
 # UDP RcvbufErrors of both namespaces together (datagrams the kernel
 # dropped because a socket's receive buffer was full).
 rcvbuf_errors() {
@@ -386,6 +392,7 @@ measure() { # round candidate
     port=$(tunnel_port "$c")
     td0=$(dev_tx_dropped "$dev")
     [ -n "$port" ] && sd0=$(sock_drops "$port")
+    ad0=$(ns_rcvbuf_errors "$nsb")
     if iperf "$work/udp.json" -c "$b" -u -b 0 -l 64; then
         sent=$(jq '.end.sum_sent.packets' "$work/udp.json")
         secs=$(jq '.end.sum_sent.seconds' "$work/udp.json")
@@ -395,13 +402,19 @@ measure() { # round candidate
         rec "$r" "$c" udp_kpps "$kpps"
         rec "$r" "$c" udp_loss "$loss"
         where=""
+        sd=0
         if [ -n "$port" ] && [ "$sent" -gt 0 ]; then
             td=$(($(dev_tx_dropped "$dev") - td0))
             sd=$(($(sock_drops "$port") - sd0))
             rec "$r" "$c" udp_tapdrop "$(awk -v x="$td" -v p="$sent" 'BEGIN { print 100 * x / p }')"
             rec "$r" "$c" udp_sockdrop "$(awk -v x="$sd" -v p="$sent" 'BEGIN { print 100 * x / p }')"
-            where=" (dropped: $td at A's $dev queue, $sd at B's tunnel socket)"
+            where=" (dropped: $td at A's $dev queue, $sd at B's tunnel socket,"
         fi
+        # The iperf3 server's socket is gone when the test ends: count B's
+        # RcvbufErrors instead, less those of the tunnel's own socket.
+        ad=$(($(ns_rcvbuf_errors "$nsb") - ad0 - sd))
+        [ "$sent" -gt 0 ] && rec "$r" "$c" udp_appdrop "$(awk -v x="$ad" -v p="$sent" 'BEGIN { print 100 * x / p }')"
+        where="${where:- (dropped:} $ad at B's iperf3 socket)"
         say "  $c: UDP 64 B sent $sent, received $(printf %.1f "$kpps") kpps, loss $(printf %.0f "$loss") %$where"
     else
         fail "$c round $r: iperf3 UDP: $(tail -c 300 "$work/udp.json" | tr '\n' ' ')"
@@ -476,7 +489,7 @@ fi
         BEGIN {
             label["bare"] = "bare veth"; label["vxlan"] = "vxlan (kernel)"
             label["fastd"] = "fastd (null+salsa2012+umac)"; label["taptun"] = "taptun"
-            nm = split("tcp_ab tcp_ba retr rcvbuf udp_sent udp_kpps udp_loss udp_tapdrop udp_sockdrop rtt rtt_added cpu cpu_sys rss", metric, " ")
+            nm = split("tcp_ab tcp_ba retr rcvbuf udp_sent udp_kpps udp_loss udp_tapdrop udp_sockdrop udp_appdrop rtt rtt_added cpu cpu_sys rss", metric, " ")
             name["tcp_ab"] = "TCP A→B, Gbit/s ↑"; fmt["tcp_ab"] = "%.2f"
             name["tcp_ba"] = "TCP B→A, Gbit/s ↑"; fmt["tcp_ba"] = "%.2f"
             name["retr"] = "TCP retransmits per 10 s run ↓"; fmt["retr"] = "%.0f"
@@ -484,6 +497,7 @@ fi
             name["udp_sent"] = "UDP 64 B sent by iperf3, kpps"; fmt["udp_sent"] = "%.1f"
             name["udp_tapdrop"] = "UDP 64 B dropped at the tunnel device queue on A, % of sent ↓"; fmt["udp_tapdrop"] = "%.0f"
             name["udp_sockdrop"] = "UDP 64 B dropped at the tunnel socket on B, % of sent ↓"; fmt["udp_sockdrop"] = "%.0f"
+            name["udp_appdrop"] = "UDP 64 B dropped at the iperf3 socket on B, % of sent ↓"; fmt["udp_appdrop"] = "%.0f"
             name["cpu_sys"] = "tunnel CPU spent in the kernel (stime), %"; fmt["cpu_sys"] = "%.0f"
             name["udp_kpps"] = "UDP 64 B received, kpps ↑"; fmt["udp_kpps"] = "%.1f"
             name["udp_loss"] = "UDP 64 B loss, % ↓"; fmt["udp_loss"] = "%.0f"
@@ -529,7 +543,7 @@ fi
         }' "$res"
     printf '\n%s\n' "Median of the rounds (min–max). ↑ higher is better, ↓ lower. Ratios are taptun's median ÷ the reference's."
     printf '%s\n' "CPU: utime+stime of both tunnel processes over the two TCP runs ÷ TCP payload moved; kernel tunnels have no process to charge (–)."
-    printf '%s\n' "UDP loss is counted by iperf3 end to end; the two drop rows say where the tunnel lost them (the rest is lost at the iperf3 receiver)."
+    printf '%s\n' "UDP loss is counted by iperf3 end to end; the drop rows say where they were lost: the tunnel's device queue on A and its socket on B (userspace tunnels), and the receiving iperf3's socket on B (its reader could not keep up)."
 } >"$OUT"
 cp "$res" "$(dirname "$OUT")/rounds.txt"
 
