@@ -14,6 +14,7 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use taptun::offload;
 use taptun::replay::ReplayWindow;
 use taptun::rx::{Inbound, Verdict};
 use taptun::wire::{Codec, HEADER_LEN};
@@ -227,6 +228,16 @@ fn main() {
         black_box(window.accept(black_box(ts))).expect("unseen timestamp");
     });
     print("replay check, pairs swapped", None, &f);
+
+    // What verifying a TCP/UDP checksum costs before a frame may join a
+    // coalesced run.
+    for len in SIZES {
+        let frame: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let f = bench(|| {
+            black_box(offload::csum_fold(offload::csum_add(0, black_box(&frame))));
+        });
+        print("checksum (offload::csum_add)", Some(len), &f);
+    }
 
     for len in SIZES {
         print(
