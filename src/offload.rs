@@ -396,10 +396,12 @@ struct Run {
     hl: usize,
     /// Payload bytes of the first segment: the GSO size.
     mss: usize,
-    /// What the next segment must carry: the TCP sequence number, or for
-    /// UDP over IPv4 the IP ID (the kernel numbers the segments it cuts
-    /// consecutively, so only such runs come back unchanged).
-    next: u32,
+    /// The TCP sequence number the next segment must carry (0 for UDP).
+    next_seq: u32,
+    /// The IPv4 ID the next segment must carry (0 for IPv6): the kernel
+    /// numbers the segments it cuts consecutively, so only such runs come
+    /// back unchanged.
+    next_id: u16,
     segs: usize,
     closed: bool,
 }
@@ -408,8 +410,10 @@ struct Run {
 struct Seg {
     l: Layers,
     hl: usize,
-    /// TCP sequence number, or IPv4 ID for UDP (0 for UDP over IPv6).
-    key: u32,
+    /// TCP sequence number (0 for UDP).
+    seq: u32,
+    /// IPv4 ID (0 for IPv6).
+    id: u16,
     /// TCP flags (0 for UDP).
     flags: u8,
 }
@@ -444,7 +448,8 @@ impl Coalescer {
                 l: seg.l,
                 hl: seg.hl,
                 mss: len,
-                next: next_key(&seg, len),
+                next_seq: next_seq(&seg, len),
+                next_id: next_id(&seg),
                 segs: 1,
                 closed: seg.flags & TCP_PSH != 0,
             });
@@ -468,7 +473,8 @@ impl Coalescer {
         if run.closed
             || seg.hl != run.hl
             || seg.l != run.l
-            || seg.key != run.next
+            || seg.seq != run.next_seq
+            || seg.id != run.next_id
             || len > run.mss
             || (udp && run.segs >= MAX_UDP_SEGS)
             || self.buf.len() - VNET_HDR_LEN + len > MAX_SUPER
@@ -477,7 +483,8 @@ impl Coalescer {
             return false;
         }
         self.buf.extend_from_slice(&frame[seg.hl..]);
-        run.next = next_key(seg, len);
+        run.next_seq = next_seq(seg, len);
+        run.next_id = next_id(seg);
         run.segs += 1;
         // A short segment or PSH ends a run, as in the kernel's GRO.
         run.closed = len < run.mss || seg.flags & TCP_PSH != 0;
@@ -529,17 +536,27 @@ impl Coalescer {
     }
 }
 
-/// What the segment after `seg` (of `len` payload bytes) must carry.
-fn next_key(seg: &Seg, len: usize) -> u32 {
+/// The TCP sequence number of the segment after `seg` (of `len` payload bytes).
+fn next_seq(seg: &Seg, len: usize) -> u32 {
     if seg.l.proto == PROTO_UDP {
-        if seg.l.ipv6 {
-            0
-        } else {
-            (seg.key + 1) & 0xffff
-        }
+        0
     } else {
-        seg.key.wrapping_add(len as u32)
+        seg.seq.wrapping_add(len as u32)
     }
+}
+
+/// The IPv4 ID of the segment after `seg`.
+fn next_id(seg: &Seg) -> u16 {
+    if seg.l.ipv6 {
+        0
+    } else {
+        seg.id.wrapping_add(1)
+    }
+}
+
+/// The IPv4 ID of a frame (0 for IPv6).
+fn ip_id(frame: &[u8], l: &Layers) -> u16 {
+    if l.ipv6 { 0 } else { get_u16(frame, l.l3 + 4) }
 }
 
 /// The IP checks a frame must pass to join a run: not an IP fragment, no
@@ -601,7 +618,8 @@ fn tcp_segment(frame: &[u8]) -> Option<Seg> {
     Some(Seg {
         l,
         hl,
-        key: seq,
+        seq,
+        id: ip_id(frame, &l),
         flags,
     })
 }
@@ -619,15 +637,11 @@ fn udp_datagram(frame: &[u8]) -> Option<Seg> {
     {
         return None;
     }
-    let key = if l.ipv6 {
-        0
-    } else {
-        u32::from(get_u16(frame, l.l3 + 4))
-    };
     Some(Seg {
         l,
         hl,
-        key,
+        seq: 0,
+        id: ip_id(frame, &l),
         flags: 0,
     })
 }
@@ -1390,5 +1404,17 @@ mod coalesce_tests {
         }
         // The invariant was checked on real runs, not only on lone frames.
         assert!(supers > 300, "only {supers} super-frames");
+    }
+
+    /// Inputs the fuzzer found, kept so they stay fixed.
+    #[test]
+    fn harness_regressions() {
+        // Two TCP segments in sequence whose IPv4 IDs did not follow on
+        // (0xbffe, then 0xffff, both checksums right): they were coalesced,
+        // and the kernel's cut renumbered the second. TCP runs now need
+        // consecutive IDs, like UDP runs.
+        super::harness::run(&[
+            0x00, 0x16, 0xa6, 0x00, 0x3d, 0x01, 0xe8, 0x6a, 0xfe, 0x00, 0x00, 0x16, 0xa6, 0xde,
+        ]);
     }
 }
