@@ -16,6 +16,9 @@ pub mod peer;
 pub mod published;
 pub mod replay;
 pub mod rx;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod script;
 pub mod stats;
 pub mod sys;
 pub mod tunnel;

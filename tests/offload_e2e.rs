@@ -21,6 +21,18 @@ fn start_pair(p: &Pair, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer) {
     (a, b)
 }
 
+/// Stops the peers and checks that each exited 0 having dropped nothing as
+/// bad, stale, future or replayed, and failed no TAP write.
+fn stop_clean(peers: &mut [&mut Peer]) {
+    for peer in peers.iter_mut() {
+        let (code, _) = peer.stop(Duration::from_secs(3));
+        assert_eq!(code, Some(0));
+        let log = peer.log_text();
+        assert!(log.contains("bad_mac 0 stale 0 future 0 replay 0"), "{log}");
+        assert!(log.contains("tap errors 0"), "{log}");
+    }
+}
+
 /// Starts tcpdump on A's underlay, writing one line per UDP datagram with its length.
 fn capture(p: &Pair) -> (Child, std::path::PathBuf) {
     let f = p.dir.join("cap.txt");
@@ -84,13 +96,7 @@ fn e2e_offload_integrity_both_ways_and_no_datagram_over_mtu() {
     );
     // Full-size segments really were produced (TSO in use, not only small frames).
     assert!(max >= 1400, "largest datagram only {max} bytes");
-    for peer in [&mut a, &mut b] {
-        let (code, _) = peer.stop(Duration::from_secs(3));
-        assert_eq!(code, Some(0));
-        let log = peer.log_text();
-        assert!(log.contains("bad_mac 0 stale 0 future 0 replay 0"), "{log}");
-        assert!(log.contains("tap errors 0"), "{log}");
-    }
+    stop_clean(&mut [&mut a, &mut b]);
 }
 
 #[test]
@@ -185,11 +191,5 @@ fn e2e_udp_bursts_batched_and_coalesced_intact() {
             "{dst}: {writes} TAP writes for {got} datagrams"
         );
     }
-    for peer in [&mut a, &mut b] {
-        let (code, _) = peer.stop(Duration::from_secs(3));
-        assert_eq!(code, Some(0));
-        let log = peer.log_text();
-        assert!(log.contains("bad_mac 0 stale 0 future 0 replay 0"), "{log}");
-        assert!(log.contains("tap errors 0"), "{log}");
-    }
+    stop_clean(&mut [&mut a, &mut b]);
 }

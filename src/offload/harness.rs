@@ -20,30 +20,11 @@ use super::{
     Coalescer, GSO_NONE, Layers, PROTO_TCP, PROTO_UDP, VNET_HDR_LEN, VnetHdr, csum_add, csum_fold,
     get_u16, parse_l3, pseudo_sum, segment, set_u16,
 };
+use crate::script::Cursor;
 
 /// Keeps one execution cheap.
 const MAX_FRAMES: usize = 300;
 const MAX_LEN: usize = 1600;
-
-/// Reads the script; runs out gracefully (zeros) when the input ends.
-struct Cursor<'a> {
-    data: &'a [u8],
-}
-
-impl Cursor<'_> {
-    fn u8(&mut self) -> u8 {
-        match self.data.split_first() {
-            Some((&b, rest)) => {
-                self.data = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_be_bytes([self.u8(), self.u8()])
-    }
-}
 
 /// Ethernet (optionally with a VLAN tag), IP and the L4 header of a flow.
 fn template(kind: u8) -> Vec<u8> {
@@ -132,9 +113,9 @@ fn next_of(prev: &[u8], len: usize, fill: u8) -> Option<Vec<u8>> {
 
 /// Builds the frames the script describes.
 fn frames(data: &[u8]) -> Vec<Vec<u8>> {
-    let mut c = Cursor { data };
+    let mut c = Cursor::new(data);
     let mut v: Vec<Vec<u8>> = Vec::new();
-    while !c.data.is_empty() && v.len() < MAX_FRAMES {
+    while !c.done() && v.len() < MAX_FRAMES {
         let op = c.u8();
         let pick = |c: &mut Cursor, n: usize| usize::from(c.u16()) % n.max(1);
         match op % 8 {
@@ -174,7 +155,7 @@ fn frames(data: &[u8]) -> Vec<Vec<u8>> {
             }
             5 => {
                 let len = usize::from(c.u16()) % MAX_LEN;
-                v.push((0..len).map(|_| c.u8()).collect());
+                v.push(c.bytes(len));
             }
             6 if !v.is_empty() => {
                 let i = pick(&mut c, v.len());

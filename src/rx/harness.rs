@@ -25,6 +25,7 @@ use super::{Inbound, Verdict};
 use crate::addr::canonical;
 use crate::peer::PeerUpdate;
 use crate::replay::CAPACITY;
+use crate::script::Cursor;
 use crate::stats::DropReason;
 use crate::wire::{Codec, HEADER_LEN, MAC_LEN};
 use std::collections::{HashMap, HashSet};
@@ -39,38 +40,6 @@ const BASE_NOW: u64 = 1_763_900_000_000_000_000;
 const SEC: u64 = 1_000_000_000;
 /// Keeps one execution cheap: at most this many sealed datagrams.
 const MAX_SEALED: usize = 4096;
-
-/// Reads the script; runs out gracefully (zeros) when the input ends.
-struct Cursor<'a> {
-    data: &'a [u8],
-}
-
-impl Cursor<'_> {
-    fn done(&self) -> bool {
-        self.data.is_empty()
-    }
-    fn u8(&mut self) -> u8 {
-        match self.data.split_first() {
-            Some((&b, rest)) => {
-                self.data = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes([self.u8(), self.u8(), self.u8(), self.u8()])
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let n = n.min(self.data.len());
-        let (head, rest) = self.data.split_at(n);
-        self.data = rest;
-        head.to_vec()
-    }
-}
 
 /// Whether `dg` carries a valid tag under `key`, computed here
 /// independently of `wire::Codec`. Normally only datagrams the harness
@@ -223,7 +192,7 @@ impl Model {
 
 /// Runs one script; panics when the receive path breaks an invariant.
 pub fn run(data: &[u8]) {
-    let mut c = Cursor { data };
+    let mut c = Cursor::new(data);
     let src = sources();
     let setup = c.u8();
     let max_age = [3 * SEC, SEC, SEC / 1000, 0][(setup & 3) as usize];
