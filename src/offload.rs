@@ -387,6 +387,8 @@ const TCP_ACK: u8 = 0x10;
 pub struct Coalescer {
     buf: Vec<u8>,
     run: Option<Run>,
+    /// Whether UDP runs are coalesced (the kernel must know USO).
+    udp: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -430,12 +432,21 @@ impl Coalescer {
         Coalescer {
             buf: Vec::with_capacity(VNET_HDR_LEN + MAX_SUPER + 1600),
             run: None,
+            udp: true,
         }
+    }
+
+    /// Turns UDP coalescing on or off (TCP is always on): a kernel before
+    /// 6.2 refuses UDP super-frames written to a TAP.
+    pub fn with_udp(mut self, on: bool) -> Self {
+        self.udp = on;
+        self
     }
 
     /// Adds a frame; calls `emit` with each finished `VnetHdr ‖ frame`.
     pub fn push(&mut self, frame: &[u8], emit: &mut impl FnMut(&[u8])) {
-        if let Some(seg) = tcp_segment(frame).or_else(|| udp_datagram(frame)) {
+        let seg = tcp_segment(frame).or_else(|| udp_datagram(frame).filter(|_| self.udp));
+        if let Some(seg) = seg {
             if self.try_append(frame, &seg) {
                 return;
             }
@@ -1210,6 +1221,32 @@ mod coalesce_tests {
             let again: Vec<Vec<u8>> = spans.iter().map(|s| again[s.clone()].to_vec()).collect();
             assert_eq!(again, dgs, "v6={v6} vlan={vlan}");
         }
+    }
+
+    #[test]
+    fn udp_coalescing_can_be_off() {
+        let dgs = udp_datagrams(false, false, 1000, 100);
+        let mut c = Coalescer::new().with_udp(false);
+        let mut out = Vec::new();
+        for f in &dgs {
+            c.push(f, &mut |b| out.push(b.to_vec()));
+        }
+        c.flush(&mut |b| out.push(b.to_vec()));
+        let alone: Vec<Vec<u8>> = dgs
+            .iter()
+            .map(|d| [&[0u8; VNET_HDR_LEN][..], d].concat())
+            .collect();
+        assert_eq!(out, alone);
+        // TCP still coalesces.
+        let (hdr, sup) = super_frame(false, 5000, 0x10);
+        let segs = split(&hdr, &sup, 1400);
+        let mut c = Coalescer::new().with_udp(false);
+        let mut n = 0;
+        for f in &segs {
+            c.push(f, &mut |_| n += 1);
+        }
+        c.flush(&mut |_| n += 1);
+        assert_eq!(n, 1);
     }
 
     #[test]

@@ -265,6 +265,8 @@ pub fn tun_set_offload(tap: &impl AsRawFd, flags: u32) -> io::Result<()> {
 /// `TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`: checksum and TCP segmentation
 /// offload, without UDP segmentation (USO).
 pub const TUN_TCP_OFFLOADS: u32 = 0x01 | 0x02 | 0x04;
+/// `TUN_F_USO4 | TUN_F_USO6` (Linux 6.2): UDP segmentation offload.
+pub const TUN_USO: u32 = 0x20 | 0x40;
 
 const SOL_UDP: libc::c_int = 17;
 const UDP_SEGMENT: libc::c_int = 103;

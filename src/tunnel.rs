@@ -159,6 +159,8 @@ pub fn unix_nanos() -> u64 {
 pub struct Tunnel {
     tap: Arc<SyncDevice>,
     offload: bool,
+    /// Whether UDP runs may be written to the TAP as USO super-frames.
+    udp_coalesce: bool,
     socket: Arc<UdpSocket>,
     socket_v6: bool,
     local: SocketAddr,
@@ -258,6 +260,19 @@ impl Tunnel {
         } else {
             (build(false).map_err(TunnelError::Tap)?, false)
         };
+        // UDP super-frames may be written to the TAP only if the kernel
+        // knows USO (6.2+); older ones refuse the write. Asking for USO is
+        // the kernel's own way to test for it; then it is switched off
+        // again, since taptun does not read UDP super-frames.
+        let udp_coalesce =
+            offload && sys::tun_set_offload(&tap, sys::TUN_TCP_OFFLOADS | sys::TUN_USO).is_ok();
+        if udp_coalesce && let Err(e) = sys::tun_set_offload(&tap, sys::TUN_TCP_OFFLOADS) {
+            // Harmless: UDP super-frames from the kernel are cut like TCP ones.
+            debug!("cannot switch TAP USO off again: {e}");
+        }
+        if offload && !udp_coalesce {
+            info!("kernel without TAP USO (before 6.2): UDP datagrams go to the TAP one by one");
+        }
         let name = tap.name().map_err(TunnelError::Tap)?;
         info!(
             "{name} up, mtu {}, UDP {}, offloads {}, {}",
@@ -283,6 +298,7 @@ impl Tunnel {
         Ok(Tunnel {
             tap: Arc::new(tap),
             offload,
+            udp_coalesce,
             socket: Arc::new(socket),
             socket_v6,
             local,
@@ -403,9 +419,10 @@ impl Tunnel {
             self.cfg.max_age.as_nanos() as u64,
             self.cfg.peer,
         );
+        let coalescer = offload.then(|| Coalescer::new().with_udp(self.udp_coalesce));
         thread::Builder::new()
             .name("udp-to-tap".into())
-            .spawn(move || udp_to_tap(&tap, &socket, &shared, inbound, offload))
+            .spawn(move || udp_to_tap(&tap, &socket, &shared, inbound, coalescer))
             .map_err(TunnelError::Thread)?;
         if self.cfg.peer.is_some() {
             // Let a peer without our address learn it now, not on first traffic.
@@ -743,7 +760,7 @@ fn udp_to_tap(
     socket: &UdpSocket,
     shared: &Shared,
     mut inbound: Inbound,
-    offload: bool,
+    mut coalescer: Option<Coalescer>,
 ) {
     let mut buf = vec![0u8; RECV_BUF];
     let mut droplog = RateLimit::new(5, Duration::from_secs(1));
@@ -751,9 +768,9 @@ fn udp_to_tap(
     let mut taplog = RateLimit::new(5, Duration::from_secs(1));
     let c = &shared.counters;
     let mut key_version = shared.key.version();
-    // With offloads, in-order TCP segments that arrive together are written
-    // to the TAP as one super-frame; everything else goes one by one.
-    let mut coalescer = Coalescer::new();
+    // With offloads, runs of TCP segments (and UDP datagrams) that arrive
+    // together are written to the TAP as one super-frame; everything else
+    // goes one by one.
     let mut emit = |b: &[u8]| {
         if let Err(e) = tap.send(b) {
             c.tap_errors.fetch_add(1, Relaxed);
@@ -819,10 +836,9 @@ fn udp_to_tap(
                 Verdict::Frame(frame) => {
                     c.rx_frames.fetch_add(1, Relaxed);
                     c.rx_bytes.fetch_add(frame.len() as u64, Relaxed);
-                    if offload {
-                        coalescer.push(frame, &mut emit);
-                    } else {
-                        emit(frame);
+                    match coalescer.as_mut() {
+                        Some(co) => co.push(frame, &mut emit),
+                        None => emit(frame),
                     }
                 }
                 Verdict::Keepalive => {
@@ -839,6 +855,8 @@ fn udp_to_tap(
                 }
             }
         }
-        coalescer.flush(&mut emit);
+        if let Some(co) = coalescer.as_mut() {
+            co.flush(&mut emit);
+        }
     }
 }
