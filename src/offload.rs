@@ -1453,5 +1453,14 @@ mod coalesce_tests {
         super::harness::run(&[
             0x00, 0x16, 0xa6, 0x00, 0x3d, 0x01, 0xe8, 0x6a, 0xfe, 0x00, 0x16, 0x00, 0xa6, 0xde,
         ]);
+        // The harness's own (found by the fuzzer, written out by hand here):
+        // a TCP frame whose data offset was set to 0, then continued with a
+        // 1-byte segment, made the harness's "next segment" builder write
+        // past the frame. taptun itself never takes such a frame into a run.
+        super::harness::run(&[
+            0x00, 0x04, 0x00, 0x00, 0x00, // a TCP/IPv4 flow, 1 payload byte
+            0x07, 0x00, 0x00, 0x2e, 0x00, 0x00, // frame 0, byte 46 (data offset) := 0
+            0x81, 0x00, 0x00, 0x00, // the next segment, 1 payload byte
+        ]);
     }
 }

@@ -55,7 +55,8 @@ fn template(kind: u8) -> Vec<u8> {
 fn headers(f: &[u8]) -> Option<(Layers, usize)> {
     let l = parse_l3(f).ok()?;
     let hl = match l.proto {
-        PROTO_TCP => l.l4 + usize::from(*f.get(l.l4 + 12)? >> 4) * 4,
+        // A data offset below 5 words is not a TCP header (nor room for one).
+        PROTO_TCP => l.l4 + (usize::from(*f.get(l.l4 + 12)? >> 4) * 4).max(20),
         PROTO_UDP => l.l4 + 8,
         _ => return None,
     };
