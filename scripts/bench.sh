@@ -414,6 +414,9 @@ measure() { # round candidate
         # RcvbufErrors instead, less those of the tunnel's own socket.
         ad=$(($(ns_rcvbuf_errors "$nsb") - ad0 - sd))
         [ "$sent" -gt 0 ] && rec "$r" "$c" udp_appdrop "$(awk -v x="$ad" -v p="$sent" 'BEGIN { print 100 * x / p }')"
+        # What reached B's iperf3 socket, read or not: the tunnel's output.
+        rsecs=$(jq '.end.sum_received.seconds' "$work/udp.json")
+        rec "$r" "$c" udp_handed "$(awk -v k="$kpps" -v x="$ad" -v s="$rsecs" 'BEGIN { print k + x / s / 1000 }')"
         where="${where:- (dropped:} $ad at B's iperf3 socket)"
         say "  $c: UDP 64 B sent $sent, received $(printf %.1f "$kpps") kpps, loss $(printf %.0f "$loss") %$where"
     else
@@ -489,7 +492,7 @@ fi
         BEGIN {
             label["bare"] = "bare veth"; label["vxlan"] = "vxlan (kernel)"
             label["fastd"] = "fastd (null+salsa2012+umac)"; label["taptun"] = "taptun"
-            nm = split("tcp_ab tcp_ba retr rcvbuf udp_sent udp_kpps udp_loss udp_tapdrop udp_sockdrop udp_appdrop rtt rtt_added cpu cpu_sys rss", metric, " ")
+            nm = split("tcp_ab tcp_ba retr rcvbuf udp_sent udp_kpps udp_handed udp_loss udp_tapdrop udp_sockdrop udp_appdrop rtt rtt_added cpu cpu_sys rss", metric, " ")
             name["tcp_ab"] = "TCP A→B, Gbit/s ↑"; fmt["tcp_ab"] = "%.2f"
             name["tcp_ba"] = "TCP B→A, Gbit/s ↑"; fmt["tcp_ba"] = "%.2f"
             name["retr"] = "TCP retransmits per 10 s run ↓"; fmt["retr"] = "%.0f"
@@ -497,6 +500,7 @@ fi
             name["udp_sent"] = "UDP 64 B sent by iperf3, kpps"; fmt["udp_sent"] = "%.1f"
             name["udp_tapdrop"] = "UDP 64 B dropped at the tunnel device queue on A, % of sent ↓"; fmt["udp_tapdrop"] = "%.0f"
             name["udp_sockdrop"] = "UDP 64 B dropped at the tunnel socket on B, % of sent ↓"; fmt["udp_sockdrop"] = "%.0f"
+            name["udp_handed"] = "UDP 64 B handed to the iperf3 socket on B (received + dropped there), kpps ↑"; fmt["udp_handed"] = "%.1f"
             name["udp_appdrop"] = "UDP 64 B dropped at the iperf3 socket on B, % of sent ↓"; fmt["udp_appdrop"] = "%.0f"
             name["cpu_sys"] = "tunnel CPU spent in the kernel (stime), %"; fmt["cpu_sys"] = "%.0f"
             name["udp_kpps"] = "UDP 64 B received, kpps ↑"; fmt["udp_kpps"] = "%.1f"
@@ -543,7 +547,7 @@ fi
         }' "$res"
     printf '\n%s\n' "Median of the rounds (min–max). ↑ higher is better, ↓ lower. Ratios are taptun's median ÷ the reference's."
     printf '%s\n' "CPU: utime+stime of both tunnel processes over the two TCP runs ÷ TCP payload moved; kernel tunnels have no process to charge (–)."
-    printf '%s\n' "UDP loss is counted by iperf3 end to end; the drop rows say where they were lost: the tunnel's device queue on A and its socket on B (userspace tunnels), and the receiving iperf3's socket on B (its reader could not keep up)."
+    printf '%s\n' "UDP loss is counted by iperf3 end to end; the drop rows say where they were lost: the tunnel's device queue on A and its socket on B (userspace tunnels), and the receiving iperf3's socket on B (its reader could not keep up). \"Handed\" is what the tunnel delivered to B's iperf3 socket, read or not: when it exceeds \"received\", the receiving iperf3, not the tunnel, set the received figure."
 } >"$OUT"
 cp "$res" "$(dirname "$OUT")/rounds.txt"
 
