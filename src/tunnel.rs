@@ -161,6 +161,8 @@ pub struct Tunnel {
     offload: bool,
     /// Whether UDP runs may be written to the TAP as USO super-frames.
     udp_coalesce: bool,
+    /// Whether the socket may send UDP GSO messages.
+    udp_gso: bool,
     socket: Arc<UdpSocket>,
     socket_v6: bool,
     local: SocketAddr,
@@ -245,6 +247,14 @@ impl Tunnel {
         {
             info!("UDP GRO unavailable ({e}); receiving datagrams one by one");
         }
+        let udp_gso = cfg.offload
+            && match sys::udp_gso_available(&socket) {
+                Ok(()) => true,
+                Err(e) => {
+                    info!("UDP GSO unavailable ({e}); sending datagrams one per message");
+                    false
+                }
+            };
         let (tap, offload) = if cfg.offload {
             // TCP offloads only: UDP super-frames (USO) would be segmented
             // by code that the kernel never exercises here.
@@ -299,6 +309,7 @@ impl Tunnel {
             tap: Arc::new(tap),
             offload,
             udp_coalesce,
+            udp_gso,
             socket: Arc::new(socket),
             socket_v6,
             local,
@@ -408,10 +419,10 @@ impl Tunnel {
             self.shared.clone(),
             self.socket_v6,
         );
-        let (mtu, offload) = (self.cfg.mtu, self.offload);
+        let (mtu, offload, gso) = (self.cfg.mtu, self.offload, self.udp_gso);
         thread::Builder::new()
             .name("tap-to-udp".into())
-            .spawn(move || tap_to_udp(&tap, &socket, &shared, v6, mtu, offload))
+            .spawn(move || tap_to_udp(&tap, &socket, &shared, v6, mtu, offload, gso))
             .map_err(TunnelError::Thread)?;
         let (tap, socket, shared) = (self.tap.clone(), self.socket.clone(), self.shared.clone());
         let inbound = Inbound::new(
@@ -617,12 +628,14 @@ impl<'a> Outbox<'a> {
                     i += k;
                 }
                 Err(e) if self.msgs[i].is_gso() && gso_refused(&e) => {
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EIO) | Some(libc::ENOPROTOOPT) | Some(libc::EOPNOTSUPP)
-                    ) {
+                    if self.gso
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EIO) | Some(libc::ENOPROTOOPT) | Some(libc::EOPNOTSUPP)
+                        )
+                    {
                         self.gso = false;
-                        info!("UDP GSO refused ({e}); sending datagrams one by one");
+                        info!("UDP GSO refused ({e}); sending datagrams one per message");
                     }
                     // EINVAL alone can be this route's MTU (datagrams that
                     // need fragmenting): send this message's datagrams alone.
@@ -666,10 +679,11 @@ fn tap_to_udp(
     v6: bool,
     mtu: u16,
     offload: bool,
+    gso: bool,
 ) {
     // Read with the virtio_net_hdr when offloads are on.
     let mut buf = vec![0u8; MAX_FRAME + VNET_HDR_LEN];
-    let mut outbox = Outbox::new(socket, shared, v6, offload);
+    let mut outbox = Outbox::new(socket, shared, v6, gso);
     let mut errlog = RateLimit::new(5, Duration::from_secs(1));
     let c = &shared.counters;
     // A frame larger than MTU + Ethernet + VLAN header cannot be what the kernel meant to send.
