@@ -689,6 +689,9 @@ fn tap_to_udp(
     // A frame larger than MTU + Ethernet + VLAN header cannot be what the kernel meant to send.
     let max_frame = mtu as usize + 14 + 4;
     // Without non-blocking reads the queue cannot be drained: a batch of one.
+    // The fd is shared with the writing thread, where O_NONBLOCK changes
+    // nothing: a TAP write does not wait for anything (tun's send buffer
+    // is unlimited unless TUNSETSNDBUF says otherwise).
     let drain = match tap.set_nonblocking(true) {
         Ok(()) => true,
         Err(e) => {
