@@ -1,6 +1,7 @@
 //! Micro-benchmark of the pure per-frame work, in ns per frame:
 //! encode (`Codec::seal`), decode+verify (`Codec::open`), the replay check
-//! (`ReplayWindow::accept`) and the whole receive pipeline
+//! (`ReplayWindow::accept`), the checksum a frame must pass before it joins
+//! a coalesced run (`offload::csum_add`) and the whole receive pipeline
 //! (`rx::Inbound::receive`), at 64, 512 and 1432-byte frames.
 //!
 //! `cargo bench --bench micro`. Under `cargo test --all-targets` (which runs
