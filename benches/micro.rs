@@ -147,6 +147,9 @@ fn smoke() {
     assert_eq!(window.accept(NOW + 1), Ok(true));
     assert_eq!(window.accept(NOW), Ok(false));
     assert!(window.accept(NOW).is_err());
+    // RFC 1071's worked example: the one's-complement sum of these 8 bytes is 0xddf2.
+    let rfc1071 = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+    assert_eq!(offload::csum_fold(offload::csum_add(0, &rfc1071)), 0xddf2);
     println!(
         "micro: paths checked, nothing timed (run `cargo bench --bench micro` for the figures)"
     );
