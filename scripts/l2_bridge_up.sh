@@ -43,42 +43,19 @@ State: \${TAPTUN_STATE_DIR:-/run/taptun}. Needs root (CAP_NET_ADMIN).
 EOF
 }
 
-die() {
-    echo "$prog: $*" >&2
-    exit 1
-}
-
-case "${1-}" in
--h | --help)
-    usage
-    exit 0
-    ;;
-esac
+# shellcheck source=scripts/taptun-args.sh
+. "$(dirname "$0")/taptun-args.sh"
+help_if_asked "$@"
 if [ $# -lt 2 ] || [ $# -gt 3 ]; then
-    usage >&2
-    exit 2
+    bad_args "wrong number of arguments"
 fi
 tap=$1
 lan=$2
 br=${3:-br0}
 
-# Names go into file names and commands: accept only what the kernel accepts
-# for an interface, minus the odd characters nobody uses.
-for n in "$tap" "$lan" "$br"; do
-    case $n in
-    '' | -* | *[!A-Za-z0-9_.-]* | . | ..)
-        echo "$prog: bad interface name '$n'" >&2
-        exit 2
-        ;;
-    esac
-    [ "${#n}" -le 15 ] || {
-        echo "$prog: interface name '$n' longer than 15 characters" >&2
-        exit 2
-    }
-done
+check_ifnames "$tap" "$lan" "$br"
 if [ "$tap" = "$lan" ] || [ "$tap" = "$br" ] || [ "$lan" = "$br" ]; then
-    echo "$prog: TAP, LAN-IF and BRIDGE must be three different interfaces" >&2
-    exit 2
+    bad_args "TAP, LAN-IF and BRIDGE must be three different interfaces"
 fi
 
 command -v ip >/dev/null 2>&1 || die "ip (iproute2) is not installed"

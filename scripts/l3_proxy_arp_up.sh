@@ -42,35 +42,16 @@ Needs root (CAP_NET_ADMIN) and iptables.
 EOF
 }
 
-die() {
-    echo "$prog: $*" >&2
-    exit 1
-}
-
-bad_args() {
-    echo "$prog: $*" >&2
-    usage >&2
-    exit 2
-}
-
-case "${1-}" in
--h | --help)
-    usage
-    exit 0
-    ;;
-esac
+# shellcheck source=scripts/taptun-args.sh
+. "$(dirname "$0")/taptun-args.sh"
+help_if_asked "$@"
 if [ $# -lt 2 ] || { [ "$mode" = down ] && [ $# -ne 2 ]; }; then
     bad_args "wrong number of arguments"
 fi
 tap=$1
 lan=$2
 shift 2
-for n in "$tap" "$lan"; do
-    case $n in
-    '' | -* | *[!A-Za-z0-9_.-]* | . | ..) bad_args "bad interface name '$n'" ;;
-    esac
-    [ "${#n}" -le 15 ] || bad_args "interface name '$n' longer than 15 characters"
-done
+check_ifnames "$tap" "$lan"
 [ "$tap" != "$lan" ] || bad_args "TAP and LAN-IF must differ"
 for c in "$@"; do
     case $c in
