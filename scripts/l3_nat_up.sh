@@ -60,11 +60,6 @@ for c in "$@"; do
     esac
 done
 
-command -v iptables >/dev/null 2>&1 || die "iptables is not installed"
-command -v iptables-save >/dev/null 2>&1 || die "iptables-save is not installed"
-fwd_file=/proc/sys/net/ipv4/ip_forward
-[ -w "$fwd_file" ] || die "cannot write $fwd_file (not root?)"
-
 # ---- tagged iptables rules: shared with l3_proxy_arp_up.sh ----
 # shellcheck source=scripts/taptun-rules.sh
 . "$(dirname "$0")/taptun-rules.sh"
@@ -72,7 +67,6 @@ fwd_file=/proc/sys/net/ipv4/ip_forward
 # ---- l3_nat ----
 
 prefix="taptun:l3_nat:$tap:$out:"
-exists() { ip link show dev "$1" >/dev/null 2>&1; }
 
 do_up() {
     exists "$tap" || die "no interface $tap (is taptun running?)"

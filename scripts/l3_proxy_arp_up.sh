@@ -63,11 +63,6 @@ for c in "$@"; do
     esac
 done
 
-command -v iptables >/dev/null 2>&1 || die "iptables is not installed"
-command -v iptables-save >/dev/null 2>&1 || die "iptables-save is not installed"
-fwd_file=/proc/sys/net/ipv4/ip_forward
-[ -w "$fwd_file" ] || die "cannot write $fwd_file (not root?)"
-
 # ---- tagged iptables rules: shared with l3_nat_up.sh ----
 # shellcheck source=scripts/taptun-rules.sh
 . "$(dirname "$0")/taptun-rules.sh"
@@ -76,7 +71,6 @@ fwd_file=/proc/sys/net/ipv4/ip_forward
 
 prefix="taptun:l3_proxy_arp:$tap:$lan:"
 rtproto=246
-exists() { ip link show dev "$1" >/dev/null 2>&1; }
 pa_file() { echo "/proc/sys/net/ipv4/conf/$1/proxy_arp"; }
 
 # saved_pa IF: IF's proxy_arp before the first taptun rule that set it (from

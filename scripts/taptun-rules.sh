@@ -3,10 +3,17 @@
 # sourced, not run. Each rule carries an iptables comment that also records
 # the state before the first taptun rule (see the scripts' headers).
 # shellcheck shell=sh
-# The sourcing script sets prog (its name) and fwd_file (the ip_forward sysctl).
+# The sourcing script has already sourced taptun-args.sh (for die).
 # shellcheck disable=SC2154
 
+command -v iptables >/dev/null 2>&1 || die "iptables is not installed"
+command -v iptables-save >/dev/null 2>&1 || die "iptables-save is not installed"
+fwd_file=/proc/sys/net/ipv4/ip_forward
+[ -w "$fwd_file" ] || die "cannot write $fwd_file (not root?)"
+
 ipt() { iptables -w "$@"; }
+
+exists() { ip link show dev "$1" >/dev/null 2>&1; }
 
 # Every taptun tag in the chains taptun uses.
 all_tags() {
