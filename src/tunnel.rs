@@ -15,8 +15,8 @@ use std::fmt::Write as _;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tun_rs::{DeviceBuilder, Layer, SyncDevice};
@@ -419,12 +419,34 @@ impl Tunnel {
             self.shared.clone(),
             self.socket_v6,
         );
-        let (mtu, offload, gso) = (self.cfg.mtu, self.offload, self.udp_gso);
+        // Without non-blocking reads the TAP cannot be drained: one frame
+        // per call, and only the TAP→UDP thread reads. The fd is shared with
+        // the writing thread, where O_NONBLOCK changes nothing: a TAP write
+        // does not wait for anything (tun's send buffer is unlimited unless
+        // TUNSETSNDBUF says otherwise).
+        let nonblocking = match tap.set_nonblocking(true) {
+            Ok(()) => true,
+            Err(e) => {
+                info!("TAP cannot be read non-blocking ({e}); sending frames one by one");
+                false
+            }
+        };
+        let sender = Arc::new(Mutex::new(Sender {
+            outbox: Outbox::new(socket, shared, v6, self.udp_gso),
+            buf: vec![0u8; MAX_FRAME + VNET_HDR_LEN],
+            offload: self.offload,
+            max_frame: usize::from(self.cfg.mtu) + 14 + 4,
+            nonblocking,
+            errlog: RateLimit::new(5, Duration::from_secs(1)),
+        }));
+        let offload = self.offload;
+        let (t, snd) = (tap.clone(), sender.clone());
         thread::Builder::new()
             .name("tap-to-udp".into())
-            .spawn(move || tap_to_udp(&tap, &socket, &shared, v6, mtu, offload, gso))
+            .spawn(move || tap_to_udp(&t, &snd))
             .map_err(TunnelError::Thread)?;
-        let (tap, socket, shared) = (self.tap.clone(), self.socket.clone(), self.shared.clone());
+        let drainer = nonblocking.then_some(sender);
+        let (socket, shared) = (self.socket.clone(), self.shared.clone());
         let inbound = Inbound::new(
             self.shared.key.get(),
             self.cfg.max_age.as_nanos() as u64,
@@ -433,7 +455,7 @@ impl Tunnel {
         let coalescer = offload.then(|| Coalescer::new().with_udp(self.udp_coalesce));
         thread::Builder::new()
             .name("udp-to-tap".into())
-            .spawn(move || udp_to_tap(&tap, &socket, &shared, inbound, coalescer))
+            .spawn(move || udp_to_tap(&tap, &socket, &shared, inbound, coalescer, drainer))
             .map_err(TunnelError::Thread)?;
         if self.cfg.peer.is_some() {
             // Let a peer without our address learn it now, not on first traffic.
@@ -510,12 +532,15 @@ const SEG_BUF: usize = MAX_FRAME + 512 * (HEADER_LEN + 128);
 /// A batch is sent once it holds this many datagrams, even if the TAP has
 /// more queued: one full GSO message of small frames.
 const BATCH_DATAGRAMS: usize = batch::MAX_SEGMENTS;
+/// Most frames the UDP→TAP thread reads from the TAP after its writes,
+/// before it goes back to its socket.
+const REPLY_FRAMES: usize = 64;
 
 /// The sending thread's state: datagrams read from the TAP and cut, not
 /// yet sealed and sent, and the buffers that live as long as the thread.
-struct Outbox<'a> {
-    socket: &'a UdpSocket,
-    shared: &'a Shared,
+struct Outbox {
+    socket: Arc<UdpSocket>,
+    shared: Arc<Shared>,
     v6: bool,
     /// Sealed datagrams, back to back from offset 0.
     out: Vec<u8>,
@@ -531,9 +556,11 @@ struct Outbox<'a> {
     errlog: RateLimit,
 }
 
-impl<'a> Outbox<'a> {
-    fn new(socket: &'a UdpSocket, shared: &'a Shared, v6: bool, gso: bool) -> Self {
+impl Outbox {
+    fn new(socket: Arc<UdpSocket>, shared: Arc<Shared>, v6: bool, gso: bool) -> Self {
         Outbox {
+            peer: Cached::new(&shared.peer),
+            key: Cached::new(&shared.key),
             socket,
             shared,
             v6,
@@ -541,8 +568,6 @@ impl<'a> Outbox<'a> {
             spans: Vec::with_capacity(1024),
             cut: Vec::with_capacity(512),
             msgs: Vec::with_capacity(1024),
-            peer: Cached::new(&shared.peer),
-            key: Cached::new(&shared.key),
             gso,
             errlog: RateLimit::new(5, Duration::from_secs(1)),
         }
@@ -617,7 +642,7 @@ impl<'a> Outbox<'a> {
         batch::plan(&self.spans, max_segs, batch::MAX_GSO_BYTES, &mut self.msgs);
         let mut i = 0;
         while i < self.msgs.len() {
-            match sys::send_messages(self.socket, &self.out, &self.msgs[i..], to) {
+            match sys::send_messages(&*self.socket, &self.out, &self.msgs[i..], to) {
                 Ok(k) => {
                     let k = k.max(1).min(self.msgs.len() - i);
                     for m in &self.msgs[i..i + k] {
@@ -640,7 +665,7 @@ impl<'a> Outbox<'a> {
                     // EINVAL alone can be this route's MTU (datagrams that
                     // need fragmenting): send this message's datagrams alone.
                     for one in self.msgs[i].split() {
-                        send(self.socket, &self.out[one.range], to, c, &mut self.errlog);
+                        send(&self.socket, &self.out[one.range], to, c, &mut self.errlog);
                     }
                     i += 1;
                 }
@@ -668,42 +693,103 @@ fn gso_refused(e: &io::Error) -> bool {
     )
 }
 
-/// Reads frames from the TAP until its queue is empty, cuts and seals them
-/// into one batch, sends the batch with one `sendmmsg`, then blocks until
-/// the TAP is readable again: a busy TAP costs one system call per frame
-/// read and one per batch sent, an idle one costs nothing.
-fn tap_to_udp(
-    tap: &SyncDevice,
-    socket: &UdpSocket,
-    shared: &Shared,
-    v6: bool,
-    mtu: u16,
+/// What [`Sender::drain`] stopped at.
+enum Drained {
+    /// The TAP has nothing more to read.
+    Empty,
+    /// The frame limit was reached (or the TAP reads block: one at a time).
+    Limit,
+    /// A read failed (already logged).
+    Failed,
+}
+
+/// Reads frames from the TAP, cuts and seals them into batches and sends
+/// each batch with one `sendmmsg`. Both threads use it, behind one mutex,
+/// so frames leave in the order the TAP gave them: the TAP→UDP thread when
+/// the TAP wakes it, and the UDP→TAP thread right after its own TAP writes,
+/// which is when the kernel queues the replies (ACKs, echo replies) to what
+/// it was just given; those then leave without waking another thread.
+struct Sender {
+    outbox: Outbox,
+    /// One TAP read, with its virtio_net_hdr when offloads are on.
+    buf: Vec<u8>,
     offload: bool,
-    gso: bool,
-) {
-    // Read with the virtio_net_hdr when offloads are on.
-    let mut buf = vec![0u8; MAX_FRAME + VNET_HDR_LEN];
-    let mut outbox = Outbox::new(socket, shared, v6, gso);
+    /// A frame larger than MTU + Ethernet + VLAN header cannot be what the
+    /// kernel meant to send.
+    max_frame: usize,
+    /// Whether the TAP is read non-blocking (else one frame per call).
+    nonblocking: bool,
+    errlog: RateLimit,
+}
+
+impl Sender {
+    /// Reads at most `limit` frames, stopping early when the TAP is empty,
+    /// and sends them all before returning.
+    fn drain(&mut self, tap: &SyncDevice, limit: usize) -> Drained {
+        let shared = self.outbox.shared.clone();
+        let c = &shared.counters;
+        let mut frames = 0;
+        let why = loop {
+            if frames >= limit {
+                break Drained::Limit;
+            }
+            let n = match tap.recv(&mut self.buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Drained::Empty,
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::Interrupted
+                        && let Some(held) = self.errlog.allow(Instant::now())
+                    {
+                        warn!("TAP read: {e} ({held} more not shown)");
+                    }
+                    break Drained::Failed;
+                }
+            };
+            frames += 1;
+            let (hdr, frame) = if self.offload {
+                match VnetHdr::parse(&self.buf[..n]) {
+                    Ok(h) => (h, &self.buf[VNET_HDR_LEN..n]),
+                    Err(_) => continue,
+                }
+            } else {
+                (VnetHdr::default(), &self.buf[..n])
+            };
+            if self.outbox.peer.get(&shared.peer).is_none() {
+                c.drop(DropReason::NoPeer);
+            } else if hdr.gso_type == offload::GSO_NONE && frame.len() > self.max_frame {
+                c.drop(DropReason::Oversize);
+            } else if !frame.is_empty() {
+                self.outbox.push(&hdr, frame, self.max_frame);
+                if self.outbox.len() >= BATCH_DATAGRAMS {
+                    self.outbox.flush();
+                }
+            }
+            if !self.nonblocking {
+                break Drained::Limit;
+            }
+        };
+        self.outbox.flush();
+        why
+    }
+}
+
+/// Locks the sender; a panic elsewhere while it was held leaves nothing
+/// half-done that matters (the batch is sent or dropped whole).
+fn lock(sender: &Mutex<Sender>) -> MutexGuard<'_, Sender> {
+    sender.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The TAP→UDP thread: drains the TAP whenever it is readable. A busy TAP
+/// costs one system call per frame read and one per batch sent, an idle
+/// one costs nothing (the thread blocks in `poll`).
+fn tap_to_udp(tap: &SyncDevice, sender: &Mutex<Sender>) {
     let mut errlog = RateLimit::new(5, Duration::from_secs(1));
-    let c = &shared.counters;
-    // A frame larger than MTU + Ethernet + VLAN header cannot be what the kernel meant to send.
-    let max_frame = mtu as usize + 14 + 4;
-    // Without non-blocking reads the queue cannot be drained: a batch of one.
-    // The fd is shared with the writing thread, where O_NONBLOCK changes
-    // nothing: a TAP write does not wait for anything (tun's send buffer
-    // is unlimited unless TUNSETSNDBUF says otherwise).
-    let drain = match tap.set_nonblocking(true) {
-        Ok(()) => true,
-        Err(e) => {
-            info!("TAP cannot be read non-blocking ({e}); sending frames one by one");
-            false
-        }
-    };
     loop {
-        let n = match tap.recv(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                outbox.flush();
+        let why = lock(sender).drain(tap, usize::MAX);
+        match why {
+            Drained::Limit => {}
+            Drained::Failed => thread::sleep(Duration::from_millis(1)),
+            Drained::Empty => {
                 if let Err(e) = sys::wait_readable(tap)
                     && e.kind() != io::ErrorKind::Interrupted
                 {
@@ -712,41 +798,7 @@ fn tap_to_udp(
                     }
                     thread::sleep(Duration::from_millis(1));
                 }
-                continue;
             }
-            Err(e) => {
-                outbox.flush();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    if let Some(held) = errlog.allow(Instant::now()) {
-                        warn!("TAP read: {e} ({held} more not shown)");
-                    }
-                    thread::sleep(Duration::from_millis(1));
-                }
-                continue;
-            }
-        };
-        if outbox.peer.get(&shared.peer).is_none() {
-            c.drop(DropReason::NoPeer);
-            continue;
-        }
-        let (hdr, frame) = if offload {
-            match VnetHdr::parse(&buf[..n]) {
-                Ok(h) => (h, &buf[VNET_HDR_LEN..n]),
-                Err(_) => continue,
-            }
-        } else {
-            (VnetHdr::default(), &buf[..n])
-        };
-        if frame.is_empty() {
-            continue;
-        }
-        if hdr.gso_type == offload::GSO_NONE && frame.len() > max_frame {
-            c.drop(DropReason::Oversize);
-            continue;
-        }
-        outbox.push(&hdr, frame, max_frame);
-        if !drain || outbox.len() >= BATCH_DATAGRAMS {
-            outbox.flush();
         }
     }
 }
@@ -772,12 +824,17 @@ fn send(socket: &UdpSocket, dg: &[u8], to: SocketAddr, c: &Counters, errlog: &mu
     }
 }
 
+/// The UDP→TAP thread: receives (GRO runs when the kernel coalesces),
+/// checks each datagram alone, writes the frames to the TAP (coalesced
+/// runs as super-frames), then sends what the kernel queued on the TAP in
+/// answer, through `sender`, if the TAP→UDP thread is not already at it.
 fn udp_to_tap(
     tap: &SyncDevice,
     socket: &UdpSocket,
     shared: &Shared,
     mut inbound: Inbound,
     mut coalescer: Option<Coalescer>,
+    sender: Option<Arc<Mutex<Sender>>>,
 ) {
     let mut buf = vec![0u8; RECV_BUF];
     let mut droplog = RateLimit::new(5, Duration::from_secs(1));
@@ -829,6 +886,7 @@ fn udp_to_tap(
         // shorter); each is checked on its own.
         let seg = r.segment.unwrap_or(r.len).max(1);
         let mut start = 0;
+        let mut wrote = false;
         while start < r.len || (r.len == 0 && start == 0) {
             let end = (start + seg).min(r.len);
             let dg = &buf[start..end];
@@ -851,6 +909,7 @@ fn udp_to_tap(
             }
             match verdict {
                 Verdict::Frame(frame) => {
+                    wrote = true;
                     c.rx_frames.fetch_add(1, Relaxed);
                     c.rx_bytes.fetch_add(frame.len() as u64, Relaxed);
                     match coalescer.as_mut() {
@@ -874,6 +933,14 @@ fn udp_to_tap(
         }
         if let Some(co) = coalescer.as_mut() {
             co.flush(&mut emit);
+        }
+        // What the kernel queued on the TAP in answer to these frames goes
+        // out now, unless the TAP→UDP thread is already at it.
+        if wrote
+            && let Some(s) = &sender
+            && let Ok(mut s) = s.try_lock()
+        {
+            s.drain(tap, REPLY_FRAMES);
         }
     }
 }
