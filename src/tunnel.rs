@@ -535,6 +535,9 @@ const BATCH_DATAGRAMS: usize = batch::MAX_SEGMENTS;
 /// Most frames the UDP→TAP thread reads from the TAP after its writes,
 /// before it goes back to its socket.
 const REPLY_FRAMES: usize = 64;
+/// After a look for replies found none, the UDP→TAP thread does not look
+/// again for this long (ns).
+const REPLY_LOOK_PAUSE_NS: u64 = 1_000_000;
 
 /// The sending thread's state: datagrams read from the TAP and cut, not
 /// yet sealed and sent, and the buffers that live as long as the thread.
@@ -724,8 +727,8 @@ struct Sender {
 
 impl Sender {
     /// Reads at most `limit` frames, stopping early when the TAP is empty,
-    /// and sends them all before returning.
-    fn drain(&mut self, tap: &SyncDevice, limit: usize) -> Drained {
+    /// and sends them all before returning. Also says how many it read.
+    fn drain(&mut self, tap: &SyncDevice, limit: usize) -> (Drained, usize) {
         let shared = self.outbox.shared.clone();
         let c = &shared.counters;
         let mut frames = 0;
@@ -769,7 +772,7 @@ impl Sender {
             }
         };
         self.outbox.flush();
-        why
+        (why, frames)
     }
 }
 
@@ -785,7 +788,7 @@ fn lock(sender: &Mutex<Sender>) -> MutexGuard<'_, Sender> {
 fn tap_to_udp(tap: &SyncDevice, sender: &Mutex<Sender>) {
     let mut errlog = RateLimit::new(5, Duration::from_secs(1));
     loop {
-        let why = lock(sender).drain(tap, usize::MAX);
+        let (why, _) = lock(sender).drain(tap, usize::MAX);
         match why {
             Drained::Limit => {}
             Drained::Failed => thread::sleep(Duration::from_millis(1)),
@@ -857,6 +860,7 @@ fn udp_to_tap(
         }
     };
     let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    let mut look_after = 0u64;
     loop {
         let r = match sys::recv_gro(socket, &mut buf) {
             Ok(r) => r,
@@ -935,12 +939,18 @@ fn udp_to_tap(
             co.flush(&mut emit);
         }
         // What the kernel queued on the TAP in answer to these frames goes
-        // out now, unless the TAP→UDP thread is already at it.
+        // out now, unless the TAP→UDP thread is already at it. A look that
+        // finds nothing costs a system call, so after one there is no other
+        // for a millisecond: a one-way stream pays one per millisecond, not
+        // one per datagram, while TCP (ACKs) and anything slower than 1 kHz
+        // (a ping) keep the fast path.
         if wrote
+            && now >= look_after
             && let Some(s) = &sender
             && let Ok(mut s) = s.try_lock()
+            && s.drain(tap, REPLY_FRAMES).1 == 0
         {
-            s.drain(tap, REPLY_FRAMES);
+            look_after = now + REPLY_LOOK_PAUSE_NS;
         }
     }
 }
