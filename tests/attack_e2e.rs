@@ -218,18 +218,13 @@ impl Lan {
         let hub = Netns::new("h");
         let (a, b, x) = (Netns::new("a"), Netns::new("b"), Netns::new("x"));
         hub.exec("ip link add br0 type bridge ageing_time 0 stp_state 0 && ip link set br0 up");
-        for (ns, ip) in [(&a, UNDERLAY_A), (&b, UNDERLAY_B), (&x, ATTACKER)] {
-            let (hv, nv) = (unique("hv"), unique("nv"));
-            sh(&format!(
-                "ip link add {hv} netns {} type veth peer name {nv} netns {}",
-                hub.name, ns.name
-            ));
-            hub.exec(&format!(
-                "ip link set {hv} master br0 && ip link set {hv} up"
-            ));
-            ns.exec(&format!(
-                "ip link set {nv} name u0 && ip addr add {ip}/24 dev u0 && ip link set u0 up"
-            ));
+        for (i, (ns, ip)) in [(&a, UNDERLAY_A), (&b, UNDERLAY_B), (&x, ATTACKER)]
+            .into_iter()
+            .enumerate()
+        {
+            veth(&hub, &format!("h{i}"), ns, "u0");
+            hub.exec(&format!("ip link set h{i} master br0"));
+            ns.exec(&format!("ip addr add {ip}/24 dev u0"));
             // A batch sent with UDP GSO would cross the bridge as one
             // super-packet; cut it before it leaves, as a NIC on a real wire
             // does, so the attacker captures the datagrams one by one.

@@ -24,16 +24,8 @@ impl Drop for Bg {
 /// Joins `peer` (interface `lan0`) and the LAN namespace (interface `l0`,
 /// with `lan_addr`) by a veth pair, both ends up.
 fn lan_link(peer: &Netns, lan: &Netns, lan_addr: &str) {
-    let x = unique("vx");
-    let y = unique("vy");
-    sh(&format!(
-        "ip link add {x} netns {} type veth peer name {y} netns {}",
-        peer.name, lan.name
-    ));
-    peer.exec(&format!("ip link set {x} name lan0 && ip link set lan0 up"));
-    lan.exec(&format!(
-        "ip link set {y} name l0 && ip addr add {lan_addr} dev l0 && ip link set l0 up"
-    ));
+    veth(peer, "lan0", lan, "l0");
+    lan.exec(&format!("ip addr add {lan_addr} dev l0"));
 }
 
 /// Runs a script in `ns` with its state directory in the test's directory;

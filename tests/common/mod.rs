@@ -177,6 +177,24 @@ impl Drop for Netns {
     }
 }
 
+/// Joins namespaces `a` and `b` by a veth pair whose ends are called
+/// `a_dev` and `b_dev` there, both up. The pair is created under unique
+/// names, so parallel tests never collide, then renamed inside each
+/// namespace; deleting either namespace deletes it.
+pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
+    let (x, y) = (unique("vx"), unique("vy"));
+    sh(&format!(
+        "ip link add {x} netns {} type veth peer name {y} netns {}",
+        a.name, b.name
+    ));
+    a.exec(&format!(
+        "ip link set {x} name {a_dev} && ip link set {a_dev} up"
+    ));
+    b.exec(&format!(
+        "ip link set {y} name {b_dev} && ip link set {b_dev} up"
+    ));
+}
+
 /// Two namespaces joined by a veth pair: A has 192.0.2.1 and fd00:2::1, B the .2 / ::2.
 pub struct Pair {
     pub a: Netns,
@@ -188,17 +206,12 @@ impl Pair {
     pub fn new() -> Pair {
         let a = Netns::new("a");
         let b = Netns::new("b");
-        let va = unique("va");
-        let vb = unique("vb");
-        sh(&format!(
-            "ip link add {va} netns {} type veth peer name {vb} netns {}",
-            a.name, b.name
-        ));
+        veth(&a, "u0", &b, "u0");
         a.exec(&format!(
-            "ip link set {va} name u0 && ip addr add {UNDERLAY_A}/24 dev u0 && ip addr add {UNDERLAY6_A}/64 dev u0 nodad && ip link set u0 up"
+            "ip addr add {UNDERLAY_A}/24 dev u0 && ip addr add {UNDERLAY6_A}/64 dev u0 nodad"
         ));
         b.exec(&format!(
-            "ip link set {vb} name u0 && ip addr add {UNDERLAY_B}/24 dev u0 && ip addr add {UNDERLAY6_B}/64 dev u0 nodad && ip link set u0 up"
+            "ip addr add {UNDERLAY_B}/24 dev u0 && ip addr add {UNDERLAY6_B}/64 dev u0 nodad"
         ));
         let dir = std::env::temp_dir().join(unique("taptun-e2e-"));
         fs::create_dir_all(&dir).unwrap();
