@@ -730,6 +730,32 @@ mod tests {
         f
     }
 
+    /// Appends an IPv4 header (10.0.0.1 → 10.0.0.2, DF, TTL 64) with its checksum.
+    pub fn ipv4_hdr(f: &mut Vec<u8>, total: usize, id: u16, proto: u8) {
+        let l3 = f.len();
+        f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8]);
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&[0x40, 0, 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        let c = ref_csum(&[&f[l3..l3 + 20]]);
+        set_u16(f, l3 + 10, c);
+    }
+
+    /// Appends an IPv6 header (fd00::1 → fd00::2, hop limit 64).
+    pub fn ipv6_hdr(f: &mut Vec<u8>, payload_len: usize, proto: u8) {
+        f.extend_from_slice(&[
+            0x60,
+            0,
+            0,
+            0,
+            (payload_len >> 8) as u8,
+            payload_len as u8,
+            proto,
+            64,
+        ]);
+        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    }
+
     fn tcp_hdr(flags: u8, options: &[u8]) -> Vec<u8> {
         let doff = (20 + options.len()) / 4;
         let mut t = vec![
@@ -768,31 +794,7 @@ mod tests {
         let mut f = eth(ETHERTYPE_IPV4, vlan);
         let l3 = f.len();
         let tcp = tcp_hdr(flags, options);
-        let total = 20 + tcp.len() + data.len();
-        f.extend_from_slice(&[
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0x12,
-            0x34,
-            0x40,
-            0,
-            64,
-            6,
-            0,
-            0,
-            10,
-            0,
-            0,
-            1,
-            10,
-            0,
-            0,
-            2,
-        ]);
-        let ipc = ref_csum(&[&f[l3..l3 + 20]]);
-        set_u16(&mut f, l3 + 10, ipc);
+        ipv4_hdr(&mut f, 20 + tcp.len() + data.len(), 0x1234, PROTO_TCP);
         let l4 = f.len();
         f.extend_from_slice(&tcp);
         f.extend_from_slice(data);
@@ -814,9 +816,7 @@ mod tests {
         let l3 = f.len();
         let tcp = tcp_hdr(flags, &[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
         let plen = tcp.len() + data.len();
-        f.extend_from_slice(&[0x60, 0, 0, 0, (plen >> 8) as u8, plen as u8, 6, 64]);
-        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-        f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        ipv6_hdr(&mut f, plen, PROTO_TCP);
         let l4 = f.len();
         f.extend_from_slice(&tcp);
         f.extend_from_slice(data);
@@ -1013,7 +1013,7 @@ mod tests {
 
 #[cfg(test)]
 mod coalesce_tests {
-    use super::tests::{eth, payload, ref_csum, split, super_frame};
+    use super::tests::{eth, ipv4_hdr, ipv6_hdr, payload, ref_csum, split, super_frame};
     use super::*;
 
     /// Recomputes the TCP (`at` 16) or UDP (`at` 6) checksum after an edit.
@@ -1107,38 +1107,11 @@ mod coalesce_tests {
     /// pseudo-header sum in the checksum field.
     fn udp_super(v6: bool, vlan: bool, data: &[u8], gso: u16) -> (VnetHdr, Vec<u8>) {
         let mut f = eth(if v6 { ETHERTYPE_IPV6 } else { ETHERTYPE_IPV4 }, vlan);
-        let l3 = f.len();
         let l4_len = 8 + data.len();
         if v6 {
-            f.extend_from_slice(&[0x60, 0, 0, 0, (l4_len >> 8) as u8, l4_len as u8, 17, 64]);
-            f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
-            f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+            ipv6_hdr(&mut f, l4_len, PROTO_UDP);
         } else {
-            let total = 20 + l4_len;
-            f.extend_from_slice(&[
-                0x45,
-                0,
-                (total >> 8) as u8,
-                total as u8,
-                0xff,
-                0xf0,
-                0x40,
-                0,
-                64,
-                17,
-                0,
-                0,
-                10,
-                0,
-                0,
-                1,
-                10,
-                0,
-                0,
-                2,
-            ]);
-            let ipc = ref_csum(&[&f[l3..l3 + 20]]);
-            set_u16(&mut f, l3 + 10, ipc);
+            ipv4_hdr(&mut f, 20 + l4_len, 0xfff0, PROTO_UDP);
         }
         let l4 = f.len();
         f.extend_from_slice(&[
