@@ -729,8 +729,6 @@ impl Sender {
     /// Reads at most `limit` frames, stopping early when the TAP is empty,
     /// and sends them all before returning. Also says how many it read.
     fn drain(&mut self, tap: &SyncDevice, limit: usize) -> (Drained, usize) {
-        let shared = self.outbox.shared.clone();
-        let c = &shared.counters;
         let mut frames = 0;
         let why = loop {
             if frames >= limit {
@@ -757,14 +755,15 @@ impl Sender {
             } else {
                 (VnetHdr::default(), &self.buf[..n])
             };
-            if self.outbox.peer.get(&shared.peer).is_none() {
-                c.drop(DropReason::NoPeer);
+            let ob = &mut self.outbox;
+            if ob.peer.get(&ob.shared.peer).is_none() {
+                ob.shared.counters.drop(DropReason::NoPeer);
             } else if hdr.gso_type == offload::GSO_NONE && frame.len() > self.max_frame {
-                c.drop(DropReason::Oversize);
+                ob.shared.counters.drop(DropReason::Oversize);
             } else if !frame.is_empty() {
-                self.outbox.push(&hdr, frame, self.max_frame);
-                if self.outbox.len() >= BATCH_DATAGRAMS {
-                    self.outbox.flush();
+                ob.push(&hdr, frame, self.max_frame);
+                if ob.len() >= BATCH_DATAGRAMS {
+                    ob.flush();
                 }
             }
             if !self.nonblocking {
