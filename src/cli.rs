@@ -1,8 +1,8 @@
 //! Command-line arguments, and their translation into a tunnel [`Config`].
 
 use crate::addr::{self, AddrError, Cidr, Local};
+use crate::config::Config;
 use crate::key::{self, KeyError};
-use crate::tunnel::Config;
 use argh::FromArgs;
 use std::fmt;
 use std::path::PathBuf;
@@ -197,7 +197,7 @@ impl Cli {
         }
         let (key, created) = key::load_or_create(&self.key_file)?;
         let cfg = Config {
-            key: key.as_bytes().to_vec(),
+            key,
             local,
             peer,
             dev: self.dev.clone(),

@@ -1,7 +1,7 @@
 //! `--up` and `--down` hooks: a shell command with the tunnel's environment,
 //! waited for while SIGINT/SIGTERM are still answered.
 
-use crate::{sys, tunnel};
+use crate::{engine, sys};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ pub enum HookEnd {
 /// Runs `cmd` with `sh -c` and the tunnel's environment, waiting for it
 /// while still answering SIGINT/SIGTERM (which kill it).
 pub fn run_hook(
-    tun: &tunnel::Tunnel,
+    tun: &engine::Tunnel,
     event: &str,
     cmd: &str,
     limit: Option<Duration>,

@@ -1,14 +1,17 @@
 //! taptun: a Layer-2 tunnel over UDP, authenticated with HMAC-SHA256,
 //! wire-compatible with tinytaptunnel v1.4.
 //!
-//! The protocol parts (`wire`, `replay`, `peer`, `rx`) are pure and do no
-//! I/O; `tunnel` owns the TAP, the socket and the threads; `sys` wraps the
-//! few syscalls std lacks and is the only place with `unsafe`.
+//! The protocol parts (`wire`, `replay`, `peer`, `rx`, `tx`, `batch`,
+//! `offload`) are pure and do no I/O; `engine` owns the TAP, the socket and
+//! the threads; `sys` wraps the few syscalls std lacks and is the only
+//! place with `unsafe`.
 #![deny(unsafe_code)]
 
 pub mod addr;
 pub mod batch;
 pub mod cli;
+pub mod config;
+pub mod engine;
 pub mod hook;
 pub mod key;
 pub mod offload;
@@ -21,5 +24,5 @@ pub mod rx;
 pub mod script;
 pub mod stats;
 pub mod sys;
-pub mod tunnel;
+pub mod tx;
 pub mod wire;

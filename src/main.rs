@@ -1,4 +1,4 @@
-//! Wires the parts together: arguments, logging, signals, the tunnel.
+//! Wires the parts together: arguments, logging, signals, the engine.
 #![deny(unsafe_code)]
 
 use log::{error, info, warn};
@@ -6,10 +6,10 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use taptun::hook::{DOWN_HOOK_LIMIT, HookEnd, run_hook};
-use taptun::{cli, key, sys, tunnel};
+use taptun::{cli, engine, key, sys};
 
 /// Logs the counters (and prints them as one JSON line when asked).
-fn report(tun: &tunnel::Tunnel, what: &str, json: bool) {
+fn report(tun: &engine::Tunnel, what: &str, json: bool) {
     info!("{what}: {}", tun.status());
     if json {
         // One write of one line: a monitoring script reads whole objects.
@@ -18,10 +18,10 @@ fn report(tun: &tunnel::Tunnel, what: &str, json: bool) {
 }
 
 /// SIGHUP: re-reads the key file; a bad one leaves the key in use.
-fn reload_key(tun: &mut tunnel::Tunnel, path: &Path, max_age: Duration) {
+fn reload_key(tun: &mut engine::Tunnel, path: &Path, max_age: Duration) {
     match key::load(path) {
         Ok(k) => {
-            if tun.rotate_key(k.as_bytes().to_vec()) {
+            if tun.rotate_key(k) {
                 info!(
                     "SIGHUP: new key from {} in use; the old one is still accepted for {:.1} s",
                     path.display(),
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
         error!("cannot block signals: {e}");
         return ExitCode::from(1);
     }
-    let mut tun = match tunnel::Tunnel::open(cfg) {
+    let mut tun = match engine::Tunnel::open(cfg) {
         Ok(t) => t,
         Err(e) => {
             error!("{e}");

@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 
 /// What an authenticated datagram did to the peer address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PeerUpdate {
     /// Nothing changed.
+    #[default]
     Unchanged,
     /// The first peer address, learned.
     Learned(SocketAddr),

@@ -64,6 +64,20 @@ impl<T: Clone> Cached<T> {
         }
         &self.value
     }
+
+    /// The new value if it changed since the last look, else `None`:
+    /// for a reader that must act on a change (a receiver keeping the
+    /// previous key for a while).
+    #[inline]
+    pub fn changed(&mut self, shared: &Published<T>) -> Option<&T> {
+        let v = shared.version();
+        if v == self.version {
+            return None;
+        }
+        self.value = shared.get();
+        self.version = v;
+        Some(&self.value)
+    }
 }
 
 #[cfg(test)]
@@ -80,5 +94,16 @@ mod tests {
         s.set(None);
         assert_eq!(c.get(&s), &None);
         assert_eq!(s.get(), None);
+    }
+
+    #[test]
+    fn changed_reports_each_change_once() {
+        let s = Published::new(1);
+        let mut c = Cached::new(&s);
+        assert_eq!(c.changed(&s), None);
+        s.set(2);
+        assert_eq!(c.changed(&s), Some(&2));
+        assert_eq!(c.changed(&s), None);
+        assert_eq!(c.get(&s), &2);
     }
 }

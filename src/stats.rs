@@ -106,15 +106,20 @@ impl Counters {
         s
     }
 
-    /// One JSON object on one line, for monitoring scripts.
-    pub fn json(&self, peer: Option<std::net::SocketAddr>) -> String {
-        let mut s = String::from("{");
-        let peer = peer
-            .map(|p| format!("\"{p}\""))
-            .unwrap_or_else(|| "null".into());
+    /// Counts `n` drops for one reason.
+    #[inline]
+    pub fn drop_n(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.drops[reason as usize].fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Writes the counters as members of a JSON object (no braces), for
+    /// the one place that assembles the status object (`engine::status`).
+    pub fn write_json_members(&self, s: &mut String) {
         let _ = write!(
             s,
-            "\"peer\":{peer},\"tx_frames\":{},\"tx_bytes\":{},\"rx_frames\":{},\"rx_bytes\":{},\"keepalives_tx\":{},\"keepalives_rx\":{},\"send_errors\":{},\"tap_errors\":{},\"drops\":{{",
+            "\"tx_frames\":{},\"tx_bytes\":{},\"rx_frames\":{},\"rx_bytes\":{},\"keepalives_tx\":{},\"keepalives_rx\":{},\"send_errors\":{},\"tap_errors\":{},\"drops\":{{",
             self.tx_frames.load(Relaxed),
             self.tx_bytes.load(Relaxed),
             self.rx_frames.load(Relaxed),
@@ -128,8 +133,7 @@ impl Counters {
             let sep = if i == 0 { "" } else { "," };
             let _ = write!(s, "{sep}\"{}\":{}", r.name(), self.drops(*r));
         }
-        s.push_str("}}");
-        s
+        s.push('}');
     }
 }
 
@@ -205,11 +209,15 @@ mod tests {
         c.tx_frames.fetch_add(3, Relaxed);
         assert!(c.summary().contains("bad_mac 2"));
         assert!(c.summary().contains("tx 3 frames"));
-        let j = c.json(Some("1.2.3.4:5".parse().unwrap()));
+        c.drop_n(DropReason::Stale, 4);
+        c.drop_n(DropReason::Stale, 0);
+        let mut j = String::new();
+        c.write_json_members(&mut j);
+        assert!(j.starts_with("\"tx_frames\":3,"), "{j}");
         assert!(
-            j.starts_with("{\"peer\":\"1.2.3.4:5\",\"tx_frames\":3,"),
+            j.contains("\"bad_mac\":2") && j.ends_with("\"oversize\":0}"),
             "{j}"
         );
-        assert!(j.contains("\"bad_mac\":2") && j.ends_with("}}"), "{j}");
+        assert!(j.contains("\"stale\":4"), "{j}");
     }
 }

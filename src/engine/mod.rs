@@ -1,0 +1,217 @@
+//! The engine: the TAP, the UDP socket and the two forwarding threads
+//! around the pure halves ([`crate::tx::Outbound`], [`crate::rx::Inbound`]).
+//!
+//! - `setup`: opening the TAP and the socket, probing offloads.
+//! - `send`: the TAP→UDP thread (and the reply path the other thread borrows).
+//! - `recv`: the UDP→TAP thread.
+//! - `status`: the status line and JSON.
+//!
+//! This file is the tunnel's lifetime: open, start, key rotation, keepalives.
+//!
+//! Who owns what: the key in use is the [`Tunnel`]'s ([`Key`]), published
+//! to both threads as a [`Codec`] in [`Shared::key`]; the peer address is
+//! decided by the receiving thread's `Inbound` and published in
+//! [`Shared::peer`]. Each thread reads both through a [`Cached`] copy: one
+//! atomic load per batch, the lock only after a change.
+
+mod recv;
+mod send;
+mod setup;
+mod status;
+
+pub use setup::TunnelError;
+
+use crate::addr;
+use crate::config::Config;
+use crate::key::Key;
+use crate::offload::{Coalescer, VNET_HDR_LEN};
+use crate::published::{Cached, Published};
+use crate::rx::Inbound;
+use crate::stats::{Counters, RateLimit};
+use crate::tx::{MAX_FRAME, Outbound};
+use crate::wire::Codec;
+use log::info;
+use send::Sender;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tun_rs::SyncDevice;
+
+/// State the threads share.
+#[derive(Debug)]
+struct Shared {
+    /// Traffic and drop counters.
+    counters: Counters,
+    /// The current peer, as the receiving thread last decided it.
+    peer: Published<Option<SocketAddr>>,
+    /// The sending and receiving key (written only by [`Tunnel::rotate_key`]).
+    key: Published<Codec>,
+    /// When the last datagram that passed every check arrived (UNIX ns, 0: never).
+    last_valid_ns: AtomicU64,
+    /// How many times the key was replaced (SIGHUP).
+    key_rotations: AtomicU64,
+}
+
+/// The wall clock in UNIX nanoseconds (0 before 1970).
+pub fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A tunnel: TAP, socket and, once started, the two threads.
+pub struct Tunnel {
+    tap: Arc<SyncDevice>,
+    socket: Arc<std::net::UdpSocket>,
+    /// TAP offloads on (virtio_net_hdr on every TAP read and write).
+    offload: bool,
+    /// Whether UDP runs may be written to the TAP as USO super-frames.
+    udp_coalesce: bool,
+    local: SocketAddr,
+    name: String,
+    cfg: Config,
+    shared: Arc<Shared>,
+    /// The sending half, shared with the receiving thread's reply path.
+    sender: Arc<Mutex<Sender>>,
+}
+
+impl Tunnel {
+    /// Binds the socket, creates the TAP and brings it up. Nothing runs yet.
+    pub fn open(cfg: Config) -> Result<Tunnel, TunnelError> {
+        let dev = setup::open(&cfg)?;
+        let codec = Codec::new(cfg.key.as_bytes());
+        let shared = Arc::new(Shared {
+            counters: Counters::default(),
+            peer: Published::new(cfg.peer.map(addr::canonical)),
+            key: Published::new(codec.clone()),
+            last_valid_ns: AtomicU64::new(0),
+            key_rotations: AtomicU64::new(0),
+        });
+        let socket = Arc::new(dev.socket);
+        let sender = Sender::new(
+            Outbound::new(codec, cfg.mtu, dev.udp_gso),
+            socket.clone(),
+            shared.clone(),
+            dev.local.is_ipv6(),
+            dev.offload,
+        );
+        Ok(Tunnel {
+            tap: Arc::new(dev.tap),
+            socket,
+            offload: dev.offload,
+            udp_coalesce: dev.udp_coalesce,
+            local: dev.local,
+            name: dev.name,
+            cfg,
+            shared,
+            sender: Arc::new(Mutex::new(sender)),
+        })
+    }
+
+    /// The TAP interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The TAP MTU.
+    pub fn mtu(&self) -> u16 {
+        self.cfg.mtu
+    }
+
+    /// The address the UDP socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        addr::canonical(self.local)
+    }
+
+    /// The current peer, configured or learned.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.shared.peer.get()
+    }
+
+    /// Replaces the key (SIGHUP): sending uses the new key at once; the
+    /// receiver accepts the old one for `--max-age` more. Returns false,
+    /// changing nothing, when the key is the one in use.
+    pub fn rotate_key(&mut self, key: Key) -> bool {
+        if key == self.cfg.key {
+            return false;
+        }
+        self.shared.key.set(Codec::new(key.as_bytes()));
+        self.cfg.key = key;
+        self.shared.key_rotations.fetch_add(1, Relaxed);
+        true
+    }
+
+    /// Starts the two forwarding threads. They run until the process exits.
+    pub fn start(&self) -> Result<(), TunnelError> {
+        // Without non-blocking reads the TAP cannot be drained: one frame
+        // per call, and only the TAP→UDP thread reads. The fd is shared with
+        // the writing thread, where O_NONBLOCK changes nothing: a TAP write
+        // does not wait for anything (tun's send buffer is unlimited unless
+        // TUNSETSNDBUF says otherwise).
+        let nonblocking = match self.tap.set_nonblocking(true) {
+            Ok(()) => true,
+            Err(e) => {
+                info!("TAP cannot be read non-blocking ({e}); sending frames one by one");
+                false
+            }
+        };
+        send::lock(&self.sender).set_nonblocking(nonblocking);
+        let (tap, sender) = (self.tap.clone(), self.sender.clone());
+        thread::Builder::new()
+            .name("tap-to-udp".into())
+            .spawn(move || send::tap_to_udp(&tap, &sender))
+            .map_err(TunnelError::Thread)?;
+        let receiver = recv::Receiver {
+            tap: self.tap.clone(),
+            socket: self.socket.clone(),
+            shared: self.shared.clone(),
+            key: Cached::new(&self.shared.key),
+            inbound: Inbound::new(
+                self.shared.key.get(),
+                self.cfg.max_age.as_nanos() as u64,
+                self.cfg.peer,
+            ),
+            coalescer: self
+                .offload
+                .then(|| Coalescer::new().with_udp(self.udp_coalesce)),
+            replies: nonblocking.then(|| self.sender.clone()),
+            buf: vec![0u8; recv::RECV_BUF],
+            errlog: RateLimit::new(5, Duration::from_secs(1)),
+            droplog: RateLimit::new(5, Duration::from_secs(1)),
+            taplog: RateLimit::new(5, Duration::from_secs(1)),
+        };
+        thread::Builder::new()
+            .name("udp-to-tap".into())
+            .spawn(move || receiver.run())
+            .map_err(TunnelError::Thread)?;
+        if self.cfg.peer.is_some() {
+            // Let a peer without our address learn it now, not on first traffic.
+            send::lock(&self.sender).send_keepalive(unix_nanos());
+        }
+        Ok(())
+    }
+
+    /// Called by the main thread between signals: sends a keepalive when
+    /// nothing was sent for the keepalive interval, and says how long until
+    /// the next one could be due, so the main thread can wake just then.
+    pub fn tick(&self) -> Duration {
+        let every = self.cfg.keepalive.as_nanos() as u64;
+        if every == 0 {
+            return Duration::from_secs(1);
+        }
+        let mut s = send::lock(&self.sender);
+        let now = unix_nanos();
+        let due = s.keepalive_due(every);
+        if now < due {
+            return Duration::from_nanos(due - now);
+        }
+        s.send_keepalive(now);
+        Duration::from_nanos(every)
+    }
+}
+
+/// Size of one TAP read: the largest frame and its virtio_net_hdr.
+const TAP_BUF: usize = MAX_FRAME + VNET_HDR_LEN;

@@ -1,0 +1,319 @@
+//! The TAP→UDP thread: reads frames from the TAP, hands them to the pure
+//! [`Outbound`] to cut and seal, and sends each batch with one `sendmmsg`.
+
+use super::{Shared, TAP_BUF, unix_nanos};
+use crate::addr;
+use crate::offload::{VNET_HDR_LEN, VnetHdr};
+use crate::published::Cached;
+use crate::stats::{DropReason, RateLimit};
+use crate::sys;
+use crate::tx::{self, BATCH_DATAGRAMS, Outbound, Push};
+use crate::wire::{Codec, HEADER_LEN};
+use log::{debug, info, warn};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+use tun_rs::SyncDevice;
+
+/// What [`Sender::drain`] stopped at.
+pub(super) enum Drained {
+    /// The TAP has nothing more to read.
+    Empty,
+    /// The frame limit was reached (or the TAP reads block: one at a time).
+    Limit,
+    /// A read failed (already logged).
+    Failed,
+}
+
+/// Reads frames from the TAP, has them cut and sealed into batches and
+/// sends each batch with one `sendmmsg`. Both threads use it, behind one
+/// mutex, so frames leave in the order the TAP gave them: the TAP→UDP
+/// thread when the TAP wakes it, and the UDP→TAP thread right after its
+/// own TAP writes, which is when the kernel queues the replies (ACKs, echo
+/// replies) to what it was just given; those then leave without waking
+/// another thread.
+pub(super) struct Sender {
+    outbound: Outbound,
+    link: Link,
+    /// One TAP read, with its virtio_net_hdr when offloads are on.
+    buf: Vec<u8>,
+    offload: bool,
+    /// Whether the TAP is read non-blocking (else one frame per call).
+    nonblocking: bool,
+}
+
+/// Where sealed batches go: the socket, the peer and the key as the
+/// threads publish them, and what the kernel was found to accept.
+struct Link {
+    socket: Arc<UdpSocket>,
+    shared: Arc<Shared>,
+    /// The socket is IPv6 (peers are given in its family).
+    v6: bool,
+    peer: Cached<Option<SocketAddr>>,
+    key: Cached<Codec>,
+    /// Whether the socket is still believed to take GSO messages.
+    gso: bool,
+    errlog: RateLimit,
+}
+
+/// Locks the sender; a panic elsewhere while it was held leaves nothing
+/// half-done that matters (the batch is sent or dropped whole).
+pub(super) fn lock(sender: &Mutex<Sender>) -> MutexGuard<'_, Sender> {
+    sender.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Sender {
+    pub(super) fn new(
+        outbound: Outbound,
+        socket: Arc<UdpSocket>,
+        shared: Arc<Shared>,
+        v6: bool,
+        offload: bool,
+    ) -> Self {
+        Sender {
+            outbound,
+            link: Link {
+                peer: Cached::new(&shared.peer),
+                key: Cached::new(&shared.key),
+                socket,
+                shared,
+                v6,
+                gso: true,
+                errlog: RateLimit::new(5, Duration::from_secs(1)),
+            },
+            buf: vec![0u8; TAP_BUF],
+            offload,
+            nonblocking: false,
+        }
+    }
+
+    pub(super) fn set_nonblocking(&mut self, on: bool) {
+        self.nonblocking = on;
+    }
+
+    /// Reads at most `limit` frames, stopping early when the TAP is empty,
+    /// and sends them all before returning. Also says how many it read.
+    pub(super) fn drain(&mut self, tap: &SyncDevice, limit: usize) -> (Drained, usize) {
+        let mut frames = 0;
+        let why = loop {
+            if frames >= limit {
+                break Drained::Limit;
+            }
+            let n = match tap.recv(&mut self.buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Drained::Empty,
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::Interrupted
+                        && let Some(held) = self.link.errlog.allow(Instant::now())
+                    {
+                        warn!("TAP read: {e} ({held} more not shown)");
+                    }
+                    break Drained::Failed;
+                }
+            };
+            frames += 1;
+            self.push(n);
+            if !self.nonblocking {
+                break Drained::Limit;
+            }
+        };
+        self.link.flush(&mut self.outbound);
+        (why, frames)
+    }
+
+    /// Queues the frame in `buf[..n]`, sending the batch when it is full.
+    fn push(&mut self, n: usize) {
+        let (hdr, frame) = if self.offload {
+            match VnetHdr::parse(&self.buf[..n]) {
+                Ok(h) => (h, &self.buf[VNET_HDR_LEN..n]),
+                Err(_) => return,
+            }
+        } else {
+            (VnetHdr::default(), &self.buf[..n])
+        };
+        if frame.is_empty() {
+            return;
+        }
+        let link = &mut self.link;
+        if link.peer.get(&link.shared.peer).is_none() {
+            link.shared.counters.drop(DropReason::NoPeer);
+            return;
+        }
+        let mut r = self.outbound.push(&hdr, frame);
+        if r == Push::Full {
+            link.flush(&mut self.outbound);
+            r = self.outbound.push(&hdr, frame);
+        }
+        match r {
+            Push::Queued(_) if self.outbound.len() >= BATCH_DATAGRAMS => {
+                link.flush(&mut self.outbound)
+            }
+            Push::Queued(_) | Push::Full => {}
+            Push::Dropped(e) => {
+                link.shared.counters.drop(DropReason::Oversize);
+                if let Some(held) = link.errlog.allow(Instant::now()) {
+                    warn!("TAP frame not sent: {e} ({held} more not shown)");
+                }
+            }
+        }
+    }
+
+    /// When (UNIX ns) a keepalive is due, `every` ns after the last datagram.
+    pub(super) fn keepalive_due(&self, every: u64) -> u64 {
+        self.outbound.keepalive_due(every)
+    }
+
+    /// Sends a keepalive if a peer is known.
+    pub(super) fn send_keepalive(&mut self, now: u64) {
+        let link = &mut self.link;
+        let Some(peer) = *link.peer.get(&link.shared.peer) else {
+            return;
+        };
+        if let Some(codec) = link.key.changed(&link.shared.key) {
+            self.outbound.set_codec(codec.clone());
+        }
+        let mut buf = [0u8; HEADER_LEN];
+        let dg = self.outbound.keepalive(now, &mut buf);
+        let c = &link.shared.counters;
+        match link.socket.send_to(dg, addr::for_socket(peer, link.v6)) {
+            Ok(_) => {
+                c.keepalives_tx.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                c.send_errors.fetch_add(1, Relaxed);
+                debug!("keepalive to {peer}: {e}");
+            }
+        }
+    }
+}
+
+impl Link {
+    /// Seals the batch (one clock reading, distinct increasing timestamps)
+    /// and sends it with as few calls as the kernel allows.
+    fn flush(&mut self, ob: &mut Outbound) {
+        if ob.is_empty() {
+            return;
+        }
+        let Some(to) = *self.peer.get(&self.shared.peer) else {
+            self.shared
+                .counters
+                .drop_n(DropReason::NoPeer, ob.discard() as u64);
+            return;
+        };
+        let to = addr::for_socket(to, self.v6);
+        if let Some(codec) = self.key.changed(&self.shared.key) {
+            ob.set_codec(codec.clone());
+        }
+        let batch = ob.seal(unix_nanos());
+        let msgs = batch.messages;
+        let mut refused = false;
+        let mut i = 0;
+        while i < msgs.len() {
+            match sys::send_messages(&*self.socket, batch.bytes, &msgs[i..], to) {
+                Ok(k) => {
+                    let k = k.max(1).min(msgs.len() - i);
+                    for m in &msgs[i..i + k] {
+                        self.shared
+                            .counters
+                            .tx_frames
+                            .fetch_add(m.count as u64, Relaxed);
+                        self.shared
+                            .counters
+                            .tx_bytes
+                            .fetch_add(tx::frame_bytes(m) as u64, Relaxed);
+                    }
+                    i += k;
+                }
+                Err(e) if msgs[i].is_gso() && gso_refused(&e) => {
+                    if self.gso
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EIO) | Some(libc::ENOPROTOOPT) | Some(libc::EOPNOTSUPP)
+                        )
+                    {
+                        self.gso = false;
+                        refused = true;
+                        info!("UDP GSO refused ({e}); sending datagrams one per message");
+                    }
+                    // EINVAL alone can be this route's MTU (datagrams that
+                    // need fragmenting): send this message's datagrams alone.
+                    for one in msgs[i].split() {
+                        self.send_one(&batch.bytes[one.range], to);
+                    }
+                    i += 1;
+                }
+                Err(e) => {
+                    self.shared
+                        .counters
+                        .send_errors
+                        .fetch_add(msgs[i].count as u64, Relaxed);
+                    self.send_failed(&e, to);
+                    i += 1;
+                }
+            }
+        }
+        if refused {
+            ob.disable_gso();
+        }
+    }
+
+    /// Sends one sealed datagram and counts it.
+    fn send_one(&mut self, dg: &[u8], to: SocketAddr) {
+        let c = &self.shared.counters;
+        match self.socket.send_to(dg, to) {
+            Ok(_) => {
+                c.tx_frames.fetch_add(1, Relaxed);
+                c.tx_bytes
+                    .fetch_add((dg.len() - HEADER_LEN) as u64, Relaxed);
+            }
+            Err(e) => {
+                c.send_errors.fetch_add(1, Relaxed);
+                self.send_failed(&e, to);
+            }
+        }
+    }
+
+    fn send_failed(&mut self, e: &io::Error, to: SocketAddr) {
+        if let Some(held) = self.errlog.allow(Instant::now()) {
+            warn!(
+                "UDP send to {}: {e} ({held} more not shown)",
+                addr::canonical(to)
+            );
+        }
+    }
+}
+
+/// Errors with which the kernel says it cannot send this message with GSO.
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::ENOPROTOOPT) | Some(libc::EOPNOTSUPP)
+    )
+}
+
+/// The TAP→UDP thread: drains the TAP whenever it is readable. A busy TAP
+/// costs one system call per frame read and one per batch sent, an idle
+/// one costs nothing (the thread blocks in `poll`).
+pub(super) fn tap_to_udp(tap: &SyncDevice, sender: &Mutex<Sender>) {
+    let mut errlog = RateLimit::new(5, Duration::from_secs(1));
+    loop {
+        let (why, _) = lock(sender).drain(tap, usize::MAX);
+        match why {
+            Drained::Limit => {}
+            Drained::Failed => thread::sleep(Duration::from_millis(1)),
+            Drained::Empty => {
+                if let Err(e) = sys::wait_readable(tap)
+                    && e.kind() != io::ErrorKind::Interrupted
+                {
+                    if let Some(held) = errlog.allow(Instant::now()) {
+                        warn!("TAP wait: {e} ({held} more not shown)");
+                    }
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+}

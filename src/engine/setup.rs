@@ -1,0 +1,217 @@
+//! Opening the TAP and the UDP socket, and probing which offloads the
+//! kernel allows; the errors say what to do.
+
+use crate::addr::{self, Cidr, Local};
+use crate::config::Config;
+use crate::sys;
+use log::{debug, info, warn};
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use tun_rs::{DeviceBuilder, Layer, SyncDevice};
+
+/// Why the tunnel could not start; each says what to do.
+#[derive(Debug)]
+pub enum TunnelError {
+    /// Opening or configuring the TAP failed.
+    Tap(io::Error),
+    /// Binding the UDP socket failed.
+    Bind(SocketAddr, io::Error),
+    /// More than one IPv4 `--address`.
+    TwoIpv4(Cidr),
+    /// Spawning a thread failed.
+    Thread(io::Error),
+}
+
+impl fmt::Display for TunnelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TunnelError::Tap(e) => {
+                let hint = match e.raw_os_error() {
+                    Some(libc::ENOENT) | Some(libc::ENODEV) => {
+                        "; /dev/net/tun is missing: load the tun module (modprobe tun)"
+                    }
+                    Some(libc::EPERM) => {
+                        "; run as root or grant CAP_NET_ADMIN (systemd AmbientCapabilities=CAP_NET_ADMIN, or setcap cap_net_admin+ep taptun)"
+                    }
+                    Some(libc::EACCES) => {
+                        "; this user may not open /dev/net/tun (udev normally makes it mode 0666), or lacks CAP_NET_ADMIN: run as root or grant it (systemd AmbientCapabilities=CAP_NET_ADMIN)"
+                    }
+                    Some(libc::EBUSY) | Some(libc::EINVAL) => {
+                        "; is the --dev name taken by another kind of interface?"
+                    }
+                    _ => "",
+                };
+                write!(f, "cannot create the TAP interface: {e}{hint}")
+            }
+            TunnelError::Bind(a, e) => {
+                let hint = match e.kind() {
+                    io::ErrorKind::AddrInUse => {
+                        "; another process uses this port: pick another, or stop it"
+                    }
+                    io::ErrorKind::AddrNotAvailable => "; this host has no such address",
+                    io::ErrorKind::PermissionDenied => {
+                        "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
+                    }
+                    _ => "",
+                };
+                write!(f, "cannot bind UDP {a}: {e}{hint}")
+            }
+            TunnelError::TwoIpv4(c) => write!(
+                f,
+                "--address {c}: only one IPv4 address can be set; add more with `ip addr add` (IPv6 may repeat)"
+            ),
+            TunnelError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TunnelError {}
+
+/// The opened TAP and socket, and what the kernel allows on them.
+pub(super) struct Devices {
+    pub tap: SyncDevice,
+    pub socket: UdpSocket,
+    /// The address the socket is bound to.
+    pub local: SocketAddr,
+    /// The TAP's name.
+    pub name: String,
+    /// TAP offloads (virtio_net_hdr, TSO read, super-frames written).
+    pub offload: bool,
+    /// Whether UDP runs may be written to the TAP as USO super-frames.
+    pub udp_coalesce: bool,
+    /// Whether the socket may send UDP GSO messages.
+    pub udp_gso: bool,
+}
+
+fn bind(local: Local) -> Result<UdpSocket, TunnelError> {
+    let mut last = None;
+    for a in local.candidates() {
+        match UdpSocket::bind(a) {
+            Ok(s) => return Ok(s),
+            // IPv6 disabled on this host: fall back to the IPv4 wildcard.
+            Err(e)
+                if e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+                    || e.kind() == io::ErrorKind::AddrNotAvailable =>
+            {
+                last = Some(TunnelError::Bind(a, e))
+            }
+            Err(e) => return Err(TunnelError::Bind(a, e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        TunnelError::Bind(local.candidates()[0], io::ErrorKind::InvalidInput.into())
+    }))
+}
+
+/// Binds the socket, creates the TAP and brings it up.
+pub(super) fn open(cfg: &Config) -> Result<Devices, TunnelError> {
+    let socket = bind(cfg.local)?;
+    let local = socket
+        .local_addr()
+        .map_err(|e| TunnelError::Bind(cfg.local.candidates()[0], e))?;
+    for (which, name) in [(sys::Buf::Recv, "receive"), (sys::Buf::Send, "send")] {
+        match sys::set_socket_buffer(&socket, which, cfg.sockbuf) {
+            Ok(got) if got < cfg.sockbuf => warn!(
+                "UDP {name} buffer is {got} bytes, less than the {} asked for; raise net.core.{}mem_max",
+                cfg.sockbuf,
+                if matches!(which, sys::Buf::Recv) {
+                    "r"
+                } else {
+                    "w"
+                }
+            ),
+            Ok(_) => {}
+            Err(e) => warn!("cannot set the UDP {name} buffer: {e}"),
+        }
+    }
+
+    let mut ipv4 = None;
+    let mut ipv6 = Vec::new();
+    for c in &cfg.addresses {
+        match c.ip {
+            std::net::IpAddr::V4(ip) if ipv4.is_none() => ipv4 = Some((ip, c.prefix)),
+            std::net::IpAddr::V4(_) => return Err(TunnelError::TwoIpv4(*c)),
+            std::net::IpAddr::V6(ip) => ipv6.push((ip, c.prefix)),
+        }
+    }
+    let build = |offload: bool| {
+        let mut b = DeviceBuilder::new()
+            .layer(Layer::L2)
+            .mtu(cfg.mtu)
+            .offload(offload)
+            .enable(true);
+        if let Some(name) = &cfg.dev {
+            b = b.name(name.clone());
+        }
+        if let Some((ip, prefix)) = ipv4 {
+            b = b.ipv4(ip, prefix, None);
+        }
+        for &(ip, prefix) in &ipv6 {
+            b = b.ipv6(ip, prefix);
+        }
+        b.build_sync()
+    };
+    if cfg.offload
+        && let Err(e) = sys::enable_udp_gro(&socket)
+    {
+        info!("UDP GRO unavailable ({e}); receiving datagrams one by one");
+    }
+    let udp_gso = cfg.offload
+        && match sys::udp_gso_available(&socket) {
+            Ok(()) => true,
+            Err(e) => {
+                info!("UDP GSO unavailable ({e}); sending datagrams one per message");
+                false
+            }
+        };
+    let (tap, offload) = if cfg.offload {
+        // TCP offloads only: UDP super-frames (USO) would be segmented
+        // by code that the kernel never exercises here.
+        match build(true).and_then(|t| sys::tun_set_offload(&t, sys::TUN_TCP_OFFLOADS).map(|_| t)) {
+            Ok(t) => (t, true),
+            Err(e) => {
+                info!("TAP offloads unavailable ({e}); using one frame per read");
+                (build(false).map_err(TunnelError::Tap)?, false)
+            }
+        }
+    } else {
+        (build(false).map_err(TunnelError::Tap)?, false)
+    };
+    // UDP super-frames may be written to the TAP only if the kernel
+    // knows USO (6.2+); older ones refuse the write. Asking for USO is
+    // the kernel's own way to test for it; then it is switched off
+    // again, since taptun does not read UDP super-frames.
+    let udp_coalesce =
+        offload && sys::tun_set_offload(&tap, sys::TUN_TCP_OFFLOADS | sys::TUN_USO).is_ok();
+    if udp_coalesce && let Err(e) = sys::tun_set_offload(&tap, sys::TUN_TCP_OFFLOADS) {
+        // Harmless: UDP super-frames from the kernel are cut like TCP ones.
+        debug!("cannot switch TAP USO off again: {e}");
+    }
+    if offload && !udp_coalesce {
+        info!("kernel without TAP USO (before 6.2): UDP datagrams go to the TAP one by one");
+    }
+    let name = tap.name().map_err(TunnelError::Tap)?;
+    info!(
+        "{name} up, mtu {}, UDP {}, offloads {}, {}",
+        cfg.mtu,
+        addr::canonical(local),
+        if offload { "on" } else { "off" },
+        match cfg.peer {
+            Some(p) => format!("peer {}", addr::canonical(p)),
+            None => "waiting for peer".to_string(),
+        }
+    );
+    for c in &cfg.addresses {
+        info!("{name} address {c}");
+    }
+    Ok(Devices {
+        tap,
+        socket,
+        local,
+        name,
+        offload,
+        udp_coalesce,
+        udp_gso,
+    })
+}

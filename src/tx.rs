@@ -1,0 +1,339 @@
+//! The send path as pure code: frames and super-frames read from the TAP
+//! go in, sealed datagrams and the plan of one `sendmmsg` call come out.
+//! The caller passes `now`; nothing here reads a clock or touches a
+//! socket, so tests run two peers in memory (`tests/pair.rs`) and the
+//! engine's sending thread (`engine::send`) only does the system calls.
+
+use crate::batch::{self, Message};
+use crate::offload::{self, GSO_NONE, OffloadError, VnetHdr};
+use crate::wire::{Codec, HEADER_LEN};
+use std::ops::Range;
+
+/// Largest Ethernet frame (or super-frame) one TAP read can return.
+pub const MAX_FRAME: usize = 65535;
+/// A batch is due for sending once it holds this many datagrams: one full
+/// GSO message of small frames.
+pub const BATCH_DATAGRAMS: usize = batch::MAX_SEGMENTS;
+/// Room for the datagrams of one batch: a super-frame's payload plus, per
+/// segment, the taptun header and the copied Ethernet/IP/TCP headers.
+const BATCH_BUF: usize = MAX_FRAME + 512 * (HEADER_LEN + 128);
+
+/// What [`Outbound::push`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Queued as this many datagrams.
+    Queued(usize),
+    /// The batch has no room left: seal and send it, then push again.
+    Full,
+    /// Not sendable; the frame is dropped.
+    Dropped(Unsendable),
+}
+
+/// Why a frame read from the TAP cannot be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsendable {
+    /// Longer than the TAP's MTU allows (`max` bytes with Ethernet and VLAN headers).
+    TooLarge {
+        /// The frame's length.
+        len: usize,
+        /// The longest frame the MTU allows.
+        max: usize,
+    },
+    /// A super-frame that cannot be cut, or bad checksum offsets.
+    Offload(OffloadError),
+}
+
+impl std::fmt::Display for Unsendable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unsendable::TooLarge { len, max } => write!(
+                f,
+                "frame of {len} bytes is longer than the MTU allows ({max} bytes with Ethernet and VLAN headers)"
+            ),
+            Unsendable::Offload(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// One sealed batch: datagrams back to back in `bytes`, grouped into the
+/// messages of one `sendmmsg` call (runs of equal-sized datagrams share
+/// one UDP GSO message when GSO is on).
+#[derive(Debug)]
+pub struct Batch<'a> {
+    /// The sealed datagrams, back to back.
+    pub bytes: &'a [u8],
+    /// The messages, in send order, as ranges of `bytes`.
+    pub messages: &'a [Message],
+}
+
+/// The sending half of one peer: the key it seals with, the timestamps it
+/// has used, and the batch being assembled. Buffers are allocated once.
+#[derive(Debug)]
+pub struct Outbound {
+    codec: Codec,
+    /// A frame longer than MTU + Ethernet + VLAN header cannot be what the
+    /// kernel meant to send.
+    max_frame: usize,
+    /// Whether messages may carry several datagrams (UDP GSO).
+    gso: bool,
+    /// The last timestamp sealed: each datagram gets a greater one, so the
+    /// peer's replay window never sees a tie.
+    last_ts: u64,
+    /// Datagrams of the batch, back to back from offset 0.
+    out: Vec<u8>,
+    /// Where each datagram of the batch is in `out`, in send order.
+    spans: Vec<Range<usize>>,
+    /// Scratch: the datagrams of the frame being cut.
+    cut: Vec<Range<usize>>,
+    msgs: Vec<Message>,
+    /// Whether the batch in `out` was handed out sealed; the next push
+    /// starts a new one.
+    sealed: bool,
+}
+
+impl Outbound {
+    /// A sender sealing with `codec`, for a TAP of `mtu` bytes.
+    pub fn new(codec: Codec, mtu: u16, gso: bool) -> Self {
+        Outbound {
+            codec,
+            max_frame: usize::from(mtu) + 14 + 4,
+            gso,
+            last_ts: 0,
+            out: vec![0u8; BATCH_BUF],
+            spans: Vec::with_capacity(1024),
+            cut: Vec::with_capacity(512),
+            msgs: Vec::with_capacity(1024),
+            sealed: false,
+        }
+    }
+
+    /// Seals with `codec` from now on (key rotation).
+    pub fn set_codec(&mut self, codec: Codec) {
+        self.codec = codec;
+    }
+
+    /// Plans one datagram per message from now on (the kernel refused GSO).
+    pub fn disable_gso(&mut self) {
+        self.gso = false;
+    }
+
+    /// How many datagrams the batch holds.
+    pub fn len(&self) -> usize {
+        if self.sealed { 0 } else { self.spans.len() }
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The timestamp of the last datagram sealed (0: none yet).
+    pub fn last_timestamp(&self) -> u64 {
+        self.last_ts
+    }
+
+    /// Cuts one TAP read (a frame, or a super-frame with its `hdr`) into
+    /// datagrams at the end of the batch.
+    pub fn push(&mut self, hdr: &VnetHdr, frame: &[u8]) -> Push {
+        if self.sealed {
+            self.spans.clear();
+            self.sealed = false;
+        }
+        if hdr.gso_type == GSO_NONE && frame.len() > self.max_frame {
+            return Push::Dropped(Unsendable::TooLarge {
+                len: frame.len(),
+                max: self.max_frame,
+            });
+        }
+        let at = self.spans.last().map_or(0, |s| s.end);
+        let r = offload::segment(
+            hdr,
+            frame,
+            self.max_frame,
+            HEADER_LEN,
+            &mut self.out[at..],
+            &mut self.cut,
+        );
+        match r {
+            Ok(()) => {
+                self.spans
+                    .extend(self.cut.iter().map(|s| s.start + at..s.end + at));
+                Push::Queued(self.cut.len())
+            }
+            Err(OffloadError::NoRoom) if at > 0 => Push::Full,
+            Err(e) => Push::Dropped(Unsendable::Offload(e)),
+        }
+    }
+
+    /// A timestamp greater than every one sealed before, at or after `now`.
+    fn next_ts(&mut self, now: u64) -> u64 {
+        self.last_ts = now.max(self.last_ts.saturating_add(1));
+        self.last_ts
+    }
+
+    /// Seals every datagram of the batch with distinct, increasing
+    /// timestamps from `now` (UNIX ns) and plans the messages. The batch
+    /// stays readable until the next push.
+    pub fn seal(&mut self, now: u64) -> Batch<'_> {
+        if self.sealed {
+            self.spans.clear();
+        }
+        for i in 0..self.spans.len() {
+            let ts = self.next_ts(now);
+            // Cannot fail: every span has room for the header.
+            let _ = self.codec.seal(ts, &mut self.out[self.spans[i].clone()]);
+        }
+        self.msgs.clear();
+        let max_segs = if self.gso { batch::MAX_SEGMENTS } else { 1 };
+        batch::plan(&self.spans, max_segs, batch::MAX_GSO_BYTES, &mut self.msgs);
+        self.sealed = true;
+        let end = self.spans.last().map_or(0, |s| s.end);
+        Batch {
+            bytes: &self.out[..end],
+            messages: &self.msgs,
+        }
+    }
+
+    /// Forgets the batch unsent (no peer to send it to).
+    pub fn discard(&mut self) -> usize {
+        let n = self.len();
+        self.spans.clear();
+        self.sealed = false;
+        n
+    }
+
+    /// A sealed keepalive (a datagram with no frame) at `now`, in `buf`.
+    pub fn keepalive<'b>(&mut self, now: u64, buf: &'b mut [u8; HEADER_LEN]) -> &'b [u8] {
+        let ts = self.next_ts(now);
+        let _ = self.codec.seal(ts, buf);
+        buf
+    }
+
+    /// When (UNIX ns) a keepalive is due if nothing else is sent: `every`
+    /// ns after the last datagram.
+    pub fn keepalive_due(&self, every: u64) -> u64 {
+        self.last_ts.saturating_add(every)
+    }
+}
+
+/// How many frame bytes a message carries (its datagrams less their headers).
+pub fn frame_bytes(m: &Message) -> usize {
+    m.range.len() - m.count * HEADER_LEN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offload::GSO_TCPV4;
+    use crate::wire::Codec;
+
+    const NOW: u64 = 1_763_900_000_000_000_000;
+
+    fn codec() -> Codec {
+        Codec::new(b"0123456789abcdef0123456789abcdef")
+    }
+
+    fn frames_of<'a>(c: &Codec, b: &Batch<'a>) -> Vec<(u64, &'a [u8])> {
+        let mut v = Vec::new();
+        for m in b.messages {
+            for one in m.split() {
+                let dg = c.open(&b.bytes[one.range]).expect("authentic");
+                v.push((dg.timestamp(), dg.into_frame()));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn frames_sealed_in_order_with_increasing_timestamps() {
+        let mut ob = Outbound::new(codec(), 1418, true);
+        let frames: Vec<Vec<u8>> = (0..10u8)
+            .map(|i| vec![i; 60 + usize::from(i % 2)])
+            .collect();
+        for f in &frames {
+            assert_eq!(ob.push(&VnetHdr::default(), f), Push::Queued(1));
+        }
+        assert_eq!(ob.len(), 10);
+        let b = ob.seal(NOW);
+        let got = frames_of(&codec(), &b);
+        assert_eq!(got.len(), 10);
+        for (i, (ts, f)) in got.iter().enumerate() {
+            assert_eq!(*ts, NOW + i as u64);
+            assert_eq!(*f, &frames[i][..]);
+        }
+        // Equal sizes ran together in GSO messages (61 after 60 cannot).
+        assert!(b.messages.iter().all(|m| m.count <= 2));
+        // The next push starts a new batch; time never goes back.
+        assert_eq!(ob.len(), 0);
+        ob.push(&VnetHdr::default(), &frames[0]);
+        let b = ob.seal(NOW - 1_000_000);
+        assert_eq!(frames_of(&codec(), &b)[0].0, NOW + 10);
+    }
+
+    #[test]
+    fn no_gso_one_datagram_per_message() {
+        let mut ob = Outbound::new(codec(), 1418, true);
+        ob.disable_gso();
+        for _ in 0..5 {
+            ob.push(&VnetHdr::default(), &[7u8; 100]);
+        }
+        let b = ob.seal(NOW);
+        assert_eq!(b.messages.len(), 5);
+        assert!(b.messages.iter().all(|m| m.count == 1));
+        assert_eq!(b.messages.iter().map(frame_bytes).sum::<usize>(), 500);
+    }
+
+    #[test]
+    fn oversize_and_uncuttable_dropped() {
+        let mut ob = Outbound::new(codec(), 1418, true);
+        assert_eq!(
+            ob.push(&VnetHdr::default(), &[0u8; 1418 + 18 + 1]),
+            Push::Dropped(Unsendable::TooLarge {
+                len: 1437,
+                max: 1436
+            })
+        );
+        assert_eq!(
+            ob.push(&VnetHdr::default(), &[0u8; 1418 + 18]),
+            Push::Queued(1)
+        );
+        // A "TSO" super-frame that is not TCP cannot be cut.
+        let hdr = VnetHdr {
+            gso_type: GSO_TCPV4,
+            gso_size: 1000,
+            ..VnetHdr::default()
+        };
+        assert!(matches!(ob.push(&hdr, &[0u8; 3000]), Push::Dropped(_)));
+        assert_eq!(ob.len(), 1);
+    }
+
+    #[test]
+    fn full_batch_asks_to_be_sent() {
+        let mut ob = Outbound::new(codec(), 9000, true);
+        let big = vec![1u8; 9000];
+        let mut queued = 0;
+        loop {
+            match ob.push(&VnetHdr::default(), &big) {
+                Push::Queued(1) => queued += 1,
+                Push::Full => break,
+                other => panic!("{other:?}"),
+            }
+            assert!(queued < 100, "never full");
+        }
+        assert_eq!(ob.len(), queued);
+        let n = ob.seal(NOW).messages.iter().map(|m| m.count).sum::<usize>();
+        assert_eq!(n, queued);
+        assert_eq!(ob.push(&VnetHdr::default(), &big), Push::Queued(1));
+    }
+
+    #[test]
+    fn keepalive_is_an_empty_authentic_datagram_and_resets_the_timer() {
+        let mut ob = Outbound::new(codec(), 1418, true);
+        let mut buf = [0u8; HEADER_LEN];
+        let ka = ob.keepalive(NOW, &mut buf).to_vec();
+        let dg = codec().open(&ka).unwrap();
+        assert_eq!((dg.timestamp(), dg.frame().len()), (NOW, 0));
+        assert_eq!(ob.keepalive_due(25), NOW + 25);
+        assert_eq!(ob.discard(), 0);
+    }
+}
