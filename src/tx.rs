@@ -202,18 +202,32 @@ impl Outbound {
         n
     }
 
-    /// A sealed keepalive (a datagram with no frame) at `now`, in `buf`.
-    pub fn keepalive<'b>(&mut self, now: u64, buf: &'b mut [u8; HEADER_LEN]) -> &'b [u8] {
+    /// The keepalive timer, driven by the caller's clock: a sealed
+    /// keepalive (a datagram with no frame, in `buf`) when nothing was
+    /// sealed for `every` ns up to `now`, else how many ns until one is due.
+    pub fn keepalive<'b>(
+        &mut self,
+        now: u64,
+        every: u64,
+        buf: &'b mut [u8; HEADER_LEN],
+    ) -> Keepalive<'b> {
+        let due = self.last_ts.saturating_add(every);
+        if self.last_ts != 0 && now < due {
+            return Keepalive::Wait(due - now);
+        }
         let ts = self.next_ts(now);
         let _ = self.codec.seal(ts, buf);
-        buf
+        Keepalive::Send(buf)
     }
+}
 
-    /// When (UNIX ns) a keepalive is due if nothing else is sent: `every`
-    /// ns after the last datagram.
-    pub fn keepalive_due(&self, every: u64) -> u64 {
-        self.last_ts.saturating_add(every)
-    }
+/// What the keepalive timer says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Keepalive<'b> {
+    /// Send this sealed keepalive now.
+    Send(&'b [u8]),
+    /// Nothing is due for this many ns.
+    Wait(u64),
 }
 
 /// How many frame bytes a message carries (its datagrams less their headers).
@@ -327,13 +341,24 @@ mod tests {
     }
 
     #[test]
-    fn keepalive_is_an_empty_authentic_datagram_and_resets_the_timer() {
+    fn keepalive_only_after_silence() {
         let mut ob = Outbound::new(codec(), 1418, true);
         let mut buf = [0u8; HEADER_LEN];
-        let ka = ob.keepalive(NOW, &mut buf).to_vec();
-        let dg = codec().open(&ka).unwrap();
+        // Nothing sent yet: one is due at once (it lets the peer learn us).
+        let Keepalive::Send(ka) = ob.keepalive(NOW, 25, &mut buf) else {
+            panic!("due at start")
+        };
+        let dg = codec().open(ka).unwrap();
         assert_eq!((dg.timestamp(), dg.frame().len()), (NOW, 0));
-        assert_eq!(ob.keepalive_due(25), NOW + 25);
+        assert_eq!(ob.keepalive(NOW + 10, 25, &mut buf), Keepalive::Wait(15));
+        // Traffic postpones it.
+        ob.push(&VnetHdr::default(), &[1u8; 60]);
+        let _ = ob.seal(NOW + 20);
+        assert_eq!(ob.keepalive(NOW + 30, 25, &mut buf), Keepalive::Wait(15));
+        assert!(matches!(
+            ob.keepalive(NOW + 45, 25, &mut buf),
+            Keepalive::Send(_)
+        ));
         assert_eq!(ob.discard(), 0);
     }
 }

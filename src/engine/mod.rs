@@ -189,7 +189,7 @@ impl Tunnel {
             .map_err(TunnelError::Thread)?;
         if self.cfg.peer.is_some() {
             // Let a peer without our address learn it now, not on first traffic.
-            send::lock(&self.sender).send_keepalive(unix_nanos());
+            send::lock(&self.sender).keepalive(unix_nanos(), 0);
         }
         Ok(())
     }
@@ -202,14 +202,7 @@ impl Tunnel {
         if every == 0 {
             return Duration::from_secs(1);
         }
-        let mut s = send::lock(&self.sender);
-        let now = unix_nanos();
-        let due = s.keepalive_due(every);
-        if now < due {
-            return Duration::from_nanos(due - now);
-        }
-        s.send_keepalive(now);
-        Duration::from_nanos(every)
+        send::lock(&self.sender).keepalive(unix_nanos(), every)
     }
 }
 

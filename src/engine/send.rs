@@ -7,7 +7,7 @@ use crate::offload::{VNET_HDR_LEN, VnetHdr};
 use crate::published::Cached;
 use crate::stats::{DropReason, RateLimit};
 use crate::sys;
-use crate::tx::{self, BATCH_DATAGRAMS, Outbound, Push};
+use crate::tx::{self, BATCH_DATAGRAMS, Keepalive, Outbound, Push};
 use crate::wire::{Codec, HEADER_LEN};
 use log::{debug, info, warn};
 use std::io;
@@ -161,22 +161,22 @@ impl Sender {
         }
     }
 
-    /// When (UNIX ns) a keepalive is due, `every` ns after the last datagram.
-    pub(super) fn keepalive_due(&self, every: u64) -> u64 {
-        self.outbound.keepalive_due(every)
-    }
-
-    /// Sends a keepalive if a peer is known.
-    pub(super) fn send_keepalive(&mut self, now: u64) {
+    /// Sends a keepalive if a peer is known and nothing was sent for
+    /// `every` ns (always, with `every` 0); else says how long until one
+    /// is due.
+    pub(super) fn keepalive(&mut self, now: u64, every: u64) -> Duration {
         let link = &mut self.link;
         let Some(peer) = *link.peer.get(&link.shared.peer) else {
-            return;
+            return Duration::from_nanos(every);
         };
         if let Some(codec) = link.key.changed(&link.shared.key) {
             self.outbound.set_codec(codec.clone());
         }
         let mut buf = [0u8; HEADER_LEN];
-        let dg = self.outbound.keepalive(now, &mut buf);
+        let dg = match self.outbound.keepalive(now, every, &mut buf) {
+            Keepalive::Wait(ns) => return Duration::from_nanos(ns),
+            Keepalive::Send(dg) => dg,
+        };
         let c = &link.shared.counters;
         match link.socket.send_to(dg, addr::for_socket(peer, link.v6)) {
             Ok(_) => {
@@ -187,6 +187,7 @@ impl Sender {
                 debug!("keepalive to {peer}: {e}");
             }
         }
+        Duration::from_nanos(every)
     }
 }
 
