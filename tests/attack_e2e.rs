@@ -384,9 +384,7 @@ fn kernel_drops(ns: &Netns) -> u64 {
 
 #[test]
 fn e2e_captured_datagrams_replayed_deliver_nothing_twice() {
-    if !e2e("e2e_captured_datagrams_replayed_deliver_nothing_twice") {
-        return;
-    }
+    require_e2e!();
     let lan = Lan::new();
     let max_age = 3.0;
     let (mut a, _b) = peers(&lan, &["--max-age", "3"], &[]);
@@ -491,9 +489,7 @@ fn e2e_captured_datagrams_replayed_deliver_nothing_twice() {
 
 #[test]
 fn e2e_junk_flood_during_tcp_transfer() {
-    if !e2e("e2e_junk_flood_during_tcp_transfer") {
-        return;
-    }
+    require_e2e!();
     let lan = Lan::new();
     let (mut a, b) = peers(&lan, &[], &[]);
     assert!(
@@ -647,9 +643,7 @@ fn e2e_junk_flood_during_tcp_transfer() {
 
 #[test]
 fn e2e_peer_roams_mid_transfer() {
-    if !e2e("e2e_peer_roams_mid_transfer") {
-        return;
-    }
+    require_e2e!();
     let lan = Lan::new();
     let keepalive = 2;
     let (a, b) = peers(&lan, &["--keepalive", "2"], &["--keepalive", "2"]);

@@ -14,9 +14,7 @@ fn tunnel(p: &Pair) -> (Peer, Peer) {
 
 #[test]
 fn e2e_ping_both_ways_and_learns_peer() {
-    if !e2e("e2e_ping_both_ways_and_learns_peer") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let (a, _b) = tunnel(&p);
     // B's start-up keepalive teaches A the peer before any traffic.
@@ -50,9 +48,7 @@ fn e2e_ping_both_ways_and_learns_peer() {
 
 #[test]
 fn e2e_tcp_20mb_integrity() {
-    if !e2e("e2e_tcp_20mb_integrity") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let (_a, _b) = tunnel(&p);
     assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
@@ -62,9 +58,7 @@ fn e2e_tcp_20mb_integrity() {
 
 #[test]
 fn e2e_wrong_key_gets_nothing_through() {
-    if !e2e("e2e_wrong_key_gets_nothing_through") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let good = p.key("good.b64", KEY);
     let bad = p.key("bad.b64", OTHER_KEY);
@@ -82,9 +76,7 @@ fn e2e_wrong_key_gets_nothing_through() {
 
 #[test]
 fn e2e_ipv6_underlay() {
-    if !e2e("e2e_ipv6_underlay") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     let _a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&[])));
@@ -108,9 +100,7 @@ fn e2e_ipv6_underlay() {
 
 #[test]
 fn e2e_sigterm_removes_tap_within_a_second() {
-    if !e2e("e2e_sigterm_removes_tap_within_a_second") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let (mut a, _b) = tunnel(&p);
     assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));

@@ -60,9 +60,7 @@ fn capture(p: &Pair) -> (Child, std::path::PathBuf) {
 
 #[test]
 fn e2e_offload_integrity_both_ways_and_no_datagram_over_mtu() {
-    if !e2e("e2e_offload_integrity_both_ways_and_no_datagram_over_mtu") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     // Without UDP segmentation offload on the veth, a GSO send is cut into
     // its datagrams before the capture point, as a NIC without USO would:
@@ -101,9 +99,7 @@ fn e2e_offload_integrity_both_ways_and_no_datagram_over_mtu() {
 
 #[test]
 fn e2e_offload_interoperates_with_no_offload_peer() {
-    if !e2e("e2e_offload_interoperates_with_no_offload_peer") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let (a, b) = start_pair(&p, &[], &["--no-offload"]);
     assert!(a.log_text().contains("offloads on"), "{}", a.log_text());
@@ -155,9 +151,7 @@ fn udp_bursts(p: &Pair, dst: &str, port: u16, bursts: usize, size: usize) -> (us
 
 #[test]
 fn e2e_udp_bursts_batched_and_coalesced_intact() {
-    if !e2e("e2e_udp_bursts_batched_and_coalesced_intact") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let (mut a, mut b) = start_pair(&p, &[], &[]);
     p.a.exec("ip addr add fd99::1/64 dev tap0 nodad");

@@ -127,9 +127,7 @@ fn peers(p: &Pair, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer) {
 
 #[test]
 fn e2e_l2_bridge_dhcp_through_tunnel_and_restore() {
-    if !e2e("e2e_l2_bridge_dhcp_through_tunnel_and_restore") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let lan = Netns::new("lan");
     lan_link(&p.a, &lan, "10.88.0.10/24");
@@ -274,9 +272,7 @@ fn e2e_l2_bridge_dhcp_through_tunnel_and_restore() {
 
 #[test]
 fn e2e_l3_nat_masquerades_and_restores_rules_exactly() {
-    if !e2e("e2e_l3_nat_masquerades_and_restores_rules_exactly") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let lan = Netns::new("lan");
     // The LAN host has no route back to the tunnel's network: only
@@ -334,9 +330,7 @@ fn e2e_l3_nat_masquerades_and_restores_rules_exactly() {
 
 #[test]
 fn e2e_l3_proxy_arp_puts_peer_on_lan_and_restores() {
-    if !e2e("e2e_l3_proxy_arp_puts_peer_on_lan_and_restores") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let lan = Netns::new("lan");
     lan_link(&p.a, &lan, "10.66.0.10/24");

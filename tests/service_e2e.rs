@@ -64,9 +64,7 @@ fn give_to_nobody(path: &Path) {
 
 #[test]
 fn e2e_notify_ready_after_tap_and_up_hook_then_stopping() {
-    if !e2e("e2e_notify_ready_after_tap_and_up_hook_then_stopping") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     let sock_path = p.dir.join("notify.sock");
@@ -158,9 +156,7 @@ fn e2e_notify_ready_after_tap_and_up_hook_then_stopping() {
 
 #[test]
 fn e2e_unprivileged_with_only_cap_net_admin() {
-    if !e2e("e2e_unprivileged_with_only_cap_net_admin") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     give_to_nobody(&k);
@@ -204,9 +200,7 @@ fn e2e_unprivileged_with_only_cap_net_admin() {
 
 #[test]
 fn e2e_user_drop_keeps_tunnel_working() {
-    if !e2e("e2e_user_drop_keeps_tunnel_working") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     // Readable by nobody, so that SIGHUP can re-read it after the drop.
@@ -280,9 +274,7 @@ fn env_get(env: &[(String, String)], key: &str) -> Option<String> {
 
 #[test]
 fn e2e_hooks_run_with_environment() {
-    if !e2e("e2e_hooks_run_with_environment") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     let d = p.dir.display();
@@ -362,9 +354,7 @@ fn e2e_hooks_run_with_environment() {
 
 #[test]
 fn e2e_failing_up_hook_stops_start_up() {
-    if !e2e("e2e_failing_up_hook_stops_start_up") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     let sock_path = p.dir.join("notify.sock");
@@ -412,9 +402,7 @@ fn json_num(json: &str, key: &str) -> Option<f64> {
 
 #[test]
 fn e2e_sigusr1_and_periodic_stats_human_and_json() {
-    if !e2e("e2e_sigusr1_and_periodic_stats_human_and_json") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&["--stats-json"])));
@@ -518,9 +506,7 @@ fn usr1_counters(p: &Peer) -> (u64, u64) {
 
 #[test]
 fn e2e_sighup_rotates_key_while_ping_runs() {
-    if !e2e("e2e_sighup_rotates_key_while_ping_runs") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let ka = p.key("a.b64", KEY);
     let kb = p.key("b.b64", KEY);

@@ -59,10 +59,11 @@ fn missing_prerequisite() -> Option<String> {
     None
 }
 
-/// Returns true when the e2e test may run. Without prerequisites it says
-/// why and returns false, unless `TAPTUN_E2E=require`, where it panics.
-/// A test that runs leaves a marker in `$TAPTUN_E2E_RAN` so that CI can
-/// count what really ran.
+/// Returns true when the e2e test `test` may run. Without prerequisites it
+/// says why and returns false, unless `TAPTUN_E2E=require`, where it panics.
+/// A test that runs leaves a marker named `test` in `$TAPTUN_E2E_RAN`, so
+/// that dev/test.sh can compare what ran with the `e2e_*` tests it lists.
+/// Tests call it through [`require_e2e!`].
 pub fn e2e(test: &str) -> bool {
     if let Some(why) = missing_prerequisite() {
         if std::env::var("TAPTUN_E2E").as_deref() == Ok("require") {
@@ -77,6 +78,24 @@ pub fn e2e(test: &str) -> bool {
     }
     true
 }
+
+/// The first line of every end-to-end test: `require_e2e!();` returns
+/// from the test when it must be skipped (see [`e2e`]), and otherwise
+/// leaves the marker, named after the enclosing function.
+macro_rules! require_e2e {
+    () => {
+        // The type name of a function item declared here is
+        // "crate::module::the_test::here"; the marker is "the_test".
+        fn here() {}
+        let path = ::std::any::type_name_of_val(&here);
+        let path = path.strip_suffix("::here").unwrap_or(path);
+        let test = path.rsplit("::").next().unwrap_or(path);
+        if !$crate::common::e2e(test) {
+            return;
+        }
+    };
+}
+pub(crate) use require_e2e;
 
 /// Runs a command, panicking with its output when it fails.
 pub fn sh(cmd: &str) -> String {
