@@ -121,7 +121,7 @@ fn link_stat(ns: &Netns, dev: &str, stat: &str) -> u64 {
 /// returns (datagrams received intact, corrupt, duplicated).
 fn udp_bursts(p: &Pair, dst: &str, port: u16, bursts: usize, size: usize) -> (usize, usize, usize) {
     use std::io::{BufRead, BufReader};
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/udp_burst.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/udp_burst.py");
     let expected = bursts * 64;
     let mut rx =
         p.b.command("timeout")
