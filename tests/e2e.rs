@@ -4,29 +4,19 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// A learns the peer; B is configured with A's address.
-fn tunnel(p: &Pair) -> (Peer, Peer) {
-    let k = p.key("k.b64", KEY);
-    let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&[])));
-    let b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&[])));
-    (a, b)
-}
-
 #[test]
 fn e2e_ping_both_ways_and_learns_peer() {
     require_e2e!();
     let p = Pair::new();
-    let (a, _b) = tunnel(&p);
+    let (a, _b) = p.peers(&[], &[]);
     // B's start-up keepalive teaches A the peer before any traffic.
-    let start = std::time::Instant::now();
-    while !a.log_text().contains("peer learned") {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "A never learned its peer:\n{}",
-            a.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        until(Duration::from_secs(5), POLL, || a
+            .log_text()
+            .contains("peer learned")),
+        "A never learned its peer:\n{}",
+        a.log_text()
+    );
     assert!(
         a.log_text()
             .contains(&format!("peer learned: {UNDERLAY_B}:{PORT}")),
@@ -50,7 +40,7 @@ fn e2e_ping_both_ways_and_learns_peer() {
 fn e2e_tcp_20mb_integrity() {
     require_e2e!();
     let p = Pair::new();
-    let (_a, _b) = tunnel(&p);
+    let (_a, _b) = p.peers(&[], &[]);
     assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
     // Sender in B, receiver in A.
     tcp_transfer(&p, &p.b, &p.a, TAP_A, 5001, 20);
@@ -102,7 +92,7 @@ fn e2e_ipv6_underlay() {
 fn e2e_sigterm_removes_tap_within_a_second() {
     require_e2e!();
     let p = Pair::new();
-    let (mut a, _b) = tunnel(&p);
+    let (mut a, _b) = p.peers(&[], &[]);
     assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
     // Idle tunnel: nothing flows while it is asked to stop.
     std::thread::sleep(Duration::from_millis(300));
