@@ -6,199 +6,14 @@
 mod common;
 use common::*;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const ATTACKER: &str = "192.0.2.66";
 
 /// The attacker's and the test's traffic tools, in one python3 script.
-const TOOLS_PY: &str = r#"
-import hashlib, hmac, json, os, random, socket, struct, sys, time
-
-def capture(iface, dst, dport, ready, limit, least):
-    # A packet socket sees every frame the hub floods to the attacker.
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-    s.bind((iface, 0))
-    s.settimeout(0.1)
-    open(ready, "w").write("ready\n")
-    got, end, last = [], time.time() + limit, None
-    while time.time() < end:
-        # Done once the expected stream has passed (stray datagrams, e.g.
-        # IPv6 neighbour discovery on the TAPs, may come before it).
-        if len(got) >= least and time.time() - last > 0.3:
-            break
-        try:
-            pkt = s.recv(70000)
-        except socket.timeout:
-            continue
-        ip = pkt[14:]
-        if len(ip) < 28 or ip[9] != 17 or socket.inet_ntoa(ip[16:20]) != dst:
-            continue
-        ihl = (ip[0] & 15) * 4
-        sport, dp, ulen = struct.unpack("!HHH", ip[ihl:ihl + 6])
-        payload = ip[ihl + 8:ihl + ulen]
-        # Data frames only: keepalives are 40 bytes.
-        if dp == dport and len(payload) > 40:
-            got.append(payload)
-            last = time.time()
-    return got
-
-def age(dg):
-    return (time.time_ns() - struct.unpack("!Q", dg[32:40])[0]) / 1e9
-
-def send_own(dgs, dst, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    ages = []
-    for dg in dgs:
-        ages.append(age(dg))
-        s.sendto(dg, (dst, port))
-    return ages
-
-def udp_checksum_free_packet(src, sport, dst, dport, payload):
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    # Kernel fills in the IP checksum, id and total length (raw(7)).
-    iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0x4000, 64, 17, 0,
-                      socket.inet_aton(src), socket.inet_aton(dst))
-    return iph + udp
-
-def send_spoofed(dgs, src, sport, dst, dport):
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    ages = []
-    for dg in dgs:
-        ages.append(age(dg))
-        s.sendto(udp_checksum_free_packet(src, sport, dst, dport, dg), (dst, 0))
-    return ages
-
-def replay(args):
-    # replay IFACE VICTIM PORT GENUINE_SRC READY OUT MAX_AGE LEAST
-    iface, victim, port, genuine, ready, out, max_age, least = args
-    port, max_age, least = int(port), float(max_age), int(least)
-    dgs = capture(iface, victim, port, ready, 20, least)
-    report = {"captured": len(dgs), "phases": {}}
-    if dgs:
-        # (a) from the attacker's own address, (b) spoofing the genuine peer,
-        # both at once; (c) again once the newest is 1.2 s old (inside the
-        # freshness window), then once it is 1 s past the window.
-        report["phases"]["own"] = send_own(dgs, victim, port)
-        report["phases"]["spoofed"] = send_spoofed(dgs, genuine, port, victim, port)
-        wait = 1.2 - age(dgs[-1])
-        if wait > 0:
-            time.sleep(wait)
-        report["phases"]["own_delayed_inside"] = send_own(dgs, victim, port)
-        report["phases"]["spoofed_delayed_inside"] = send_spoofed(dgs, genuine, port, victim, port)
-        wait = max_age + 1.0 - age(dgs[-1])
-        if wait > 0:
-            time.sleep(wait)
-        report["phases"]["own_delayed_outside"] = send_own(dgs, victim, port)
-        report["phases"]["spoofed_delayed_outside"] = send_spoofed(dgs, genuine, port, victim, port)
-    json.dump(report, open(out, "w"))
-
-def listen(args):
-    # listen ADDR PORT OUT: counts every payload until END (or 60 s).
-    addr, port, out = args
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((addr, int(port)))
-    s.settimeout(0.5)
-    counts, end = {}, time.time() + 60
-    while time.time() < end:
-        try:
-            data = s.recv(65535).decode(errors="replace")
-        except socket.timeout:
-            continue
-        if data == "END":
-            break
-        counts[data] = counts.get(data, 0) + 1
-    json.dump(counts, open(out, "w"))
-
-def talk(args):
-    # talk DST PORT N: N unique payloads, then END a few times.
-    dst, port, n = args
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for i in range(int(n)):
-        s.sendto(b"msg-%d" % i, (dst, int(port)))
-        time.sleep(0.001)
-
-def end(args):
-    dst, port = args
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for _ in range(5):
-        s.sendto(b"END", (dst, int(port)))
-        time.sleep(0.1)
-
-def seal(key, ts, frame):
-    body = struct.pack("!Q", ts) + frame
-    return hmac.new(key, body, hashlib.sha256).digest() + body
-
-def flood(args):
-    # flood DST PORT KEY_B64 OTHER_KEY_B64 SECONDS PPS OUT
-    # Junk by category; counts what was really sent. PPS 0 = as fast as possible.
-    import base64
-    dst, port, key, other, seconds, pps, out = args
-    key, other = base64.b64decode(key), base64.b64decode(other)
-    port, seconds, pps = int(port), float(seconds), int(pps)
-    rnd = random.Random(7)
-    pool = []
-    for i in range(512):
-        kind = i % 4
-        if kind == 0:    # random bytes, at least a header long
-            pool.append(("bad_mac", rnd.randbytes(rnd.randint(40, 1400))))
-        elif kind == 1:  # shorter than the header (including empty)
-            pool.append(("short", rnd.randbytes(rnd.randint(0, 39))))
-        elif kind == 2:  # a genuine datagram, truncated
-            g = seal(key, time.time_ns(), rnd.randbytes(rnd.randint(60, 1400)))
-            cut = g[:rnd.randint(0, len(g) - 1)]
-            pool.append(("short" if len(cut) < 40 else "bad_mac", cut))
-        else:            # well-formed, fresh, under the wrong key
-            pool.append(("bad_mac", seal(other, time.time_ns(), rnd.randbytes(rnd.randint(0, 1400)))))
-    if pps:
-        # The paced run also carries a few of the largest UDP datagrams.
-        for _ in range(4):
-            pool.append(("bad_mac", rnd.randbytes(65507)))
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sent = {"short": 0, "bad_mac": 0}
-    start = time.time()
-    end_at, i = start + seconds, 0
-    while time.time() < end_at:
-        kind, dg = pool[i % len(pool)]
-        i += 1
-        try:
-            s.sendto(dg, (dst, port))
-            sent[kind] += 1
-        except OSError:
-            pass
-        if pps:
-            delay = start + i / pps - time.time()
-            if delay > 0:
-                time.sleep(delay)
-    sent["seconds"] = time.time() - start
-    json.dump(sent, open(out, "w"))
-
-def trickle(args):
-    # trickle DST PORT BYTES CHUNK INTERVAL SHA_OUT: a slow TCP transfer.
-    dst, port, total, chunk, interval, out = args
-    total, chunk, interval = int(total), int(chunk), float(interval)
-    s = None
-    for _ in range(100):
-        try:
-            s = socket.create_connection((dst, int(port)), timeout=2)
-            break
-        except OSError:
-            time.sleep(0.1)
-    s.settimeout(60)
-    h, sent, rnd = hashlib.sha256(), 0, random.Random(3)
-    while sent < total:
-        data = rnd.randbytes(min(chunk, total - sent))
-        s.sendall(data)
-        h.update(data)
-        sent += len(data)
-        time.sleep(interval)
-    s.close()
-    open(out, "w").write(h.hexdigest() + "  -\n")
-
-{"replay": replay, "listen": listen, "talk": talk, "end": end,
- "flood": flood, "trickle": trickle}[sys.argv[1]](sys.argv[2:])
-"#;
+const TOOLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/attack_tools.py");
 
 /// A hub (bridge that forgets MAC addresses, so it floods every frame)
 /// joining A (192.0.2.1), B (192.0.2.2) and the attacker X (192.0.2.66).
@@ -209,8 +24,7 @@ struct Lan {
     x: Netns,
     /// Held for its lifetime: dropping it deletes the bridge.
     _hub: Netns,
-    dir: PathBuf,
-    tools: PathBuf,
+    dir: TempDir,
 }
 
 impl Lan {
@@ -230,118 +44,33 @@ impl Lan {
             // does, so the attacker captures the datagrams one by one.
             ns.exec("ethtool -K u0 tx-udp-segmentation off");
         }
-        let dir = std::env::temp_dir().join(unique("taptun-attack-"));
-        fs::create_dir_all(&dir).unwrap();
-        let tools = dir.join("tools.py");
-        fs::write(&tools, TOOLS_PY).unwrap();
         Lan {
             a,
             b,
             x,
             _hub: hub,
-            dir,
-            tools,
+            dir: TempDir::new("taptun-attack-"),
         }
     }
 
-    fn key(&self, name: &str, base64: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let p = self.dir.join(name);
-        fs::write(&p, format!("{base64}\n")).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        p
-    }
-
-    /// Starts `python3 tools.py ARGS` in `ns`, in the background.
-    fn spawn(&self, ns: &Netns, args: &str) -> Child {
-        ns.command("sh")
-            .arg("-c")
-            .arg(format!(
-                "exec timeout 90 python3 {} {args}",
-                self.tools.display()
-            ))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap()
+    /// Starts `python3 tests/tools/attack_tools.py ARGS` in `ns`, in the background.
+    fn spawn(&self, ns: &Netns, args: &str) -> Background {
+        Background::spawn(
+            ns.command("sh")
+                .arg("-c")
+                .arg(format!("exec timeout 90 python3 {TOOLS} {args}"))
+                .stdin(Stdio::null()),
+        )
     }
 
     fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
-}
 
-impl Drop for Lan {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
+    /// The usual two peers on the hub: see [`start_peers`].
+    fn peers(&self, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer) {
+        start_peers(&self.a, &self.b, &self.dir, a_extra, b_extra)
     }
-}
-
-/// A learns its peer; B is configured with A's address.
-fn peers(lan: &Lan, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer) {
-    let k = lan.key("k.b64", KEY);
-    let tap_a = format!("{TAP_A}/24");
-    let tap_b = format!("{TAP_B}/24");
-    let local = format!(":{PORT}");
-    let peer_a = format!("{UNDERLAY_A}:{PORT}");
-    let mut args = vec![local.as_str(), "-i", "tap0", "-a", &tap_a];
-    args.extend_from_slice(a_extra);
-    let a = Peer::start(&lan.a, &lan.dir, &k, &args);
-    let mut args = vec![local.as_str(), &peer_a, "-i", "tap0", "-a", &tap_b];
-    args.extend_from_slice(b_extra);
-    let b = Peer::start(&lan.b, &lan.dir, &k, &args);
-    (a, b)
-}
-
-fn wait_child(c: &mut Child, limit: Duration, what: &str) {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = c.try_wait().unwrap() {
-            assert!(st.success(), "{what} failed: {st}");
-            return;
-        }
-        if start.elapsed() > limit {
-            let _ = c.kill();
-            let _ = c.wait();
-            panic!("{what} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn wait_file(p: &Path, limit: Duration) {
-    let start = Instant::now();
-    while !p.exists() {
-        assert!(start.elapsed() < limit, "{} never appeared", p.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Asks for the counters (SIGUSR1) and waits until a new stats line is logged.
-fn stats(p: &Peer) -> String {
-    let before = p.log_text().matches("drops:").count();
-    p.signal("USR1");
-    let start = Instant::now();
-    loop {
-        let log = p.log_text();
-        if log.matches("drops:").count() > before {
-            return log;
-        }
-        assert!(start.elapsed() < Duration::from_secs(5), "no stats:\n{log}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Number value after `"key":` in a flat JSON object (no JSON crate needed).
-fn json_num(json: &str, key: &str) -> f64 {
-    let pat = format!("\"{key}\": ");
-    let at = json.find(&pat).unwrap_or_else(|| panic!("{key} in {json}")) + pat.len();
-    json[at..]
-        .split([',', '}'])
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// The list of numbers after `"key": [` in a flat JSON object.
@@ -384,12 +113,10 @@ fn kernel_drops(ns: &Netns) -> u64 {
 
 #[test]
 fn e2e_captured_datagrams_replayed_deliver_nothing_twice() {
-    if !e2e("e2e_captured_datagrams_replayed_deliver_nothing_twice") {
-        return;
-    }
+    require_e2e!();
     let lan = Lan::new();
     let max_age = 3.0;
-    let (mut a, _b) = peers(&lan, &["--max-age", "3"], &[]);
+    let (mut a, _b) = lan.peers(&["--max-age", "3"], &[]);
     assert!(
         lan.b.ping_until(TAP_A, Duration::from_secs(10)),
         "tunnel not up"
@@ -402,15 +129,18 @@ fn e2e_captured_datagrams_replayed_deliver_nothing_twice() {
         &lan.x,
         &format!("replay u0 {UNDERLAY_A} {PORT} {UNDERLAY_B} {ready} {report} {max_age} {n}"),
     );
-    wait_file(Path::new(&ready), Duration::from_secs(10));
+    assert!(
+        until(Duration::from_secs(10), POLL, || Path::new(&ready).exists()),
+        "{ready} never appeared"
+    );
     let mut talker = lan.spawn(&lan.b, &format!("talk {TAP_A} 7000 {n}"));
-    wait_child(&mut talker, Duration::from_secs(30), "talker");
-    wait_child(&mut attacker, Duration::from_secs(60), "attacker");
+    talker.finish(Duration::from_secs(30), "talker");
+    attacker.finish(Duration::from_secs(60), "attacker");
     // The genuine peer still gets traffic from A through the tunnel.
     assert!(lan.a.ping(TAP_B, 2), "A no longer reaches B");
     let mut ender = lan.spawn(&lan.b, &format!("end {TAP_A} 7000"));
-    wait_child(&mut ender, Duration::from_secs(10), "end");
-    wait_child(&mut listener, Duration::from_secs(10), "listener");
+    ender.finish(Duration::from_secs(10), "end");
+    listener.finish(Duration::from_secs(10), "listener");
 
     let counts = fs::read_to_string(&counts).unwrap();
     let report = fs::read_to_string(&report).unwrap();
@@ -421,18 +151,9 @@ fn e2e_captured_datagrams_replayed_deliver_nothing_twice() {
     );
     // Every original delivered, none twice.
     for i in 0..n {
-        let key = format!("\"msg-{i}\": ");
-        let at = counts
-            .find(&key)
-            .unwrap_or_else(|| panic!("msg-{i} lost: {counts}"));
-        let c: u64 = counts[at + key.len()..]
-            .split([',', '}'])
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        assert_eq!(c, 1, "msg-{i} delivered {c} times");
+        // A lost one is missing: json_num then panics.
+        let c = json_num(&counts, &format!("msg-{i}"));
+        assert_eq!(c, 1.0, "msg-{i} delivered {c} times");
     }
     let (mut sent, mut young, mut old) = (0, 0, 0);
     for phase in [
@@ -491,16 +212,14 @@ fn e2e_captured_datagrams_replayed_deliver_nothing_twice() {
 
 #[test]
 fn e2e_junk_flood_during_tcp_transfer() {
-    if !e2e("e2e_junk_flood_during_tcp_transfer") {
-        return;
-    }
+    require_e2e!();
     let lan = Lan::new();
-    let (mut a, b) = peers(&lan, &[], &[]);
+    let (mut a, b) = lan.peers(&[], &[]);
     assert!(
         lan.b.ping_until(TAP_A, Duration::from_secs(10)),
         "tunnel not up"
     );
-    let before = stats(&a);
+    let before = a.stats();
     let (short0, bad0) = (a.counter("short").unwrap(), a.counter("bad_mac").unwrap());
     let drops0 = kernel_drops(&lan.a);
 
@@ -511,28 +230,31 @@ fn e2e_junk_flood_during_tcp_transfer() {
         &lan.x,
         &format!("flood {UNDERLAY_A} {PORT} {KEY} {OTHER_KEY} 1 1000 {paced}"),
     );
-    wait_child(&mut f, Duration::from_secs(30), "paced flood");
+    f.finish(Duration::from_secs(30), "paced flood");
     let paced = fs::read_to_string(&paced).unwrap();
     let (ps, pb) = (
         json_num(&paced, "short") as u64,
         json_num(&paced, "bad_mac") as u64,
     );
     let start = Instant::now();
-    loop {
-        stats(&a);
+    let counted = until(Duration::from_secs(10), Duration::from_millis(100), || {
+        a.stats();
         let (s, b) = (a.counter("short").unwrap(), a.counter("bad_mac").unwrap());
-        if (s - short0, b - bad0) == (ps, pb) {
-            break;
-        }
         assert!(
-            start.elapsed() < Duration::from_secs(10) && s - short0 <= ps && b - bad0 <= pb,
-            "paced junk: sent short {ps} bad_mac {pb}, counted short {} bad_mac {}, kernel drops {}",
+            s - short0 <= ps && b - bad0 <= pb,
+            "paced junk: sent short {ps} bad_mac {pb}, counted more: short {} bad_mac {}",
             s - short0,
-            b - bad0,
-            kernel_drops(&lan.a) - drops0
+            b - bad0
         );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        (s - short0, b - bad0) == (ps, pb)
+    });
+    assert!(
+        counted,
+        "paced junk: sent short {ps} bad_mac {pb}, counted short {} bad_mac {}, kernel drops {}",
+        a.counter("short").unwrap() - short0,
+        a.counter("bad_mac").unwrap() - bad0,
+        kernel_drops(&lan.a) - drops0
+    );
 
     // Full speed, while a checksummed TCP transfer runs B -> A.
     let data = lan.dir.join("data");
@@ -542,17 +264,11 @@ fn e2e_junk_flood_during_tcp_transfer() {
     ));
     let want = sh(&format!("sha256sum < {}", data.display()));
     let got = lan.dir.join("got.sha");
-    let mut server = lan
-        .a
-        .command("sh")
-        .arg("-c")
-        .arg(format!(
-            "timeout 80 socat -u TCP-LISTEN:5001,reuseaddr - | sha256sum > {}",
-            got.display()
-        ))
-        .spawn()
-        .unwrap();
-    let b_sent1 = datagrams_sent(&stats(&b));
+    let mut server = Background::spawn(lan.a.command("sh").arg("-c").arg(format!(
+        "timeout 80 socat -u TCP-LISTEN:5001,reuseaddr - | sha256sum > {}",
+        got.display()
+    )));
+    let b_sent1 = datagrams_sent(&b.stats());
     let (s1, b1, d1) = (
         a.counter("short").unwrap(),
         a.counter("bad_mac").unwrap(),
@@ -563,23 +279,17 @@ fn e2e_junk_flood_during_tcp_transfer() {
         &lan.x,
         &format!("flood {UNDERLAY_A} {PORT} {KEY} {OTHER_KEY} 3 0 {full}"),
     );
-    let mut client = lan
-        .b
-        .command("sh")
-        .arg("-c")
-        .arg(format!(
-            "timeout 80 socat -u FILE:{} TCP:{TAP_A}:5001,retry=50,interval=0.2",
-            data.display()
-        ))
-        .spawn()
-        .unwrap();
-    wait_child(&mut f, Duration::from_secs(30), "flood");
+    let mut client = Background::spawn(lan.b.command("sh").arg("-c").arg(format!(
+        "timeout 80 socat -u FILE:{} TCP:{TAP_A}:5001,retry=50,interval=0.2",
+        data.display()
+    )));
+    f.finish(Duration::from_secs(30), "flood");
     // A stalled transfer is a tunnel bug: say what both ends counted.
     if let Err(why) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_child(&mut client, Duration::from_secs(85), "TCP sender")
+        client.finish(Duration::from_secs(85), "TCP sender")
     })) {
         let last = |p: &Peer| {
-            let log = stats(p);
+            let log = p.stats();
             let tail: Vec<&str> = log.lines().rev().take(12).collect();
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         };
@@ -591,14 +301,13 @@ fn e2e_junk_flood_during_tcp_transfer() {
             kernel_drops(&lan.a)
         );
     }
-    wait_child(&mut server, Duration::from_secs(10), "TCP receiver");
+    server.finish(Duration::from_secs(10), "TCP receiver");
     assert_eq!(
         fs::read_to_string(&got).unwrap(),
         want,
         "transfer corrupted"
     );
-    let alive = a.child.as_mut().unwrap().try_wait().unwrap().is_none();
-    assert!(alive && lan.a.has_link("tap0"), "taptun died");
+    assert!(a.running() && lan.a.has_link("tap0"), "taptun died");
     let full = fs::read_to_string(&full).unwrap();
     let (fs_, fb) = (
         json_num(&full, "short") as u64,
@@ -606,8 +315,8 @@ fn e2e_junk_flood_during_tcp_transfer() {
     );
     // Let the receive thread drain its buffer, then compare.
     std::thread::sleep(Duration::from_millis(500));
-    let log = stats(&a);
-    let genuine = datagrams_sent(&stats(&b)) - b_sent1;
+    let log = a.stats();
+    let genuine = datagrams_sent(&b.stats()) - b_sent1;
     let (s2, b2, d2) = (
         a.counter("short").unwrap(),
         a.counter("bad_mac").unwrap(),
@@ -645,14 +354,30 @@ fn e2e_junk_flood_during_tcp_transfer() {
     assert!(!log.contains("peer moved"), "{log}");
 }
 
+/// Moves B's underlay address from `from` to `to`, then waits at most
+/// `limit` for A to say that its peer moved; returns how long A took.
+fn move_b(lan: &Lan, a: &Peer, b: &Peer, from: &str, to: &str, limit: Duration) -> Duration {
+    lan.b.exec(&format!(
+        "ip addr del {from}/24 dev u0 && ip addr add {to}/24 dev u0"
+    ));
+    let moved = Instant::now();
+    let line = format!("peer moved from {from}:{PORT} to {to}:{PORT}");
+    assert!(
+        until(limit, POLL, || a.log_text().contains(&line)),
+        "A did not follow B from {from} to {to} within {limit:?}:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    moved.elapsed()
+}
+
 #[test]
 fn e2e_peer_roams_mid_transfer() {
-    if !e2e("e2e_peer_roams_mid_transfer") {
-        return;
-    }
+    require_e2e!();
     let lan = Lan::new();
-    let keepalive = 2;
-    let (a, b) = peers(&lan, &["--keepalive", "2"], &["--keepalive", "2"]);
+    let (a, b) = lan.peers(&["--keepalive", "2"], &["--keepalive", "2"]);
+    // The keepalive interval, and a margin.
+    let follow = Duration::from_secs(2 + 3);
     assert!(
         lan.a.ping_until(TAP_B, Duration::from_secs(10)),
         "tunnel not up"
@@ -662,40 +387,20 @@ fn e2e_peer_roams_mid_transfer() {
     // latest) can tell A where B went.
     let got = lan.dir.join("got.sha");
     let want = lan.path("want.sha");
-    let mut server = lan
-        .b
-        .command("sh")
-        .arg("-c")
-        .arg(format!(
-            "timeout 80 socat -u TCP-LISTEN:5002,reuseaddr - | sha256sum > {}",
-            got.display()
-        ))
-        .spawn()
-        .unwrap();
+    let mut server = Background::spawn(lan.b.command("sh").arg("-c").arg(format!(
+        "timeout 80 socat -u TCP-LISTEN:5002,reuseaddr - | sha256sum > {}",
+        got.display()
+    )));
     let mut client = lan.spawn(
         &lan.a,
         &format!("trickle {TAP_B} 5002 1200000 20000 0.1 {want}"),
     );
     std::thread::sleep(Duration::from_millis(1500));
     let new_b = "192.0.2.3";
-    lan.b.exec(&format!(
-        "ip addr del {UNDERLAY_B}/24 dev u0 && ip addr add {new_b}/24 dev u0"
-    ));
-    let moved = Instant::now();
-    let line = format!("peer moved from {UNDERLAY_B}:{PORT} to {new_b}:{PORT}");
-    while !a.log_text().contains(&line) {
-        assert!(
-            moved.elapsed() < Duration::from_secs(keepalive + 3),
-            "A did not follow B within the keepalive interval:\n{}\n{}",
-            a.log_text(),
-            b.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let took = moved.elapsed();
+    let took = move_b(&lan, &a, &b, UNDERLAY_B, new_b, follow);
     eprintln!("A followed B's new address after {took:?}");
-    wait_child(&mut client, Duration::from_secs(80), "TCP sender");
-    wait_child(&mut server, Duration::from_secs(10), "TCP receiver");
+    client.finish(Duration::from_secs(80), "TCP sender");
+    server.finish(Duration::from_secs(10), "TCP receiver");
     assert_eq!(
         fs::read_to_string(&got).unwrap(),
         fs::read_to_string(&want).unwrap(),
@@ -705,23 +410,7 @@ fn e2e_peer_roams_mid_transfer() {
 
     // Again on an idle tunnel: now only B's keepalive can tell A.
     std::thread::sleep(Duration::from_millis(500));
-    let newer_b = "192.0.2.4";
-    lan.b.exec(&format!(
-        "ip addr del {new_b}/24 dev u0 && ip addr add {newer_b}/24 dev u0"
-    ));
-    let moved = Instant::now();
-    let line = format!("peer moved from {new_b}:{PORT} to {newer_b}:{PORT}");
-    while !a.log_text().contains(&line) {
-        assert!(
-            moved.elapsed() < Duration::from_secs(keepalive + 3),
-            "A did not follow an idle B within the keepalive interval:\n{}",
-            a.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    eprintln!(
-        "idle: A followed B's new address after {:?}",
-        moved.elapsed()
-    );
+    let took = move_b(&lan, &a, &b, new_b, "192.0.2.4", follow);
+    eprintln!("idle: A followed B's new address after {took:?}");
     assert!(lan.a.ping(TAP_B, 2), "no traffic after the idle roam");
 }

@@ -4,31 +4,19 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// A learns the peer; B is configured with A's address.
-fn tunnel(p: &Pair) -> (Peer, Peer) {
-    let k = p.key("k.b64", KEY);
-    let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&[])));
-    let b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&[])));
-    (a, b)
-}
-
 #[test]
 fn e2e_ping_both_ways_and_learns_peer() {
-    if !e2e("e2e_ping_both_ways_and_learns_peer") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
-    let (a, _b) = tunnel(&p);
+    let (a, _b) = p.peers(&[], &[]);
     // B's start-up keepalive teaches A the peer before any traffic.
-    let start = std::time::Instant::now();
-    while !a.log_text().contains("peer learned") {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "A never learned its peer:\n{}",
-            a.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        until(Duration::from_secs(5), POLL, || a
+            .log_text()
+            .contains("peer learned")),
+        "A never learned its peer:\n{}",
+        a.log_text()
+    );
     assert!(
         a.log_text()
             .contains(&format!("peer learned: {UNDERLAY_B}:{PORT}")),
@@ -50,11 +38,9 @@ fn e2e_ping_both_ways_and_learns_peer() {
 
 #[test]
 fn e2e_tcp_20mb_integrity() {
-    if !e2e("e2e_tcp_20mb_integrity") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
-    let (_a, _b) = tunnel(&p);
+    let (_a, _b) = p.peers(&[], &[]);
     assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
     // Sender in B, receiver in A.
     tcp_transfer(&p, &p.b, &p.a, TAP_A, 5001, 20);
@@ -62,9 +48,7 @@ fn e2e_tcp_20mb_integrity() {
 
 #[test]
 fn e2e_wrong_key_gets_nothing_through() {
-    if !e2e("e2e_wrong_key_gets_nothing_through") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let good = p.key("good.b64", KEY);
     let bad = p.key("bad.b64", OTHER_KEY);
@@ -82,9 +66,7 @@ fn e2e_wrong_key_gets_nothing_through() {
 
 #[test]
 fn e2e_ipv6_underlay() {
-    if !e2e("e2e_ipv6_underlay") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     let _a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&[])));
@@ -108,11 +90,9 @@ fn e2e_ipv6_underlay() {
 
 #[test]
 fn e2e_sigterm_removes_tap_within_a_second() {
-    if !e2e("e2e_sigterm_removes_tap_within_a_second") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
-    let (mut a, _b) = tunnel(&p);
+    let (mut a, _b) = p.peers(&[], &[]);
     assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
     // Idle tunnel: nothing flows while it is asked to stop.
     std::thread::sleep(Duration::from_millis(300));

@@ -4,15 +4,14 @@
 
 mod common;
 use common::*;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 const MB: usize = 40;
 
+/// The usual two peers, once B reaches A through the tunnel.
 fn start_pair(p: &Pair, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer) {
-    let k = p.key("k.b64", KEY);
-    let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(a_extra)));
-    let b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(b_extra)));
+    let (a, b) = p.peers(a_extra, b_extra);
     assert!(
         p.b.ping_until(TAP_A, Duration::from_secs(5)),
         "no ping:\n{}",
@@ -34,35 +33,34 @@ fn stop_clean(peers: &mut [&mut Peer]) {
 }
 
 /// Starts tcpdump on A's underlay, writing one line per UDP datagram with its length.
-fn capture(p: &Pair) -> (Child, std::path::PathBuf) {
+fn capture(p: &Pair) -> (Background, std::path::PathBuf) {
     let f = p.dir.join("cap.txt");
-    let child =
+    let tcpdump = Background::spawn(
         p.a.command("sh")
             .arg("-c")
             .arg(format!(
                 "exec timeout 60 tcpdump -i u0 -n -l -q -B 16384 udp port {PORT} > {} 2>/dev/null",
                 f.display()
             ))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdin(Stdio::null()),
+    );
     // Wait until tcpdump listens: a ping through the tunnel shows up in the capture.
-    let start = Instant::now();
-    while std::fs::read_to_string(&f).unwrap_or_default().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "tcpdump never saw a datagram"
-        );
-        let _ = p.b.exec_out(&format!("ping -c 1 -W 1 {TAP_A}"));
-    }
-    (child, f)
+    assert!(
+        until(Duration::from_secs(10), Duration::ZERO, || {
+            let seen = !std::fs::read_to_string(&f).unwrap_or_default().is_empty();
+            if !seen {
+                let _ = p.b.exec_out(&format!("ping -c 1 -W 1 {TAP_A}"));
+            }
+            seen
+        }),
+        "tcpdump never saw a datagram"
+    );
+    (tcpdump, f)
 }
 
 #[test]
 fn e2e_offload_integrity_both_ways_and_no_datagram_over_mtu() {
-    if !e2e("e2e_offload_integrity_both_ways_and_no_datagram_over_mtu") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     // Without UDP segmentation offload on the veth, a GSO send is cut into
     // its datagrams before the capture point, as a NIC without USO would:
@@ -75,8 +73,8 @@ fn e2e_offload_integrity_both_ways_and_no_datagram_over_mtu() {
     let (mut cap, capfile) = capture(&p);
     tcp_transfer(&p, &p.b, &p.a, TAP_A, 5001, MB);
     tcp_transfer(&p, &p.a, &p.b, TAP_B, 5002, MB);
-    let _ = sh_out(&format!("kill {}", cap.id()));
-    let _ = cap.wait();
+    // SIGTERM: tcpdump writes out what it has before it exits.
+    cap.stop(Duration::from_secs(5));
     // "IP 192.0.2.2.9123 > 192.0.2.1.9123: UDP, length 1458"
     let text = std::fs::read_to_string(&capfile).unwrap();
     let lens: Vec<usize> = text
@@ -101,9 +99,7 @@ fn e2e_offload_integrity_both_ways_and_no_datagram_over_mtu() {
 
 #[test]
 fn e2e_offload_interoperates_with_no_offload_peer() {
-    if !e2e("e2e_offload_interoperates_with_no_offload_peer") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let (a, b) = start_pair(&p, &[], &["--no-offload"]);
     assert!(a.log_text().contains("offloads on"), "{}", a.log_text());
@@ -125,16 +121,15 @@ fn link_stat(ns: &Netns, dev: &str, stat: &str) -> u64 {
 /// returns (datagrams received intact, corrupt, duplicated).
 fn udp_bursts(p: &Pair, dst: &str, port: u16, bursts: usize, size: usize) -> (usize, usize, usize) {
     use std::io::{BufRead, BufReader};
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/udp_burst.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/udp_burst.py");
     let expected = bursts * 64;
-    let mut rx =
+    let mut rx = Background::spawn(
         p.b.command("timeout")
             .args(["60", "python3", script, "recv", dst])
             .args([port.to_string(), expected.to_string(), size.to_string()])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-    let mut out = BufReader::new(rx.stdout.take().unwrap());
+            .stdout(Stdio::piped()),
+    );
+    let mut out = BufReader::new(rx.child().stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready", "receiver did not start");
@@ -143,7 +138,7 @@ fn udp_bursts(p: &Pair, dst: &str, port: u16, bursts: usize, size: usize) -> (us
     ));
     line.clear();
     out.read_line(&mut line).unwrap();
-    let _ = rx.wait();
+    let _ = rx.wait_exit(Duration::from_secs(10));
     // "received R corrupt C dup D"
     let n: Vec<usize> = line
         .split_whitespace()
@@ -155,9 +150,7 @@ fn udp_bursts(p: &Pair, dst: &str, port: u16, bursts: usize, size: usize) -> (us
 
 #[test]
 fn e2e_udp_bursts_batched_and_coalesced_intact() {
-    if !e2e("e2e_udp_bursts_batched_and_coalesced_intact") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let (mut a, mut b) = start_pair(&p, &[], &[]);
     p.a.exec("ip addr add fd99::1/64 dev tap0 nodad");

@@ -6,20 +6,9 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts");
-
-/// A background process (dnsmasq, a TCP server) killed by PID on drop.
-struct Bg(Child);
-
-impl Drop for Bg {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Joins `peer` (interface `lan0`) and the LAN namespace (interface `l0`,
 /// with `lan_addr`) by a veth pair, both ends up.
@@ -45,13 +34,12 @@ fn mac(ns: &Netns, dev: &str) -> String {
 
 /// Starts a one-connection TCP server in `ns` on port 7000 that answers
 /// "seen <the client's address as it sees it>".
-fn tcp_server(ns: &Netns) -> Bg {
-    Bg(ns
-        .command("sh")
-        .arg("-c")
-        .arg("exec timeout 30 socat TCP-LISTEN:7000,reuseaddr SYSTEM:'echo seen $SOCAT_PEERADDR'")
-        .spawn()
-        .expect("start socat"))
+fn tcp_server(ns: &Netns) -> Background {
+    Background::spawn(
+        ns.command("sh").arg("-c").arg(
+            "exec timeout 30 socat TCP-LISTEN:7000,reuseaddr SYSTEM:'echo seen $SOCAT_PEERADDR'",
+        ),
+    )
 }
 
 /// Connects from `ns` to `addr`:7000 and returns what the server said.
@@ -97,14 +85,6 @@ fn sysctl(ns: &Netns, path: &str) -> String {
         .to_string()
 }
 
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn no_ping(ns: &Netns, addr: &str) -> bool {
     !ns.exec_out(&format!("ping -c 2 -i 0.3 -W 1 {addr}"))
         .status
@@ -112,6 +92,7 @@ fn no_ping(ns: &Netns, addr: &str) -> bool {
 }
 
 /// Peer 1 (namespace a) learns its peer; peer 2 (b) knows a's address.
+/// Unlike [`Pair::peers`], no addresses on the TAPs unless in the extras.
 fn peers(p: &Pair, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer) {
     let k = p.key("k.b64", KEY);
     let port = format!(":{PORT}");
@@ -127,9 +108,7 @@ fn peers(p: &Pair, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer) {
 
 #[test]
 fn e2e_l2_bridge_dhcp_through_tunnel_and_restore() {
-    if !e2e("e2e_l2_bridge_dhcp_through_tunnel_and_restore") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let lan = Netns::new("lan");
     lan_link(&p.a, &lan, "10.88.0.10/24");
@@ -144,30 +123,29 @@ fn e2e_l2_bridge_dhcp_through_tunnel_and_restore() {
          && ip route add fd00:99::/64 via fd00:88::10 dev lan0",
     );
     let leases = p.dir.join("leases");
-    let _dnsmasq = Bg(lan
-        .command("dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-ping",
-            "--user=root",
-            "--interface=l0",
-            "--bind-interfaces",
-            "--dhcp-range=10.88.0.100,10.88.0.150,255.255.255.0,1h",
-            &format!("--dhcp-leasefile={}", leases.display()),
-            &format!("--pid-file={}", p.dir.join("dnsmasq.pid").display()),
-        ])
-        .spawn()
-        .expect("start dnsmasq"));
+    let _dnsmasq = Background::spawn(lan.command("dnsmasq").args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--no-resolv",
+        "--no-hosts",
+        "--no-ping",
+        "--user=root",
+        "--interface=l0",
+        "--bind-interfaces",
+        "--dhcp-range=10.88.0.100,10.88.0.150,255.255.255.0,1h",
+        &format!("--dhcp-leasefile={}", leases.display()),
+        &format!("--pid-file={}", p.dir.join("dnsmasq.pid").display()),
+    ]));
     // L2: no addresses on the TAPs; peer 2 gets one from the LAN's DHCP.
     let (_a, _b) = peers(&p, &[], &[]);
     // The TAP's IPv6 link-local address is part of the "before" picture.
-    wait_for("DAD on peer 1", Duration::from_secs(10), || {
-        !p.a.exec("ip addr").contains("tentative")
-    });
+    assert!(
+        until(Duration::from_secs(10), Duration::from_millis(100), || {
+            !p.a.exec("ip addr").contains("tentative")
+        }),
+        "timed out waiting for DAD on peer 1"
+    );
     let before = net_snapshot(&p.a);
 
     script(&p.a, &p.dir, "l2_bridge_up.sh", "tap0 lan0");
@@ -274,20 +252,14 @@ fn e2e_l2_bridge_dhcp_through_tunnel_and_restore() {
 
 #[test]
 fn e2e_l3_nat_masquerades_and_restores_rules_exactly() {
-    if !e2e("e2e_l3_nat_masquerades_and_restores_rules_exactly") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let lan = Netns::new("lan");
     // The LAN host has no route back to the tunnel's network: only
     // masquerading lets it answer.
     lan_link(&p.a, &lan, "10.77.0.10/24");
     p.a.exec("ip addr add 10.77.0.1/24 dev lan0");
-    let (_a, _b) = peers(
-        &p,
-        &["-a", &format!("{TAP_A}/24")],
-        &["-a", &format!("{TAP_B}/24")],
-    );
+    let (_a, _b) = p.peers(&[], &[]);
     p.b.exec(&format!("ip route add 10.77.0.0/24 via {TAP_A}"));
     // A router's rules that must survive: a DROP policy on FORWARD, rules
     // in filter and nat, a chain of its own.
@@ -334,9 +306,7 @@ fn e2e_l3_nat_masquerades_and_restores_rules_exactly() {
 
 #[test]
 fn e2e_l3_proxy_arp_puts_peer_on_lan_and_restores() {
-    if !e2e("e2e_l3_proxy_arp_puts_peer_on_lan_and_restores") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let lan = Netns::new("lan");
     lan_link(&p.a, &lan, "10.66.0.10/24");

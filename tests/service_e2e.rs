@@ -10,44 +10,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A helper process, killed (by pid) and reaped on drop.
-struct Killer(std::process::Child);
-
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Polls `cond` every 20 ms for at most `limit`.
-fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
-}
-
-/// Waits for the process to exit by itself, at most `limit`; its exit code.
-fn wait_exit(p: &mut Peer, limit: Duration) -> Option<i32> {
-    let child = p.child.as_mut().unwrap();
-    let start = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            p.child = None;
-            return st.code();
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A field of /proc/PID/status, e.g. "Uid" or "CapEff".
 fn proc_status(pid: i32, field: &str) -> String {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -64,9 +26,7 @@ fn give_to_nobody(path: &Path) {
 
 #[test]
 fn e2e_notify_ready_after_tap_and_up_hook_then_stopping() {
-    if !e2e("e2e_notify_ready_after_tap_and_up_hook_then_stopping") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     let sock_path = p.dir.join("notify.sock");
@@ -106,7 +66,7 @@ fn e2e_notify_ready_after_tap_and_up_hook_then_stopping() {
     let abs = unique("taptun-notify-");
     let got = p.dir.join("abstract.txt");
     // `exec`: the child is socat itself, so killing it by pid ends it.
-    let recv = Killer(
+    let recv = Background::spawn(
         p.b.command("sh")
             .arg("-c")
             .arg(format!(
@@ -115,12 +75,10 @@ fn e2e_notify_ready_after_tap_and_up_hook_then_stopping() {
             ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     );
     assert!(
-        until(Duration::from_secs(5), || {
+        until(Duration::from_secs(5), POLL, || {
             p.b.exec_out("ss -xlan")
                 .stdout
                 .windows(abs.len())
@@ -138,7 +96,7 @@ fn e2e_notify_ready_after_tap_and_up_hook_then_stopping() {
     );
     b.wait_up(&p.b);
     assert!(
-        until(Duration::from_secs(10), || fs::read_to_string(&got)
+        until(Duration::from_secs(10), POLL, || fs::read_to_string(&got)
             .unwrap_or_default()
             .contains("READY=1")),
         "no READY=1 on @{abs}:\n{}",
@@ -158,9 +116,7 @@ fn e2e_notify_ready_after_tap_and_up_hook_then_stopping() {
 
 #[test]
 fn e2e_unprivileged_with_only_cap_net_admin() {
-    if !e2e("e2e_unprivileged_with_only_cap_net_admin") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     give_to_nobody(&k);
@@ -204,9 +160,7 @@ fn e2e_unprivileged_with_only_cap_net_admin() {
 
 #[test]
 fn e2e_user_drop_keeps_tunnel_working() {
-    if !e2e("e2e_user_drop_keeps_tunnel_working") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     // Readable by nobody, so that SIGHUP can re-read it after the drop.
@@ -214,7 +168,7 @@ fn e2e_user_drop_keeps_tunnel_working() {
     let mut a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&["--user", "nobody"])));
     let _b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&[])));
     assert!(
-        until(Duration::from_secs(5), || a
+        until(Duration::from_secs(5), POLL, || a
             .log_text()
             .contains("now running as nobody")),
         "{}",
@@ -235,7 +189,7 @@ fn e2e_user_drop_keeps_tunnel_working() {
     // SIGHUP after the drop still reads the key file.
     a.signal("HUP");
     assert!(
-        until(Duration::from_secs(5), || a
+        until(Duration::from_secs(5), POLL, || a
             .log_text()
             .contains("SIGHUP: key in")),
         "{}",
@@ -255,7 +209,7 @@ fn e2e_user_drop_keeps_tunnel_working() {
         &strs(&a_args(&["--user", "no-such-user-taptun"])),
         &[],
     );
-    assert_eq!(wait_exit(&mut bad, Duration::from_secs(10)), Some(2));
+    assert_eq!(bad.wait_exit(Duration::from_secs(10)), Some(2));
     assert!(
         bad.log_text().contains("no such user"),
         "{}",
@@ -280,9 +234,7 @@ fn env_get(env: &[(String, String)], key: &str) -> Option<String> {
 
 #[test]
 fn e2e_hooks_run_with_environment() {
-    if !e2e("e2e_hooks_run_with_environment") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     let d = p.dir.display();
@@ -305,7 +257,7 @@ fn e2e_hooks_run_with_environment() {
     for f in ["up-tap0.a.env", "up-tap0.b.env"] {
         let path = p.dir.join(f);
         assert!(
-            until(Duration::from_secs(10), || env_get(
+            until(Duration::from_secs(10), POLL, || env_get(
                 &env_file(&path),
                 "TAPTUN_EVENT"
             )
@@ -362,9 +314,7 @@ fn e2e_hooks_run_with_environment() {
 
 #[test]
 fn e2e_failing_up_hook_stops_start_up() {
-    if !e2e("e2e_failing_up_hook_stops_start_up") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     let sock_path = p.dir.join("notify.sock");
@@ -378,7 +328,7 @@ fn e2e_failing_up_hook_stops_start_up() {
         &strs(&a_args(&["--up", "echo hook-ran; exit 7"])),
         &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
     );
-    let code = wait_exit(&mut a, Duration::from_secs(10));
+    let code = a.wait_exit(Duration::from_secs(10));
     let log = a.log_text();
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("hook-ran"), "{log}");
@@ -402,19 +352,9 @@ fn last_json(log: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// A numeric JSON member, by crude search (the objects are flat but for "drops").
-fn json_num(json: &str, key: &str) -> Option<f64> {
-    let pat = format!("\"{key}\":");
-    let rest = &json[json.find(&pat)? + pat.len()..];
-    let end = rest.find([',', '}']).unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
 #[test]
 fn e2e_sigusr1_and_periodic_stats_human_and_json() {
-    if !e2e("e2e_sigusr1_and_periodic_stats_human_and_json") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&["--stats-json"])));
@@ -423,7 +363,7 @@ fn e2e_sigusr1_and_periodic_stats_human_and_json() {
     assert!(p.b.ping(TAP_A, 3));
     a.signal("USR1");
     assert!(
-        until(Duration::from_secs(5), || last_json(&a.log_text())
+        until(Duration::from_secs(5), POLL, || last_json(&a.log_text())
             .is_some()
             && a.log_text().contains("stats: tx")),
         "{}",
@@ -445,23 +385,20 @@ fn e2e_sigusr1_and_periodic_stats_human_and_json() {
         json.contains(&format!("\"peer\":\"{UNDERLAY_B}:{PORT}\"")),
         "{json}"
     );
-    let rx = json_num(&json, "rx_frames").unwrap();
+    let rx = json_num(&json, "rx_frames");
     assert!(rx >= 4.0, "{json}");
-    assert!(json_num(&json, "tx_frames").unwrap() >= 4.0, "{json}");
-    let age = json_num(&json, "last_valid_age").unwrap();
+    assert!(json_num(&json, "tx_frames") >= 4.0, "{json}");
+    let age = json_num(&json, "last_valid_age");
     assert!((0.0..10.0).contains(&age), "{json}");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    assert!(
-        (now - json_num(&json, "last_valid").unwrap()).abs() < 15.0,
-        "{json}"
-    );
-    assert_eq!(json_num(&json, "bad_mac"), Some(0.0), "{json}");
+    assert!((now - json_num(&json, "last_valid")).abs() < 15.0, "{json}");
+    assert_eq!(json_num(&json, "bad_mac"), 0.0, "{json}");
     // B has --stats 1 and no --stats-json: human lines, unasked, no JSON.
     assert!(
-        until(Duration::from_secs(6), || b
+        until(Duration::from_secs(6), POLL, || b
             .log_text()
             .matches("stats: tx")
             .count()
@@ -475,7 +412,7 @@ fn e2e_sigusr1_and_periodic_stats_human_and_json() {
     let c = Peer::start(&p.a, &p.dir, &k2, &[":9200", "-i", "tap9", "--stats-json"]);
     c.signal("USR1");
     assert!(
-        until(Duration::from_secs(5), || last_json(&c.log_text())
+        until(Duration::from_secs(5), POLL, || last_json(&c.log_text())
             .is_some()),
         "{}",
         c.log_text()
@@ -490,18 +427,7 @@ fn e2e_sigusr1_and_periodic_stats_human_and_json() {
 
 /// SIGUSR1, then the received-frames and bad-MAC counters it logs.
 fn usr1_counters(p: &Peer) -> (u64, u64) {
-    let before = p.log_text().matches("stats: tx").count();
-    p.signal("USR1");
-    assert!(
-        until(Duration::from_secs(5), || p
-            .log_text()
-            .matches("stats: tx")
-            .count()
-            > before),
-        "no stats line:\n{}",
-        p.log_text()
-    );
-    let log = p.log_text();
+    let log = p.stats();
     let line = log.lines().rev().find(|l| l.contains("stats: tx")).unwrap();
     let rx = line
         .split(", rx ")
@@ -518,9 +444,7 @@ fn usr1_counters(p: &Peer) -> (u64, u64) {
 
 #[test]
 fn e2e_sighup_rotates_key_while_ping_runs() {
-    if !e2e("e2e_sighup_rotates_key_while_ping_runs") {
-        return;
-    }
+    require_e2e!();
     let p = Pair::new();
     let ka = p.key("a.b64", KEY);
     let kb = p.key("b.b64", KEY);
@@ -557,7 +481,7 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
     );
     for peer in [&a, &b] {
         assert!(
-            until(Duration::from_secs(3), || peer
+            until(Duration::from_secs(3), POLL, || peer
                 .log_text()
                 .contains("SIGHUP: new key")),
             "{}",
@@ -570,7 +494,7 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
     fs::write(&bad, "not base64!!\n").unwrap();
     a.signal("HUP");
     assert!(
-        until(Duration::from_secs(3), || a
+        until(Duration::from_secs(3), POLL, || a
             .log_text()
             .contains("keeping the current key")),
         "{}",
@@ -587,7 +511,7 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
     a.signal("HUP");
     let switched = Instant::now();
     assert!(
-        until(Duration::from_secs(3), || a
+        until(Duration::from_secs(3), POLL, || a
             .log_text()
             .matches("SIGHUP: new key")
             .count()
@@ -626,13 +550,7 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
 /// Not an e2e test: it needs no root and no network.
 #[test]
 fn systemd_unit_verifies() {
-    let found = Command::new("sh")
-        .args(["-c", "command -v systemd-analyze"])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !found {
+    if !installed("systemd-analyze") {
         assert_ne!(
             std::env::var("TAPTUN_E2E").as_deref(),
             Ok("require"),
@@ -641,8 +559,7 @@ fn systemd_unit_verifies() {
         eprintln!("SKIPPED systemd_unit_verifies: systemd-analyze is not installed");
         return;
     }
-    let dir = std::env::temp_dir().join(unique("taptun-unit-"));
-    fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("taptun-unit-");
     let root = env!("CARGO_MANIFEST_DIR");
     let unit = fs::read_to_string(format!("{root}/dist/systemd/taptun@.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/taptun ${KEY} ${LOCAL} $PEER $ARGS"));
@@ -660,11 +577,10 @@ fn systemd_unit_verifies() {
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(dir.join("taptun@home.service"))
-        .current_dir(&dir)
+        .current_dir(&*dir)
         .output()
         .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let _ = fs::remove_dir_all(&dir);
     assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }

@@ -1,5 +1,6 @@
-//! The shared wire vectors (`../shared/vectors/wire-v1.txt`): every valid
-//! one decodes and re-encodes to the same bytes, every invalid one is rejected.
+//! The wire vectors (`tests/vectors/wire-v1.txt`, a copy of the ones shared
+//! with tinytaptunnel): every valid one decodes and re-encodes to the same
+//! bytes, every invalid one is rejected. `TAPTUN_VECTORS` points elsewhere.
 
 use std::path::PathBuf;
 use taptun::wire::{Codec, HEADER_LEN};
@@ -8,7 +9,7 @@ fn vectors_path() -> PathBuf {
     if let Ok(p) = std::env::var("TAPTUN_VECTORS") {
         return PathBuf::from(p);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wire-v1.txt")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/wire-v1.txt")
 }
 
 fn hex(s: &str) -> Vec<u8> {
@@ -77,4 +78,21 @@ fn wire_vectors() {
         valid >= 6 && invalid >= 7,
         "too few vectors read: {valid} valid, {invalid} invalid"
     );
+}
+
+/// `key-32.b64`, beside the vectors, is the key file form (base64 of 32
+/// bytes, one line) of the key that most vectors use.
+#[test]
+fn key_file_is_the_vectors_key() {
+    let path = vectors_path().with_file_name("key-32.b64");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let key = text.trim();
+    assert_eq!(b64(key).len(), 32, "{}", path.display());
+    let vectors = std::fs::read_to_string(vectors_path()).unwrap();
+    let users = vectors
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some(key))
+        .count();
+    assert!(users >= 6, "only {users} vectors use {key}");
 }

@@ -7,14 +7,14 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
 pub const TAPTUN: &str = env!("CARGO_BIN_EXE_taptun");
-/// The wire test vectors' 32-byte key.
 pub const UNDERLAY_A: &str = "192.0.2.1";
 pub const UNDERLAY_B: &str = "192.0.2.2";
 pub const UNDERLAY6_A: &str = "fd00:2::1";
@@ -46,23 +46,27 @@ fn missing_prerequisite() -> Option<String> {
         return Some("/dev/net/tun is missing".into());
     }
     for tool in ["ip", "ping", "socat", "sha256sum", "timeout"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !found {
+        if !installed(tool) {
             return Some(format!("{tool} is not installed"));
         }
     }
     None
 }
 
-/// Returns true when the e2e test may run. Without prerequisites it says
-/// why and returns false, unless `TAPTUN_E2E=require`, where it panics.
-/// A test that runs leaves a marker in `$TAPTUN_E2E_RAN` so that CI can
-/// count what really ran.
+/// True when `tool` is a command found on PATH.
+pub fn installed(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Returns true when the e2e test `test` may run. Without prerequisites it
+/// says why and returns false, unless `TAPTUN_E2E=require`, where it panics.
+/// A test that runs leaves a marker named `test` in `$TAPTUN_E2E_RAN`, so
+/// that dev/test.sh can compare what ran with the `e2e_*` tests it lists.
+/// Tests call it through [`require_e2e!`].
 pub fn e2e(test: &str) -> bool {
     if let Some(why) = missing_prerequisite() {
         if std::env::var("TAPTUN_E2E").as_deref() == Ok("require") {
@@ -76,6 +80,145 @@ pub fn e2e(test: &str) -> bool {
         let _ = fs::write(Path::new(&dir).join(test), "ran\n");
     }
     true
+}
+
+/// The first line of every end-to-end test: `require_e2e!();` returns
+/// from the test when it must be skipped (see [`e2e`]), and otherwise
+/// leaves the marker, named after the enclosing function.
+macro_rules! require_e2e {
+    () => {
+        // The type name of a function item declared here is
+        // "crate::module::the_test::here"; the marker is "the_test".
+        fn here() {}
+        let path = ::std::any::type_name_of_val(&here);
+        let path = path.strip_suffix("::here").unwrap_or(path);
+        let test = path.rsplit("::").next().unwrap_or(path);
+        if !$crate::common::e2e(test) {
+            return;
+        }
+    };
+}
+pub(crate) use require_e2e;
+
+/// The usual polling step of [`until`].
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Checks `cond` every `step` until it holds (true) or `limit` has passed
+/// (false). It is checked at least once, and once more after the limit.
+pub fn until(limit: Duration, step: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(step);
+    }
+}
+
+/// A helper process (socat, dnsmasq, tcpdump, a python tool, taptun
+/// itself) that must not outlive the test: on drop it is stopped by PID
+/// (SIGTERM, SIGKILL a second later if need be) and reaped. It is only
+/// ever signalled while not yet reaped, so the PID is still its own.
+pub struct Background(Child);
+
+impl Background {
+    pub fn spawn(cmd: &mut Command) -> Background {
+        Background(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// The process, e.g. to take its piped stdout.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.0
+    }
+
+    /// Its exit status once it has exited (and is reaped), else None.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.0.try_wait().expect("try_wait")
+    }
+
+    /// Waits for it to exit by itself, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let mut status = None;
+        until(limit, POLL, || {
+            status = self.exited();
+            status.is_some()
+        });
+        status
+    }
+
+    /// Waits at most `limit` for it to exit by itself, successfully;
+    /// panics naming it as `what` otherwise (drop then stops it).
+    pub fn finish(&mut self, limit: Duration, what: &str) {
+        match self.wait_exit(limit) {
+            Some(st) => assert!(st.success(), "{what} failed: {st}"),
+            None => panic!("{what} did not finish within {limit:?}"),
+        }
+    }
+
+    /// SIGTERM by PID, then waits at most `limit`; past it, SIGKILL and
+    /// None. Returns at once if it had already exited.
+    pub fn stop(&mut self, limit: Duration) -> Option<ExitStatus> {
+        if let Some(st) = self.exited() {
+            return Some(st);
+        }
+        let _ = sh_out(&format!("kill -TERM {}", self.pid()));
+        let status = self.wait_exit(limit);
+        if status.is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+        status
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(1));
+    }
+}
+
+/// A directory under the system's temporary directory, named uniquely
+/// after `prefix`, removed with its contents on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(unique(prefix));
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a key file (base64, mode 0600) called `name` in `dir`.
+pub fn write_key(dir: &Path, name: &str, base64: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    fs::write(&p, format!("{base64}\n")).unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+    p
 }
 
 /// Runs a command, panicking with its output when it fails.
@@ -149,17 +292,12 @@ impl Netns {
 
     /// Pings until one answer comes back, for at most `limit`.
     pub fn ping_until(&self, addr: &str, limit: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if self
-                .exec_out(&format!("ping -c 1 -W 1 {addr}"))
+        // No pause between tries: an unanswered ping waits a second itself.
+        until(limit, Duration::ZERO, || {
+            self.exec_out(&format!("ping -c 1 -W 1 {addr}"))
                 .status
                 .success()
-            {
-                return true;
-            }
-        }
-        false
+        })
     }
 
     /// True when an interface of that name exists here.
@@ -199,7 +337,7 @@ pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
 pub struct Pair {
     pub a: Netns,
     pub b: Netns,
-    pub dir: PathBuf,
+    pub dir: TempDir,
 }
 
 impl Pair {
@@ -213,24 +351,21 @@ impl Pair {
         b.exec(&format!(
             "ip addr add {UNDERLAY_B}/24 dev u0 && ip addr add {UNDERLAY6_B}/64 dev u0 nodad"
         ));
-        let dir = std::env::temp_dir().join(unique("taptun-e2e-"));
-        fs::create_dir_all(&dir).unwrap();
-        Pair { a, b, dir }
+        Pair {
+            a,
+            b,
+            dir: TempDir::new("taptun-e2e-"),
+        }
     }
 
     /// Writes a key file (mode 0600) in the test's directory.
     pub fn key(&self, name: &str, base64: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let p = self.dir.join(name);
-        fs::write(&p, format!("{base64}\n")).unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        p
+        write_key(&self.dir, name, base64)
     }
-}
 
-impl Drop for Pair {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
+    /// The usual two peers: see [`start_peers`].
+    pub fn peers(&self, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer) {
+        start_peers(&self.a, &self.b, &self.dir, a_extra, b_extra)
     }
 }
 
@@ -239,9 +374,9 @@ pub const KEY: &str = "VkZylFBLiEGy9hPfHHcJligUEZkjp47OoT9MyHt79iM=";
 /// Another key.
 pub const OTHER_KEY: &str = "Pg1u8vWNsxsk6hwawh1scAx4PnvtzOe81PamXn89ZMs=";
 
-/// A running taptun process in a namespace; killed on drop.
+/// A running taptun process in a namespace; stopped on drop.
 pub struct Peer {
-    pub child: Option<Child>,
+    pub process: Background,
     pub log: PathBuf,
     pub dev: String,
     pub ns: String,
@@ -268,26 +403,26 @@ impl Peer {
     ) -> Peer {
         let log = dir.join(unique("log"));
         let logf = fs::File::create(&log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .args(wrapper)
-            .arg(TAPTUN)
-            .arg(key)
-            .args(args)
-            .args(["--log-level", "debug"])
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf)
-            .spawn()
-            .expect("start taptun");
+        let process = Background::spawn(
+            Command::new("ip")
+                .args(["netns", "exec", &ns.name])
+                .args(wrapper)
+                .arg(TAPTUN)
+                .arg(key)
+                .args(args)
+                .args(["--log-level", "debug"])
+                .envs(env.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(logf.try_clone().unwrap())
+                .stderr(logf),
+        );
         let dev = args
             .windows(2)
             .find(|w| w[0] == "-i" || w[0] == "--dev")
             .map(|w| w[1].to_string())
             .unwrap_or_else(|| "tap0".into());
         Peer {
-            child: Some(child),
+            process,
             log,
             dev,
             ns: ns.name.clone(),
@@ -296,28 +431,28 @@ impl Peer {
 
     /// Waits until the TAP is up (log line and link), at most 10 s.
     pub fn wait_up(&mut self, ns: &Netns) {
-        let start = Instant::now();
-        loop {
+        let up = until(Duration::from_secs(10), POLL, || {
             if self.log_text().contains(" up, mtu ") && ns.has_link(&self.dev) {
-                return;
+                return true;
             }
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(st) = self.process.exited() {
                 panic!(
                     "taptun exited with {st} before its TAP was up:\n{}",
                     self.log_text()
                 );
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "TAP never came up:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            false
+        });
+        assert!(up, "TAP never came up:\n{}", self.log_text());
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+        self.process.pid() as i32
+    }
+
+    /// True while the process has not exited.
+    pub fn running(&mut self) -> bool {
+        self.process.exited().is_none()
     }
 
     pub fn log_text(&self) -> String {
@@ -329,24 +464,32 @@ impl Peer {
         sh(&format!("kill -{sig} {}", self.pid()));
     }
 
-    /// SIGTERM, then waits up to `limit`; returns the exit code and how long it took.
+    /// SIGTERM, then waits up to `limit` (SIGKILL past it); returns the
+    /// exit code (None when killed) and how long it took.
     pub fn stop(&mut self, limit: Duration) -> (Option<i32>, Duration) {
         let start = Instant::now();
-        self.signal("TERM");
-        let child = self.child.as_mut().unwrap();
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                self.child = None;
-                return (st.code(), start.elapsed());
-            }
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                self.child = None;
-                return (None, start.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let status = self.process.stop(limit);
+        (status.and_then(|st| st.code()), start.elapsed())
+    }
+
+    /// Waits for the process to exit by itself, at most `limit`; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        self.process.wait_exit(limit)?.code()
+    }
+
+    /// SIGUSR1, then waits (at most 5 s) until the new stats line is in
+    /// the log; returns the log.
+    pub fn stats(&self) -> String {
+        let lines = |log: &str| log.matches("drops:").count();
+        let before = lines(&self.log_text());
+        self.signal("USR1");
+        let mut log = String::new();
+        let logged = until(Duration::from_secs(5), POLL, || {
+            log = self.log_text();
+            lines(&log) > before
+        });
+        assert!(logged, "no stats line after SIGUSR1:\n{log}");
+        log
     }
 
     /// Reads a drop counter from the last stats line (SIGUSR1 or exit).
@@ -363,13 +506,21 @@ impl Peer {
     }
 }
 
-impl Drop for Peer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// Starts the usual two peers, sharing [`KEY`] (written to `k.b64` in
+/// `dir`): A in namespace `a` learns its peer ([`a_args`]), B in `b` is
+/// given A's IPv4 underlay address ([`b_args`]); each with its extra
+/// arguments. Returns once both TAPs are up.
+pub fn start_peers(
+    a: &Netns,
+    b: &Netns,
+    dir: &Path,
+    a_extra: &[&str],
+    b_extra: &[&str],
+) -> (Peer, Peer) {
+    let k = write_key(dir, "k.b64", KEY);
+    let pa = Peer::start(a, dir, &k, &strs(&a_args(a_extra)));
+    let pb = Peer::start(b, dir, &k, &strs(&b_args(b_extra)));
+    (pa, pb)
 }
 
 /// A's usual arguments (learns its peer): `:PORT -i tap0 -a 10.99.0.1/24` + extra.
@@ -420,24 +571,33 @@ pub fn tcp_transfer(p: &Pair, from: &Netns, to: &Netns, to_ip: &str, port: u16, 
     ));
     let want = sh(&format!("sha256sum < {}", data.display()));
     let out = p.dir.join(format!("got{port}"));
-    let mut server = to
-        .command("sh")
-        .arg("-c")
-        .arg(format!(
-            "timeout 60 socat -u TCP-LISTEN:{port},reuseaddr - | sha256sum > {}",
-            out.display()
-        ))
-        .spawn()
-        .unwrap();
+    let mut server = Background::spawn(to.command("sh").arg("-c").arg(format!(
+        "timeout 60 socat -u TCP-LISTEN:{port},reuseaddr - | sha256sum > {}",
+        out.display()
+    )));
     std::thread::sleep(Duration::from_millis(300));
     from.exec(&format!(
         "timeout 60 socat -u FILE:{} TCP:{to_ip}:{port},retry=20,interval=0.2",
         data.display()
     ));
-    assert!(server.wait().unwrap().success(), "receiver failed");
+    server.finish(Duration::from_secs(65), "receiver");
     assert_eq!(
         fs::read_to_string(&out).unwrap(),
         want,
         "data corrupted in the tunnel"
     );
+}
+
+/// The number after `"key":` in a flat JSON object (no JSON crate needed);
+/// panics when there is none.
+pub fn json_num(json: &str, key: &str) -> f64 {
+    let pat = format!("\"{key}\":");
+    let at = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + pat.len();
+    let value = json[at..].split([',', '}']).next().unwrap().trim();
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is {value:?}, not a number, in {json}"))
 }

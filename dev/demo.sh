@@ -4,7 +4,7 @@
 # removes everything it made. Needs root. Traffic stays inside the namespaces.
 set -eu
 cd "$(dirname "$0")/.."
-sh scripts/deps.sh
+sh dev/deps.sh
 cargo build --release --quiet
 bin=$PWD/target/release/taptun
 

@@ -5,23 +5,27 @@
 # instead of skipping, and the end-to-end tests that ran are counted.
 set -eu
 cd "$(dirname "$0")/.."
-sh scripts/deps.sh
+sh dev/deps.sh
 export TAPTUN_E2E="${TAPTUN_E2E:-require}"
-ran_dir=$(mktemp -d)
-trap 'rm -rf "$ran_dir"' EXIT
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+ran_dir=$work/ran
 export TAPTUN_E2E_RAN="$ran_dir"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-shellcheck -S warning scripts/*.sh
+shellcheck -S warning scripts/*.sh dev/*.sh
 cargo test --all-targets
 
 # Guard against a suite that passes because nothing ran: every e2e test
-# function (named e2e_*) must have left its marker.
-listed=$(cargo test --all-targets -- --list 2>/dev/null | grep -c '^e2e_.*: test$' || true)
-ran=$(find "$ran_dir" -type f | wc -l)
+# function (named e2e_*) must have left its marker, a file named after the
+# function (require_e2e! in tests/common/mod.rs writes it).
+cargo test --all-targets -- --list 2>/dev/null | sed -n 's/^\(e2e_.*\): test$/\1/p' | sort -u >"$work/listed"
+listed=$(wc -l <"$work/listed")
+ran=$(find "$ran_dir" -type f 2>/dev/null | wc -l)
 echo "end-to-end tests: $ran ran of $listed listed"
 if [ "$TAPTUN_E2E" = require ] && { [ "$listed" -eq 0 ] || [ "$ran" -ne "$listed" ]; }; then
-    echo "FAIL: $ran of $listed end-to-end tests ran" >&2
+    echo "FAIL: $ran of $listed end-to-end tests ran; no marker from:" >&2
+    find "$ran_dir" -type f -printf '%f\n' 2>/dev/null | sort | comm -23 "$work/listed" - >&2
     exit 1
 fi

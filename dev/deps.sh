@@ -9,7 +9,7 @@ for p in $pkgs; do
 done
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
-    echo "scripts/deps.sh: missing packages:$missing; run as root (sudo) to install them" >&2
+    echo "dev/deps.sh: missing packages:$missing; run as root (sudo) to install them" >&2
     exit 1
 fi
 echo "installing:$missing"

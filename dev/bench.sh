@@ -12,7 +12,7 @@
 # each figure is the median over the rounds, with min-max.
 #
 # Usage (root; traffic stays inside the namespaces it creates):
-#   sudo sh scripts/bench.sh
+#   sudo sh dev/bench.sh
 # Knobs (environment):
 #   ROUNDS=3        rounds (>= 3 for a median worth the name)
 #   DURATION=5      seconds per iperf3 run (not SECONDS: bash's clock)
@@ -47,10 +47,10 @@ done
 for c in $CANDIDATES; do
     case $c in bare | vxlan | fastd | taptun) ;; *) die "unknown candidate '$c' (bare vxlan fastd taptun)" ;; esac
 done
-[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, TAP): sudo sh scripts/bench.sh"
+[ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, TAP): sudo sh dev/bench.sh"
 [ -c /dev/net/tun ] || die "/dev/net/tun is missing (modprobe tun)"
 
-sh scripts/deps.sh
+sh dev/deps.sh
 for tool in ip iperf3 fastd ping jq timeout awk ss; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed"
 done
@@ -60,7 +60,7 @@ if [ -n "${TAPTUN_BIN:-}" ]; then
 else
     say "building taptun (release)"
     # Under sudo, cargo may not be on root's PATH: build as yourself, then
-    # sudo TAPTUN_BIN=target/release/taptun sh scripts/bench.sh
+    # sudo TAPTUN_BIN=target/release/taptun sh dev/bench.sh
     command -v cargo >/dev/null 2>&1 || die "cargo not found (build as your user, then pass TAPTUN_BIN=target/release/taptun)"
     cargo build --release --quiet || die "cargo build --release failed"
     bin=$PWD/target/release/taptun
