@@ -8,6 +8,7 @@
 
 pub mod addr;
 pub mod batch;
+pub mod clamp;
 pub mod cli;
 pub mod hook;
 pub mod key;

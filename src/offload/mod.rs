@@ -21,7 +21,7 @@ pub mod vnet;
 pub mod harness;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use checksum::{complete_csum, csum_add, csum_fold};
 pub use coalesce::Coalescer;
