@@ -51,9 +51,41 @@ const MAX_MSS_OPTIONS: usize = 10;
 /// MSS value and the two checksum bytes can change; everything else, and
 /// every frame that is not such a SYN, is left as it is. Never panics.
 pub fn clamp_mss(frame: &mut [u8], max_mss: u16) -> Clamp {
+    clamp(frame, Limit::Mss(max_mss))
+}
+
+/// The largest MSS a SYN may announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// This MSS (`--clamp-mss N`).
+    Mss(u16),
+    /// Whatever keeps a full segment's Ethernet frame within this many
+    /// bytes (the room one unfragmented datagram leaves): for each SYN,
+    /// less its own Ethernet, VLAN, IP and 20-byte TCP headers, so IPv4,
+    /// IPv6 and tagged frames each get their own (`--clamp-mss auto`).
+    Frame(usize),
+}
+
+impl Limit {
+    /// The MSS for a SYN whose TCP header starts `l4` bytes into its frame.
+    fn mss(self, l4: usize) -> u16 {
+        match self {
+            Limit::Mss(m) => m,
+            Limit::Frame(room) => {
+                let mss = room.saturating_sub(l4 + TcpPacket::<&[u8]>::MIN_HEADER_LEN);
+                // Never below what every IPv4 host must accept (RFC 879).
+                u16::try_from(mss).unwrap_or(u16::MAX).max(536)
+            }
+        }
+    }
+}
+
+/// [`clamp_mss`] with the limit worked out per frame.
+pub fn clamp(frame: &mut [u8], limit: Limit) -> Clamp {
     let Some(l4) = tcp_syn_offset(frame) else {
         return Clamp::NotTcpSyn;
     };
+    let max_mss = limit.mss(l4);
     let tcp = TcpPacket::new_unchecked(&frame[l4..]);
     // Where the oversized MSS values are, found before anything is
     // written: a malformed list must be left whole.
@@ -136,6 +168,36 @@ fn tcp_syn_offset(frame: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_limit_per_header_shape() {
+        // 1432 bytes of frame room (a 1500-MTU IPv4 underlay).
+        let room = Limit::Frame(1500 - 28 - 40);
+        for (v6, vlan, want) in [
+            (false, false, 1378),
+            (true, false, 1358),
+            (false, true, 1374),
+        ] {
+            let mut f = harness::syn(v6, vlan, tcp_flags::SYN, &[2, 4, 0x05, 0xb4]);
+            assert_eq!(
+                super::clamp(&mut f, room),
+                Clamp::Clamped {
+                    from: 1460,
+                    to: want
+                },
+                "v6 {v6} vlan {vlan}"
+            );
+        }
+        // Never below 536, however small the room.
+        let mut f = harness::syn(false, false, tcp_flags::SYN, &[2, 4, 0x05, 0xb4]);
+        assert_eq!(
+            super::clamp(&mut f, Limit::Frame(100)),
+            Clamp::Clamped {
+                from: 1460,
+                to: 536
+            }
+        );
+    }
     use crate::offload::headers::{
         Ipv4Packet,
         tcp_flags::{ACK, SYN},
