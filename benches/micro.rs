@@ -29,6 +29,8 @@ const NOW: u64 = 1_763_900_000_000_000_000;
 /// The default `--max-age`.
 const MAX_AGE_NS: u64 = 3_000_000_000;
 const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+/// Segments in the coalesce/segment figures: one 64 KB TSO super-frame.
+const RUN: usize = 44;
 
 /// Median, min and max of a sample set.
 struct Figure {
@@ -81,6 +83,20 @@ fn print(what: &str, size: Option<usize>, f: &Figure) {
     );
 }
 
+/// Prints a figure for a whole run of `RUN` 1432-byte frames per frame.
+fn print_per(what: &str, f: &Figure) {
+    let per = |x: f64| x / RUN as f64;
+    print(
+        what,
+        Some(1432),
+        &Figure {
+            median: per(f.median),
+            min: per(f.min),
+            max: per(f.max),
+        },
+    );
+}
+
 /// A sealed datagram carrying a `len`-byte frame stamped `ts`.
 fn datagram(codec: &Codec, ts: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; HEADER_LEN + len];
@@ -124,6 +140,56 @@ fn bench_receive(codec: &Codec, len: usize) -> Figure {
     summarize(samples)
 }
 
+/// Bytes of one's-complement sum, inverted: the checksum of `parts`.
+fn inet_csum(parts: &[&[u8]]) -> u16 {
+    !offload::csum_fold(parts.iter().fold(0, |acc, p| offload::csum_add(acc, p)))
+}
+
+/// A run of `n` full-sized TCP/IPv4 segments of one flow, as they arrive
+/// from the peer: consecutive sequence numbers and IPv4 IDs, right checksums.
+fn tcp_run(n: usize) -> Vec<Vec<u8>> {
+    const MSS: usize = 1432 - 14 - 20 - 20;
+    (0..n)
+        .map(|i| {
+            let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+            let total = (20 + 20 + MSS) as u16;
+            let id = (0x1234 + i) as u16;
+            f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8]);
+            f.extend_from_slice(&id.to_be_bytes());
+            f.extend_from_slice(&[0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+            let c = inet_csum(&[&f[14..34]]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            let seq = 0x1020_3040u32.wrapping_add((i * MSS) as u32);
+            f.extend_from_slice(&[0x30, 0x39, 0x13, 0x89]);
+            f.extend_from_slice(&seq.to_be_bytes());
+            f.extend_from_slice(&[0, 0, 0, 1, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+            f.extend((0..MSS).map(|j| (i * 7 + j) as u8));
+            let len = ((20 + MSS) as u32).to_be_bytes();
+            let c = inet_csum(&[&f[26..34], &[0, 6], &len[2..], &f[34..]]);
+            f[50..52].copy_from_slice(&c.to_be_bytes());
+            f
+        })
+        .collect()
+}
+
+/// Coalesces `frames` into one super-frame (`VnetHdr ‖ frame`).
+fn coalesce(co: &mut offload::Coalescer, frames: &[Vec<u8>], out: &mut Vec<u8>) -> usize {
+    let mut n = 0;
+    for f in frames {
+        co.push(f, &mut |b| {
+            n += 1;
+            out.clear();
+            out.extend_from_slice(b);
+        });
+    }
+    co.flush(&mut |b| {
+        n += 1;
+        out.clear();
+        out.extend_from_slice(b);
+    });
+    n
+}
+
 /// One pass over every benched path, checking its result: what
 /// `cargo test` runs instead of the timing.
 fn smoke() {
@@ -150,6 +216,26 @@ fn smoke() {
     // RFC 1071's worked example: the one's-complement sum of these 8 bytes is 0xddf2.
     let rfc1071 = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
     assert_eq!(offload::csum_fold(offload::csum_add(0, &rfc1071)), 0xddf2);
+    // 44 segments coalesce into one super-frame that cuts back into them.
+    let run = tcp_run(RUN);
+    let mut sup = Vec::new();
+    assert_eq!(coalesce(&mut offload::Coalescer::new(), &run, &mut sup), 1);
+    let hdr = offload::VnetHdr::parse(&sup).expect("a virtio_net_hdr");
+    let mut out = vec![0u8; 100_000];
+    let mut spans = Vec::new();
+    offload::segment(
+        &hdr,
+        &sup[offload::VNET_HDR_LEN..],
+        1432,
+        HEADER_LEN,
+        &mut out,
+        &mut spans,
+    )
+    .expect("the super-frame cuts");
+    assert_eq!(spans.len(), RUN);
+    for (s, f) in spans.iter().zip(&run) {
+        assert_eq!(&out[s.start + HEADER_LEN..s.end], &f[..]);
+    }
     println!(
         "micro: paths checked, nothing timed (run `cargo bench --bench micro` for the figures)"
     );
@@ -242,6 +328,31 @@ fn main() {
         });
         print("checksum (offload::csum_add)", Some(len), &f);
     }
+
+    // The offload paths, per 1432-byte frame: a run of 44 segments of one
+    // flow coalesced into one super-frame, and that super-frame cut back.
+    let run = tcp_run(RUN);
+    let mut co = offload::Coalescer::new();
+    let mut sup = Vec::with_capacity(70_000);
+    let f = bench(|| {
+        black_box(coalesce(&mut co, black_box(&run), &mut sup));
+    });
+    print_per(&format!("coalesce {RUN} TCP segments"), &f);
+    let hdr = offload::VnetHdr::parse(&sup).expect("a virtio_net_hdr");
+    let mut out = vec![0u8; 100_000];
+    let mut spans = Vec::with_capacity(64);
+    let f = bench(|| {
+        offload::segment(
+            &hdr,
+            black_box(&sup[offload::VNET_HDR_LEN..]),
+            1432,
+            HEADER_LEN,
+            &mut out,
+            &mut spans,
+        )
+        .expect("the super-frame cuts");
+    });
+    print_per(&format!("segment into {RUN} TCP frames"), &f);
 
     for len in SIZES {
         print(

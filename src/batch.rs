@@ -47,11 +47,35 @@ impl Message {
     }
 }
 
+/// How large a GSO message may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most datagrams in one message; 1 turns GSO off.
+    pub max_segs: usize,
+    /// Most bytes in one message.
+    pub max_bytes: usize,
+    /// Largest datagram that may share a message: the kernel refuses GSO
+    /// segments that do not fit the route's MTU, and such datagrams must
+    /// go alone, to be fragmented.
+    pub max_seg: usize,
+}
+
+impl Limits {
+    /// The kernel's limits, for datagrams of at most `max_seg` bytes.
+    pub fn gso(max_seg: usize) -> Limits {
+        Limits {
+            max_segs: MAX_SEGMENTS,
+            max_bytes: MAX_GSO_BYTES,
+            max_seg,
+        }
+    }
+}
+
 /// Groups `spans` (datagrams in send order) into messages, appended to
-/// `out`. A run of contiguous datagrams of one size, optionally ended by
-/// one shorter datagram, becomes one message of at most `max_segs`
-/// datagrams and `max_bytes` bytes; `max_segs == 1` turns GSO off.
-pub fn plan(spans: &[Range<usize>], max_segs: usize, max_bytes: usize, out: &mut Vec<Message>) {
+/// `out`. A run of contiguous datagrams of one size (at most
+/// `limits.max_seg`), optionally ended by one shorter datagram, becomes one
+/// message within `limits`; any other datagram goes alone.
+pub fn plan(spans: &[Range<usize>], limits: Limits, out: &mut Vec<Message>) {
     let mut i = 0;
     while i < spans.len() {
         let first = &spans[i];
@@ -62,6 +86,12 @@ pub fn plan(spans: &[Range<usize>], max_segs: usize, max_bytes: usize, out: &mut
             count: 1,
         };
         i += 1;
+        let max_segs = if seg > limits.max_seg {
+            1
+        } else {
+            limits.max_segs
+        };
+        let max_bytes = limits.max_bytes;
         while i < spans.len() && m.count < max_segs {
             let s = &spans[i];
             let fits = s.start == m.range.end
@@ -101,8 +131,24 @@ mod tests {
 
     fn planned(spans: &[Range<usize>], max_segs: usize, max_bytes: usize) -> Vec<Message> {
         let mut out = Vec::new();
-        plan(spans, max_segs, max_bytes, &mut out);
+        let limits = Limits {
+            max_segs,
+            max_bytes,
+            max_seg: usize::MAX,
+        };
+        plan(spans, limits, &mut out);
         out
+    }
+
+    #[test]
+    fn datagrams_too_large_for_the_path_go_alone() {
+        // 1558-byte datagrams (a 1500-MTU TAP) over a 1472-byte path.
+        let spans = layout(&[1558, 1558, 1472, 1472, 1558, 100]);
+        let mut m = Vec::new();
+        plan(&spans, Limits::gso(1472), &mut m);
+        let counts: Vec<usize> = m.iter().map(|m| m.count).collect();
+        assert_eq!(counts, vec![1, 1, 2, 1, 1]);
+        covers(&spans, &m);
     }
 
     /// Every datagram is in exactly one message, in order, and each

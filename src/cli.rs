@@ -1,7 +1,7 @@
 //! Command-line arguments, and their translation into a tunnel [`Config`].
 
 use crate::addr::{self, AddrError, Cidr, Local};
-use crate::config::Config;
+use crate::config::{ClampMss, Config};
 use crate::key::{self, KeyError};
 use argh::FromArgs;
 use std::fmt;
@@ -48,7 +48,7 @@ pub struct Cli {
     #[argh(option)]
     pub mtu: Option<u16>,
 
-    /// MTU of the path between the hosts, used for the default TAP MTU (default 1500)
+    /// MTU of the path between the hosts, used for the default TAP MTU and --clamp-mss auto (default 1500)
     #[argh(option, default = "1500")]
     pub underlay_mtu: u16,
 
@@ -67,6 +67,10 @@ pub struct Cli {
     /// UDP socket buffer size in bytes, each way (default 4194304)
     #[argh(option, default = "4 << 20")]
     pub sockbuf: usize,
+
+    /// lower the MSS option of TCP SYN and SYN-ACK segments crossing the tunnel: auto (default: so that full segments fit one unfragmented datagram on the --underlay-mtu path), off, or a number
+    #[argh(option, default = "ClampMss::Auto")]
+    pub clamp_mss: ClampMss,
 
     /// do not use TAP checksum/segmentation offloads (default: use them when the kernel allows; the wire format is the same either way)
     #[argh(switch)]
@@ -190,6 +194,14 @@ impl Cli {
             Some(m) => m,
             None => addr::default_tap_mtu(self.underlay_mtu, ipv6),
         };
+        let ip_udp = if ipv6 { 48 } else { 28 };
+        if self.underlay_mtu < 576 {
+            return Err(CliError::Value(format!(
+                "--underlay-mtu {}: expected 576 or more (IPv4's minimum)",
+                self.underlay_mtu
+            )));
+        }
+        let path_payload = usize::from(self.underlay_mtu) - ip_udp;
         if !(68..=65535 - 54).contains(&(mtu as u32)) {
             return Err(CliError::Value(format!(
                 "TAP MTU {mtu}: expected 68 to 65481 (check --mtu and --underlay-mtu)"
@@ -207,6 +219,8 @@ impl Cli {
             keepalive: Duration::from_secs(self.keepalive),
             sockbuf: self.sockbuf,
             offload: !self.no_offload,
+            path_payload,
+            clamp_mss: self.clamp_mss,
         };
         Ok((cfg, created))
     }

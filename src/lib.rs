@@ -9,6 +9,7 @@
 
 pub mod addr;
 pub mod batch;
+pub mod clamp;
 pub mod cli;
 pub mod config;
 pub mod engine;

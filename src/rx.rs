@@ -2,6 +2,7 @@
 //! freshness, replay, then peer learning. The tunnel thread does the I/O;
 //! tests and the fuzz target drive this directly.
 
+use crate::clamp;
 use crate::peer::{Peer, PeerUpdate};
 use crate::replay::ReplayWindow;
 use crate::stats::DropReason;
@@ -60,6 +61,8 @@ pub struct Inbound {
     max_age_ns: u64,
     replay: ReplayWindow,
     peer: Peer,
+    /// How the MSS of TCP SYNs received is lowered, if at all.
+    clamp: Option<clamp::Limit>,
 }
 
 impl Inbound {
@@ -71,7 +74,14 @@ impl Inbound {
             max_age_ns,
             replay: ReplayWindow::new(),
             peer: Peer::new(peer),
+            clamp: None,
         }
+    }
+
+    /// Lowers the MSS of the TCP SYNs this receiver delivers to `limit`.
+    pub fn clamp_mss(mut self, limit: Option<clamp::Limit>) -> Self {
+        self.clamp = limit;
+        self
     }
 
     /// The peer as this receiver knows it.
@@ -110,10 +120,11 @@ impl Inbound {
     /// Checks each datagram of one receive from `src` at `now_ns`: `run`
     /// holds datagrams of `segment` bytes (a UDP GRO run; the last may be
     /// shorter), or one datagram when `segment` is `None`. Each frame
-    /// that passes goes to `deliver`, in order.
+    /// that passes goes to `deliver`, in order, its TCP MSS clamped first
+    /// if [`Inbound::clamp_mss`] says so (which is why `run` is mutable).
     pub fn receive_run(
         &mut self,
-        run: &[u8],
+        run: &mut [u8],
         segment: Option<usize>,
         src: SocketAddr,
         now_ns: u64,
@@ -130,16 +141,23 @@ impl Inbound {
             if update != PeerUpdate::Unchanged {
                 t.peer = update;
             }
+            let dg_len = dg.len();
             match verdict {
                 Verdict::Frame(frame) => {
+                    let n = frame.len();
                     t.frames += 1;
-                    t.bytes += frame.len() as u64;
+                    t.bytes += n as u64;
+                    // The frame is the datagram's tail.
+                    let frame = &mut run[end - n..end];
+                    if let Some(limit) = self.clamp {
+                        clamp::clamp(frame, limit);
+                    }
                     deliver(frame);
                 }
                 Verdict::Keepalive => t.keepalives += 1,
                 Verdict::Drop(reason) => {
                     t.drops[reason as usize] += 1;
-                    t.last_drop = Some((reason, dg.len()));
+                    t.last_drop = Some((reason, dg_len));
                 }
             }
             start = end;
@@ -272,7 +290,7 @@ mod tests {
         }
         run.extend_from_slice(&dgram(&codec, NOW + 9, b"short")); // the shorter last
         let mut got = Vec::new();
-        let t = rx.receive_run(&run, Some(50), a, NOW, &mut |f| got.push(f.to_vec()));
+        let t = rx.receive_run(&mut run, Some(50), a, NOW, &mut |f| got.push(f.to_vec()));
         assert_eq!(
             got,
             vec![vec![0; 10], vec![1; 10], vec![3; 10], b"short".to_vec()]
@@ -283,7 +301,7 @@ mod tests {
         assert_eq!(t.peer, PeerUpdate::Learned(a));
         assert!(t.valid());
         // An empty receive is one short datagram.
-        let t = rx.receive_run(&[], None, a, NOW, &mut |_| panic!("nothing to deliver"));
+        let t = rx.receive_run(&mut [], None, a, NOW, &mut |_| panic!("nothing to deliver"));
         assert_eq!(t.drops[DropReason::Short as usize], 1);
         assert!(!t.valid());
     }

@@ -4,7 +4,8 @@
 //! socket, so tests run two peers in memory (`tests/pair.rs`) and the
 //! engine's sending thread (`engine::send`) only does the system calls.
 
-use crate::batch::{self, Message};
+use crate::batch::{self, Limits, Message};
+use crate::clamp;
 use crate::offload::{self, GSO_NONE, OffloadError, VnetHdr};
 use crate::wire::{Codec, HEADER_LEN};
 use std::ops::Range;
@@ -74,8 +75,8 @@ pub struct Outbound {
     /// A frame longer than MTU + Ethernet + VLAN header cannot be what the
     /// kernel meant to send.
     max_frame: usize,
-    /// Whether messages may carry several datagrams (UDP GSO).
-    gso: bool,
+    /// How datagrams may share a message (UDP GSO).
+    limits: Limits,
     /// The last timestamp sealed: each datagram gets a greater one, so the
     /// peer's replay window never sees a tie.
     last_ts: u64,
@@ -89,22 +90,37 @@ pub struct Outbound {
     /// Whether the batch in `out` was handed out sealed; the next push
     /// starts a new one.
     sealed: bool,
+    /// How the MSS of TCP SYNs sent is lowered, if at all.
+    clamp: Option<clamp::Limit>,
 }
 
 impl Outbound {
-    /// A sender sealing with `codec`, for a TAP of `mtu` bytes.
-    pub fn new(codec: Codec, mtu: u16, gso: bool) -> Self {
+    /// A sender sealing with `codec`, for a TAP of `mtu` bytes, whose
+    /// datagrams cross the underlay unfragmented up to `path` bytes (UDP
+    /// payload); `gso`: whether the socket takes UDP GSO messages.
+    pub fn new(codec: Codec, mtu: u16, path: usize, gso: bool) -> Self {
+        let mut limits = Limits::gso(path);
+        if !gso {
+            limits.max_segs = 1;
+        }
         Outbound {
             codec,
-            max_frame: usize::from(mtu) + 14 + 4,
-            gso,
+            max_frame: max_frame(mtu),
+            limits,
             last_ts: 0,
             out: vec![0u8; BATCH_BUF],
             spans: Vec::with_capacity(1024),
             cut: Vec::with_capacity(512),
             msgs: Vec::with_capacity(1024),
             sealed: false,
+            clamp: None,
         }
+    }
+
+    /// Lowers the MSS of the TCP SYNs this sender sends to `limit`.
+    pub fn clamp_mss(mut self, limit: Option<clamp::Limit>) -> Self {
+        self.clamp = limit;
+        self
     }
 
     /// Seals with `codec` from now on (key rotation).
@@ -114,7 +130,19 @@ impl Outbound {
 
     /// Plans one datagram per message from now on (the kernel refused GSO).
     pub fn disable_gso(&mut self) {
-        self.gso = false;
+        self.limits.max_segs = 1;
+    }
+
+    /// Sends datagrams of `seg` bytes or more one per message from now on:
+    /// the kernel refused a GSO message of them (they exceed the route's
+    /// MTU and need fragmenting, which GSO does not do).
+    pub fn gso_refused_at(&mut self, seg: usize) {
+        self.limits.max_seg = self.limits.max_seg.min(seg.saturating_sub(1));
+    }
+
+    /// Follows a change of the TAP's MTU.
+    pub fn set_mtu(&mut self, mtu: u16) {
+        self.max_frame = max_frame(mtu);
     }
 
     /// How many datagrams the batch holds.
@@ -156,6 +184,14 @@ impl Outbound {
         );
         match r {
             Ok(()) => {
+                // SYNs are never super-frames, and their checksum is
+                // complete only now, after `segment`: clamp here.
+                if let Some(limit) = self.clamp
+                    && hdr.gso_type == GSO_NONE
+                    && let Some(s) = self.cut.first()
+                {
+                    clamp::clamp(&mut self.out[at + s.start + HEADER_LEN..at + s.end], limit);
+                }
                 self.spans
                     .extend(self.cut.iter().map(|s| s.start + at..s.end + at));
                 Push::Queued(self.cut.len())
@@ -184,8 +220,7 @@ impl Outbound {
             let _ = self.codec.seal(ts, &mut self.out[self.spans[i].clone()]);
         }
         self.msgs.clear();
-        let max_segs = if self.gso { batch::MAX_SEGMENTS } else { 1 };
-        batch::plan(&self.spans, max_segs, batch::MAX_GSO_BYTES, &mut self.msgs);
+        batch::plan(&self.spans, self.limits, &mut self.msgs);
         self.sealed = true;
         let end = self.spans.last().map_or(0, |s| s.end);
         Batch {
@@ -230,6 +265,12 @@ pub enum Keepalive<'b> {
     Wait(u64),
 }
 
+/// The longest frame a TAP of `mtu` bytes can mean to send: MTU plus
+/// the Ethernet header and one VLAN tag.
+fn max_frame(mtu: u16) -> usize {
+    usize::from(mtu) + 14 + 4
+}
+
 /// How many frame bytes a message carries (its datagrams less their headers).
 pub fn frame_bytes(m: &Message) -> usize {
     m.range.len() - m.count * HEADER_LEN
@@ -260,7 +301,7 @@ mod tests {
 
     #[test]
     fn frames_sealed_in_order_with_increasing_timestamps() {
-        let mut ob = Outbound::new(codec(), 1418, true);
+        let mut ob = Outbound::new(codec(), 1418, 1472, true);
         let frames: Vec<Vec<u8>> = (0..10u8)
             .map(|i| vec![i; 60 + usize::from(i % 2)])
             .collect();
@@ -286,7 +327,7 @@ mod tests {
 
     #[test]
     fn no_gso_one_datagram_per_message() {
-        let mut ob = Outbound::new(codec(), 1418, true);
+        let mut ob = Outbound::new(codec(), 1418, 1472, true);
         ob.disable_gso();
         for _ in 0..5 {
             ob.push(&VnetHdr::default(), &[7u8; 100]);
@@ -299,7 +340,7 @@ mod tests {
 
     #[test]
     fn oversize_and_uncuttable_dropped() {
-        let mut ob = Outbound::new(codec(), 1418, true);
+        let mut ob = Outbound::new(codec(), 1418, 1472, true);
         assert_eq!(
             ob.push(&VnetHdr::default(), &[0u8; 1418 + 18 + 1]),
             Push::Dropped(Unsendable::TooLarge {
@@ -323,7 +364,7 @@ mod tests {
 
     #[test]
     fn full_batch_asks_to_be_sent() {
-        let mut ob = Outbound::new(codec(), 9000, true);
+        let mut ob = Outbound::new(codec(), 9000, 1472, true);
         let big = vec![1u8; 9000];
         let mut queued = 0;
         loop {
@@ -342,7 +383,7 @@ mod tests {
 
     #[test]
     fn keepalive_only_after_silence() {
-        let mut ob = Outbound::new(codec(), 1418, true);
+        let mut ob = Outbound::new(codec(), 1418, 1472, true);
         let mut buf = [0u8; HEADER_LEN];
         // Nothing sent yet: one is due at once (it lets the peer learn us).
         let Keepalive::Send(ka) = ob.keepalive(NOW, 25, &mut buf) else {

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use taptun::clamp::Limit;
 use taptun::offload::{
     self, Coalescer, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, VNET_HDR_LEN, VnetHdr, csum_add, csum_fold,
 };
@@ -96,6 +97,8 @@ struct Link {
     peer_updates: Vec<PeerUpdate>,
     cut: Vec<u8>,
     spans: Vec<std::ops::Range<usize>>,
+    /// When set, B's frames are kept here instead of being matched with A's.
+    raw: Option<Vec<Vec<u8>>>,
 }
 
 const ATTACKER: &str = "198.51.100.66:9123";
@@ -104,7 +107,7 @@ impl Link {
     fn new(seed: u64, net: Underlay, gso: bool) -> Link {
         let codec = Codec::new(b"an in-memory test key, 32 bytes!");
         Link {
-            a: Outbound::new(codec.clone(), MTU, gso),
+            a: Outbound::new(codec.clone(), MTU, 1472, gso),
             b: Inbound::new(codec.clone(), MAX_AGE, None),
             codec,
             a_addr: "192.0.2.1:9123".parse().unwrap(),
@@ -127,6 +130,7 @@ impl Link {
             peer_updates: Vec::new(),
             cut: vec![0u8; 70_000],
             spans: Vec::new(),
+            raw: None,
         }
     }
 
@@ -237,12 +241,12 @@ impl Link {
                 run.extend_from_slice(&due[j].bytes);
                 j += 1;
             }
-            self.receive(&run, seg, from);
+            self.receive(&mut run, seg, from);
             k = j;
         }
     }
 
-    fn receive(&mut self, run: &[u8], seg: usize, from: SocketAddr) {
+    fn receive(&mut self, run: &mut [u8], seg: usize, from: SocketAddr) {
         let mut out: Vec<Vec<u8>> = Vec::new();
         let co = &mut self.co;
         let mut emit = |b: &[u8]| out.push(b.to_vec());
@@ -276,6 +280,10 @@ impl Link {
             .expect("B's super-frames can be cut");
         for s in self.spans.clone() {
             let f = &self.cut[s];
+            if let Some(raw) = self.raw.as_mut() {
+                raw.push(f.to_vec());
+                continue;
+            }
             let Some(&n) = self.index.get(f) else {
                 panic!("B delivered a frame A never sent ({} bytes)", f.len());
             };
@@ -339,6 +347,35 @@ fn tcp_super(flow: u16, seq: u32, id: u16, payload: &[u8], mss: u16) -> (VnetHdr
         csum_offset: 16,
     };
     (hdr, f)
+}
+
+/// A TCP SYN announcing `mss`, as an offloading TAP hands it over (the
+/// checksum left to complete).
+fn syn(mss: u16) -> (VnetHdr, Vec<u8>) {
+    let (mut hdr, mut f) = tcp_super(4242, 7, 9, &[], 1000);
+    // Data offset 6 words, SYN, and the MSS option after the header.
+    f[46] = 0x60;
+    f[47] = 0x02;
+    f.extend_from_slice(&[2, 4]);
+    f.extend_from_slice(&mss.to_be_bytes());
+    f[16..18].copy_from_slice(&44u16.to_be_bytes());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let ip_csum = !csum_fold(csum_add(0, &f[14..34]));
+    f[24..26].copy_from_slice(&ip_csum.to_be_bytes());
+    let mut ph = Vec::from(&f[26..34]);
+    ph.extend_from_slice(&[0, 6, 0, 24]);
+    f[50..52].copy_from_slice(&csum_fold(csum_add(0, &ph)).to_be_bytes());
+    hdr.hdr_len = 58;
+    (hdr, f)
+}
+
+/// The MSS a SYN frame announces, after checking its TCP checksum.
+fn mss_of(f: &[u8]) -> u16 {
+    let mut ph = Vec::from(&f[26..34]);
+    ph.extend_from_slice(&[0, 6, 0, 24]);
+    let sum = csum_fold(csum_add(csum_add(0, &ph), &f[34..58]));
+    assert_eq!(sum, 0xffff, "TCP checksum of the clamped SYN");
+    u16::from_be_bytes([f[56], f[57]])
 }
 
 /// Drives A with a mixed load of about `frames` wire frames: small and
@@ -457,6 +494,32 @@ fn loss_without_reordering_keeps_order() {
 }
 
 #[test]
+fn syn_mss_clamped_on_either_side_with_valid_checksums() {
+    let room = Limit::Frame(1472 - HEADER_LEN);
+    // A clamps what it sends (after completing the checksum).
+    let mut link = Link::new(21, CLEAN, true);
+    link.a = Outbound::new(link.codec.clone(), MTU, 1472, true).clamp_mss(Some(room));
+    link.raw = Some(Vec::new());
+    for mss in [1460, 1200] {
+        let (hdr, f) = syn(mss);
+        link.tap_read(&hdr, &f);
+    }
+    link.settle();
+    let got: Vec<u16> = link.raw.take().unwrap().iter().map(|f| mss_of(f)).collect();
+    assert_eq!(got, vec![1378, 1200]);
+    // B clamps what it receives from a peer that does not.
+    let mut link = Link::new(22, CLEAN, true);
+    link.b = Inbound::new(link.codec.clone(), MAX_AGE, None).clamp_mss(Some(Limit::Mss(1300)));
+    link.raw = Some(Vec::new());
+    let (hdr, f) = syn(1460);
+    link.tap_read(&hdr, &f);
+    link.settle();
+    let raw = link.raw.take().unwrap();
+    assert_eq!(raw.len(), 1);
+    assert_eq!(mss_of(&raw[0]), 1300);
+}
+
+#[test]
 fn keepalives_follow_virtual_time() {
     let mut link = Link::new(5, CLEAN, true);
     let every = 25_000 * MS;
@@ -532,7 +595,7 @@ fn key_rotation_loses_nothing_in_flight() {
         "nothing lost across rotation"
     );
     // After max-age the old key is refused.
-    let stale = {
+    let mut stale = {
         let old = Codec::new(b"an in-memory test key, 32 bytes!");
         let mut dg = vec![0u8; HEADER_LEN + 100];
         let n = old
@@ -544,6 +607,7 @@ fn key_rotation_loses_nothing_in_flight() {
     link.advance(4_000 * MS);
     let before = link.drops[DropReason::BadMac as usize];
     let from = link.a_addr;
-    link.receive(&stale, stale.len(), from);
+    let n = stale.len();
+    link.receive(&mut stale, n, from);
     assert_eq!(link.drops[DropReason::BadMac as usize], before + 1);
 }

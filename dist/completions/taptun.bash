@@ -14,11 +14,11 @@ _taptun() {
         --up|--down)
             mapfile -t COMPREPLY < <(compgen -c -- "$cur")
             return ;;
-        -i|--dev|--mtu|--underlay-mtu|-a|--address|--max-age|--keepalive|--sockbuf|--stats)
+        -i|--dev|--mtu|--underlay-mtu|--clamp-mss|-a|--address|--max-age|--keepalive|--sockbuf|--stats)
             return ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --address --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --help --version" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --address --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --help --version" -- "$cur")
     elif [[ $COMP_CWORD -eq 1 ]]; then
         mapfile -t COMPREPLY < <(compgen -W "genkey" -- "$cur"; compgen -f -- "$cur")
     else

@@ -29,11 +29,11 @@ use crate::published::{Cached, Published};
 use crate::rx::Inbound;
 use crate::stats::{Counters, RateLimit};
 use crate::tx::{MAX_FRAME, Outbound};
-use crate::wire::Codec;
+use crate::wire::{Codec, HEADER_LEN};
 use log::info;
 use send::Sender;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -72,6 +72,9 @@ pub struct Tunnel {
     udp_coalesce: bool,
     local: SocketAddr,
     name: String,
+    /// The TAP's MTU as last read: followed at run time (the bridge
+    /// script raises it to the LAN's).
+    mtu: AtomicU32,
     cfg: Config,
     shared: Arc<Shared>,
     /// The sending half, shared with the receiving thread's reply path.
@@ -92,7 +95,7 @@ impl Tunnel {
         });
         let socket = Arc::new(dev.socket);
         let sender = Sender::new(
-            Outbound::new(codec, cfg.mtu, dev.udp_gso),
+            Outbound::new(codec, cfg.mtu, cfg.path_payload, dev.udp_gso).clamp_mss(cfg.mss_limit()),
             socket.clone(),
             shared.clone(),
             dev.local.is_ipv6(),
@@ -105,6 +108,7 @@ impl Tunnel {
             udp_coalesce: dev.udp_coalesce,
             local: dev.local,
             name: dev.name,
+            mtu: AtomicU32::new(u32::from(cfg.mtu)),
             cfg,
             shared,
             sender: Arc::new(Mutex::new(sender)),
@@ -118,7 +122,7 @@ impl Tunnel {
 
     /// The TAP MTU.
     pub fn mtu(&self) -> u16 {
-        self.cfg.mtu
+        self.mtu.load(Relaxed) as u16
     }
 
     /// The address the UDP socket is bound to.
@@ -173,7 +177,8 @@ impl Tunnel {
                 self.shared.key.get(),
                 self.cfg.max_age.as_nanos() as u64,
                 self.cfg.peer,
-            ),
+            )
+            .clamp_mss(self.cfg.mss_limit()),
             coalescer: self
                 .offload
                 .then(|| Coalescer::new().with_udp(self.udp_coalesce)),
@@ -198,11 +203,37 @@ impl Tunnel {
     /// nothing was sent for the keepalive interval, and says how long until
     /// the next one could be due, so the main thread can wake just then.
     pub fn tick(&self) -> Duration {
+        self.follow_mtu();
         let every = self.cfg.keepalive.as_nanos() as u64;
         if every == 0 {
             return Duration::from_secs(1);
         }
         send::lock(&self.sender).keepalive(unix_nanos(), every)
+    }
+}
+
+impl Tunnel {
+    /// Reads the TAP's MTU and, when someone changed it (`ip link set
+    /// tap0 mtu 1500`, the bridge script), sends frames up to the new size.
+    fn follow_mtu(&self) {
+        let Ok(now) = self.tap.mtu() else { return };
+        let was = self.mtu.swap(u32::from(now), Relaxed) as u16;
+        if now == was {
+            return;
+        }
+        send::lock(&self.sender).set_mtu(now);
+        let fits = self.cfg.path_payload - HEADER_LEN - 14;
+        if usize::from(now) > fits {
+            info!(
+                "{} MTU changed from {was} to {now}: frames up to {} bytes are carried; datagrams larger than the underlay's {} bytes are fragmented (TCP MSS clamping: {})",
+                self.name,
+                usize::from(now) + 14,
+                self.cfg.path_payload,
+                self.cfg.clamp_mss
+            );
+        } else {
+            info!("{} MTU changed from {was} to {now}", self.name);
+        }
     }
 }
 

@@ -112,17 +112,16 @@ impl Receiver {
         };
         let co = &mut self.coalescer;
         let t =
-            self.inbound
-                .receive_run(
-                    &self.buf[..len],
-                    segment,
-                    src,
-                    now,
-                    &mut |frame| match co.as_mut() {
-                        Some(co) => co.push(frame, &mut emit),
-                        None => emit(frame),
-                    },
-                );
+            self.inbound.receive_run(
+                &mut self.buf[..len],
+                segment,
+                src,
+                now,
+                &mut |frame| match co.as_mut() {
+                    Some(co) => co.push(frame, &mut emit),
+                    None => emit(frame),
+                },
+            );
         if let Some(co) = co.as_mut() {
             co.flush(&mut emit);
         }

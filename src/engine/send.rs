@@ -57,6 +57,8 @@ struct Link {
     /// Whether the socket is still believed to take GSO messages.
     gso: bool,
     errlog: RateLimit,
+    /// Datagrams the kernel refuses for their size: once a minute.
+    sizelog: RateLimit,
 }
 
 /// Locks the sender; a panic elsewhere while it was held leaves nothing
@@ -83,11 +85,17 @@ impl Sender {
                 v6,
                 gso: true,
                 errlog: RateLimit::new(5, Duration::from_secs(1)),
+                sizelog: RateLimit::new(1, Duration::from_secs(60)),
             },
             buf: vec![0u8; TAP_BUF],
             offload,
             nonblocking: false,
         }
+    }
+
+    /// Follows a change of the TAP's MTU.
+    pub(super) fn set_mtu(&mut self, mtu: u16) {
+        self.outbound.set_mtu(mtu);
     }
 
     pub(super) fn set_nonblocking(&mut self, on: bool) {
@@ -211,6 +219,7 @@ impl Link {
         let batch = ob.seal(unix_nanos());
         let msgs = batch.messages;
         let mut refused = false;
+        let mut too_large = None;
         let mut i = 0;
         while i < msgs.len() {
             match sys::send_messages(&*self.socket, batch.bytes, &msgs[i..], to) {
@@ -239,8 +248,12 @@ impl Link {
                         refused = true;
                         info!("UDP GSO refused ({e}); sending datagrams one per message");
                     }
-                    // EINVAL alone can be this route's MTU (datagrams that
-                    // need fragmenting): send this message's datagrams alone.
+                    // EINVAL alone is this route's MTU: GSO does not
+                    // fragment. These datagrams go alone from now on,
+                    // fragmented by the kernel.
+                    if e.raw_os_error() == Some(libc::EINVAL) {
+                        too_large = Some(msgs[i].seg);
+                    }
                     for one in msgs[i].split() {
                         self.send_one(&batch.bytes[one.range], to);
                     }
@@ -251,13 +264,20 @@ impl Link {
                         .counters
                         .send_errors
                         .fetch_add(msgs[i].count as u64, Relaxed);
-                    self.send_failed(&e, to);
+                    self.send_failed(&e, msgs[i].seg, to);
                     i += 1;
                 }
             }
         }
         if refused {
             ob.disable_gso();
+        }
+        if let Some(seg) = too_large {
+            ob.gso_refused_at(seg);
+            info!(
+                "UDP GSO refused for {seg}-byte datagrams (larger than the route to {} allows unfragmented): sending them one per message, fragmented by the kernel",
+                addr::canonical(to)
+            );
         }
     }
 
@@ -272,12 +292,22 @@ impl Link {
             }
             Err(e) => {
                 c.send_errors.fetch_add(1, Relaxed);
-                self.send_failed(&e, to);
+                self.send_failed(&e, dg.len(), to);
             }
         }
     }
 
-    fn send_failed(&mut self, e: &io::Error, to: SocketAddr) {
+    fn send_failed(&mut self, e: &io::Error, len: usize, to: SocketAddr) {
+        if e.raw_os_error() == Some(libc::EMSGSIZE) {
+            if let Some(held) = self.sizelog.allow(Instant::now()) {
+                warn!(
+                    "UDP send to {}: the kernel refuses {len}-byte datagrams ({e}; {held} more since the last report): lower the TAP MTU (--mtu) below {}, or allow fragments on this route; smaller frames still cross",
+                    addr::canonical(to),
+                    len.saturating_sub(HEADER_LEN + 14),
+                );
+            }
+            return;
+        }
         if let Some(held) = self.errlog.allow(Instant::now()) {
             warn!(
                 "UDP send to {}: {e} ({held} more not shown)",

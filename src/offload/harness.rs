@@ -16,10 +16,9 @@
 //!
 //! Any violation, and any panic on the way, is a crash for the fuzzer.
 
-use super::{
-    Coalescer, GSO_NONE, Layers, PROTO_TCP, PROTO_UDP, VNET_HDR_LEN, VnetHdr, csum_add, csum_fold,
-    get_u16, parse_l3, pseudo_sum, segment, set_u16,
-};
+use super::checksum::{fill_ipv4_checksum, fill_l4_checksum};
+use super::headers::{HeaderError, Layers, PROTO_TCP, PROTO_UDP, TcpPacket, UdpPacket, parse_l3};
+use super::{Coalescer, GSO_NONE, VNET_HDR_LEN, VnetHdr, segment};
 use crate::script::Cursor;
 
 /// Keeps one execution cheap.
@@ -55,9 +54,16 @@ fn template(kind: u8) -> Vec<u8> {
 fn headers(f: &[u8]) -> Option<(Layers, usize)> {
     let l = parse_l3(f).ok()?;
     let hl = match l.proto {
-        // A data offset below 5 words is not a TCP header (nor room for one).
-        PROTO_TCP => l.l4 + (usize::from(*f.get(l.l4 + 12)? >> 4) * 4).max(20),
-        PROTO_UDP => l.l4 + 8,
+        PROTO_TCP => {
+            l.l4 + match TcpPacket::new_checked(f.get(l.l4..)?) {
+                Ok(t) => t.header_len(),
+                // A data offset below 5 words is not a TCP header (nor
+                // room for one): taken as 5, so that such a flow goes on.
+                Err(HeaderError::Malformed) => TcpPacket::<&[u8]>::MIN_HEADER_LEN,
+                Err(HeaderError::Truncated) => return None,
+            }
+        }
+        PROTO_UDP => l.l4 + UdpPacket::<&[u8]>::HEADER_LEN,
         _ => return None,
     };
     (hl <= f.len()).then_some((l, hl))
@@ -68,12 +74,13 @@ fn set_lengths(f: &mut [u8]) {
     let Some((l, _)) = headers(f) else { return };
     let l4_len = f.len() - l.l4;
     if l.ipv6 {
-        set_u16(f, l.l3 + 4, l4_len as u16);
+        l.ipv6_mut(f).set_payload_len(l4_len as u16);
     } else {
-        set_u16(f, l.l3 + 2, (f.len() - l.l3) as u16);
+        let total = f.len() - l.l3;
+        l.ipv4_mut(f).set_total_len(total as u16);
     }
     if l.proto == PROTO_UDP {
-        set_u16(f, l.l4 + 4, l4_len as u16);
+        l.udp_mut(f).set_length(l4_len as u16);
     }
     set_checksums(f);
 }
@@ -82,15 +89,9 @@ fn set_lengths(f: &mut [u8]) {
 fn set_checksums(f: &mut [u8]) {
     let Some((l, _)) = headers(f) else { return };
     if !l.ipv6 {
-        set_u16(f, l.l3 + 10, 0);
-        let c = !csum_fold(csum_add(0, &f[l.l3..l.l4]));
-        set_u16(f, l.l3 + 10, c);
+        fill_ipv4_checksum(&mut l.ipv4_mut(f));
     }
-    let at = l.l4 + if l.proto == PROTO_TCP { 16 } else { 6 };
-    set_u16(f, at, 0);
-    let l4_len = f.len() - l.l4;
-    let c = !csum_fold(csum_add(pseudo_sum(f, &l, l4_len), &f[l.l4..]));
-    set_u16(f, at, c);
+    fill_l4_checksum(f, &l);
 }
 
 /// The frame after `prev` in its flow, with `len` payload bytes: next TCP
@@ -100,13 +101,13 @@ fn next_of(prev: &[u8], len: usize, fill: u8) -> Option<Vec<u8>> {
     let mut f = prev[..hl].to_vec();
     f.extend((0..len).map(|i| fill.wrapping_add(i as u8)));
     if l.proto == PROTO_TCP {
-        let seq = u32::from_be_bytes(prev[l.l4 + 4..l.l4 + 8].try_into().ok()?);
-        let seq = seq.wrapping_add((prev.len() - hl) as u32);
-        f[l.l4 + 4..l.l4 + 8].copy_from_slice(&seq.to_be_bytes());
+        let seq = l.tcp(prev).seq_number();
+        l.tcp_mut(&mut f)
+            .set_seq_number(seq.wrapping_add((prev.len() - hl) as u32));
     }
     if !l.ipv6 {
-        let id = get_u16(prev, l.l3 + 4).wrapping_add(1);
-        set_u16(&mut f, l.l3 + 4, id);
+        let id = l.ipv4(prev).ident().wrapping_add(1);
+        l.ipv4_mut(&mut f).set_ident(id);
     }
     set_lengths(&mut f);
     Some(f)
