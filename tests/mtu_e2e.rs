@@ -113,6 +113,17 @@ impl Labs {
             labs.gw_a_taptun.log_text(),
             labs.gw_b_taptun.log_text()
         );
+        // taptun re-reads its TAP's MTU about once a second: give both a
+        // few seconds to follow the script's change (a full-size ping
+        // crosses each way). Not a check: each test's own says what fails.
+        let full = |from: &Netns, to: &str| {
+            from.exec_out(&format!("ping -M do -s 1472 -c 1 -W 1 {to}"))
+                .status
+                .success()
+        };
+        until(Duration::from_secs(5), Duration::ZERO, || {
+            full(&labs.host_a, HOST_B) && full(&labs.host_b, HOST_A)
+        });
         labs
     }
 
