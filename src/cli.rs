@@ -3,6 +3,7 @@
 use crate::addr::{self, AddrError, Cidr, Local};
 use crate::config::{ClampMss, Config};
 use crate::key::{self, KeyError};
+use crate::tx::MAX_MTU;
 use argh::FromArgs;
 use std::fmt;
 use std::path::PathBuf;
@@ -44,7 +45,7 @@ pub struct Cli {
     #[argh(option, short = 'i')]
     pub dev: Option<String>,
 
-    /// TAP MTU (default: underlay MTU - IP - 8 UDP - 40 taptun - 14 Ethernet = 1418 on IPv4, 1398 on IPv6)
+    /// TAP MTU, 576 to 9000 (default: underlay MTU - IP - 8 UDP - 40 taptun - 14 Ethernet = 1418 on IPv4, 1398 on IPv6; larger ones are fragmented on the underlay)
     #[argh(option)]
     pub mtu: Option<u16>,
 
@@ -202,9 +203,9 @@ impl Cli {
             )));
         }
         let path_payload = usize::from(self.underlay_mtu) - ip_udp;
-        if !(68..=65535 - 54).contains(&(mtu as u32)) {
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(CliError::Value(format!(
-                "TAP MTU {mtu}: expected 68 to 65481 (check --mtu and --underlay-mtu)"
+                "TAP MTU {mtu}: expected {MIN_MTU} to {MAX_MTU} (check --mtu and --underlay-mtu)"
             )));
         }
         let (key, created) = key::load_or_create(&self.key_file)?;
@@ -225,6 +226,9 @@ impl Cli {
         Ok((cfg, created))
     }
 }
+
+/// Smallest TAP MTU: IPv4's minimum datagram size.
+pub const MIN_MTU: u16 = 576;
 
 /// Parses argv (without the program name) with argh's messages.
 pub fn parse(args: &[&str]) -> Result<Cli, argh::EarlyExit> {
@@ -296,6 +300,9 @@ mod tests {
             vec![k, ":1", "--max-age", "0"],
             vec![k, ":1", "--dev", "a/b"],
             vec![k, ":1", "--mtu", "10"],
+            vec![k, ":1", "--mtu", "575"],
+            vec![k, ":1", "--mtu", "9001"],
+            vec![k, ":1", "--underlay-mtu", "600"],
             vec![k, ":1", "--user", ""],
             vec![k, ":1", "--stats", "99999999999"],
             vec![k, "1.2.3.4"],
@@ -305,6 +312,19 @@ mod tests {
             assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
         }
         assert!(!key.exists());
+    }
+
+    #[test]
+    fn clamp_mss_flag() {
+        assert_eq!(parse(&["k", ":1"]).unwrap().clamp_mss, ClampMss::Auto);
+        let c = parse(&["k", ":1", "--clamp-mss", "1300"]).unwrap();
+        assert_eq!(c.clamp_mss, ClampMss::Fixed(1300));
+        let e = parse(&["k", ":1", "--clamp-mss", "100"]).unwrap_err();
+        assert!(
+            e.status.is_err() && e.output.contains("--clamp-mss"),
+            "{}",
+            e.output
+        );
     }
 
     #[test]

@@ -109,6 +109,12 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
+    if cfg.mtu < 1280 {
+        warn!(
+            "--mtu {}: below 1280 the TAP gets no IPv6 (IPv6 needs an MTU of 1280 or more)",
+            cfg.mtu
+        );
+    }
     if created {
         info!(
             "created a new key in {} (mode 0600): copy it to the peer",

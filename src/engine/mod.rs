@@ -18,6 +18,7 @@ mod recv;
 mod send;
 mod setup;
 mod status;
+mod watch;
 
 pub use setup::TunnelError;
 
@@ -33,7 +34,7 @@ use crate::wire::{Codec, HEADER_LEN};
 use log::info;
 use send::Sender;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -52,6 +53,9 @@ struct Shared {
     last_valid_ns: AtomicU64,
     /// How many times the key was replaced (SIGHUP).
     key_rotations: AtomicU64,
+    /// The last authentic datagram's timestamp less this host's clock
+    /// (ns): the peer's clock offset plus the transit time.
+    peer_offset_ns: AtomicI64,
 }
 
 /// The wall clock in UNIX nanoseconds (0 before 1970).
@@ -79,6 +83,7 @@ pub struct Tunnel {
     shared: Arc<Shared>,
     /// The sending half, shared with the receiving thread's reply path.
     sender: Arc<Mutex<Sender>>,
+    watch: watch::TickWatch,
 }
 
 impl Tunnel {
@@ -92,6 +97,7 @@ impl Tunnel {
             key: Published::new(codec.clone()),
             last_valid_ns: AtomicU64::new(0),
             key_rotations: AtomicU64::new(0),
+            peer_offset_ns: AtomicI64::new(0),
         });
         let socket = Arc::new(dev.socket);
         let sender = Sender::new(
@@ -112,6 +118,7 @@ impl Tunnel {
             cfg,
             shared,
             sender: Arc::new(Mutex::new(sender)),
+            watch: watch::TickWatch::new(),
         })
     }
 
@@ -187,6 +194,7 @@ impl Tunnel {
             errlog: RateLimit::new(5, Duration::from_secs(1)),
             droplog: RateLimit::new(5, Duration::from_secs(1)),
             taplog: RateLimit::new(5, Duration::from_secs(1)),
+            watch: watch::RecvWatch::new(self.cfg.max_age),
         };
         thread::Builder::new()
             .name("udp-to-tap".into())
@@ -202,8 +210,11 @@ impl Tunnel {
     /// Called by the main thread between signals: sends a keepalive when
     /// nothing was sent for the keepalive interval, and says how long until
     /// the next one could be due, so the main thread can wake just then.
-    pub fn tick(&self) -> Duration {
+    pub fn tick(&mut self) -> Duration {
         self.follow_mtu();
+        let port = self.local.port();
+        self.watch
+            .tick(&self.shared, unix_nanos(), self.cfg.keepalive, port);
         let every = self.cfg.keepalive.as_nanos() as u64;
         if every == 0 {
             return Duration::from_secs(1);

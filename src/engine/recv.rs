@@ -4,6 +4,7 @@
 //! queued on the TAP in answer.
 
 use super::send::Sender;
+use super::watch::RecvWatch;
 use super::{Shared, unix_nanos};
 use crate::addr;
 use crate::offload::Coalescer;
@@ -48,6 +49,7 @@ pub(super) struct Receiver {
     pub errlog: RateLimit,
     pub droplog: RateLimit,
     pub taplog: RateLimit,
+    pub watch: RecvWatch,
 }
 
 impl Receiver {
@@ -146,6 +148,7 @@ impl Receiver {
                 shared.peer.set(Some(to));
             }
         }
+        self.watch.saw(&t, src, shared);
         if let Some((reason, n)) = t.last_drop
             && let Some(held) = self.droplog.allow(Instant::now())
         {

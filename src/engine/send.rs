@@ -5,7 +5,7 @@ use super::{Shared, TAP_BUF, unix_nanos};
 use crate::addr;
 use crate::offload::{VNET_HDR_LEN, VnetHdr};
 use crate::published::Cached;
-use crate::stats::{DropReason, RateLimit};
+use crate::stats::{DropReason, RateLimit, Throttle};
 use crate::sys;
 use crate::tx::{self, BATCH_DATAGRAMS, Keepalive, Outbound, Push};
 use crate::wire::{Codec, HEADER_LEN};
@@ -57,8 +57,11 @@ struct Link {
     /// Whether the socket is still believed to take GSO messages.
     gso: bool,
     errlog: RateLimit,
-    /// Datagrams the kernel refuses for their size: once a minute.
-    sizelog: RateLimit,
+    /// One line a minute each: send errors, sizes the kernel refuses,
+    /// frames longer than the MTU.
+    send_errors: Throttle,
+    too_long: Throttle,
+    oversize: Throttle,
 }
 
 /// Locks the sender; a panic elsewhere while it was held leaves nothing
@@ -85,7 +88,9 @@ impl Sender {
                 v6,
                 gso: true,
                 errlog: RateLimit::new(5, Duration::from_secs(1)),
-                sizelog: RateLimit::new(1, Duration::from_secs(60)),
+                send_errors: Throttle::per_minute(),
+                too_long: Throttle::per_minute(),
+                oversize: Throttle::per_minute(),
             },
             buf: vec![0u8; TAP_BUF],
             offload,
@@ -162,8 +167,10 @@ impl Sender {
             Push::Queued(_) | Push::Full => {}
             Push::Dropped(e) => {
                 link.shared.counters.drop(DropReason::Oversize);
-                if let Some(held) = link.errlog.allow(Instant::now()) {
-                    warn!("TAP frame not sent: {e} ({held} more not shown)");
+                if let Some(n) = link.oversize.note(1, Instant::now()) {
+                    warn!(
+                        "TAP frame not sent: {e}; something on this host sends frames larger than the TAP's MTU ({n} dropped)"
+                    );
                 }
             }
         }
@@ -299,18 +306,18 @@ impl Link {
 
     fn send_failed(&mut self, e: &io::Error, len: usize, to: SocketAddr) {
         if e.raw_os_error() == Some(libc::EMSGSIZE) {
-            if let Some(held) = self.sizelog.allow(Instant::now()) {
+            if let Some(n) = self.too_long.note(1, Instant::now()) {
                 warn!(
-                    "UDP send to {}: the kernel refuses {len}-byte datagrams ({e}; {held} more since the last report): lower the TAP MTU (--mtu) below {}, or allow fragments on this route; smaller frames still cross",
+                    "UDP send to {}: the kernel refuses {len}-byte datagrams ({e}; {n} refused): lower the TAP MTU (--mtu) below {}, or allow fragments on this route; smaller frames still cross",
                     addr::canonical(to),
                     len.saturating_sub(HEADER_LEN + 14),
                 );
             }
             return;
         }
-        if let Some(held) = self.errlog.allow(Instant::now()) {
+        if let Some(n) = self.send_errors.note(1, Instant::now()) {
             warn!(
-                "UDP send to {}: {e} ({held} more not shown)",
+                "UDP send to {}: {e} ({n} send errors): check the route to the peer",
                 addr::canonical(to)
             );
         }

@@ -37,9 +37,10 @@ impl fmt::Display for TunnelError {
                     Some(libc::EACCES) => {
                         "; this user may not open /dev/net/tun (udev normally makes it mode 0666), or lacks CAP_NET_ADMIN: run as root or grant it (systemd AmbientCapabilities=CAP_NET_ADMIN)"
                     }
-                    Some(libc::EBUSY) | Some(libc::EINVAL) => {
-                        "; is the --dev name taken by another kind of interface?"
+                    Some(libc::EBUSY) => {
+                        "; another process has a TAP of this --dev name open (another taptun?): pick another name, or stop that one"
                     }
+                    Some(libc::EINVAL) => "; is the --dev name taken by another kind of interface?",
                     _ => "",
                 };
                 write!(f, "cannot create the TAP interface: {e}{hint}")
@@ -170,6 +171,8 @@ pub(super) fn open(cfg: &Config) -> Result<Devices, TunnelError> {
         // by code that the kernel never exercises here.
         match build(true).and_then(|t| sys::tun_set_offload(&t, sys::TUN_TCP_OFFLOADS).map(|_| t)) {
             Ok(t) => (t, true),
+            // The name is taken: that is the error, not the offloads.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Err(TunnelError::Tap(e)),
             Err(e) => {
                 info!("TAP offloads unavailable ({e}); using one frame per read");
                 (build(false).map_err(TunnelError::Tap)?, false)
