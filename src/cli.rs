@@ -73,6 +73,14 @@ pub struct Cli {
     #[argh(option, default = "ClampMss::Auto")]
     pub clamp_mss: ClampMss,
 
+    /// the TAP's MAC address, e.g. 02:00:00:00:00:01 (default: derived from /etc/machine-id, the TAP name and the network namespace, the same on every start)
+    #[argh(option)]
+    pub mac: Option<crate::mac::MacAddr>,
+
+    /// where `taptun status` reaches this tunnel: a Unix socket, mode 0600 (default /run/taptun/DEV.sock)
+    #[argh(option)]
+    pub status_socket: Option<PathBuf>,
+
     /// do not use TAP checksum/segmentation offloads (default: use them when the kernel allows; the wire format is the same either way)
     #[argh(switch)]
     pub no_offload: bool,
@@ -222,6 +230,8 @@ impl Cli {
             offload: !self.no_offload,
             path_payload,
             clamp_mss: self.clamp_mss,
+            status_socket: self.status_socket.clone(),
+            mac: self.mac,
         };
         Ok((cfg, created))
     }

@@ -548,9 +548,7 @@ fn proc_status(c: &Container, pid: &str, field: &str) -> String {
 
 #[test]
 fn e2e_systemd_unit_in_container() {
-    if !common::e2e("e2e_systemd_unit_in_container") {
-        return;
-    }
+    require_e2e!();
     if let Some(why) = missing_tools() {
         if std::env::var("TAPTUN_E2E").as_deref() == Ok("require") {
             panic!(

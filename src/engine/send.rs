@@ -3,6 +3,8 @@
 
 use super::{Shared, TAP_BUF, unix_nanos};
 use crate::addr;
+use crate::announce;
+use crate::mac::MacAddr;
 use crate::offload::{VNET_HDR_LEN, VnetHdr};
 use crate::published::Cached;
 use crate::stats::{DropReason, RateLimit, Throttle};
@@ -11,7 +13,7 @@ use crate::tx::{self, BATCH_DATAGRAMS, Keepalive, Outbound, Push};
 use crate::wire::{Codec, HEADER_LEN};
 use log::{debug, info, warn};
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -174,6 +176,31 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// Announces the TAP `name` (`mac`) to the peer: a gratuitous ARP for
+    /// each IPv4 address, an unsolicited neighbour advertisement for each
+    /// IPv6 one, so that neighbour caches naming an old MAC are corrected
+    /// at once. Rare (start, a peer learned): allocation is fine here.
+    pub(super) fn announce(&mut self, mac: MacAddr, name: &str) {
+        let addrs = match sys::addresses(name) {
+            Ok(a) => a,
+            Err(e) => {
+                debug!("cannot list {name}'s addresses to announce them: {e}");
+                return;
+            }
+        };
+        for ip in addrs {
+            let frame: Vec<u8> = match ip {
+                IpAddr::V4(v4) => announce::garp(mac, v4).to_vec(),
+                IpAddr::V6(v6) => announce::unsolicited_na(mac, v6).to_vec(),
+            };
+            if self.outbound.push(&VnetHdr::default(), &frame) == Push::Full {
+                self.link.flush(&mut self.outbound);
+                let _ = self.outbound.push(&VnetHdr::default(), &frame);
+            }
+        }
+        self.link.flush(&mut self.outbound);
     }
 
     /// Sends a keepalive if a peer is known and nothing was sent for
