@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod addr;
+pub mod announce;
 pub mod batch;
 pub mod clamp;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod engine;
 pub mod hook;
 pub mod key;
+pub mod mac;
 pub mod offload;
 pub mod peer;
 pub mod published;

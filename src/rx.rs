@@ -42,6 +42,10 @@ pub struct Tally {
     pub last_drop: Option<(DropReason, usize)>,
     /// What the run did to the peer address (one source, so one change at most).
     pub peer: PeerUpdate,
+    /// How far the last authentic datagram's timestamp was ahead of this
+    /// host's clock (ns; negative: behind), whether it was accepted or
+    /// refused as stale or future: the peer's clock offset, plus transit.
+    pub offset_ns: Option<i64>,
 }
 
 impl Tally {
@@ -63,6 +67,8 @@ pub struct Inbound {
     peer: Peer,
     /// How the MSS of TCP SYNs received is lowered, if at all.
     clamp: Option<clamp::Limit>,
+    /// The timestamp of the last datagram that passed the MAC check.
+    last_authentic_ts: u64,
 }
 
 impl Inbound {
@@ -75,6 +81,7 @@ impl Inbound {
             replay: ReplayWindow::new(),
             peer: Peer::new(peer),
             clamp: None,
+            last_authentic_ts: 0,
         }
     }
 
@@ -175,6 +182,10 @@ impl Inbound {
         src: SocketAddr,
         now_ns: u64,
     ) -> (Verdict<'a>, PeerUpdate) {
+        if datagram.len() > crate::tx::MAX_DATAGRAM {
+            // No peer sends this much: not worth hashing.
+            return (Verdict::Drop(DropReason::Oversize), PeerUpdate::Unchanged);
+        }
         let dg = match self.open(datagram, now_ns) {
             Ok(dg) => dg,
             Err(WireError::TooShort(_)) => {
@@ -183,6 +194,7 @@ impl Inbound {
             Err(_) => return (Verdict::Drop(DropReason::BadMac), PeerUpdate::Unchanged),
         };
         let ts = dg.timestamp();
+        self.last_authentic_ts = ts;
         match check_freshness(ts, now_ns, self.max_age_ns) {
             Ok(()) => {}
             Err(WireError::Future) => {
