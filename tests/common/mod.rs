@@ -432,7 +432,12 @@ impl Peer {
     /// Waits until the TAP is up (log line and link), at most 10 s.
     pub fn wait_up(&mut self, ns: &Netns) {
         let up = until(Duration::from_secs(10), POLL, || {
-            if self.log_text().contains(" up, mtu ") && ns.has_link(&self.dev) {
+            // "tap0 up, mtu 1418, ..." or "tap0 up, mac 42:..., mtu 1418, ...".
+            let log = self.log_text();
+            let announced = log
+                .lines()
+                .any(|l| l.contains(" up, ") && l.contains("mtu "));
+            if announced && ns.has_link(&self.dev) {
                 return true;
             }
             if let Some(st) = self.process.exited() {
