@@ -23,6 +23,9 @@
 #     of IP fragments on the underlay during it)
 #   TAPTUN_BIN=...  use this binary instead of building target/release/taptun
 #   TAPTUN_ARGS=... extra taptun arguments (e.g. "--sockbuf 212992")
+#   TAPTUN_BASE_BIN=... another taptun binary (an older build) measured in the
+#                   same run as candidate "base", so a change is compared
+#                   with what it changes, interleaved (add base to CANDIDATES)
 #   OUT=target/bench/report.md   where the markdown report goes
 # A default run takes about 4-5 minutes. Exits non-zero only when something
 # failed to run (setup, a tunnel, a measurement); a slow result is a result.
@@ -48,7 +51,7 @@ done
 [ "$ROUNDS" -le 20 ] || die "ROUNDS is capped at 20"
 [ "$PINGS" -le 1000 ] || die "PINGS is capped at 1000"
 for c in $CANDIDATES; do
-    case $c in bare | vxlan | fastd | taptun | bridged) ;; *) die "unknown candidate '$c' (bare vxlan fastd taptun bridged)" ;; esac
+    case $c in bare | vxlan | fastd | taptun | bridged | base) ;; *) die "unknown candidate '$c' (bare vxlan fastd taptun bridged base)" ;; esac
 done
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, TAP): sudo sh dev/bench.sh"
 [ -c /dev/net/tun ] || die "/dev/net/tun is missing (modprobe tun)"
@@ -69,6 +72,7 @@ else
     bin=$PWD/target/release/taptun
 fi
 [ -x "$bin" ] || die "no taptun binary at $bin"
+case " $CANDIDATES " in *" base "*) [ -x "${TAPTUN_BASE_BIN:-}" ] || die "candidate base needs TAPTUN_BASE_BIN=path/to/an/older/taptun" ;; esac
 
 id=$$
 nsa="ttbench-a-$id"
@@ -119,6 +123,9 @@ res="$work/results"
 # A private copy: a rebuild of target/ during the run cannot change what runs.
 cp "$bin" "$work/taptun"
 bin=$work/taptun
+if [ -n "${TAPTUN_BASE_BIN:-}" ]; then
+    cp "$TAPTUN_BASE_BIN" "$work/taptun-base"
+fi
 
 fail() {
     failures=$((failures + 1))
@@ -187,6 +194,7 @@ addr_b() {
     taptun) echo 10.202.0.2 ;;
     fastd) echo 10.203.0.2 ;;
     bridged) echo 10.204.0.2 ;;
+    base) echo 10.205.0.2 ;;
     esac
 }
 
@@ -212,6 +220,20 @@ setup_taptun() {
         -i tt0 --mtu 1418 -a 10.202.0.2/24 $TAPTUN_ARGS
     taptun_pids="$taptun_pids $last_pid"
     wait_link "$nsa" tt0 && wait_link "$nsb" tt0
+}
+
+# The same as setup_taptun with TAPTUN_BASE_BIN, its own port and TAP.
+setup_base() {
+    [ -f "$work/taptun.key" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$work/taptun.key") || return 1
+    # shellcheck disable=SC2086 # TAPTUN_ARGS is a list of arguments
+    spawn "$nsa" "$work/base-a.log" "$work/taptun-base" "$work/taptun.key" :9125 192.0.2.2:9125 \
+        -i tt1 --mtu 1418 -a 10.205.0.1/24 $TAPTUN_ARGS
+    base_pids="$last_pid"
+    # shellcheck disable=SC2086
+    spawn "$nsb" "$work/base-b.log" "$work/taptun-base" "$work/taptun.key" :9125 192.0.2.1:9125 \
+        -i tt1 --mtu 1418 -a 10.205.0.2/24 $TAPTUN_ARGS
+    base_pids="$base_pids $last_pid"
+    wait_link "$nsa" tt1 && wait_link "$nsb" tt1
 }
 
 setup_fastd() {
@@ -286,16 +308,17 @@ setup_bridged() {
 }
 
 dev_of() {
-    case $1 in bare) echo u0 ;; vxlan) echo vx0 ;; taptun) echo tt0 ;; fastd) echo fd0 ;; bridged) echo tl0 ;; esac
+    case $1 in bare) echo u0 ;; vxlan) echo vx0 ;; taptun) echo tt0 ;; fastd) echo fd0 ;; bridged) echo tl0 ;; base) echo tt1 ;; esac
 }
 
 cands=""
-for c in bare vxlan fastd taptun bridged; do # report order, whatever order CANDIDATES has
+for c in bare vxlan fastd base taptun bridged; do # report order, whatever order CANDIDATES has
     case " $CANDIDATES " in *" $c "*) ;; *) continue ;; esac
     case $c in
     bare) ok=true ;;
     vxlan) if setup_vxlan; then ok=true; else ok=false; fi ;;
     taptun) if setup_taptun; then ok=true; else ok=false; fi ;;
+    base) if setup_base; then ok=true; else ok=false; fi ;;
     bridged) if { [ -f "$work/taptun.key" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$work/taptun.key"); } && setup_bridged; then ok=true; else ok=false; fi ;;
     fastd) if setup_fastd; then ok=true; else ok=false; fi ;;
     esac
@@ -340,7 +363,7 @@ sock_drops() {
 }
 
 tunnel_port() {
-    case $1 in taptun) echo 9123 ;; fastd) echo 10000 ;; esac
+    case $1 in taptun) echo 9123 ;; fastd) echo 10000 ;; base) echo 9125 ;; esac
 }
 
 # UDP RcvbufErrors of one namespace.
@@ -395,7 +418,7 @@ ping_median() {
 }
 
 tunnel_pids() {
-    case $1 in taptun) echo "$taptun_pids" ;; fastd) echo "$fastd_pids" ;; bridged) echo "${taptun_pids_bridged:-}" ;; *) echo "" ;; esac
+    case $1 in taptun) echo "$taptun_pids" ;; fastd) echo "$fastd_pids" ;; bridged) echo "${taptun_pids_bridged:-}" ;; base) echo "${base_pids:-}" ;; *) echo "" ;; esac
 }
 
 # The bridged candidate: TCP between the two labs' hosts each way, and the
@@ -571,6 +594,7 @@ fi
             label["bare"] = "bare veth"; label["vxlan"] = "vxlan (kernel)"
             label["fastd"] = "fastd (null+salsa2012+umac)"; label["taptun"] = "taptun"
             label["bridged"] = "taptun bridged (hosts MTU 1500)"
+            label["base"] = "taptun base (TAPTUN_BASE_BIN)"
             nm = split("tcp_ab tcp_ba retr rcvbuf udp_sent udp_kpps udp_handed udp_loss udp_tapdrop udp_sockdrop udp_appdrop rtt rtt_added cpu cpu_sys rss frags", metric, " ")
             name["frags"] = "IP fragments on the underlay during the TCP runs ↓"; fmt["frags"] = "%.0f"
             name["tcp_ab"] = "TCP A→B, Gbit/s ↑"; fmt["tcp_ab"] = "%.2f"
