@@ -250,61 +250,49 @@ impl View<'_> {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
             let _ = writeln!(s, "{name}{{dev=\"{dev}\"}} {value}");
         };
-        let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed).to_string();
-        metric(
-            "taptun_rx_bytes_total",
-            "counter",
-            "Frame bytes received and written to the TAP.",
-            n(&c.rx_bytes),
-        );
-        metric(
-            "taptun_rx_frames_total",
-            "counter",
-            "Frames received and written to the TAP.",
-            n(&c.rx_frames),
-        );
-        metric(
-            "taptun_tx_bytes_total",
-            "counter",
-            "Frame bytes read from the TAP and sent.",
-            n(&c.tx_bytes),
-        );
-        metric(
-            "taptun_tx_frames_total",
-            "counter",
-            "Frames read from the TAP and sent.",
-            n(&c.tx_frames),
-        );
-        metric(
-            "taptun_keepalives_sent_total",
-            "counter",
-            "Keepalives sent.",
-            n(&c.keepalives_tx),
-        );
-        metric(
-            "taptun_keepalives_received_total",
-            "counter",
-            "Keepalives received.",
-            n(&c.keepalives_rx),
-        );
-        metric(
-            "taptun_send_errors_total",
-            "counter",
-            "UDP send errors.",
-            n(&c.send_errors),
-        );
-        metric(
-            "taptun_tap_errors_total",
-            "counter",
-            "TAP write errors.",
-            n(&c.tap_errors),
-        );
-        metric(
-            "taptun_key_rotations_total",
-            "counter",
-            "Keys replaced by SIGHUP.",
-            n(&sh.key_rotations),
-        );
+        let counters = [
+            (
+                "rx_bytes",
+                "Frame bytes received and written to the TAP.",
+                &c.rx_bytes,
+            ),
+            (
+                "rx_frames",
+                "Frames received and written to the TAP.",
+                &c.rx_frames,
+            ),
+            (
+                "tx_bytes",
+                "Frame bytes read from the TAP and sent.",
+                &c.tx_bytes,
+            ),
+            (
+                "tx_frames",
+                "Frames read from the TAP and sent.",
+                &c.tx_frames,
+            ),
+            ("keepalives_sent", "Keepalives sent.", &c.keepalives_tx),
+            (
+                "keepalives_received",
+                "Keepalives received.",
+                &c.keepalives_rx,
+            ),
+            ("send_errors", "UDP send errors.", &c.send_errors),
+            ("tap_errors", "TAP write errors.", &c.tap_errors),
+            (
+                "key_rotations",
+                "Keys replaced by SIGHUP.",
+                &sh.key_rotations,
+            ),
+        ];
+        for (name, help, v) in counters {
+            metric(
+                &format!("taptun_{name}_total"),
+                "counter",
+                help,
+                v.load(Relaxed).to_string(),
+            );
+        }
         metric(
             "taptun_mtu_bytes",
             "gauge",
