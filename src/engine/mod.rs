@@ -9,9 +9,9 @@
 //! This file is the tunnel's lifetime: open, start, key rotation, keepalives.
 //!
 //! Who owns what: the key in use is the [`Tunnel`]'s ([`Key`]), published
-//! to both threads as a [`Codec`] in [`Shared::key`]; the peer address is
+//! to both threads as a [`Codec`] in `Shared::key`; the peer address is
 //! decided by the receiving thread's `Inbound` and published in
-//! [`Shared::peer`]. Each thread reads both through a [`Cached`] copy: one
+//! `Shared::peer`. Each thread reads both through a [`Cached`] copy: one
 //! atomic load per batch, the lock only after a change.
 
 pub mod control;
