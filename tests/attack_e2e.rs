@@ -221,6 +221,7 @@ fn e2e_junk_flood_during_tcp_transfer() {
     );
     let before = a.stats();
     let (short0, bad0) = (a.counter("short").unwrap(), a.counter("bad_mac").unwrap());
+    let over0 = a.counter("oversize").unwrap();
     let drops0 = kernel_drops(&lan.a);
 
     // Paced: few enough that the receive buffer never overflows, so taptun's
@@ -248,6 +249,9 @@ fn e2e_junk_flood_during_tcp_transfer() {
         );
         (s - short0, b - bad0) == (ps, pb)
     });
+    // The largest UDP datagrams are dropped unhashed, as oversize.
+    let po = json_num(&paced, "oversize") as u64;
+    assert_eq!(a.counter("oversize").unwrap() - over0, po, "paced oversize");
     assert!(
         counted,
         "paced junk: sent short {ps} bad_mac {pb}, counted short {} bad_mac {}, kernel drops {}",
