@@ -3,8 +3,9 @@
 # Needs root. Installs only what is missing, so a second run is quick.
 # debootstrap and systemd-container (systemd-nspawn) are for the container
 # of tests/systemd_e2e.rs, which also needs cargo-deb (installed last).
+# faketime (libfaketime) runs a peer with a skewed clock in tests/field_e2e.rs.
 set -eu
-pkgs="iproute2 iptables nftables bridge-utils dnsmasq-base iputils-ping socat tcpdump shellcheck iperf3 busybox udhcpc procps util-linux libcap2-bin fastd jq python3 systemd ethtool debootstrap systemd-container"
+pkgs="iproute2 iptables nftables bridge-utils dnsmasq-base iputils-ping socat tcpdump shellcheck iperf3 busybox udhcpc procps util-linux libcap2-bin fastd jq python3 systemd ethtool debootstrap systemd-container faketime libfaketime"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

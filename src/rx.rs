@@ -148,6 +148,14 @@ impl Inbound {
             if update != PeerUpdate::Unchanged {
                 t.peer = update;
             }
+            // Past the MAC check (even if refused for its timestamp or as
+            // a replay): its timestamp tells the peer's clock offset.
+            if !matches!(
+                verdict,
+                Verdict::Drop(DropReason::Short | DropReason::BadMac | DropReason::Oversize)
+            ) {
+                t.offset_ns = Some(self.last_authentic_ts.wrapping_sub(now_ns) as i64);
+            }
             let dg_len = dg.len();
             match verdict {
                 Verdict::Frame(frame) => {
@@ -316,6 +324,29 @@ mod tests {
         let t = rx.receive_run(&mut [], None, a, NOW, &mut |_| panic!("nothing to deliver"));
         assert_eq!(t.drops[DropReason::Short as usize], 1);
         assert!(!t.valid());
+    }
+
+    #[test]
+    fn offset_of_authentic_datagrams_even_refused_ones() {
+        let codec = Codec::new(b"sixteen byte key");
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let mut rx = Inbound::new(codec.clone(), AGE, None);
+        let run =
+            |rx: &mut Inbound, d: &[u8]| rx.receive_run(&mut d.to_vec(), None, a, NOW, &mut |_| {});
+        // 10 s ahead (refused as future), 10 s behind (stale), 1 ms ahead (accepted).
+        let t = run(&mut rx, &dgram(&codec, NOW + 10_000_000_000, b"f"));
+        assert_eq!(t.drops[DropReason::Future as usize], 1);
+        assert_eq!(t.offset_ns, Some(10_000_000_000));
+        let t = run(&mut rx, &dgram(&codec, NOW - 10_000_000_000, b"s"));
+        assert_eq!(t.drops[DropReason::Stale as usize], 1);
+        assert_eq!(t.offset_ns, Some(-10_000_000_000));
+        let t = run(&mut rx, &dgram(&codec, NOW + 1_000_000, b"ok"));
+        assert_eq!((t.frames, t.offset_ns), (1, Some(1_000_000)));
+        // Not authentic: says nothing about the peer's clock.
+        let mut forged = dgram(&codec, NOW, b"x");
+        forged[40] ^= 1;
+        assert_eq!(run(&mut rx, &forged).offset_ns, None);
+        assert_eq!(run(&mut rx, &[0; 10]).offset_ns, None);
     }
 
     /// The fuzz harness on pseudo-random scripts: the same invariants as

@@ -693,9 +693,20 @@ fn e2e_systemd_unit_in_container() {
             "port {port} not bound:\n{udp}"
         );
     }
-    for (n, inv) in [("a", &inv_a), ("b", &inv_b)] {
+    // Their status sockets share the unit's RuntimeDirectory, /run/taptun
+    // (/run itself is read-only under ProtectSystem=strict).
+    for n in ["a", "b"] {
+        let s = c.run(&format!("taptun status tap{n}"));
+        assert!(s.contains(&format!("interface: tap{n}")), "{s}");
+    }
+    // Stopping one leaves the other's socket (RuntimeDirectoryPreserve=yes).
+    for (n, inv) in [("b", &inv_b), ("a", &inv_a)] {
         if let Some(why) = stop_problem(&c, n, inv) {
             panic!("taptun@{n}: stop not clean: {why}");
+        }
+        if n == "b" {
+            let s = c.run("taptun status tapa");
+            assert!(s.contains("interface: tapa"), "after b stopped: {s}");
         }
     }
 
