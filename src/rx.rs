@@ -44,7 +44,7 @@ pub struct Tally {
     pub peer: PeerUpdate,
     /// How far the last authentic datagram's timestamp was ahead of this
     /// host's clock (ns; negative: behind), whether it was accepted or
-    /// refused as stale or future: the peer's clock offset, plus transit.
+    /// refused as stale or future: the peer's clock offset less the transit.
     pub offset_ns: Option<i64>,
 }
 

@@ -55,7 +55,7 @@ struct Shared {
     /// How many times the key was replaced (SIGHUP).
     key_rotations: AtomicU64,
     /// The last authentic datagram's timestamp less this host's clock
-    /// (ns): the peer's clock offset plus the transit time.
+    /// (ns): the peer's clock offset less the one-way transit time.
     peer_offset_ns: AtomicI64,
     /// The TAP's MTU as last read: followed at run time (the bridge
     /// script raises it to the LAN's).

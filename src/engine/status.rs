@@ -317,7 +317,7 @@ impl View<'_> {
             metric(
                 "taptun_peer_clock_offset_seconds",
                 "gauge",
-                "The peer's clock less this host's, plus transit.",
+                "The peer's clock less this host's, less the one-way transit time.",
                 format!("{o:.3}"),
             );
         }
