@@ -550,10 +550,14 @@ impl OpenKeys {
     /// Opens `datagram` received at `now_ns` (UNIX ns, for the derivation
     /// budget only): checks the length, refuses our own session, finds or
     /// derives the session's key, checks the tag over session id,
-    /// timestamp and ciphertext, and decrypts the frame in place. On an
-    /// error the bytes after the header may have been overwritten (the
-    /// datagram is to be dropped anyway). Freshness, replay and peer
-    /// checks are the caller's, on [`Opened::timestamp`].
+    /// timestamp and ciphertext, and decrypts the frame in place. On
+    /// [`AeadError::BadTag`] the bytes after the header may have been
+    /// overwritten (the datagram is to be dropped anyway); on every other
+    /// error the datagram is untouched, so a receiver can still probe it
+    /// with [`looks_like_hmac`] (an HMAC datagram reads as a made-up
+    /// session, so most are refused as [`AeadError::RateLimited`]).
+    /// Freshness, replay and peer checks are the caller's, on
+    /// [`Opened::timestamp`].
     pub fn open<'a>(
         &mut self,
         datagram: &'a mut [u8],
@@ -904,6 +908,25 @@ mod tests {
         assert!(keys.probe(&aead_dg, NOW));
         assert_eq!(aead_dg, copy);
         assert!(!OpenKeys::new(Cipher::ChaCha20Poly1305, KEY, None).probe(&aead_dg, NOW));
+        // An AEAD receiver meets HMAC datagrams: each reads as a made-up
+        // session; once the budget is spent they are refused untouched, so
+        // the receiver can still tell what they are.
+        let mut rx = OpenKeys::new(c, KEY, None);
+        let mut refused = 0;
+        for i in 0..100u64 {
+            let mut dg = vec![0u8; 40 + 60];
+            codec.encode(NOW + i, &frame(60), &mut dg).unwrap();
+            let before = dg.clone();
+            match rx.open(&mut dg, NOW) {
+                Err(AeadError::RateLimited) => {
+                    assert_eq!(dg, before);
+                    assert!(looks_like_hmac(&dg, &codec));
+                    refused += 1;
+                }
+                other => assert_eq!(other, Err(AeadError::BadTag)),
+            }
+        }
+        assert_eq!((refused, rx.unknown_sessions()), (84, 84));
         let src: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let m = mismatch_message(src, Mode::Aead(c), Mode::Hmac);
         assert!(m.contains("192.0.2.1:4000"), "{m}");
