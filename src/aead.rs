@@ -261,6 +261,15 @@ fn derive(prk: &hkdf::Prk, cipher: Cipher, session: &SessionId) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::from(okm))
 }
 
+/// The session id of a datagram, read without any check (`None` if it
+/// is too short to hold one): for routing a datagram to the right
+/// [`OpenKeys`] before opening it (see [`OpenKeys::is_cached`]).
+pub fn session_of(datagram: &[u8]) -> Option<SessionId> {
+    let mut id = SessionId::default();
+    id.0.copy_from_slice(datagram.get(field::SESSION)?);
+    Some(id)
+}
+
 /// Where the frame of an opened (or to be sealed) datagram of `len` bytes
 /// lies: between [`HEADROOM`] and [`TAILROOM`]; `None` if it is too short.
 pub fn frame_range(len: usize) -> Option<Range<usize>> {
@@ -520,6 +529,15 @@ impl OpenKeys {
         let mut v: Vec<&Slot> = self.slots.iter().collect();
         v.sort_by_key(|s| std::cmp::Reverse(s.used));
         v.into_iter().map(|s| s.session).collect()
+    }
+
+    /// Whether `session`'s key is cached, i.e. a datagram of it was
+    /// opened here. After a key rotation the receiver keeps the previous
+    /// `OpenKeys` for `--max-age` and sends a datagram to it when this
+    /// says so, to the current one otherwise: trying one and then the
+    /// other does not work, as a failed open may overwrite the datagram.
+    pub fn is_cached(&self, session: &SessionId) -> bool {
+        self.slots.iter().any(|s| s.session == *session)
     }
 
     fn cost_ns(&self) -> u64 {
@@ -851,6 +869,43 @@ mod tests {
             let mut dg = sealed(&mut tx, NOW + i, b"x");
             assert!(rx.open(&mut dg, NOW + 100_000_000).is_ok());
         }
+    }
+
+    #[test]
+    fn rotation_routes_by_session() {
+        let c = Cipher::Aes256Gcm;
+        let new_key: &[u8] = b"the key after the rotation, 32 B";
+        let mut old_tx = SealKey::with_session(c, KEY, sid(1));
+        let mut previous = OpenKeys::new(c, KEY, None);
+        let mut dg = sealed(&mut old_tx, NOW, b"before");
+        previous.open(&mut dg, NOW).unwrap();
+        // Both sides rotate: a new key file and a new session.
+        let mut new_tx = SealKey::with_session(c, new_key, sid(2));
+        let mut current = OpenKeys::new(c, new_key, None);
+        let mut route = |dg: &mut Vec<u8>| {
+            let s = session_of(dg).unwrap();
+            let keys = if previous.is_cached(&s) {
+                &mut previous
+            } else {
+                &mut current
+            };
+            keys.open(dg, NOW).map(|o| o.frame.to_vec())
+        };
+        // In flight under the old key, then the new one, then the old again.
+        assert_eq!(
+            route(&mut sealed(&mut old_tx, NOW + 1, b"old")),
+            Ok(b"old".to_vec())
+        );
+        assert_eq!(
+            route(&mut sealed(&mut new_tx, NOW + 2, b"new")),
+            Ok(b"new".to_vec())
+        );
+        assert_eq!(
+            route(&mut sealed(&mut old_tx, NOW + 3, b"late")),
+            Ok(b"late".to_vec())
+        );
+        assert_eq!(session_of(&[0u8; 15]), None);
+        assert_eq!(session_of(&[7u8; 16]), Some(sid(7)));
     }
 
     #[test]
