@@ -2,7 +2,10 @@
 //! encode (`Codec::seal`), decode+verify (`Codec::open`), the replay check
 //! (`ReplayWindow::accept`), the checksum a frame must pass before it joins
 //! a coalesced run (`offload::csum_add`) and the whole receive pipeline
-//! (`rx::Inbound::receive`), at 64, 512 and 1432-byte frames.
+//! (`rx::Inbound::receive`), at 64, 512 and 1432-byte frames; and the
+//! confidential mode's seal and open (`aead::SealKey`, `aead::OpenKeys`)
+//! with AES-256-GCM and ChaCha20-Poly1305 beside the HMAC mode's, per frame
+//! and on a batch of 44 full frames (one 64 KB super-frame's worth).
 //!
 //! `cargo bench --bench micro`. Under `cargo test --all-targets` (which runs
 //! bench targets too, unoptimized) it only checks once that each benched
@@ -15,6 +18,7 @@
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use taptun::aead::{self, Cipher, OpenKeys, SealKey, SessionId};
 use taptun::offload;
 use taptun::replay::ReplayWindow;
 use taptun::rx::{Inbound, Verdict};
@@ -51,18 +55,7 @@ fn summarize(mut ns: Vec<f64>) -> Figure {
 /// Times `op` (one frame per call): finds how many calls fill a sample, then
 /// takes `SAMPLES` samples.
 fn bench(mut op: impl FnMut()) -> Figure {
-    let mut iters = 1u64;
-    loop {
-        let start = Instant::now();
-        for _ in 0..iters {
-            op();
-        }
-        if start.elapsed() >= SAMPLE_TIME / 4 || iters >= 1 << 30 {
-            break;
-        }
-        iters *= 2;
-    }
-    iters *= 4;
+    let iters = calibrate(&mut op);
     let samples = (0..SAMPLES)
         .map(|_| {
             let start = Instant::now();
@@ -78,7 +71,7 @@ fn bench(mut op: impl FnMut()) -> Figure {
 fn print(what: &str, size: Option<usize>, f: &Figure) {
     let size = size.map_or_else(|| "-".to_string(), |s| s.to_string());
     println!(
-        "{what:<34} {size:>6} {:>10.1} {:>10.1} {:>10.1}",
+        "{what:<40} {size:>6} {:>10.1} {:>10.1} {:>10.1}",
         f.median, f.min, f.max
     );
 }
@@ -190,6 +183,176 @@ fn coalesce(co: &mut offload::Coalescer, frames: &[Vec<u8>], out: &mut Vec<u8>) 
     n
 }
 
+/// A batch of `n` confidential datagrams of `len`-byte frames, sealed
+/// with `key` from `ts` on, back to back.
+fn aead_batch(key: &mut SealKey, ts: &mut u64, n: usize, len: usize) -> Vec<u8> {
+    let dlen = aead::OVERHEAD + len;
+    let mut buf = vec![0u8; dlen * n];
+    for (i, d) in buf.chunks_exact_mut(dlen).enumerate() {
+        for (j, b) in d[aead::HEADROOM..dlen - aead::TAILROOM]
+            .iter_mut()
+            .enumerate()
+        {
+            *b = (i + j) as u8;
+        }
+        *ts += 1;
+        key.seal(*ts, d)
+            .expect("increasing timestamps, room for the header");
+    }
+    buf
+}
+
+/// The receiver of the benches: our own session is another one.
+fn open_keys(cipher: Cipher) -> OpenKeys {
+    OpenKeys::new(cipher, KEY, Some(SessionId([0xee; 16])))
+}
+
+/// Calls per sample that fill about a quarter of `SAMPLE_TIME`, times four.
+fn calibrate(op: &mut dyn FnMut()) -> u64 {
+    let mut iters = 1u64;
+    loop {
+        let start = Instant::now();
+        for _ in 0..iters {
+            op();
+        }
+        if start.elapsed() >= SAMPLE_TIME / 4 || iters >= 1 << 30 {
+            return iters * 4;
+        }
+        iters *= 2;
+    }
+}
+
+/// A named operation for [`bench_interleaved`].
+type Op<'a> = (String, Box<dyn FnMut() + 'a>);
+
+/// Rounds of [`bench_interleaved`]: more than `SAMPLES`, as each round is
+/// spread over several operations.
+const ROUNDS: usize = 21;
+
+/// Times several operations side by side: in each of `ROUNDS` rounds every
+/// one takes a sample, in rotated order, so that a noisy neighbour (this
+/// machine is shared) slows all of them alike and their ratios hold.
+fn bench_interleaved(ops: &mut [Op<'_>]) -> Vec<Figure> {
+    let iters: Vec<u64> = ops.iter_mut().map(|(_, op)| calibrate(op)).collect();
+    let mut samples = vec![Vec::with_capacity(ROUNDS); ops.len()];
+    for round in 0..ROUNDS {
+        for k in 0..ops.len() {
+            let i = (k + round) % ops.len();
+            let op = &mut ops[i].1;
+            let start = Instant::now();
+            for _ in 0..iters[i] {
+                op();
+            }
+            samples[i].push(start.elapsed().as_nanos() as f64 / iters[i] as f64);
+        }
+    }
+    samples.into_iter().map(summarize).collect()
+}
+
+/// Seal and open, HMAC mode and both ciphers, per frame and per batch of
+/// `RUN` full frames (printed per frame), interleaved. The aead open rows
+/// copy the sealed datagrams into place first (AEAD decrypts in place, so
+/// it needs fresh ciphertext each time): the `copy` row says what that adds.
+fn bench_modes() {
+    for (len, n) in SIZES.into_iter().map(|l| (l, 1)).chain([(1432, RUN)]) {
+        let label = |what: &str| {
+            if n == 1 {
+                what.to_string()
+            } else {
+                format!("{what}, {n} at once")
+            }
+        };
+        let mut ops: Vec<Op> = Vec::new();
+        // HMAC mode.
+        let codec = Codec::new(KEY);
+        let mut batch: Vec<Vec<u8>> = (0..n).map(|_| datagram(&codec, NOW, len)).collect();
+        let sealed: Vec<u8> = batch.concat();
+        let opened = batch.clone();
+        {
+            let codec = codec.clone();
+            let mut ts = NOW;
+            ops.push((
+                label("seal hmac-sha256"),
+                Box::new(move || {
+                    for dg in &mut batch {
+                        ts += 1;
+                        codec
+                            .seal(black_box(ts), black_box(dg))
+                            .expect("buffer holds the header");
+                    }
+                }),
+            ));
+        }
+        ops.push((
+            label("open hmac-sha256"),
+            Box::new(move || {
+                for dg in &opened {
+                    assert!(codec.open(black_box(dg)).is_ok());
+                }
+            }),
+        ));
+        let mut scratch = sealed.clone();
+        ops.push((
+            label("copy (in aead open)"),
+            Box::new(move || {
+                scratch.copy_from_slice(black_box(&sealed));
+                black_box(&scratch);
+            }),
+        ));
+        for cipher in Cipher::ALL {
+            let mut key = SealKey::new(cipher, KEY).expect("OS random source");
+            let mut ts = NOW;
+            let dlen = aead::OVERHEAD + len;
+            let sealed = aead_batch(&mut key, &mut ts, n, len);
+            let mut buf = sealed.clone();
+            ops.push((
+                label(&format!("seal {cipher}")),
+                Box::new(move || {
+                    for d in buf.chunks_exact_mut(dlen) {
+                        ts += 1;
+                        key.seal(black_box(ts), black_box(d))
+                            .expect("increasing timestamps");
+                    }
+                }),
+            ));
+            let mut scratch = sealed.clone();
+            let mut rx = open_keys(cipher);
+            ops.push((
+                label(&format!("open {cipher}")),
+                Box::new(move || {
+                    scratch.copy_from_slice(&sealed);
+                    for d in scratch.chunks_exact_mut(dlen) {
+                        assert!(rx.open(black_box(d), NOW).is_ok());
+                    }
+                }),
+            ));
+        }
+        let figures = bench_interleaved(&mut ops);
+        for ((what, _), f) in ops.iter().zip(figures) {
+            let per = |x: f64| x / n as f64;
+            let f = Figure {
+                median: per(f.median),
+                min: per(f.min),
+                max: per(f.max),
+            };
+            print(what, Some(len), &f);
+        }
+    }
+    // What a new session costs the receiver: HKDF and the key schedule.
+    let mut i = 0u64;
+    let mut rx = open_keys(Cipher::Aes256Gcm);
+    let mut dg = vec![0u8; aead::OVERHEAD];
+    let f = bench(|| {
+        i += 1;
+        dg[..8].copy_from_slice(&i.to_be_bytes());
+        // A made-up session: derived (the budget refills in 1 s steps of
+        // `now`), then refused.
+        let now = NOW + i * 1_000_000_000;
+        assert!(rx.open(black_box(&mut dg), now).is_err());
+    });
+    print("unknown session (derive, refuse)", None, &f);
+}
+
 /// One pass over every benched path, checking its result: what
 /// `cargo test` runs instead of the timing.
 fn smoke() {
@@ -208,6 +371,20 @@ fn smoke() {
         let mut forged = dg.clone();
         forged[HEADER_LEN] ^= 1;
         assert!(codec.open(&forged).is_err());
+    }
+    for cipher in Cipher::ALL {
+        let mut key = SealKey::new(cipher, KEY).expect("OS random source");
+        let mut ts = NOW;
+        let mut batch = aead_batch(&mut key, &mut ts, RUN, 1432);
+        let mut rx = open_keys(cipher);
+        for (i, d) in batch.chunks_exact_mut(aead::OVERHEAD + 1432).enumerate() {
+            let o = rx.open(d, NOW).expect("a sealed datagram opens");
+            assert_eq!(o.timestamp, NOW + 1 + i as u64);
+            assert_eq!(o.frame[1], (i + 1) as u8);
+        }
+        let mut forged = aead_batch(&mut key, &mut ts, 1, 64);
+        forged[aead::HEADROOM] ^= 1;
+        assert!(rx.open(&mut forged, NOW).is_err());
     }
     let mut window = ReplayWindow::new();
     assert_eq!(window.accept(NOW + 1), Ok(true));
@@ -260,7 +437,7 @@ fn main() {
         if sha_ni { "yes" } else { "no" }
     );
     println!(
-        "{:<34} {:>6} {:>10} {:>10} {:>10}",
+        "{:<40} {:>6} {:>10} {:>10} {:>10}",
         "operation", "frame", "median", "min", "max"
     );
     let codec = Codec::new(KEY);
@@ -353,6 +530,8 @@ fn main() {
         .expect("the super-frame cuts");
     });
     print_per(&format!("segment into {RUN} TCP frames"), &f);
+
+    bench_modes();
 
     for len in SIZES {
         print(

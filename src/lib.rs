@@ -1,13 +1,14 @@
 //! taptun: a Layer-2 tunnel over UDP, authenticated with HMAC-SHA256,
 //! wire-compatible with tinytaptunnel v1.4.
 //!
-//! The protocol parts (`wire`, `replay`, `peer`, `rx`, `tx`, `batch`,
-//! `offload`) are pure and do no I/O; `engine` owns the TAP, the socket and
+//! The protocol parts (`wire`, `aead`, `replay`, `peer`, `rx`, `tx`,
+//! `batch`, `offload`) are pure and do no I/O; `engine` owns the TAP, the socket and
 //! the threads; `sys` wraps the few syscalls std lacks and is the only
 //! place with `unsafe`.
 #![deny(unsafe_code)]
 
 pub mod addr;
+pub mod aead;
 pub mod announce;
 pub mod batch;
 pub mod clamp;
