@@ -2,11 +2,13 @@
 //! encode (`Codec::seal`), decode+verify (`Codec::open`), the replay check
 //! (`ReplayWindow::accept`), the checksum a frame must pass before it joins
 //! a coalesced run (`offload::csum_add`) and the whole receive pipeline
-//! (`rx::Inbound::receive`), at 64, 512 and 1432-byte frames; and HMAC-SHA256
-//! itself, one message at a time (`hmac` + `sha2`) against a batch of 44 in
-//! lanes (`lanes::HmacKey::mac_many`): for these rows, the median of 401
-//! short samples (~0.1 ms) taken in turns, which a busy machine disturbs
-//! far less than the long ones, with the throughput in frame bytes.
+//! (`rx::Inbound::receive`), at 64, 512 and 1432-byte frames. Then what
+//! hashing in lanes changes, for batches of 44 datagrams (a TSO
+//! super-frame's worth): HMAC-SHA256 one message at a time (`hmac` +
+//! `sha2`) against `lanes::HmacKey::mac_many`, with the throughput in frame
+//! bytes; sealing (`Codec::seal` each against `Codec::seal_spans`),
+//! verifying (`Codec::open` each against `Codec::verify_spans`) and
+//! receiving a GRO run (`Inbound::receive` each against `receive_run`).
 //!
 //! `cargo bench --bench micro`. Under `cargo test --all-targets` (which runs
 //! bench targets too, unoptimized) it only checks once that each benched
@@ -14,7 +16,9 @@
 //! Standard harness-less bench (no crate):
 //! each figure is the median of 15 samples of about 20 ms, with the fastest
 //! and slowest sample beside it, so a noisy neighbour shows as a wide range
-//! rather than as a wrong number. Not run by the test suite.
+//! rather than as a wrong number. The batch rows instead take 401 short
+//! samples (~0.1 ms, one batch) of the ways compared in turns, which a busy
+//! machine disturbs far less and alike. Not run by the test suite.
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -201,6 +205,58 @@ fn bench_receive(codec: &Codec, len: usize) -> Figure {
     summarize(samples)
 }
 
+/// A GRO run of `RUN` datagrams of `len`-byte frames received whole
+/// (`Inbound::receive_run`, tags in lanes) and one datagram at a time
+/// (`Inbound::receive`, as `receive_run` did before lanes), in turns of
+/// one run each; before each turn the run is sealed anew (untimed) with
+/// newer timestamps, so every datagram takes the full path. ns per frame.
+fn bench_receive_run(codec: &Codec, len: usize) -> (Figure, Figure) {
+    const TURNS: usize = 401;
+    let src: SocketAddr = "192.0.2.2:9123".parse().expect("literal address");
+    let mut whole = Inbound::new(codec.clone(), MAX_AGE_NS, Some(src));
+    let mut singly = Inbound::new(codec.clone(), MAX_AGE_NS, Some(src));
+    let seg = HEADER_LEN + len;
+    let mut run: Vec<u8> = (0..RUN).flat_map(|_| datagram(codec, NOW, len)).collect();
+    let spans: Vec<_> = (0..RUN).map(|i| i * seg..(i + 1) * seg).collect();
+    let mut ts = NOW - MAX_AGE_NS / 2;
+    let mut reseal = |run: &mut Vec<u8>| {
+        codec
+            .seal_spans(run, &spans, || {
+                ts += 1;
+                ts
+            })
+            .expect("room for the headers");
+        ts
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..TURNS {
+        let now = reseal(&mut run);
+        let mut delivered = 0;
+        let start = Instant::now();
+        whole.receive_run(black_box(&mut run), Some(seg), src, now, &mut |_| {
+            delivered += 1
+        });
+        a.push(start.elapsed().as_nanos() as f64 / RUN as f64);
+        assert_eq!(delivered, RUN, "the pipeline must accept every datagram");
+
+        let now = reseal(&mut run);
+        let start = Instant::now();
+        for dg in run.chunks(seg) {
+            let (verdict, _) = singly.receive(black_box(dg), src, now);
+            if matches!(verdict, Verdict::Frame(_)) {
+                delivered += 1;
+            }
+        }
+        b.push(start.elapsed().as_nanos() as f64 / RUN as f64);
+        assert_eq!(
+            delivered,
+            2 * RUN,
+            "the pipeline must accept every datagram"
+        );
+    }
+    (summarize(a), summarize(b))
+}
+
 /// Bytes of one's-complement sum, inverted: the checksum of `parts`.
 fn inet_csum(parts: &[&[u8]]) -> u16 {
     !offload::csum_fold(parts.iter().fold(0, |acc, p| offload::csum_add(acc, p)))
@@ -306,6 +362,34 @@ fn smoke() {
     for (m, t) in msgs.iter().zip(&tags) {
         assert_eq!(*t, hmac_one(&keyed, m));
     }
+    // The batch paths: the same bytes as one at a time; a GRO run received whole.
+    let seg = HEADER_LEN + 1432;
+    let spans: Vec<_> = (0..RUN).map(|i| i * seg..(i + 1) * seg).collect();
+    let mut one: Vec<u8> = (0..RUN).flat_map(|_| datagram(&codec, NOW, 1432)).collect();
+    let mut batch = one.clone();
+    for (i, s) in spans.iter().enumerate() {
+        codec
+            .seal(NOW + i as u64, &mut one[s.clone()])
+            .expect("room");
+    }
+    let mut ts = NOW;
+    codec
+        .seal_spans(&mut batch, &spans, || {
+            let t = ts;
+            ts += 1;
+            t
+        })
+        .expect("room");
+    assert_eq!(one, batch);
+    let mut ok = [false; RUN];
+    codec.verify_spans(&batch, &spans, &mut ok);
+    assert!(ok.iter().all(|&v| v));
+    let mut rx = Inbound::new(codec.clone(), MAX_AGE_NS, Some(src));
+    let mut delivered = 0;
+    let t = rx.receive_run(&mut batch, Some(seg), src, NOW + 100, &mut |_| {
+        delivered += 1
+    });
+    assert_eq!((delivered, t.frames), (RUN, RUN as u64));
     println!(
         "micro: paths checked, nothing timed (run `cargo bench --bench micro` for the figures)"
     );
@@ -477,6 +561,78 @@ fn main() {
             "full receive (rx::Inbound::receive)",
             Some(len),
             &bench_receive(&codec, len),
+        );
+    }
+
+    // What lanes change on the two paths, per frame of a batch of RUN:
+    // sealing (Outbound::seal) and receiving a GRO run (Inbound::receive_run),
+    // each against the datagram-at-a-time code it replaced.
+    for len in SIZES {
+        let mut out: Vec<u8> = (0..RUN).flat_map(|_| datagram(&codec, NOW, len)).collect();
+        let seg = HEADER_LEN + len;
+        let spans: Vec<_> = (0..RUN).map(|i| i * seg..(i + 1) * seg).collect();
+        let (mut ts1, mut ts2) = (NOW, NOW);
+        let mut out2 = out.clone();
+        let f = bench_interleaved(&mut [
+            &mut || {
+                for s in &spans {
+                    ts1 += 1;
+                    codec
+                        .seal(ts1, black_box(&mut out[s.clone()]))
+                        .expect("room for the header");
+                }
+            },
+            &mut || {
+                codec
+                    .seal_spans(black_box(&mut out2), &spans, || {
+                        ts2 += 1;
+                        ts2
+                    })
+                    .expect("room for the headers");
+            },
+        ]);
+        print(
+            &format!("seal {RUN}, one by one (Codec::seal)"),
+            Some(len),
+            &f[0],
+        );
+        print(
+            &format!("seal {RUN} in lanes (seal_spans)"),
+            Some(len),
+            &f[1],
+        );
+        let mut ok = [false; RUN];
+        let f = bench_interleaved(&mut [
+            &mut || {
+                for s in &spans {
+                    black_box(codec.open(black_box(&out2[s.clone()])).is_ok());
+                }
+            },
+            &mut || {
+                codec.verify_spans(black_box(&out2), &spans, &mut ok);
+                assert!(black_box(ok).iter().all(|&v| v));
+            },
+        ]);
+        print(
+            &format!("verify {RUN}, one by one (Codec::open)"),
+            Some(len),
+            &f[0],
+        );
+        print(
+            &format!("verify {RUN} in lanes (verify_spans)"),
+            Some(len),
+            &f[1],
+        );
+        let (whole, singly) = bench_receive_run(&codec, len);
+        print(
+            &format!("receive {RUN}, one by one (receive)"),
+            Some(len),
+            &singly,
+        );
+        print(
+            &format!("receive GRO run of {RUN} (receive_run)"),
+            Some(len),
+            &whole,
         );
     }
 }
