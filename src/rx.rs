@@ -359,13 +359,8 @@ mod tests {
         let old = Codec::new(b"the old key, 16+");
         let new = Codec::new(b"the new key, 16+");
         let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::offload::testutil::XorShift(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.next();
         let mut seen = [0u64; DropReason::ALL.len()];
         let (mut frames, mut keepalives_seen) = (0, 0);
         for round in 0..30u64 {

@@ -2,22 +2,17 @@
 
 use super::harness::{EDGES, check, reference};
 use super::*;
+use crate::offload::testutil::XorShift;
 
-/// xorshift64: reproducible pseudo-random input without a crate.
-struct Rng(u64);
+/// The tests' xorshift generator, with what these tests draw from it.
+struct Rng(XorShift);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.below(n)
     }
     fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
+        (0..n).map(|_| self.0.next() as u8).collect()
     }
     /// A key of 0..=200 bytes (past 64, HMAC hashes it first).
     fn key(&mut self) -> Vec<u8> {
@@ -58,7 +53,7 @@ fn rfc4231_case_2() {
 
 #[test]
 fn every_length_to_300_and_taptun_sizes() {
-    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut rng = Rng(XorShift(0x2545_F491_4F6C_DD1D));
     for key in [
         rng.bytes(32),
         rng.bytes(64),
@@ -82,7 +77,7 @@ fn every_length_to_300_and_taptun_sizes() {
 
 #[test]
 fn random_batches_of_unequal_lengths() {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng(XorShift(0x9E37_79B9_7F4A_7C15));
     for round in 0..120 {
         let key = rng.key();
         let n = if round < 71 { round } else { rng.below(71) };
@@ -101,7 +96,7 @@ fn random_batches_of_unequal_lengths() {
 
 #[test]
 fn taptun_batch_of_equal_datagrams() {
-    let mut rng = Rng(7);
+    let mut rng = Rng(XorShift(7));
     let key = rng.bytes(32);
     let msgs: Vec<Vec<u8>> = (0..44).map(|_| rng.bytes(1440)).collect();
     let msgs: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
@@ -146,7 +141,7 @@ fn constant_time_compare() {
 /// checks, without coverage guidance, on stable Rust.
 #[test]
 fn harness_random_inputs() {
-    let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+    let mut rng = Rng(XorShift(0xD1B5_4A32_D192_ED03));
     for _ in 0..60 {
         let len = rng.below(4000);
         harness::run(&rng.bytes(len));
