@@ -211,7 +211,6 @@ impl HmacKey {
             Impl::ShaNi2 => self.each_in_lanes::<2>(n, msg, done),
             #[cfg(target_arch = "x86_64")]
             Impl::ShaNi3 => self.each_in_lanes::<3>(n, msg, done),
-
             _ => (0..n).for_each(|i| done(i, self.mac(msg(i)))),
         }
     }
@@ -279,6 +278,7 @@ impl HmacKey {
         lanes: [&mut Lane<'_>; M],
         done: &mut impl FnMut(usize, [u8; TAG_LEN]),
     ) {
+        debug_assert_ne!(self.imp, Impl::Portable, "only SHA-NI keys hash in lanes");
         let k = lanes.iter().map(|l| l.segment().len()).min().unwrap_or(0);
         let mut states: [[u32; 8]; M] = core::array::from_fn(|l| lanes[l].state);
         let blocks: [&[[u8; BLOCK]]; M] = core::array::from_fn(|l| &lanes[l].segment()[..k]);
@@ -359,6 +359,8 @@ impl<'a> Lane<'a> {
     }
 
     /// The blocks to hash next, contiguous in memory (never empty).
+    // Only the SHA-NI scheduler asks (x86-64).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn segment(&self) -> &[[u8; BLOCK]] {
         if self.whole.is_empty() {
             &self.tail[self.tail_at..self.tail_end]
@@ -368,6 +370,8 @@ impl<'a> Lane<'a> {
     }
 
     /// Whether the tag is out (after [`Lane::advance`] gave it).
+    // Only the SHA-NI scheduler asks (x86-64).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn finished(&self) -> bool {
         self.phase == Phase::Outer && self.whole.is_empty() && self.tail_at == self.tail_end
     }
