@@ -17,9 +17,15 @@
 #   ROUNDS=3        rounds (>= 3 for a median worth the name)
 #   DURATION=5      seconds per iperf3 run (not SECONDS: bash's clock)
 #   PINGS=40        pings per RTT sample (20 ms apart)
-#   CANDIDATES="bare vxlan fastd taptun"   a subset, for quick looks
+#   CANDIDATES="bare vxlan fastd taptun bridged"   a subset, for quick looks
+#     (bridged: TCP between two MTU-1500 hosts on LANs bridged to taptun's
+#     TAPs with scripts/l2_bridge_up.sh, the two-labs topology; with a count
+#     of IP fragments on the underlay during it)
 #   TAPTUN_BIN=...  use this binary instead of building target/release/taptun
 #   TAPTUN_ARGS=... extra taptun arguments (e.g. "--sockbuf 212992")
+#   TAPTUN_BASE_BIN=... another taptun binary (an older build) measured in the
+#                   same run as candidate "base", so a change is compared
+#                   with what it changes, interleaved (add base to CANDIDATES)
 #   OUT=target/bench/report.md   where the markdown report goes
 # A default run takes about 4-5 minutes. Exits non-zero only when something
 # failed to run (setup, a tunnel, a measurement); a slow result is a result.
@@ -29,7 +35,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
 PINGS=${PINGS:-40}
-CANDIDATES=${CANDIDATES:-bare vxlan fastd taptun}
+CANDIDATES=${CANDIDATES:-bare vxlan fastd taptun bridged}
 TAPTUN_ARGS=${TAPTUN_ARGS:-}
 OUT=${OUT:-target/bench/report.md}
 
@@ -45,13 +51,13 @@ done
 [ "$ROUNDS" -le 20 ] || die "ROUNDS is capped at 20"
 [ "$PINGS" -le 1000 ] || die "PINGS is capped at 1000"
 for c in $CANDIDATES; do
-    case $c in bare | vxlan | fastd | taptun) ;; *) die "unknown candidate '$c' (bare vxlan fastd taptun)" ;; esac
+    case $c in bare | vxlan | fastd | taptun | bridged | base) ;; *) die "unknown candidate '$c' (bare vxlan fastd taptun bridged base)" ;; esac
 done
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, TAP): sudo sh dev/bench.sh"
 [ -c /dev/net/tun ] || die "/dev/net/tun is missing (modprobe tun)"
 
 sh dev/deps.sh
-for tool in ip iperf3 fastd ping jq timeout awk ss; do
+for tool in ip iperf3 fastd ping jq timeout awk ss tcpdump; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed"
 done
 
@@ -66,10 +72,13 @@ else
     bin=$PWD/target/release/taptun
 fi
 [ -x "$bin" ] || die "no taptun binary at $bin"
+case " $CANDIDATES " in *" base "*) [ -x "${TAPTUN_BASE_BIN:-}" ] || die "candidate base needs TAPTUN_BASE_BIN=path/to/an/older/taptun" ;; esac
 
 id=$$
 nsa="ttbench-a-$id"
 nsb="ttbench-b-$id"
+nsha="ttbench-ha-$id" # the bridged candidate's LAN hosts
+nshb="ttbench-hb-$id"
 work=""
 pids=""        # every process we started, killed by PID on exit
 taptun_pids="" # the two taptun processes
@@ -99,6 +108,8 @@ cleanup() {
     for p in $client $pids; do stop_pid "$p"; done
     ip netns del "$nsa" 2>/dev/null || true
     ip netns del "$nsb" 2>/dev/null || true
+    ip netns del "$nsha" 2>/dev/null || true
+    ip netns del "$nshb" 2>/dev/null || true
     [ -z "$work" ] || rm -rf "$work"
     exit "$rc"
 }
@@ -112,6 +123,9 @@ res="$work/results"
 # A private copy: a rebuild of target/ during the run cannot change what runs.
 cp "$bin" "$work/taptun"
 bin=$work/taptun
+if [ -n "${TAPTUN_BASE_BIN:-}" ]; then
+    cp "$TAPTUN_BASE_BIN" "$work/taptun-base"
+fi
 
 fail() {
     failures=$((failures + 1))
@@ -179,6 +193,8 @@ addr_b() {
     vxlan) echo 10.201.0.2 ;;
     taptun) echo 10.202.0.2 ;;
     fastd) echo 10.203.0.2 ;;
+    bridged) echo 10.204.0.2 ;;
+    base) echo 10.205.0.2 ;;
     esac
 }
 
@@ -204,6 +220,20 @@ setup_taptun() {
         -i tt0 --mtu 1418 -a 10.202.0.2/24 $TAPTUN_ARGS
     taptun_pids="$taptun_pids $last_pid"
     wait_link "$nsa" tt0 && wait_link "$nsb" tt0
+}
+
+# The same as setup_taptun with TAPTUN_BASE_BIN, its own port and TAP.
+setup_base() {
+    [ -f "$work/taptun.key" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$work/taptun.key") || return 1
+    # shellcheck disable=SC2086 # TAPTUN_ARGS is a list of arguments
+    spawn "$nsa" "$work/base-a.log" "$work/taptun-base" "$work/taptun.key" :9125 192.0.2.2:9125 \
+        -i tt1 --mtu 1418 -a 10.205.0.1/24 $TAPTUN_ARGS
+    base_pids="$last_pid"
+    # shellcheck disable=SC2086
+    spawn "$nsb" "$work/base-b.log" "$work/taptun-base" "$work/taptun.key" :9125 192.0.2.1:9125 \
+        -i tt1 --mtu 1418 -a 10.205.0.2/24 $TAPTUN_ARGS
+    base_pids="$base_pids $last_pid"
+    wait_link "$nsa" tt1 && wait_link "$nsb" tt1
 }
 
 setup_fastd() {
@@ -249,20 +279,51 @@ EOF
         ip -n "$nsb" link set fd0 up
 }
 
+# Two labs: a host with MTU 1500 on a LAN bridged to a taptun TAP at each
+# end, default taptun flags and the documented recipe (taptun, then
+# l2_bridge_up.sh), nothing changed on the hosts.
+setup_bridged() {
+    ip netns add "$nsha" && ip netns add "$nshb" || return 1
+    for side in a b; do
+        if [ "$side" = a ]; then gw=$nsa host=$nsha me=1 other=2; else gw=$nsb host=$nshb me=2 other=1; fi
+        ip link add "tl$side$id" netns "$gw" mtu 1500 type veth peer name "th$side$id" netns "$host" mtu 1500 &&
+            ip -n "$gw" link set "tl$side$id" name lan0 &&
+            ip -n "$host" link set "th$side$id" name eth0 &&
+            ip -n "$host" addr add "10.204.0.$me/24" dev eth0 &&
+            ip -n "$host" link set eth0 up &&
+            ip -n "$host" link set lo up || return 1
+        # shellcheck disable=SC2086 # TAPTUN_ARGS is a list of arguments
+        spawn "$gw" "$work/bridged-$side.log" "$bin" "$work/taptun.key" :9124 "192.0.2.$other:9124" \
+            -i tl0 --status-socket "$work/bridged-$side.sock" $TAPTUN_ARGS
+        taptun_pids_bridged="${taptun_pids_bridged:-} $last_pid"
+        wait_link "$gw" tl0 || return 1
+        TAPTUN_STATE_DIR="$work/state" ip netns exec "$gw" sh scripts/l2_bridge_up.sh tl0 lan0 brl >/dev/null || return 1
+    done
+    spawn "$nshb" "$work/iperf3-bridged.log" iperf3 -s -p 5202
+    i=0
+    until ip netns exec "$nsha" ping -n -c 1 -W 1 10.204.0.2 >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ "$i" -gt 20 ] && return 1
+    done
+}
+
 dev_of() {
-    case $1 in bare) echo u0 ;; vxlan) echo vx0 ;; taptun) echo tt0 ;; fastd) echo fd0 ;; esac
+    case $1 in bare) echo u0 ;; vxlan) echo vx0 ;; taptun) echo tt0 ;; fastd) echo fd0 ;; bridged) echo tl0 ;; base) echo tt1 ;; esac
 }
 
 cands=""
-for c in bare vxlan fastd taptun; do # report order, whatever order CANDIDATES has
+for c in bare vxlan fastd base taptun bridged; do # report order, whatever order CANDIDATES has
     case " $CANDIDATES " in *" $c "*) ;; *) continue ;; esac
     case $c in
     bare) ok=true ;;
     vxlan) if setup_vxlan; then ok=true; else ok=false; fi ;;
     taptun) if setup_taptun; then ok=true; else ok=false; fi ;;
+    base) if setup_base; then ok=true; else ok=false; fi ;;
+    bridged) if { [ -f "$work/taptun.key" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$work/taptun.key"); } && setup_bridged; then ok=true; else ok=false; fi ;;
     fastd) if setup_fastd; then ok=true; else ok=false; fi ;;
     esac
-    if $ok && wait_ping "$(addr_b "$c")"; then
+    # (setup_bridged waits for its own hosts' ping)
+    if $ok && { [ "$c" = bridged ] || wait_ping "$(addr_b "$c")"; }; then
         cands="$cands $c"
         say "$c ready: $(dev_of "$c") mtu $(mtu_of "$nsa" "$(dev_of "$c")")"
     else
@@ -302,7 +363,7 @@ sock_drops() {
 }
 
 tunnel_port() {
-    case $1 in taptun) echo 9123 ;; fastd) echo 10000 ;; esac
+    case $1 in taptun) echo 9123 ;; fastd) echo 10000 ;; base) echo 9125 ;; esac
 }
 
 # UDP RcvbufErrors of one namespace.
@@ -325,11 +386,15 @@ rcvbuf_errors() {
 # the background while the shell waits, because a trapped signal (Ctrl-C)
 # interrupts `wait` at once but not a foreground command.
 iperf() {
-    out=$1
-    shift
+    iperf_from "$nsa" 5201 "$@"
+}
+
+iperf_from() { # ns port out args...
+    from=$1 port=$2 out=$3
+    shift 3
     for attempt in 1 2; do
-        timeout $((DURATION + 30)) ip netns exec "$nsa" iperf3 -J --connect-timeout 5000 \
-            -p 5201 -t "$DURATION" "$@" >"$out" 2>&1 &
+        timeout $((DURATION + 30)) ip netns exec "$from" iperf3 -J --connect-timeout 5000 \
+            -p "$port" -t "$DURATION" "$@" >"$out" 2>&1 &
         client=$!
         if wait "$client" && jq -e '.end.sum_received.bytes > 0' "$out" >/dev/null 2>&1; then
             client=""
@@ -353,7 +418,39 @@ ping_median() {
 }
 
 tunnel_pids() {
-    case $1 in taptun) echo "$taptun_pids" ;; fastd) echo "$fastd_pids" ;; *) echo "" ;; esac
+    case $1 in taptun) echo "$taptun_pids" ;; fastd) echo "$fastd_pids" ;; bridged) echo "${taptun_pids_bridged:-}" ;; base) echo "${base_pids:-}" ;; *) echo "" ;; esac
+}
+
+# The bridged candidate: TCP between the two labs' hosts each way, and the
+# IP fragments seen on A's underlay meanwhile (there should be none: taptun
+# clamps TCP's MSS so full segments fit one datagram).
+measure_bridged() { # round
+    r=$1
+    tp=$(tunnel_pids bridged)
+    # shellcheck disable=SC2086 # tp is a list of PIDs
+    t0=$(cpu_ticks $tp)
+    ip netns exec "$nsa" timeout $((2 * DURATION + 60)) tcpdump -i u0 -nn -q -l 'ip[6:2] & 0x3fff != 0' >"$work/frags.txt" 2>/dev/null &
+    dump=$!
+    sleep 1
+    if iperf_from "$nsha" 5202 "$work/br-ab.json" -c 10.204.0.2 && iperf_from "$nsha" 5202 "$work/br-ba.json" -c 10.204.0.2 -R; then
+        # shellcheck disable=SC2086
+        t1=$(cpu_ticks $tp)
+        sleep 1
+        stop_pid "$dump"
+        frags=$(grep -c . "$work/frags.txt" || true)
+        ab=$(jq '.end.sum_received.bits_per_second / 1e9' "$work/br-ab.json")
+        ba=$(jq '.end.sum_received.bits_per_second / 1e9' "$work/br-ba.json")
+        bytes=$(jq -s 'map(.end.sum_received.bytes) | add' "$work/br-ab.json" "$work/br-ba.json")
+        rec "$r" bridged tcp_ab "$ab"
+        rec "$r" bridged tcp_ba "$ba"
+        rec "$r" bridged frags "$frags"
+        rec "$r" bridged cpu "$(awk -v t="$((${t1% *} - ${t0% *} + ${t1#* } - ${t0#* }))" -v hz="$clk" -v b="$bytes" 'BEGIN { print t / hz / (b / 1e9) }')"
+        say "  bridged: TCP host A->B $(printf %.2f "$ab") Gbit/s, B->A $(printf %.2f "$ba") Gbit/s, IP fragments on the underlay $frags"
+        [ "$frags" -eq 0 ] || sed -n '1,3s/^/    fragment: /p' "$work/frags.txt"
+    else
+        stop_pid "$dump"
+        fail "bridged round $r: iperf3 TCP between the labs' hosts"
+    fi
 }
 
 measure() { # round candidate
@@ -455,6 +552,10 @@ while [ "$r" -le "$ROUNDS" ]; do
     # shellcheck disable=SC2086 # cands is a list
     for c in $(rotate $(((r - 1) % ncand)) $cands); do
         say "round $r/$ROUNDS: $c"
+        if [ "$c" = bridged ]; then
+            measure_bridged "$r"
+            continue
+        fi
         measure "$r" "$c"
     done
     r=$((r + 1))
@@ -492,7 +593,10 @@ fi
         BEGIN {
             label["bare"] = "bare veth"; label["vxlan"] = "vxlan (kernel)"
             label["fastd"] = "fastd (null+salsa2012+umac)"; label["taptun"] = "taptun"
-            nm = split("tcp_ab tcp_ba retr rcvbuf udp_sent udp_kpps udp_handed udp_loss udp_tapdrop udp_sockdrop udp_appdrop rtt rtt_added cpu cpu_sys rss", metric, " ")
+            label["bridged"] = "taptun bridged (hosts MTU 1500)"
+            label["base"] = "taptun base (TAPTUN_BASE_BIN)"
+            nm = split("tcp_ab tcp_ba retr rcvbuf udp_sent udp_kpps udp_handed udp_loss udp_tapdrop udp_sockdrop udp_appdrop rtt rtt_added cpu cpu_sys rss frags", metric, " ")
+            name["frags"] = "IP fragments on the underlay during the TCP runs ↓"; fmt["frags"] = "%.0f"
             name["tcp_ab"] = "TCP A→B, Gbit/s ↑"; fmt["tcp_ab"] = "%.2f"
             name["tcp_ba"] = "TCP B→A, Gbit/s ↑"; fmt["tcp_ba"] = "%.2f"
             name["retr"] = "TCP retransmits per 10 s run ↓"; fmt["retr"] = "%.0f"
@@ -536,7 +640,7 @@ fi
             for (k in n) stats(k)
             line = "| figure |"; sep = "| --- |"
             for (i = 1; i <= nc; i++) { line = line " " label[cand[i]] " |"; sep = sep " --- |" }
-            for (i = 1; i <= nc; i++) if (cand[i] != "taptun") { line = line " taptun ÷ " cand[i] " |"; sep = sep " --- |" }
+            for (i = 1; i <= nc; i++) if (cand[i] != "taptun") { line = line " taptun ÷ " label[cand[i]] " |"; sep = sep " --- |" }
             print line; print sep
             for (m = 1; m <= nm; m++) {
                 mt = metric[m]; line = "| " name[mt] " |"
@@ -544,6 +648,10 @@ fi
                 for (i = 1; i <= nc; i++) if (cand[i] != "taptun") line = line " " ratio(cand[i], mt) " |"
                 print line
             }
+            if (("taptun" SUBSEP "tcp_ab") in n && ("bridged" SUBSEP "tcp_ab") in n && med["taptun" SUBSEP "tcp_ab"] > 0 && med["taptun" SUBSEP "tcp_ba"] > 0)
+                printf "\nBridged two-labs TCP ÷ routed taptun TCP (same run): A→B %.0f %%, B→A %.0f %%.\n",
+                    100 * med["bridged" SUBSEP "tcp_ab"] / med["taptun" SUBSEP "tcp_ab"],
+                    100 * med["bridged" SUBSEP "tcp_ba"] / med["taptun" SUBSEP "tcp_ba"]
         }' "$res"
     printf '\n%s\n' "Median of the rounds (min–max). ↑ higher is better, ↓ lower. Ratios are taptun's median ÷ the reference's."
     printf '%s\n' "CPU: utime+stime of both tunnel processes over the two TCP runs ÷ TCP payload moved; kernel tunnels have no process to charge (–)."

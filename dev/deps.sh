@@ -1,13 +1,25 @@
 #!/bin/sh
 # Installs the Debian packages that the demo, the tests and the benchmark use.
 # Needs root. Installs only what is missing, so a second run is quick.
+# debootstrap and systemd-container (systemd-nspawn) are for the container
+# of tests/systemd_e2e.rs, which also needs cargo-deb (installed last).
+# faketime (libfaketime) runs a peer with a skewed clock in tests/field_e2e.rs.
 set -eu
-pkgs="iproute2 iptables nftables bridge-utils dnsmasq-base iputils-ping socat tcpdump shellcheck iperf3 busybox udhcpc procps util-linux libcap2-bin fastd jq python3 systemd ethtool"
+pkgs="iproute2 iptables nftables bridge-utils dnsmasq-base iputils-ping socat tcpdump shellcheck iperf3 busybox udhcpc procps util-linux libcap2-bin fastd jq python3 systemd ethtool debootstrap systemd-container faketime libfaketime"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
 done
-[ -z "$missing" ] && exit 0
+install_cargo_deb() {
+    cargo deb --version >/dev/null 2>&1 && return 0
+    # A pinned version: the one tests/systemd_e2e.rs was written against.
+    echo "installing cargo-deb into ${CARGO_HOME:-$HOME/.cargo}/bin (builds for a few minutes, once per machine)"
+    cargo install --locked --quiet cargo-deb --version 3.8.0
+}
+if [ -z "$missing" ]; then
+    install_cargo_deb
+    exit 0
+fi
 if [ "$(id -u)" -ne 0 ]; then
     echo "dev/deps.sh: missing packages:$missing; run as root (sudo) to install them" >&2
     exit 1
@@ -17,3 +29,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086 # word splitting of the package list is intended
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
+install_cargo_deb

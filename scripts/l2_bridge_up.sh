@@ -12,6 +12,13 @@
 # interface's MAC address, so neighbours' ARP caches and DHCP reservations
 # stay valid.
 #
+# A bridge's MTU is the smallest of its ports': taptun's TAP (1418 bytes by
+# default) would shrink it below the LAN's and the bridge would drop every
+# full-size frame the LAN's hosts send to the peer. So the TAP's MTU is
+# raised to the LAN interface's when it is lower (never lowered), before the
+# TAP joins the bridge; taptun follows its TAP's MTU and lets the underlay
+# fragment what no longer fits one datagram. --down puts the old MTU back.
+#
 # What was done is recorded in $TAPTUN_STATE_DIR (default /run/taptun), one
 # file per network namespace, bridge and TAP, written before anything
 # changes: running up twice changes nothing the second time, and an up that
@@ -36,9 +43,12 @@ usage: l2_bridge_up.sh TAP LAN-IF [BRIDGE]
        l2_bridge_down.sh TAP LAN-IF [BRIDGE]
 
 up:   put TAP and LAN-IF into BRIDGE (default br0; created with STP off if
-      missing), move LAN-IF's addresses and routes to the bridge.
-down: undo exactly that: ports out, addresses and routes back on LAN-IF,
-      the bridge deleted if up created it.
+      missing), raise TAP's MTU to LAN-IF's if it is lower (so that the
+      bridge keeps the LAN's MTU), move LAN-IF's addresses and routes to
+      the bridge.
+down: undo exactly that: ports out, TAP's old MTU back (if TAP still
+      exists), addresses and routes back on LAN-IF, the bridge deleted if
+      up created it.
 State: \${TAPTUN_STATE_DIR:-/run/taptun}. Needs root (CAP_NET_ADMIN).
 EOF
 }
@@ -75,6 +85,7 @@ state=$statedir/l2_bridge.$nsid.$br.$tap
 
 exists() { ip link show dev "$1" >/dev/null 2>&1; }
 ifindex() { cat "/sys/class/net/$1/ifindex" 2>/dev/null || true; }
+mtu_of() { cat "/sys/class/net/$1/mtu"; }
 master_of() {
     if [ -e "/sys/class/net/$1/master" ]; then
         basename "$(readlink "/sys/class/net/$1/master")"
@@ -221,6 +232,34 @@ bridge_del() {
     if [ "$use_brctl" = 1 ]; then "$brctl" delbr "$br"; else ip link del dev "$br"; fi
 }
 
+# The TAP's MTU up to the LAN interface's, when lower; before the TAP joins
+# the bridge, so that the bridge's MTU never drops below the LAN's. The old
+# MTU is recorded first ("tap_mtu OLD TAP-IFINDEX"), once per TAP: a TAP
+# that taptun made again since (another ifindex) gets a new record.
+raise_tap_mtu() {
+    want=$(mtu_of "$lan")
+    have=$(mtu_of "$tap")
+    [ "$have" -lt "$want" ] || return 0
+    idx=$(ifindex "$tap")
+    rec=$(state_get tap_mtu)
+    if [ "${rec#* }" != "$idx" ]; then
+        grep -v '^tap_mtu ' "$state" >"$state.tmp" || true
+        echo "tap_mtu $have $idx" >>"$state.tmp"
+        mv "$state.tmp" "$state"
+    fi
+    ip link set dev "$tap" mtu "$want" || die "could not raise $tap's MTU from $have to $lan's $want; l2_bridge_down.sh $tap $lan $br undoes"
+}
+
+# Puts back the TAP's MTU recorded by raise_tap_mtu, if that TAP still exists.
+restore_tap_mtu() {
+    rec=$(state_get tap_mtu)
+    [ -n "$rec" ] || return 0
+    old=${rec% *}
+    if [ "$(ifindex "$tap")" = "${rec#* }" ] && [ "$(mtu_of "$tap")" != "$old" ]; then
+        ip link set dev "$tap" mtu "$old" || return 1
+    fi
+}
+
 do_up() {
     exists "$tap" || die "no interface $tap (is taptun running?)"
     exists "$lan" || die "no interface $lan"
@@ -279,6 +318,7 @@ do_up() {
         mv "$tmp" "$state"
     fi
 
+    raise_tap_mtu
     [ "$(master_of "$lan")" = "$br" ] || port_add "$lan"
     [ "$(master_of "$tap")" = "$br" ] || port_add "$tap"
     ip link set dev "$lan" up
@@ -309,6 +349,10 @@ do_down() {
         fi
     else
         echo "$prog: $br is gone or was replaced; restoring $lan only" >&2
+    fi
+    if ! restore_tap_mtu; then
+        echo "$prog: could not put $tap's MTU back to $(state_get tap_mtu | cut -d ' ' -f 1)" >&2
+        rc=1
     fi
     if [ "$(state_get lan_added)" = 1 ] && exists "$lan"; then
         move_config "$br" "$lan" || rc=1

@@ -3,6 +3,7 @@
 use crate::addr::{self, AddrError, Cidr, Local};
 use crate::config::{ClampMss, Config};
 use crate::key::{self, KeyError};
+use crate::tx::MAX_MTU;
 use argh::FromArgs;
 use std::fmt;
 use std::path::PathBuf;
@@ -44,7 +45,7 @@ pub struct Cli {
     #[argh(option, short = 'i')]
     pub dev: Option<String>,
 
-    /// TAP MTU (default: underlay MTU - IP - 8 UDP - 40 taptun - 14 Ethernet = 1418 on IPv4, 1398 on IPv6)
+    /// TAP MTU, 576 to 9000 (default: underlay MTU - IP - 8 UDP - 40 taptun - 14 Ethernet = 1418 on IPv4, 1398 on IPv6; larger ones are fragmented on the underlay)
     #[argh(option)]
     pub mtu: Option<u16>,
 
@@ -71,6 +72,14 @@ pub struct Cli {
     /// lower the MSS option of TCP SYN and SYN-ACK segments crossing the tunnel: auto (default: so that full segments fit one unfragmented datagram on the --underlay-mtu path), off, or a number
     #[argh(option, default = "ClampMss::Auto")]
     pub clamp_mss: ClampMss,
+
+    /// the TAP's MAC address, e.g. 02:00:00:00:00:01 (default: derived from /etc/machine-id, the TAP name and the network namespace, the same on every start)
+    #[argh(option)]
+    pub mac: Option<crate::mac::MacAddr>,
+
+    /// where `taptun status` reaches this tunnel: a Unix socket, mode 0600 (default /run/taptun/DEV.sock)
+    #[argh(option)]
+    pub status_socket: Option<PathBuf>,
 
     /// do not use TAP checksum/segmentation offloads (default: use them when the kernel allows; the wire format is the same either way)
     #[argh(switch)]
@@ -202,9 +211,9 @@ impl Cli {
             )));
         }
         let path_payload = usize::from(self.underlay_mtu) - ip_udp;
-        if !(68..=65535 - 54).contains(&(mtu as u32)) {
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(CliError::Value(format!(
-                "TAP MTU {mtu}: expected 68 to 65481 (check --mtu and --underlay-mtu)"
+                "TAP MTU {mtu}: expected {MIN_MTU} to {MAX_MTU} (check --mtu and --underlay-mtu)"
             )));
         }
         let (key, created) = key::load_or_create(&self.key_file)?;
@@ -221,10 +230,15 @@ impl Cli {
             offload: !self.no_offload,
             path_payload,
             clamp_mss: self.clamp_mss,
+            status_socket: self.status_socket.clone(),
+            mac: self.mac,
         };
         Ok((cfg, created))
     }
 }
+
+/// Smallest TAP MTU: IPv4's minimum datagram size.
+pub const MIN_MTU: u16 = 576;
 
 /// Parses argv (without the program name) with argh's messages.
 pub fn parse(args: &[&str]) -> Result<Cli, argh::EarlyExit> {
@@ -296,6 +310,9 @@ mod tests {
             vec![k, ":1", "--max-age", "0"],
             vec![k, ":1", "--dev", "a/b"],
             vec![k, ":1", "--mtu", "10"],
+            vec![k, ":1", "--mtu", "575"],
+            vec![k, ":1", "--mtu", "9001"],
+            vec![k, ":1", "--underlay-mtu", "600"],
             vec![k, ":1", "--user", ""],
             vec![k, ":1", "--stats", "99999999999"],
             vec![k, "1.2.3.4"],
@@ -305,6 +322,19 @@ mod tests {
             assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
         }
         assert!(!key.exists());
+    }
+
+    #[test]
+    fn clamp_mss_flag() {
+        assert_eq!(parse(&["k", ":1"]).unwrap().clamp_mss, ClampMss::Auto);
+        let c = parse(&["k", ":1", "--clamp-mss", "1300"]).unwrap();
+        assert_eq!(c.clamp_mss, ClampMss::Fixed(1300));
+        let e = parse(&["k", ":1", "--clamp-mss", "100"]).unwrap_err();
+        assert!(
+            e.status.is_err() && e.output.contains("--clamp-mss"),
+            "{}",
+            e.output
+        );
     }
 
     #[test]

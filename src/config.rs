@@ -39,6 +39,10 @@ pub struct Config {
     pub path_payload: usize,
     /// How the MSS of TCP SYNs crossing the tunnel is lowered.
     pub clamp_mss: ClampMss,
+    /// The TAP's MAC (`--mac`); else a persistent one (see `mac`).
+    pub mac: Option<crate::mac::MacAddr>,
+    /// Where `taptun status` finds this tunnel (default /run/taptun/DEV.sock).
+    pub status_socket: Option<std::path::PathBuf>,
 }
 
 impl Config {

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod addr;
+pub mod announce;
 pub mod batch;
 pub mod clamp;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod key;
 // Multi-lane HMAC: SHA-NI intrinsics, each unsafe block with its SAFETY note.
 #[allow(unsafe_code)]
 pub mod lanes;
+pub mod mac;
 pub mod offload;
 pub mod peer;
 pub mod published;

@@ -77,6 +77,48 @@ fn genkey(args: &[&str]) -> ExitCode {
     }
 }
 
+/// `taptun status [DEV|PATH] [--json|--prometheus]`: asks a running
+/// tunnel over its status socket.
+fn status(args: &[&str]) -> ExitCode {
+    use engine::status::Form;
+    let mut form = Form::Text;
+    let mut target = None;
+    for a in args {
+        match *a {
+            "--json" => form = Form::Json,
+            "--prometheus" => form = Form::Prometheus,
+            "-h" | "--help" => {
+                println!(
+                    "usage: taptun status [DEV|SOCKET] [--json|--prometheus]\n\nAsks a running taptun how it is, over its status socket (default {}/DEV.sock;\nwithout DEV, the only one there). Exit code 1 when none answers.",
+                    engine::control::RUN_DIR
+                );
+                return ExitCode::SUCCESS;
+            }
+            a if a.starts_with('-') || target.is_some() => {
+                eprintln!(
+                    "taptun status: unexpected {a:?}; usage: taptun status [DEV|SOCKET] [--json|--prometheus]"
+                );
+                return ExitCode::from(2);
+            }
+            a => target = Some(a),
+        }
+    }
+    let answer = engine::control::resolve(target).and_then(|p| engine::control::query(&p, form));
+    match answer {
+        Ok(text) => {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("taptun status: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let args: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
@@ -86,6 +128,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(&"genkey") => return genkey(&args[1..]),
+        Some(&"status") => return status(&args[1..]),
         _ => {}
     }
     let cli = match cli::parse(&args) {
@@ -109,6 +152,12 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
+    if cfg.mtu < 1280 {
+        warn!(
+            "--mtu {}: below 1280 the TAP gets no IPv6 (IPv6 needs an MTU of 1280 or more)",
+            cfg.mtu
+        );
+    }
     if created {
         info!(
             "created a new key in {} (mode 0600): copy it to the peer",
@@ -167,6 +216,16 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         }
+    }
+    if let Some(u) = &user
+        && let Some(p) = tun.status_socket()
+        && let Err(e) = std::os::unix::fs::chown(p, Some(u.uid), Some(u.gid))
+    {
+        warn!(
+            "status socket {}: cannot hand it to --user {}: {e}",
+            p.display(),
+            u.name
+        );
     }
     if let Some(u) = &user {
         if u.uid == sys::euid() {

@@ -47,6 +47,10 @@ pub struct Tally {
     pub last_drop: Option<(DropReason, usize)>,
     /// What the run did to the peer address (one source, so one change at most).
     pub peer: PeerUpdate,
+    /// How far the last authentic datagram's timestamp was ahead of this
+    /// host's clock (ns; negative: behind), whether it was accepted or
+    /// refused as stale or future: the peer's clock offset less the transit.
+    pub offset_ns: Option<i64>,
 }
 
 impl Tally {
@@ -68,6 +72,8 @@ pub struct Inbound {
     peer: Peer,
     /// How the MSS of TCP SYNs received is lowered, if at all.
     clamp: Option<clamp::Limit>,
+    /// The timestamp of the last datagram that passed the MAC check.
+    last_authentic_ts: u64,
 }
 
 impl Inbound {
@@ -80,6 +86,7 @@ impl Inbound {
             replay: ReplayWindow::new(),
             peer: Peer::new(peer),
             clamp: None,
+            last_authentic_ts: 0,
         }
     }
 
@@ -165,13 +172,26 @@ impl Inbound {
                     break;
                 }
             }
-            self.codec.verify_spans(run, &spans[..n], &mut tags_ok);
+            // Datagrams too large for any peer are refused unhashed (in
+            // `check`); a run of them goes the one-at-a-time way.
+            let in_lanes = seg <= crate::tx::MAX_DATAGRAM;
+            if in_lanes {
+                self.codec.verify_spans(run, &spans[..n], &mut tags_ok);
+            }
             for (span, &ok) in spans[..n].iter().zip(&tags_ok) {
                 let end = span.end;
                 let dg = &run[span.clone()];
-                let (verdict, update) = self.check(dg, src, now_ns, Some(ok));
+                let (verdict, update) = self.check(dg, src, now_ns, in_lanes.then_some(ok));
                 if update != PeerUpdate::Unchanged {
                     t.peer = update;
+                }
+                // Past the MAC check (even if refused for its timestamp or as
+                // a replay): its timestamp tells the peer's clock offset.
+                if !matches!(
+                    verdict,
+                    Verdict::Drop(DropReason::Short | DropReason::BadMac | DropReason::Oversize)
+                ) {
+                    t.offset_ns = Some(self.last_authentic_ts.wrapping_sub(now_ns) as i64);
                 }
                 let dg_len = dg.len();
                 match verdict {
@@ -219,6 +239,10 @@ impl Inbound {
         now_ns: u64,
         verified: Option<bool>,
     ) -> (Verdict<'a>, PeerUpdate) {
+        if datagram.len() > crate::tx::MAX_DATAGRAM {
+            // No peer sends this much: not worth hashing.
+            return (Verdict::Drop(DropReason::Oversize), PeerUpdate::Unchanged);
+        }
         let dg = match self.open(datagram, now_ns, verified) {
             Ok(dg) => dg,
             Err(WireError::TooShort(_)) => {
@@ -227,6 +251,7 @@ impl Inbound {
             Err(_) => return (Verdict::Drop(DropReason::BadMac), PeerUpdate::Unchanged),
         };
         let ts = dg.timestamp();
+        self.last_authentic_ts = ts;
         match check_freshness(ts, now_ns, self.max_age_ns) {
             Ok(()) => {}
             Err(WireError::Future) => {
@@ -433,6 +458,45 @@ mod tests {
         ] {
             assert!(seen[r as usize] > 0, "{r:?}: {seen:?}");
         }
+    }
+
+    /// A run of datagrams too large for any peer is refused unhashed, one
+    /// by one, and its shorter last datagram still checked.
+    #[test]
+    fn gro_run_of_oversize_datagrams() {
+        let codec = Codec::new(b"sixteen byte key");
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let mut rx = Inbound::new(codec.clone(), AGE, None);
+        let seg = crate::tx::MAX_DATAGRAM + 1;
+        let mut run = dgram(&codec, NOW, &vec![7; seg - 40]);
+        run.extend_from_slice(&dgram(&codec, NOW + 1, b"last"));
+        let mut got = Vec::new();
+        let t = rx.receive_run(&mut run, Some(seg), a, NOW, &mut |f| got.push(f.to_vec()));
+        assert_eq!(t.drops[DropReason::Oversize as usize], 1);
+        assert_eq!(got, vec![b"last".to_vec()]);
+    }
+
+    #[test]
+    fn offset_of_authentic_datagrams_even_refused_ones() {
+        let codec = Codec::new(b"sixteen byte key");
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let mut rx = Inbound::new(codec.clone(), AGE, None);
+        let run =
+            |rx: &mut Inbound, d: &[u8]| rx.receive_run(&mut d.to_vec(), None, a, NOW, &mut |_| {});
+        // 10 s ahead (refused as future), 10 s behind (stale), 1 ms ahead (accepted).
+        let t = run(&mut rx, &dgram(&codec, NOW + 10_000_000_000, b"f"));
+        assert_eq!(t.drops[DropReason::Future as usize], 1);
+        assert_eq!(t.offset_ns, Some(10_000_000_000));
+        let t = run(&mut rx, &dgram(&codec, NOW - 10_000_000_000, b"s"));
+        assert_eq!(t.drops[DropReason::Stale as usize], 1);
+        assert_eq!(t.offset_ns, Some(-10_000_000_000));
+        let t = run(&mut rx, &dgram(&codec, NOW + 1_000_000, b"ok"));
+        assert_eq!((t.frames, t.offset_ns), (1, Some(1_000_000)));
+        // Not authentic: says nothing about the peer's clock.
+        let mut forged = dgram(&codec, NOW, b"x");
+        forged[40] ^= 1;
+        assert_eq!(run(&mut rx, &forged).offset_ns, None);
+        assert_eq!(run(&mut rx, &[0; 10]).offset_ns, None);
     }
 
     /// The fuzz harness on pseudo-random scripts: the same invariants as

@@ -21,7 +21,8 @@ pub enum DropReason {
     Replay,
     /// A TAP frame read while no peer is known.
     NoPeer,
-    /// A TAP frame too large to send in one datagram.
+    /// A TAP frame longer than the MTU allows, or a datagram longer than
+    /// any peer sends.
     Oversize,
 }
 
@@ -187,9 +188,77 @@ impl RateLimit {
     }
 }
 
+/// One log line per cause per period, standing for every event since
+/// the last one: a flood or a long outage writes one line a minute, and
+/// each line says how many events it covers.
+#[derive(Debug)]
+pub struct Throttle {
+    period: Duration,
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl Throttle {
+    /// At most one line per `period`.
+    pub fn new(period: Duration) -> Self {
+        Throttle {
+            period,
+            last: None,
+            count: 0,
+        }
+    }
+
+    /// At most one line a minute.
+    pub fn per_minute() -> Self {
+        Self::new(Duration::from_secs(60))
+    }
+
+    /// Counts `n` events at `now`; when a line is due, returns how many
+    /// events it stands for (these and all held back since the last line).
+    pub fn note(&mut self, n: u64, now: Instant) -> Option<u64> {
+        self.count += n;
+        match self.last {
+            Some(t) if now.duration_since(t) < self.period => None,
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.count))
+            }
+        }
+    }
+
+    /// Whether a line was ever written (and so a recovery is worth a line).
+    pub fn fired(&self) -> bool {
+        self.last.is_some()
+    }
+
+    /// Forgets the past: the next event is reported at once.
+    pub fn reset(&mut self) {
+        *self = Self::new(self.period);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttle_one_line_a_minute_counting_what_it_held() {
+        let mut t = Throttle::per_minute();
+        let t0 = Instant::now();
+        assert_eq!(t.note(3, t0), Some(3));
+        let mut lines = 0;
+        for s in 1..3600u64 {
+            if t.note(5, t0 + Duration::from_secs(s)).is_some() {
+                lines += 1;
+            }
+        }
+        // An hour of events: one line a minute, not 18 000.
+        assert_eq!(lines, 59);
+        assert_eq!(t.note(1, t0 + Duration::from_secs(3660)), Some(5 * 59 + 1));
+        assert!(t.fired());
+        t.reset();
+        assert!(!t.fired());
+    }
 
     #[test]
     fn rate_limit_bounds_lines() {

@@ -10,6 +10,12 @@ use crate::offload::{self, GSO_NONE, OffloadError, VnetHdr};
 use crate::wire::{Codec, HEADER_LEN};
 use std::ops::Range;
 
+/// Largest TAP MTU taptun carries (jumbo frames): `--mtu` above it is
+/// refused, and a receiver drops datagrams too large for it unread.
+pub const MAX_MTU: u16 = 9000;
+/// Largest datagram a peer can send: a frame of [`MAX_MTU`] with its
+/// Ethernet and VLAN headers, sealed.
+pub const MAX_DATAGRAM: usize = HEADER_LEN + MAX_MTU as usize + 14 + 4;
 /// Largest Ethernet frame (or super-frame) one TAP read can return.
 pub const MAX_FRAME: usize = 65535;
 /// A batch is due for sending once it holds this many datagrams: one full

@@ -220,7 +220,11 @@ fn e2e_junk_flood_during_tcp_transfer() {
         "tunnel not up"
     );
     let before = a.stats();
-    let (short0, bad0) = (a.counter("short").unwrap(), a.counter("bad_mac").unwrap());
+    let (short0, bad0, big0) = (
+        a.counter("short").unwrap(),
+        a.counter("bad_mac").unwrap(),
+        a.counter("oversize").unwrap(),
+    );
     let drops0 = kernel_drops(&lan.a);
 
     // Paced: few enough that the receive buffer never overflows, so taptun's
@@ -232,27 +236,32 @@ fn e2e_junk_flood_during_tcp_transfer() {
     );
     f.finish(Duration::from_secs(30), "paced flood");
     let paced = fs::read_to_string(&paced).unwrap();
-    let (ps, pb) = (
+    let (ps, pb, po) = (
         json_num(&paced, "short") as u64,
         json_num(&paced, "bad_mac") as u64,
+        json_num(&paced, "oversize") as u64,
     );
+    assert!(po > 0, "the paced flood sent no oversize datagram: {paced}");
     let start = Instant::now();
     let counted = until(Duration::from_secs(10), Duration::from_millis(100), || {
         a.stats();
-        let (s, b) = (a.counter("short").unwrap(), a.counter("bad_mac").unwrap());
-        assert!(
-            s - short0 <= ps && b - bad0 <= pb,
-            "paced junk: sent short {ps} bad_mac {pb}, counted more: short {} bad_mac {}",
-            s - short0,
-            b - bad0
+        let (s, b, o) = (
+            a.counter("short").unwrap() - short0,
+            a.counter("bad_mac").unwrap() - bad0,
+            a.counter("oversize").unwrap() - big0,
         );
-        (s - short0, b - bad0) == (ps, pb)
+        assert!(
+            s <= ps && b <= pb && o <= po,
+            "paced junk: sent short {ps} bad_mac {pb} oversize {po}, counted more: short {s} bad_mac {b} oversize {o}"
+        );
+        (s, b, o) == (ps, pb, po)
     });
     assert!(
         counted,
-        "paced junk: sent short {ps} bad_mac {pb}, counted short {} bad_mac {}, kernel drops {}",
+        "paced junk: sent short {ps} bad_mac {pb} oversize {po}, counted short {} bad_mac {} oversize {}, kernel drops {}",
         a.counter("short").unwrap() - short0,
         a.counter("bad_mac").unwrap() - bad0,
+        a.counter("oversize").unwrap() - big0,
         kernel_drops(&lan.a) - drops0
     );
 

@@ -26,6 +26,23 @@ fn script(ns: &Netns, dir: &Path, name: &str, args: &str) -> String {
     ))
 }
 
+/// An interface's MTU.
+fn mtu(ns: &Netns, dev: &str) -> u32 {
+    ns.exec(&format!("cat /sys/class/net/{dev}/mtu"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The MTUs that l2_bridge_up.sh must leave: the TAP raised to the LAN
+/// port's 1500 (from taptun's default 1418), so that the bridge keeps the
+/// LAN's MTU and full-size frames from the LAN reach the TAP.
+fn assert_bridge_mtu(ns: &Netns, br: &str) {
+    assert_eq!(mtu(ns, "lan0"), 1500);
+    assert_eq!(mtu(ns, "tap0"), 1500, "TAP's MTU not raised to the LAN's");
+    assert_eq!(mtu(ns, br), 1500, "the bridge's MTU shrank below the LAN's");
+}
+
 fn mac(ns: &Netns, dev: &str) -> String {
     ns.exec(&format!("cat /sys/class/net/{dev}/address"))
         .trim()
@@ -147,8 +164,10 @@ fn e2e_l2_bridge_dhcp_through_tunnel_and_restore() {
         "timed out waiting for DAD on peer 1"
     );
     let before = net_snapshot(&p.a);
+    assert_eq!(mtu(&p.a, "tap0"), 1418, "taptun's default TAP MTU");
 
     script(&p.a, &p.dir, "l2_bridge_up.sh", "tap0 lan0");
+    assert_bridge_mtu(&p.a, "br0");
     let br = p.a.exec("ip -o addr show dev br0");
     assert!(br.contains("inet 10.88.0.1/24"), "{br}");
     assert!(br.contains("br0:x"), "label not moved: {br}");
@@ -226,6 +245,11 @@ fn e2e_l2_bridge_dhcp_through_tunnel_and_restore() {
 
     script(&p.a, &p.dir, "l2_bridge_down.sh", "tap0 lan0");
     assert!(!p.a.has_link("br0"), "the bridge that up created stays");
+    assert_eq!(
+        mtu(&p.a, "tap0"),
+        1418,
+        "down did not restore the TAP's MTU"
+    );
     assert_eq!(net_snapshot(&p.a), before, "down did not restore peer 1");
     assert!(p.a.ping("10.88.0.10", 1), "peer 1 lost the LAN");
     assert!(no_ping(&p.b, "10.88.0.10"), "still bridged after down");
@@ -237,12 +261,18 @@ fn e2e_l2_bridge_dhcp_through_tunnel_and_restore() {
         "TAPTUN_BRCTL= TAPTUN_STATE_DIR={}/state sh {SCRIPTS}/l2_bridge_up.sh tap0 lan0 brq",
         p.dir.display()
     ));
+    assert_bridge_mtu(&p.a, "brq");
     assert!(p.b.ping_until("10.88.0.10", Duration::from_secs(10)));
     p.a.exec(&format!(
         "TAPTUN_BRCTL= TAPTUN_STATE_DIR={}/state sh {SCRIPTS}/l2_bridge_down.sh tap0 lan0 brq",
         p.dir.display()
     ));
     assert!(!p.a.has_link("brq"));
+    assert_eq!(
+        mtu(&p.a, "tap0"),
+        1418,
+        "down (ip) did not restore the TAP's MTU"
+    );
     assert_eq!(
         net_snapshot(&p.a),
         before,

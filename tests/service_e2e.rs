@@ -562,11 +562,12 @@ fn systemd_unit_verifies() {
     let dir = TempDir::new("taptun-unit-");
     let root = env!("CARGO_MANIFEST_DIR");
     let unit = fs::read_to_string(format!("{root}/dist/systemd/taptun@.service")).unwrap();
-    assert!(unit.contains("ExecStart=/usr/local/bin/taptun ${KEY} ${LOCAL} $PEER $ARGS"));
+    // A bare name, found in /usr/local/bin (by hand) or /usr/bin (the .deb).
+    assert!(unit.contains("ExecStart=taptun ${KEY} ${LOCAL} $PEER $ARGS"));
     assert!(unit.contains("Type=notify") && unit.contains("AmbientCapabilities=CAP_NET_ADMIN"));
     // Point it at the binary under test and a copy of the example config.
     let unit = unit
-        .replace("/usr/local/bin/taptun", TAPTUN)
+        .replace("ExecStart=taptun ", &format!("ExecStart={TAPTUN} "))
         .replace("/etc/taptun/%i.conf", &format!("{}/%i.conf", dir.display()));
     fs::write(dir.join("taptun@home.service"), unit).unwrap();
     fs::copy(

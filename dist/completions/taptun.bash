@@ -4,6 +4,18 @@ _taptun() {
     local cur prev
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
+    # taptun status [DEV|SOCKET] [--json|--prometheus]: the running
+    # tunnels' TAP names (their sockets in /run/taptun), a socket path, a form.
+    if [[ ${COMP_WORDS[1]} == status && $COMP_CWORD -ge 2 ]]; then
+        if [[ $cur == -* ]]; then
+            mapfile -t COMPREPLY < <(compgen -W "--json --prometheus --help" -- "$cur")
+        else
+            local socks=(/run/taptun/*.sock) devs=()
+            [[ -e ${socks[0]} ]] && devs=("${socks[@]##*/}") && devs=("${devs[@]%.sock}")
+            mapfile -t COMPREPLY < <(compgen -W "${devs[*]}" -- "$cur"; compgen -f -- "$cur")
+        fi
+        return
+    fi
     case $prev in
         --log-level)
             mapfile -t COMPREPLY < <(compgen -W "error warn info debug trace" -- "$cur")
@@ -14,13 +26,16 @@ _taptun() {
         --up|--down)
             mapfile -t COMPREPLY < <(compgen -c -- "$cur")
             return ;;
-        -i|--dev|--mtu|--underlay-mtu|--clamp-mss|-a|--address|--max-age|--keepalive|--sockbuf|--stats)
+        --status-socket)
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            return ;;
+        -i|--dev|--mtu|--underlay-mtu|--clamp-mss|-a|--address|--max-age|--keepalive|--sockbuf|--stats|--mac)
             return ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --address --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --help --version" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --address --mac --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --help --version" -- "$cur")
     elif [[ $COMP_CWORD -eq 1 ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "genkey" -- "$cur"; compgen -f -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "genkey status" -- "$cur"; compgen -f -- "$cur")
     else
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
     fi

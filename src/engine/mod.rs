@@ -9,15 +9,17 @@
 //! This file is the tunnel's lifetime: open, start, key rotation, keepalives.
 //!
 //! Who owns what: the key in use is the [`Tunnel`]'s ([`Key`]), published
-//! to both threads as a [`Codec`] in [`Shared::key`]; the peer address is
+//! to both threads as a [`Codec`] in `Shared::key`; the peer address is
 //! decided by the receiving thread's `Inbound` and published in
-//! [`Shared::peer`]. Each thread reads both through a [`Cached`] copy: one
+//! `Shared::peer`. Each thread reads both through a [`Cached`] copy: one
 //! atomic load per batch, the lock only after a change.
 
+pub mod control;
 mod recv;
 mod send;
 mod setup;
-mod status;
+pub mod status;
+mod watch;
 
 pub use setup::TunnelError;
 
@@ -30,10 +32,10 @@ use crate::rx::Inbound;
 use crate::stats::{Counters, RateLimit};
 use crate::tx::{MAX_FRAME, Outbound};
 use crate::wire::{Codec, HEADER_LEN};
-use log::info;
+use log::{info, warn};
 use send::Sender;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -52,6 +54,33 @@ struct Shared {
     last_valid_ns: AtomicU64,
     /// How many times the key was replaced (SIGHUP).
     key_rotations: AtomicU64,
+    /// The last authentic datagram's timestamp less this host's clock
+    /// (ns): the peer's clock offset less the one-way transit time.
+    peer_offset_ns: AtomicI64,
+    /// The TAP's MTU as last read: followed at run time (the bridge
+    /// script raises it to the LAN's).
+    mtu: AtomicU32,
+    /// When the key in use was loaded (UNIX ns).
+    key_since_ns: AtomicU64,
+    /// Whether the peer was learned from a datagram (not configured).
+    peer_learned: AtomicBool,
+}
+
+/// What does not change while the tunnel runs, for the status views.
+#[derive(Debug)]
+struct Facts {
+    name: String,
+    mac: crate::mac::MacAddr,
+    local: SocketAddr,
+    /// TAP offloads on (virtio_net_hdr on every TAP read and write).
+    offload: bool,
+    udp_gso: bool,
+    /// Whether UDP runs may be written to the TAP as USO super-frames.
+    udp_coalesce: bool,
+    clamp_mss: crate::config::ClampMss,
+    keepalive: Duration,
+    max_age: Duration,
+    started_ns: u64,
 }
 
 /// The wall clock in UNIX nanoseconds (0 before 1970).
@@ -66,19 +95,24 @@ pub fn unix_nanos() -> u64 {
 pub struct Tunnel {
     tap: Arc<SyncDevice>,
     socket: Arc<std::net::UdpSocket>,
-    /// TAP offloads on (virtio_net_hdr on every TAP read and write).
-    offload: bool,
-    /// Whether UDP runs may be written to the TAP as USO super-frames.
-    udp_coalesce: bool,
-    local: SocketAddr,
-    name: String,
-    /// The TAP's MTU as last read: followed at run time (the bridge
-    /// script raises it to the LAN's).
-    mtu: AtomicU32,
+    facts: Arc<Facts>,
     cfg: Config,
     shared: Arc<Shared>,
     /// The sending half, shared with the receiving thread's reply path.
     sender: Arc<Mutex<Sender>>,
+    watch: watch::TickWatch,
+    /// The status socket, until `start` hands it to its thread; its path
+    /// is removed when the tunnel is dropped.
+    control: Option<std::os::unix::net::UnixListener>,
+    control_path: Option<std::path::PathBuf>,
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        if let Some(p) = &self.control_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 impl Tunnel {
@@ -92,6 +126,22 @@ impl Tunnel {
             key: Published::new(codec.clone()),
             last_valid_ns: AtomicU64::new(0),
             key_rotations: AtomicU64::new(0),
+            peer_offset_ns: AtomicI64::new(0),
+            mtu: AtomicU32::new(u32::from(cfg.mtu)),
+            key_since_ns: AtomicU64::new(unix_nanos()),
+            peer_learned: AtomicBool::new(false),
+        });
+        let facts = Arc::new(Facts {
+            mac: dev.mac,
+            name: dev.name,
+            local: addr::canonical(dev.local),
+            offload: dev.offload,
+            udp_gso: dev.udp_gso,
+            udp_coalesce: dev.udp_coalesce,
+            clamp_mss: cfg.clamp_mss,
+            keepalive: cfg.keepalive,
+            max_age: cfg.max_age,
+            started_ns: unix_nanos(),
         });
         let socket = Arc::new(dev.socket);
         let sender = Sender::new(
@@ -101,33 +151,57 @@ impl Tunnel {
             dev.local.is_ipv6(),
             dev.offload,
         );
+        // After the TAP, whose name it carries.
+        let path = cfg
+            .status_socket
+            .clone()
+            .unwrap_or_else(|| control::socket_path(&facts.name));
+        let control = match control::bind(&path) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!(
+                    "status socket {}: {e}; `taptun status` will not reach this tunnel (--status-socket names another path)",
+                    path.display()
+                );
+                None
+            }
+        };
         Ok(Tunnel {
+            control_path: control.as_ref().map(|_| path),
+            control,
             tap: Arc::new(dev.tap),
             socket,
-            offload: dev.offload,
-            udp_coalesce: dev.udp_coalesce,
-            local: dev.local,
-            name: dev.name,
-            mtu: AtomicU32::new(u32::from(cfg.mtu)),
+            facts,
             cfg,
             shared,
             sender: Arc::new(Mutex::new(sender)),
+            watch: watch::TickWatch::new(),
         })
     }
 
     /// The TAP interface name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.facts.name
     }
 
     /// The TAP MTU.
     pub fn mtu(&self) -> u16 {
-        self.mtu.load(Relaxed) as u16
+        self.shared.mtu.load(Relaxed) as u16
     }
 
     /// The address the UDP socket is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        addr::canonical(self.local)
+        self.facts.local
+    }
+
+    /// The status socket's path, if it could be created.
+    pub fn status_socket(&self) -> Option<&std::path::Path> {
+        self.control_path.as_deref()
+    }
+
+    /// The TAP's MAC address.
+    pub fn mac(&self) -> crate::mac::MacAddr {
+        self.facts.mac
     }
 
     /// The current peer, configured or learned.
@@ -145,11 +219,12 @@ impl Tunnel {
         self.shared.key.set(Codec::new(key.as_bytes()));
         self.cfg.key = key;
         self.shared.key_rotations.fetch_add(1, Relaxed);
+        self.shared.key_since_ns.store(unix_nanos(), Relaxed);
         true
     }
 
     /// Starts the two forwarding threads. They run until the process exits.
-    pub fn start(&self) -> Result<(), TunnelError> {
+    pub fn start(&mut self) -> Result<(), TunnelError> {
         // Without non-blocking reads the TAP cannot be drained: one frame
         // per call, and only the TAP→UDP thread reads. The fd is shared with
         // the writing thread, where O_NONBLOCK changes nothing: a TAP write
@@ -180,21 +255,34 @@ impl Tunnel {
             )
             .clamp_mss(self.cfg.mss_limit()),
             coalescer: self
+                .facts
                 .offload
-                .then(|| Coalescer::new().with_udp(self.udp_coalesce)),
-            replies: nonblocking.then(|| self.sender.clone()),
+                .then(|| Coalescer::new().with_udp(self.facts.udp_coalesce)),
+            sender: self.sender.clone(),
+            replies: nonblocking,
+            facts: self.facts.clone(),
             buf: vec![0u8; recv::RECV_BUF],
             errlog: RateLimit::new(5, Duration::from_secs(1)),
             droplog: RateLimit::new(5, Duration::from_secs(1)),
             taplog: RateLimit::new(5, Duration::from_secs(1)),
+            watch: watch::RecvWatch::new(self.cfg.max_age),
         };
         thread::Builder::new()
             .name("udp-to-tap".into())
             .spawn(move || receiver.run())
             .map_err(TunnelError::Thread)?;
+        if let Some(l) = self.control.take() {
+            let (facts, shared) = (self.facts.clone(), self.shared.clone());
+            thread::Builder::new()
+                .name("status".into())
+                .spawn(move || control::serve(l, facts, shared))
+                .map_err(TunnelError::Thread)?;
+        }
         if self.cfg.peer.is_some() {
             // Let a peer without our address learn it now, not on first traffic.
-            send::lock(&self.sender).keepalive(unix_nanos(), 0);
+            let mut s = send::lock(&self.sender);
+            s.keepalive(unix_nanos(), 0);
+            s.announce(self.facts.mac, &self.facts.name);
         }
         Ok(())
     }
@@ -202,8 +290,11 @@ impl Tunnel {
     /// Called by the main thread between signals: sends a keepalive when
     /// nothing was sent for the keepalive interval, and says how long until
     /// the next one could be due, so the main thread can wake just then.
-    pub fn tick(&self) -> Duration {
+    pub fn tick(&mut self) -> Duration {
         self.follow_mtu();
+        let port = self.facts.local.port();
+        self.watch
+            .tick(&self.shared, unix_nanos(), self.cfg.keepalive, port);
         let every = self.cfg.keepalive.as_nanos() as u64;
         if every == 0 {
             return Duration::from_secs(1);
@@ -217,7 +308,7 @@ impl Tunnel {
     /// tap0 mtu 1500`, the bridge script), sends frames up to the new size.
     fn follow_mtu(&self) {
         let Ok(now) = self.tap.mtu() else { return };
-        let was = self.mtu.swap(u32::from(now), Relaxed) as u16;
+        let was = self.shared.mtu.swap(u32::from(now), Relaxed) as u16;
         if now == was {
             return;
         }
@@ -226,13 +317,13 @@ impl Tunnel {
         if usize::from(now) > fits {
             info!(
                 "{} MTU changed from {was} to {now}: frames up to {} bytes are carried; datagrams larger than the underlay's {} bytes are fragmented (TCP MSS clamping: {})",
-                self.name,
+                self.facts.name,
                 usize::from(now) + 14,
                 self.cfg.path_payload,
                 self.cfg.clamp_mss
             );
         } else {
-            info!("{} MTU changed from {was} to {now}", self.name);
+            info!("{} MTU changed from {was} to {now}", self.facts.name);
         }
     }
 }

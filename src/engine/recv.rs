@@ -3,8 +3,9 @@
 //! to the TAP (coalesced runs as super-frames), then sends what the kernel
 //! queued on the TAP in answer.
 
-use super::send::Sender;
-use super::{Shared, unix_nanos};
+use super::send::{self, Sender};
+use super::watch::RecvWatch;
+use super::{Facts, Shared, unix_nanos};
 use crate::addr;
 use crate::offload::Coalescer;
 use crate::peer::PeerUpdate;
@@ -41,13 +42,17 @@ pub(super) struct Receiver {
     /// With offloads: runs of TCP segments (and UDP datagrams) that arrive
     /// together go to the TAP as one super-frame.
     pub coalescer: Option<Coalescer>,
-    /// The sender, for the replies the kernel queues after our TAP writes
-    /// (only when the TAP reads do not block).
-    pub replies: Option<Arc<Mutex<Sender>>>,
+    /// The sender: for the replies the kernel queues after our TAP writes
+    /// (`replies`: only when the TAP reads do not block), and to announce
+    /// the TAP to a peer just learned.
+    pub sender: Arc<Mutex<Sender>>,
+    pub replies: bool,
+    pub facts: Arc<Facts>,
     pub buf: Vec<u8>,
     pub errlog: RateLimit,
     pub droplog: RateLimit,
     pub taplog: RateLimit,
+    pub watch: RecvWatch,
 }
 
 impl Receiver {
@@ -85,9 +90,9 @@ impl Receiver {
             // per millisecond, not one per datagram, while TCP (ACKs) and
             // anything slower than 1 kHz (a ping) keep the fast path.
             if wrote
+                && self.replies
                 && now >= look_after
-                && let Some(s) = &self.replies
-                && let Ok(mut s) = s.try_lock()
+                && let Ok(mut s) = self.sender.try_lock()
                 && s.drain(&self.tap, REPLY_FRAMES).1 == 0
             {
                 look_after = now + REPLY_LOOK_PAUSE_NS;
@@ -139,13 +144,17 @@ impl Receiver {
             PeerUpdate::Unchanged => {}
             PeerUpdate::Learned(p) => {
                 info!("peer learned: {p}");
+                shared.peer_learned.store(true, Relaxed);
                 shared.peer.set(Some(p));
+                send::lock(&self.sender).announce(self.facts.mac, &self.facts.name);
             }
             PeerUpdate::Moved { from, to } => {
                 info!("peer moved from {from} to {to}");
+                shared.peer_learned.store(true, Relaxed);
                 shared.peer.set(Some(to));
             }
         }
+        self.watch.saw(&t, src, shared);
         if let Some((reason, n)) = t.last_drop
             && let Some(held) = self.droplog.allow(Instant::now())
         {

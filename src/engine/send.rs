@@ -3,15 +3,17 @@
 
 use super::{Shared, TAP_BUF, unix_nanos};
 use crate::addr;
+use crate::announce;
+use crate::mac::MacAddr;
 use crate::offload::{VNET_HDR_LEN, VnetHdr};
 use crate::published::Cached;
-use crate::stats::{DropReason, RateLimit};
+use crate::stats::{DropReason, RateLimit, Throttle};
 use crate::sys;
 use crate::tx::{self, BATCH_DATAGRAMS, Keepalive, Outbound, Push};
 use crate::wire::{Codec, HEADER_LEN};
 use log::{debug, info, warn};
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -57,8 +59,11 @@ struct Link {
     /// Whether the socket is still believed to take GSO messages.
     gso: bool,
     errlog: RateLimit,
-    /// Datagrams the kernel refuses for their size: once a minute.
-    sizelog: RateLimit,
+    /// One line a minute each: send errors, sizes the kernel refuses,
+    /// frames longer than the MTU.
+    send_errors: Throttle,
+    too_long: Throttle,
+    oversize: Throttle,
 }
 
 /// Locks the sender; a panic elsewhere while it was held leaves nothing
@@ -85,7 +90,9 @@ impl Sender {
                 v6,
                 gso: true,
                 errlog: RateLimit::new(5, Duration::from_secs(1)),
-                sizelog: RateLimit::new(1, Duration::from_secs(60)),
+                send_errors: Throttle::per_minute(),
+                too_long: Throttle::per_minute(),
+                oversize: Throttle::per_minute(),
             },
             buf: vec![0u8; TAP_BUF],
             offload,
@@ -162,11 +169,38 @@ impl Sender {
             Push::Queued(_) | Push::Full => {}
             Push::Dropped(e) => {
                 link.shared.counters.drop(DropReason::Oversize);
-                if let Some(held) = link.errlog.allow(Instant::now()) {
-                    warn!("TAP frame not sent: {e} ({held} more not shown)");
+                if let Some(n) = link.oversize.note(1, Instant::now()) {
+                    warn!(
+                        "TAP frame not sent: {e}; something on this host sends frames larger than the TAP's MTU ({n} dropped)"
+                    );
                 }
             }
         }
+    }
+
+    /// Announces the TAP `name` (`mac`) to the peer: a gratuitous ARP for
+    /// each IPv4 address, an unsolicited neighbour advertisement for each
+    /// IPv6 one, so that neighbour caches naming an old MAC are corrected
+    /// at once. Rare (start, a peer learned): allocation is fine here.
+    pub(super) fn announce(&mut self, mac: MacAddr, name: &str) {
+        let addrs = match sys::addresses(name) {
+            Ok(a) => a,
+            Err(e) => {
+                debug!("cannot list {name}'s addresses to announce them: {e}");
+                return;
+            }
+        };
+        for ip in addrs {
+            let frame: Vec<u8> = match ip {
+                IpAddr::V4(v4) => announce::garp(mac, v4).to_vec(),
+                IpAddr::V6(v6) => announce::unsolicited_na(mac, v6).to_vec(),
+            };
+            if self.outbound.push(&VnetHdr::default(), &frame) == Push::Full {
+                self.link.flush(&mut self.outbound);
+                let _ = self.outbound.push(&VnetHdr::default(), &frame);
+            }
+        }
+        self.link.flush(&mut self.outbound);
     }
 
     /// Sends a keepalive if a peer is known and nothing was sent for
@@ -299,18 +333,18 @@ impl Link {
 
     fn send_failed(&mut self, e: &io::Error, len: usize, to: SocketAddr) {
         if e.raw_os_error() == Some(libc::EMSGSIZE) {
-            if let Some(held) = self.sizelog.allow(Instant::now()) {
+            if let Some(n) = self.too_long.note(1, Instant::now()) {
                 warn!(
-                    "UDP send to {}: the kernel refuses {len}-byte datagrams ({e}; {held} more since the last report): lower the TAP MTU (--mtu) below {}, or allow fragments on this route; smaller frames still cross",
+                    "UDP send to {}: the kernel refuses {len}-byte datagrams ({e}; {n} refused): lower the TAP MTU (--mtu) below {}, or allow fragments on this route; smaller frames still cross",
                     addr::canonical(to),
                     len.saturating_sub(HEADER_LEN + 14),
                 );
             }
             return;
         }
-        if let Some(held) = self.errlog.allow(Instant::now()) {
+        if let Some(n) = self.send_errors.note(1, Instant::now()) {
             warn!(
-                "UDP send to {}: {e} ({held} more not shown)",
+                "UDP send to {}: {e} ({n} send errors): check the route to the peer",
                 addr::canonical(to)
             );
         }

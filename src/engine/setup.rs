@@ -3,6 +3,7 @@
 
 use crate::addr::{self, Cidr, Local};
 use crate::config::Config;
+use crate::mac::{self, MacAddr};
 use crate::sys;
 use log::{debug, info, warn};
 use std::fmt;
@@ -37,9 +38,10 @@ impl fmt::Display for TunnelError {
                     Some(libc::EACCES) => {
                         "; this user may not open /dev/net/tun (udev normally makes it mode 0666), or lacks CAP_NET_ADMIN: run as root or grant it (systemd AmbientCapabilities=CAP_NET_ADMIN)"
                     }
-                    Some(libc::EBUSY) | Some(libc::EINVAL) => {
-                        "; is the --dev name taken by another kind of interface?"
+                    Some(libc::EBUSY) => {
+                        "; another process has a TAP of this --dev name open (another taptun?): pick another name, or stop that one"
                     }
+                    Some(libc::EINVAL) => "; is the --dev name taken by another kind of interface?",
                     _ => "",
                 };
                 write!(f, "cannot create the TAP interface: {e}{hint}")
@@ -76,6 +78,8 @@ pub(super) struct Devices {
     pub local: SocketAddr,
     /// The TAP's name.
     pub name: String,
+    /// The TAP's MAC address.
+    pub mac: MacAddr,
     /// TAP offloads (virtio_net_hdr, TSO read, super-frames written).
     pub offload: bool,
     /// Whether UDP runs may be written to the TAP as USO super-frames.
@@ -135,6 +139,7 @@ pub(super) fn open(cfg: &Config) -> Result<Devices, TunnelError> {
             std::net::IpAddr::V6(ip) => ipv6.push((ip, c.prefix)),
         }
     }
+    let named_mac = cfg.dev.as_deref().map(|n| mac_for(cfg, n));
     let build = |offload: bool| {
         let mut b = DeviceBuilder::new()
             .layer(Layer::L2)
@@ -143,6 +148,11 @@ pub(super) fn open(cfg: &Config) -> Result<Devices, TunnelError> {
             .enable(true);
         if let Some(name) = &cfg.dev {
             b = b.name(name.clone());
+            // Set before the TAP comes up, so its IPv6 link-local address
+            // derives from it.
+            if let Some(m) = named_mac {
+                b = b.mac_addr(m.0);
+            }
         }
         if let Some((ip, prefix)) = ipv4 {
             b = b.ipv4(ip, prefix, None);
@@ -170,6 +180,8 @@ pub(super) fn open(cfg: &Config) -> Result<Devices, TunnelError> {
         // by code that the kernel never exercises here.
         match build(true).and_then(|t| sys::tun_set_offload(&t, sys::TUN_TCP_OFFLOADS).map(|_| t)) {
             Ok(t) => (t, true),
+            // The name is taken: that is the error, not the offloads.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Err(TunnelError::Tap(e)),
             Err(e) => {
                 info!("TAP offloads unavailable ({e}); using one frame per read");
                 (build(false).map_err(TunnelError::Tap)?, false)
@@ -192,8 +204,15 @@ pub(super) fn open(cfg: &Config) -> Result<Devices, TunnelError> {
         info!("kernel without TAP USO (before 6.2): UDP datagrams go to the TAP one by one");
     }
     let name = tap.name().map_err(TunnelError::Tap)?;
+    let mac = named_mac.unwrap_or_else(|| mac_for(cfg, &name));
+    if named_mac.is_none()
+        && let Err(e) = tap.set_mac_address(mac.0)
+    {
+        warn!("cannot set {name}'s MAC to {mac}: {e}; it keeps a random one");
+    }
+    let mac = tap.mac_address().map(MacAddr).unwrap_or(mac);
     info!(
-        "{name} up, mtu {}, UDP {}, offloads {}, {}",
+        "{name} up, mac {mac}, mtu {}, UDP {}, offloads {}, {}",
         cfg.mtu,
         addr::canonical(local),
         if offload { "on" } else { "off" },
@@ -206,6 +225,7 @@ pub(super) fn open(cfg: &Config) -> Result<Devices, TunnelError> {
         info!("{name} address {c}");
     }
     Ok(Devices {
+        mac,
         tap,
         socket,
         local,
@@ -214,4 +234,27 @@ pub(super) fn open(cfg: &Config) -> Result<Devices, TunnelError> {
         udp_coalesce,
         udp_gso,
     })
+}
+
+/// The MAC the TAP `name` gets: `--mac`, else the persistent one, else
+/// (no machine id) a random one.
+fn mac_for(cfg: &Config, name: &str) -> MacAddr {
+    if let Some(m) = cfg.mac {
+        return m;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let id = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read(p).ok().filter(|b| !b.trim_ascii().is_empty()));
+    let netns = std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino());
+    match id {
+        Some(id) => mac::persistent(id.trim_ascii(), name, netns),
+        None => {
+            let mut b = [0u8; 6];
+            let _ = getrandom::fill(&mut b);
+            b[0] = (b[0] & 0xfe) | 0x02;
+            info!("no /etc/machine-id: {name} gets a random MAC on each start (--mac pins one)");
+            MacAddr(b)
+        }
+    }
 }

@@ -1,26 +1,94 @@
-//! The tunnel's state as one log line and as one JSON object: the only
-//! place either is assembled.
+//! The tunnel's state, assembled in one place: a log line, a report like
+//! `wg show` for `taptun status`, one JSON object (stable field names,
+//! documented in docs/operating.md) and Prometheus text for
+//! node_exporter's textfile collector. No key material goes in any of them.
 
-use super::{Tunnel, unix_nanos};
+use super::{Facts, Shared, Tunnel, unix_nanos};
+use crate::stats::DropReason;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-impl Tunnel {
-    /// The counters, the peer and the last valid datagram, as one line for the log.
-    pub fn status(&self) -> String {
+/// Which form `taptun status` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// A report for people, like `wg show`.
+    Text,
+    /// One JSON object on one line.
+    Json,
+    /// Prometheus text exposition format.
+    Prometheus,
+}
+
+impl Form {
+    /// The request word sent over the status socket.
+    pub fn word(self) -> &'static str {
+        match self {
+            Form::Text => "text",
+            Form::Json => "json",
+            Form::Prometheus => "prometheus",
+        }
+    }
+
+    /// The form a request word names.
+    pub fn from_word(w: &str) -> Option<Form> {
+        [Form::Text, Form::Json, Form::Prometheus]
+            .into_iter()
+            .find(|f| f.word() == w)
+    }
+}
+
+/// A view of the tunnel's state at one moment.
+pub(super) struct View<'a> {
+    pub facts: &'a Facts,
+    pub shared: &'a Shared,
+}
+
+impl View<'_> {
+    pub(super) fn render(&self, form: Form) -> String {
+        match form {
+            Form::Text => self.text(),
+            Form::Json => self.json(),
+            Form::Prometheus => self.prometheus(),
+        }
+    }
+
+    /// Seconds since the last valid datagram, if any.
+    fn last_valid_age(&self, now: u64) -> Option<f64> {
+        match self.shared.last_valid_ns.load(Relaxed) {
+            0 => None,
+            t => Some(now.saturating_sub(t) as f64 / 1e9),
+        }
+    }
+
+    /// The peer's clock offset (s), once an authentic datagram came.
+    fn offset(&self) -> Option<f64> {
+        (self.shared.last_valid_ns.load(Relaxed) != 0
+            || self.shared.peer_offset_ns.load(Relaxed) != 0)
+            .then(|| self.shared.peer_offset_ns.load(Relaxed) as f64 / 1e9)
+    }
+
+    fn peer_source(&self) -> &'static str {
+        if self.shared.peer_learned.load(Relaxed) {
+            "learned"
+        } else {
+            "configured"
+        }
+    }
+
+    /// The counters, the peer and the last valid datagram, as one line.
+    pub(super) fn line(&self) -> String {
         let mut s = self.shared.counters.summary();
-        match self.peer() {
+        match self.shared.peer.get() {
             Some(p) => {
                 let _ = write!(s, ", peer {p}");
             }
             None => s.push_str(", peer none"),
         }
-        match self.shared.last_valid_ns.load(Relaxed) {
-            0 => s.push_str(", last valid datagram never"),
-            t => {
-                let age = unix_nanos().saturating_sub(t) as f64 / 1e9;
+        match self.last_valid_age(unix_nanos()) {
+            Some(age) => {
                 let _ = write!(s, ", last valid datagram {age:.1} s ago");
             }
+            None => s.push_str(", last valid datagram never"),
         }
         let _ = write!(
             s,
@@ -30,12 +98,100 @@ impl Tunnel {
         s
     }
 
-    /// The same as [`Tunnel::status`], as one JSON object on one line.
-    pub fn status_json(&self) -> String {
-        let now = unix_nanos();
-        let last = self.shared.last_valid_ns.load(Relaxed);
+    fn text(&self) -> String {
+        let (f, sh, now) = (self.facts, self.shared, unix_nanos());
+        let c = &sh.counters;
+        let mut s = String::new();
+        let _ = writeln!(s, "interface: {}", f.name);
+        let _ = writeln!(s, "  mac: {}", f.mac);
+        let _ = writeln!(s, "  listening: {}", f.local);
+        let _ = writeln!(
+            s,
+            "  mtu: {}, tcp mss clamping: {}",
+            sh.mtu.load(Relaxed),
+            f.clamp_mss
+        );
+        let _ = writeln!(
+            s,
+            "  offloads: tap {}, udp gso {}, udp coalescing {}",
+            on(f.offload),
+            on(f.udp_gso),
+            on(f.udp_coalesce)
+        );
+        let _ = writeln!(
+            s,
+            "  key: in use for {:.0} s, rotations {}",
+            now.saturating_sub(sh.key_since_ns.load(Relaxed)) as f64 / 1e9,
+            sh.key_rotations.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "  up: {:.0} s",
+            now.saturating_sub(f.started_ns) as f64 / 1e9
+        );
+        match sh.peer.get() {
+            Some(p) => {
+                let _ = writeln!(s, "\npeer: {p} ({})", self.peer_source());
+            }
+            None => s.push_str("\npeer: none yet (learned from the first valid datagram)\n"),
+        }
+        match self.last_valid_age(now) {
+            Some(a) => {
+                let _ = writeln!(s, "  last valid datagram: {a:.1} s ago");
+            }
+            None => s.push_str("  last valid datagram: never\n"),
+        }
+        if let Some(o) = self.offset() {
+            let _ = writeln!(
+                s,
+                "  clock offset: {o:+.3} s (--max-age {:.1} s)",
+                f.max_age.as_secs_f64()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  transfer: {} received ({} frames), {} sent ({} frames)",
+            bytes(c.rx_bytes.load(Relaxed)),
+            c.rx_frames.load(Relaxed),
+            bytes(c.tx_bytes.load(Relaxed)),
+            c.tx_frames.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "  keepalives: every {} s, {} sent, {} received",
+            f.keepalive.as_secs(),
+            c.keepalives_tx.load(Relaxed),
+            c.keepalives_rx.load(Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "  errors: {} send, {} tap write",
+            c.send_errors.load(Relaxed),
+            c.tap_errors.load(Relaxed)
+        );
+        let dropped: Vec<String> = DropReason::ALL
+            .iter()
+            .filter(|r| c.drops(**r) > 0)
+            .map(|r| format!("{} {}", r.name(), c.drops(*r)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  drops: {}",
+            if dropped.is_empty() {
+                "none".to_string()
+            } else {
+                dropped.join(", ")
+            }
+        );
+        s
+    }
+
+    /// One JSON object: `--stats-json` and `taptun status --json`.
+    pub(super) fn json(&self) -> String {
+        let (f, sh, now) = (self.facts, self.shared, unix_nanos());
+        let last = sh.last_valid_ns.load(Relaxed);
         let mut s = String::from("{\"dev\":");
-        json_string(&mut s, &self.name);
+        json_string(&mut s, &f.name);
         let _ = write!(s, ",\"time\":{:.3},\"last_valid\":", now as f64 / 1e9);
         if last == 0 {
             s.push_str("null,\"last_valid_age\":null");
@@ -49,17 +205,174 @@ impl Tunnel {
         }
         let _ = write!(
             s,
-            ",\"key_rotations\":{},\"peer\":",
-            self.shared.key_rotations.load(Relaxed)
+            ",\"key_rotations\":{},\"key_age\":{:.3},\"local\":",
+            sh.key_rotations.load(Relaxed),
+            now.saturating_sub(sh.key_since_ns.load(Relaxed)) as f64 / 1e9
         );
-        match self.peer() {
-            Some(p) => json_string(&mut s, &p.to_string()),
+        json_string(&mut s, &f.local.to_string());
+        let _ = write!(s, ",\"mac\":\"{}\"", f.mac);
+        let _ = write!(
+            s,
+            ",\"mtu\":{},\"clamp_mss\":\"{}\",\"offload\":{},\"udp_gso\":{},\"udp_coalesce\":{},\"uptime\":{:.3},\"peer_clock_offset\":",
+            sh.mtu.load(Relaxed),
+            f.clamp_mss,
+            f.offload,
+            f.udp_gso,
+            f.udp_coalesce,
+            now.saturating_sub(f.started_ns) as f64 / 1e9
+        );
+        match self.offset() {
+            Some(o) => {
+                let _ = write!(s, "{o:.3}");
+            }
             None => s.push_str("null"),
         }
+        s.push_str(",\"peer\":");
+        match sh.peer.get() {
+            Some(p) => {
+                json_string(&mut s, &p.to_string());
+                let _ = write!(s, ",\"peer_source\":\"{}\"", self.peer_source());
+            }
+            None => s.push_str("null,\"peer_source\":null"),
+        }
         s.push(',');
-        self.shared.counters.write_json_members(&mut s);
+        sh.counters.write_json_members(&mut s);
         s.push('}');
         s
+    }
+
+    fn prometheus(&self) -> String {
+        let (f, sh, now) = (self.facts, self.shared, unix_nanos());
+        let c = &sh.counters;
+        let dev = f.name.replace(['\\', '"', '\n'], "_");
+        let mut s = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            let _ = writeln!(s, "{name}{{dev=\"{dev}\"}} {value}");
+        };
+        let counters = [
+            (
+                "rx_bytes",
+                "Frame bytes received and written to the TAP.",
+                &c.rx_bytes,
+            ),
+            (
+                "rx_frames",
+                "Frames received and written to the TAP.",
+                &c.rx_frames,
+            ),
+            (
+                "tx_bytes",
+                "Frame bytes read from the TAP and sent.",
+                &c.tx_bytes,
+            ),
+            (
+                "tx_frames",
+                "Frames read from the TAP and sent.",
+                &c.tx_frames,
+            ),
+            ("keepalives_sent", "Keepalives sent.", &c.keepalives_tx),
+            (
+                "keepalives_received",
+                "Keepalives received.",
+                &c.keepalives_rx,
+            ),
+            ("send_errors", "UDP send errors.", &c.send_errors),
+            ("tap_errors", "TAP write errors.", &c.tap_errors),
+            (
+                "key_rotations",
+                "Keys replaced by SIGHUP.",
+                &sh.key_rotations,
+            ),
+        ];
+        for (name, help, v) in counters {
+            metric(
+                &format!("taptun_{name}_total"),
+                "counter",
+                help,
+                v.load(Relaxed).to_string(),
+            );
+        }
+        metric(
+            "taptun_mtu_bytes",
+            "gauge",
+            "The TAP's MTU.",
+            sh.mtu.load(Relaxed).to_string(),
+        );
+        metric(
+            "taptun_peer_known",
+            "gauge",
+            "1 when a peer address is known.",
+            u8::from(sh.peer.get().is_some()).to_string(),
+        );
+        if let Some(a) = self.last_valid_age(now) {
+            metric(
+                "taptun_last_valid_age_seconds",
+                "gauge",
+                "Seconds since the last valid datagram.",
+                format!("{a:.3}"),
+            );
+        }
+        if let Some(o) = self.offset() {
+            metric(
+                "taptun_peer_clock_offset_seconds",
+                "gauge",
+                "The peer's clock less this host's, less the one-way transit time.",
+                format!("{o:.3}"),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP taptun_drops_total Datagrams and frames dropped, by reason.\n# TYPE taptun_drops_total counter"
+        );
+        for r in DropReason::ALL {
+            let _ = writeln!(
+                s,
+                "taptun_drops_total{{dev=\"{dev}\",reason=\"{}\"}} {}",
+                r.name(),
+                c.drops(r)
+            );
+        }
+        s
+    }
+}
+
+fn on(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// Bytes for people: B, KiB, MiB, GiB.
+fn bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", units[u])
+    }
+}
+
+impl Tunnel {
+    fn view(&self) -> View<'_> {
+        View {
+            facts: &self.facts,
+            shared: &self.shared,
+        }
+    }
+
+    /// The counters, the peer and the last valid datagram, as one line for the log.
+    pub fn status(&self) -> String {
+        self.view().line()
+    }
+
+    /// The state as one JSON object on one line (`--stats-json`).
+    pub fn status_json(&self) -> String {
+        self.view().json()
     }
 }
 
@@ -81,12 +394,27 @@ fn json_string(out: &mut String, text: &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::json_string;
+    use super::*;
 
     #[test]
     fn json_strings_escaped() {
         let mut s = String::new();
         json_string(&mut s, "tap\"0\\\n");
         assert_eq!(s, "\"tap\\\"0\\\\\\u000a\"");
+    }
+
+    #[test]
+    fn byte_units() {
+        assert_eq!(bytes(999), "999 B");
+        assert_eq!(bytes(1536), "1.50 KiB");
+        assert_eq!(bytes(3 << 30), "3.00 GiB");
+    }
+
+    #[test]
+    fn forms_round_trip_their_words() {
+        for f in [Form::Text, Form::Json, Form::Prometheus] {
+            assert_eq!(Form::from_word(f.word()), Some(f));
+        }
+        assert_eq!(Form::from_word("key"), None);
     }
 }

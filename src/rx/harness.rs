@@ -101,6 +101,8 @@ impl Model {
         let accepted = matches!(verdict, Verdict::Frame(_) | Verdict::Keepalive);
         if dg.len() < HEADER_LEN {
             assert_eq!(verdict, Verdict::Drop(DropReason::Short), "short datagram");
+        } else if dg.len() > crate::tx::MAX_DATAGRAM {
+            assert_eq!(verdict, Verdict::Drop(DropReason::Oversize), "too long");
         } else if !genuine {
             assert_eq!(
                 verdict,

@@ -374,6 +374,10 @@ pub const KEY: &str = "VkZylFBLiEGy9hPfHHcJligUEZkjp47OoT9MyHt79iM=";
 /// Another key.
 pub const OTHER_KEY: &str = "Pg1u8vWNsxsk6hwawh1scAx4PnvtzOe81PamXn89ZMs=";
 
+/// Part of the info line taptun logs once its TAP is up
+/// ("tap0 up, mac 02:..., mtu 1418, UDP ...").
+pub const UP_LINE: &str = " up, mac ";
+
 /// A running taptun process in a namespace; stopped on drop.
 pub struct Peer {
     pub process: Background,
@@ -432,7 +436,7 @@ impl Peer {
     /// Waits until the TAP is up (log line and link), at most 10 s.
     pub fn wait_up(&mut self, ns: &Netns) {
         let up = until(Duration::from_secs(10), POLL, || {
-            if self.log_text().contains(" up, mtu ") && ns.has_link(&self.dev) {
+            if self.log_text().contains(UP_LINE) && ns.has_link(&self.dev) {
                 return true;
             }
             if let Some(st) = self.process.exited() {

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Numbered, checksummed UDP datagrams for the e2e tests, one send() each,
+never fragmented by the sender (IP_PMTUDISC_DO): a datagram that does not
+fit the sender's route fails at once instead of being cut up.
+
+  udp_seq.py send ADDR PORT COUNT SIZE PAUSE_MS
+  udp_seq.py recv ADDR PORT EXPECTED SIZE  -> "received R corrupt C dup D"
+
+Datagram i (SIZE bytes of UDP payload) is i (4 bytes, big-endian), the
+SHA-256 of the rest (32 bytes), then random bytes. The receiver counts the
+distinct intact ones, the corrupt ones (wrong length or checksum) and the
+duplicates. Bounded: it stops after EXPECTED datagrams or 3 s without one.
+"""
+import hashlib
+import os
+import socket
+import struct
+import sys
+import time
+
+SO_RCVBUFFORCE = 33
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_DO = 2
+IPV6_MTU_DISCOVER = 23
+IPV6_PMTUDISC_DO = 2
+HEAD = 4 + 32
+
+
+def family(addr):
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def send(addr, port, count, size, pause_ms):
+    s = socket.socket(family(addr), socket.SOCK_DGRAM)
+    if family(addr) == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
+    else:
+        s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+    s.connect((addr, port))
+    for i in range(count):
+        body = os.urandom(size - HEAD)
+        s.send(struct.pack("!I", i) + hashlib.sha256(body).digest() + body)
+        time.sleep(pause_ms / 1000)
+    print(f"sent {count}")
+
+
+def recv(addr, port, expected, size):
+    s = socket.socket(family(addr), socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
+    s.bind((addr, port))
+    print("ready", flush=True)
+    s.settimeout(3)
+    seen = set()
+    corrupt = dup = 0
+    while len(seen) < expected:
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            break
+        if len(d) != size or hashlib.sha256(d[HEAD:]).digest() != d[4:HEAD]:
+            corrupt += 1
+            continue
+        (i,) = struct.unpack("!I", d[:4])
+        if i in seen:
+            dup += 1
+        else:
+            seen.add(i)
+    # Duplicates that come after the last new datagram count too.
+    s.settimeout(0.3)
+    while True:
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            break
+        (i,) = struct.unpack("!I", d[:4]) if len(d) >= 4 else (-1,)
+        if i in seen:
+            dup += 1
+        else:
+            corrupt += 1
+    print(f"received {len(seen)} corrupt {corrupt} dup {dup}", flush=True)
+
+
+if __name__ == "__main__":
+    role, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if role == "send":
+        send(addr, port, int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
+    else:
+        recv(addr, port, int(sys.argv[4]), int(sys.argv[5]))
