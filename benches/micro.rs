@@ -2,10 +2,16 @@
 //! encode (`Codec::seal`), decode+verify (`Codec::open`), the replay check
 //! (`ReplayWindow::accept`), the checksum a frame must pass before it joins
 //! a coalesced run (`offload::csum_add`) and the whole receive pipeline
-//! (`rx::Inbound::receive`), at 64, 512 and 1432-byte frames; and the
+//! (`rx::Inbound::receive`), at 64, 512 and 1432-byte frames; the
 //! confidential mode's seal and open (`aead::SealKey`, `aead::OpenKeys`)
 //! with AES-256-GCM and ChaCha20-Poly1305 beside the HMAC mode's, per frame
-//! and on a batch of 44 full frames (one 64 KB super-frame's worth).
+//! and on a batch of 44 full frames (one 64 KB super-frame's worth). Then what
+//! hashing in lanes changes, for batches of 44 datagrams (a TSO
+//! super-frame's worth): HMAC-SHA256 one message at a time (`hmac` +
+//! `sha2`) against `lanes::HmacKey::mac_many`, with the throughput in frame
+//! bytes; sealing (`Codec::seal` each against `Codec::seal_spans`),
+//! verifying (`Codec::open` each against `Codec::verify_spans`) and
+//! receiving a GRO run (`Inbound::receive` each against `receive_run`).
 //!
 //! `cargo bench --bench micro`. Under `cargo test --all-targets` (which runs
 //! bench targets too, unoptimized) it only checks once that each benched
@@ -13,16 +19,21 @@
 //! Standard harness-less bench (no crate):
 //! each figure is the median of 15 samples of about 20 ms, with the fastest
 //! and slowest sample beside it, so a noisy neighbour shows as a wide range
-//! rather than as a wrong number. Not run by the test suite.
+//! rather than as a wrong number. The batch rows instead take 401 short
+//! samples (~0.1 ms, one batch) of the ways compared in turns, which a busy
+//! machine disturbs far less and alike. Not run by the test suite.
 
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use taptun::aead::{self, Cipher, OpenKeys, SealKey, SessionId};
+use taptun::lanes::{HmacKey, Impl};
 use taptun::offload;
 use taptun::replay::ReplayWindow;
 use taptun::rx::{Inbound, Verdict};
-use taptun::wire::{Codec, HEADER_LEN};
+use taptun::wire::{Codec, HEADER_LEN, MAC_LEN};
 
 /// Frame sizes: minimum Ethernet frame, a medium one, a full one at TAP MTU 1418.
 const SIZES: [usize; 3] = [64, 512, 1432];
@@ -90,6 +101,60 @@ fn print_per(what: &str, f: &Figure) {
     );
 }
 
+/// Times `ops` (one batch of `RUN` frames per call) in turns of short
+/// samples of a few calls each, so that all see the same neighbours and
+/// most samples fit in one time slice of a busy machine; ns per frame.
+fn bench_batches(ops: &mut [&mut dyn FnMut()]) -> Vec<Figure> {
+    const TURNS: usize = 401;
+    let mut iters = 1u64;
+    loop {
+        let start = Instant::now();
+        for _ in 0..iters {
+            ops[0]();
+        }
+        if start.elapsed() >= Duration::from_micros(100) || iters >= 1 << 20 {
+            break;
+        }
+        iters *= 2;
+    }
+    let mut samples = vec![Vec::with_capacity(TURNS); ops.len()];
+    for _ in 0..TURNS {
+        for (op, ns) in ops.iter_mut().zip(&mut samples) {
+            let start = Instant::now();
+            for _ in 0..iters {
+                op();
+            }
+            ns.push(start.elapsed().as_nanos() as f64 / (iters * RUN as u64) as f64);
+        }
+    }
+    samples.into_iter().map(summarize).collect()
+}
+
+/// Like [`print`], with the throughput at the median: `bytes` per frame.
+fn print_rate(what: &str, size: usize, f: &Figure, bytes: usize) {
+    println!(
+        "{what:<34} {size:>6} {:>10.1} {:>10.1} {:>10.1} {:>7.2} GB/s",
+        f.median,
+        f.min,
+        f.max,
+        bytes as f64 / f.median
+    );
+}
+
+/// The bytes a datagram's tag covers: timestamp and a `len`-byte frame.
+fn authenticated(len: usize) -> Vec<u8> {
+    (0..HEADER_LEN - MAC_LEN + len)
+        .map(|i| (i * 13) as u8)
+        .collect()
+}
+
+/// HMAC-SHA256 one message at a time, as `Codec` did: the keyed state cloned.
+fn hmac_one(keyed: &Hmac<Sha256>, msg: &[u8]) -> [u8; 32] {
+    let mut mac = keyed.clone();
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
+
 /// A sealed datagram carrying a `len`-byte frame stamped `ts`.
 fn datagram(codec: &Codec, ts: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; HEADER_LEN + len];
@@ -131,6 +196,58 @@ fn bench_receive(codec: &Codec, len: usize) -> Figure {
         }
     }
     summarize(samples)
+}
+
+/// A GRO run of `RUN` datagrams of `len`-byte frames received whole
+/// (`Inbound::receive_run`, tags in lanes) and one datagram at a time
+/// (`Inbound::receive`, as `receive_run` did before lanes), in turns of
+/// one run each; before each turn the run is sealed anew (untimed) with
+/// newer timestamps, so every datagram takes the full path. ns per frame.
+fn bench_receive_run(codec: &Codec, len: usize) -> (Figure, Figure) {
+    const TURNS: usize = 401;
+    let src: SocketAddr = "192.0.2.2:9123".parse().expect("literal address");
+    let mut whole = Inbound::new(codec.clone(), MAX_AGE_NS, Some(src));
+    let mut singly = Inbound::new(codec.clone(), MAX_AGE_NS, Some(src));
+    let seg = HEADER_LEN + len;
+    let mut run: Vec<u8> = (0..RUN).flat_map(|_| datagram(codec, NOW, len)).collect();
+    let spans: Vec<_> = (0..RUN).map(|i| i * seg..(i + 1) * seg).collect();
+    let mut ts = NOW - MAX_AGE_NS / 2;
+    let mut reseal = |run: &mut Vec<u8>| {
+        codec
+            .seal_spans(run, &spans, || {
+                ts += 1;
+                ts
+            })
+            .expect("room for the headers");
+        ts
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..TURNS {
+        let now = reseal(&mut run);
+        let mut delivered = 0;
+        let start = Instant::now();
+        whole.receive_run(black_box(&mut run), Some(seg), src, now, &mut |_| {
+            delivered += 1
+        });
+        a.push(start.elapsed().as_nanos() as f64 / RUN as f64);
+        assert_eq!(delivered, RUN, "the pipeline must accept every datagram");
+
+        let now = reseal(&mut run);
+        let start = Instant::now();
+        for dg in run.chunks(seg) {
+            let (verdict, _) = singly.receive(black_box(dg), src, now);
+            if matches!(verdict, Verdict::Frame(_)) {
+                delivered += 1;
+            }
+        }
+        b.push(start.elapsed().as_nanos() as f64 / RUN as f64);
+        assert_eq!(
+            delivered,
+            2 * RUN,
+            "the pipeline must accept every datagram"
+        );
+    }
+    (summarize(a), summarize(b))
 }
 
 /// Bytes of one's-complement sum, inverted: the checksum of `parts`.
@@ -413,6 +530,43 @@ fn smoke() {
     for (s, f) in spans.iter().zip(&run) {
         assert_eq!(&out[s.start + HEADER_LEN..s.end], &f[..]);
     }
+    // A batch of 44 datagrams' worth hashed in lanes: what hmac + sha2 say.
+    let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(KEY).expect("any key length");
+    let msgs: Vec<Vec<u8>> = (0..RUN).map(|_| authenticated(1432)).collect();
+    let msgs: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
+    let mut tags = [[0u8; 32]; RUN];
+    HmacKey::new(KEY).mac_many(&msgs, &mut tags);
+    for (m, t) in msgs.iter().zip(&tags) {
+        assert_eq!(*t, hmac_one(&keyed, m));
+    }
+    // The batch paths: the same bytes as one at a time; a GRO run received whole.
+    let seg = HEADER_LEN + 1432;
+    let spans: Vec<_> = (0..RUN).map(|i| i * seg..(i + 1) * seg).collect();
+    let mut one: Vec<u8> = (0..RUN).flat_map(|_| datagram(&codec, NOW, 1432)).collect();
+    let mut batch = one.clone();
+    for (i, s) in spans.iter().enumerate() {
+        codec
+            .seal(NOW + i as u64, &mut one[s.clone()])
+            .expect("room");
+    }
+    let mut ts = NOW;
+    codec
+        .seal_spans(&mut batch, &spans, || {
+            let t = ts;
+            ts += 1;
+            t
+        })
+        .expect("room");
+    assert_eq!(one, batch);
+    let mut ok = [false; RUN];
+    codec.verify_spans(&batch, &spans, &mut ok);
+    assert!(ok.iter().all(|&v| v));
+    let mut rx = Inbound::new(codec.clone(), MAX_AGE_NS, Some(src));
+    let mut delivered = 0;
+    let t = rx.receive_run(&mut batch, Some(seg), src, NOW + 100, &mut |_| {
+        delivered += 1
+    });
+    assert_eq!((delivered, t.frames), (RUN, RUN as u64));
     println!(
         "micro: paths checked, nothing timed (run `cargo bench --bench micro` for the figures)"
     );
@@ -441,6 +595,54 @@ fn main() {
         "operation", "frame", "median", "min", "max"
     );
     let codec = Codec::new(KEY);
+
+    // HMAC-SHA256 of what a datagram's tag covers (timestamp and frame),
+    // per frame: one at a time against a batch of RUN in two and in the
+    // detected number of lanes.
+    let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(KEY).expect("any key length");
+    let lanes = HmacKey::new(KEY);
+    let two = lanes.clone().with_impl(Impl::ShaNi2);
+    for len in SIZES {
+        let msgs: Vec<Vec<u8>> = (0..RUN).map(|_| authenticated(len)).collect();
+        let msgs: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
+        let mut tags = [[[0u8; 32]; RUN]; 3];
+        let [t0, t1, t2] = &mut tags;
+        let f = bench_batches(&mut [
+            &mut || {
+                for (m, t) in msgs.iter().zip(t0.iter_mut()) {
+                    *t = hmac_one(&keyed, black_box(m));
+                }
+                black_box(&t0);
+            },
+            &mut || {
+                two.mac_many(black_box(&msgs), t1);
+                black_box(&t1);
+            },
+            &mut || {
+                lanes.mac_many(black_box(&msgs), t2);
+                black_box(&t2);
+            },
+        ]);
+        print_rate("HMAC one at a time (hmac+sha2)", len, &f[0], len);
+        print_rate(
+            &format!("HMAC {RUN} in lanes ({:?})", two.imp()),
+            len,
+            &f[1],
+            len,
+        );
+        print_rate(
+            &format!("HMAC {RUN} in lanes ({:?})", lanes.imp()),
+            len,
+            &f[2],
+            len,
+        );
+        println!(
+            "{:<34} {len:>6} {:>9.2}x {:>9.2}x",
+            "  lanes speedup (medians)",
+            f[0].median / f[1].median,
+            f[0].median / f[2].median
+        );
+    }
 
     for len in SIZES {
         let mut buf = datagram(&codec, NOW, len);
@@ -538,6 +740,78 @@ fn main() {
             "full receive (rx::Inbound::receive)",
             Some(len),
             &bench_receive(&codec, len),
+        );
+    }
+
+    // What lanes change on the two paths, per frame of a batch of RUN:
+    // sealing (Outbound::seal) and receiving a GRO run (Inbound::receive_run),
+    // each against the datagram-at-a-time code it replaced.
+    for len in SIZES {
+        let mut out: Vec<u8> = (0..RUN).flat_map(|_| datagram(&codec, NOW, len)).collect();
+        let seg = HEADER_LEN + len;
+        let spans: Vec<_> = (0..RUN).map(|i| i * seg..(i + 1) * seg).collect();
+        let (mut ts1, mut ts2) = (NOW, NOW);
+        let mut out2 = out.clone();
+        let f = bench_batches(&mut [
+            &mut || {
+                for s in &spans {
+                    ts1 += 1;
+                    codec
+                        .seal(ts1, black_box(&mut out[s.clone()]))
+                        .expect("room for the header");
+                }
+            },
+            &mut || {
+                codec
+                    .seal_spans(black_box(&mut out2), &spans, || {
+                        ts2 += 1;
+                        ts2
+                    })
+                    .expect("room for the headers");
+            },
+        ]);
+        print(
+            &format!("seal {RUN}, one by one (Codec::seal)"),
+            Some(len),
+            &f[0],
+        );
+        print(
+            &format!("seal {RUN} in lanes (seal_spans)"),
+            Some(len),
+            &f[1],
+        );
+        let mut ok = [false; RUN];
+        let f = bench_batches(&mut [
+            &mut || {
+                for s in &spans {
+                    black_box(codec.open(black_box(&out2[s.clone()])).is_ok());
+                }
+            },
+            &mut || {
+                codec.verify_spans(black_box(&out2), &spans, &mut ok);
+                assert!(black_box(ok).iter().all(|&v| v));
+            },
+        ]);
+        print(
+            &format!("verify {RUN}, one by one (Codec::open)"),
+            Some(len),
+            &f[0],
+        );
+        print(
+            &format!("verify {RUN} in lanes (verify_spans)"),
+            Some(len),
+            &f[1],
+        );
+        let (whole, singly) = bench_receive_run(&codec, len);
+        print(
+            &format!("receive {RUN}, one by one (receive)"),
+            Some(len),
+            &singly,
+        );
+        print(
+            &format!("receive GRO run of {RUN} (receive_run)"),
+            Some(len),
+            &whole,
         );
     }
 }

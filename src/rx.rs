@@ -6,8 +6,13 @@ use crate::clamp;
 use crate::peer::{Peer, PeerUpdate};
 use crate::replay::ReplayWindow;
 use crate::stats::DropReason;
-use crate::wire::{Codec, WireError, check_freshness};
+use crate::wire::{Codec, Datagram, WireError, check_freshness};
 use std::net::SocketAddr;
+use std::ops::Range;
+
+/// Datagrams of a GRO run whose tags are checked together in lanes (a GRO
+/// receive holds up to 64).
+const LANES_CHUNK: usize = 64;
 
 // The fuzz harness: compiled for tests and under `cargo fuzz` (which sets
 // `--cfg fuzzing`), never into the shipped binary.
@@ -106,12 +111,20 @@ impl Inbound {
 
     /// Opens under the current key, else under the previous one while it
     /// is still accepted (only a MAC failure pays for the second try).
+    /// `verified`: the current key's verdict on the tag, if already known
+    /// (checked in lanes with the rest of a GRO run).
     fn open<'a>(
         &mut self,
         datagram: &'a [u8],
         now_ns: u64,
-    ) -> Result<crate::wire::Datagram<&'a [u8]>, WireError> {
-        match self.codec.open(datagram) {
+        verified: Option<bool>,
+    ) -> Result<Datagram<&'a [u8]>, WireError> {
+        let current = match verified {
+            None => self.codec.open(datagram),
+            Some(ok) => Datagram::new_checked(datagram)
+                .and_then(|dg| if ok { Ok(dg) } else { Err(WireError::BadMac) }),
+        };
+        match current {
             Err(WireError::BadMac) => match &self.previous {
                 Some((old, until)) if now_ns <= *until => old.open(datagram),
                 Some(_) => {
@@ -129,6 +142,9 @@ impl Inbound {
     /// shorter), or one datagram when `segment` is `None`. Each frame
     /// that passes goes to `deliver`, in order, its TCP MSS clamped first
     /// if [`Inbound::clamp_mss`] says so (which is why `run` is mutable).
+    /// The tags under the current key are checked for many datagrams at
+    /// once, in lanes; the verdicts are those of [`Inbound::receive`] on
+    /// each datagram in turn.
     pub fn receive_run(
         &mut self,
         run: &mut [u8],
@@ -139,43 +155,64 @@ impl Inbound {
     ) -> Tally {
         let seg = segment.unwrap_or(run.len()).max(1);
         let mut t = Tally::default();
+        let mut spans: [Range<usize>; LANES_CHUNK] = std::array::from_fn(|_| 0..0);
+        let mut tags_ok = [false; LANES_CHUNK];
         let mut start = 0;
         // At least once: an empty datagram is counted (as short).
         loop {
-            let end = (start + seg).min(run.len());
-            let dg = &run[start..end];
-            let (verdict, update) = self.receive(dg, src, now_ns);
-            if update != PeerUpdate::Unchanged {
-                t.peer = update;
+            // The tags of up to LANES_CHUNK datagrams, checked together in
+            // lanes; then each datagram's checks in order, as one alone.
+            let mut n = 0;
+            while n < LANES_CHUNK {
+                let end = (start + seg).min(run.len());
+                spans[n] = start..end;
+                n += 1;
+                start = end;
+                if start >= run.len() {
+                    break;
+                }
             }
-            // Past the MAC check (even if refused for its timestamp or as
-            // a replay): its timestamp tells the peer's clock offset.
-            if !matches!(
-                verdict,
-                Verdict::Drop(DropReason::Short | DropReason::BadMac | DropReason::Oversize)
-            ) {
-                t.offset_ns = Some(self.last_authentic_ts.wrapping_sub(now_ns) as i64);
+            // Datagrams too large for any peer are refused unhashed (in
+            // `check`); a run of them goes the one-at-a-time way.
+            let in_lanes = seg <= crate::tx::MAX_DATAGRAM;
+            if in_lanes {
+                self.codec.verify_spans(run, &spans[..n], &mut tags_ok);
             }
-            let dg_len = dg.len();
-            match verdict {
-                Verdict::Frame(frame) => {
-                    let n = frame.len();
-                    t.frames += 1;
-                    t.bytes += n as u64;
-                    // The frame is the datagram's tail.
-                    let frame = &mut run[end - n..end];
-                    if let Some(limit) = self.clamp {
-                        clamp::clamp(frame, limit);
+            for (span, &ok) in spans[..n].iter().zip(&tags_ok) {
+                let end = span.end;
+                let dg = &run[span.clone()];
+                let (verdict, update) = self.check(dg, src, now_ns, in_lanes.then_some(ok));
+                if update != PeerUpdate::Unchanged {
+                    t.peer = update;
+                }
+                // Past the MAC check (even if refused for its timestamp or as
+                // a replay): its timestamp tells the peer's clock offset.
+                if !matches!(
+                    verdict,
+                    Verdict::Drop(DropReason::Short | DropReason::BadMac | DropReason::Oversize)
+                ) {
+                    t.offset_ns = Some(self.last_authentic_ts.wrapping_sub(now_ns) as i64);
+                }
+                let dg_len = dg.len();
+                match verdict {
+                    Verdict::Frame(frame) => {
+                        let n = frame.len();
+                        t.frames += 1;
+                        t.bytes += n as u64;
+                        // The frame is the datagram's tail.
+                        let frame = &mut run[end - n..end];
+                        if let Some(limit) = self.clamp {
+                            clamp::clamp(frame, limit);
+                        }
+                        deliver(frame);
                     }
-                    deliver(frame);
-                }
-                Verdict::Keepalive => t.keepalives += 1,
-                Verdict::Drop(reason) => {
-                    t.drops[reason as usize] += 1;
-                    t.last_drop = Some((reason, dg_len));
+                    Verdict::Keepalive => t.keepalives += 1,
+                    Verdict::Drop(reason) => {
+                        t.drops[reason as usize] += 1;
+                        t.last_drop = Some((reason, dg_len));
+                    }
                 }
             }
-            start = end;
             if start >= run.len() {
                 return t;
             }
@@ -190,11 +227,23 @@ impl Inbound {
         src: SocketAddr,
         now_ns: u64,
     ) -> (Verdict<'a>, PeerUpdate) {
+        self.check(datagram, src, now_ns, None)
+    }
+
+    /// [`Inbound::receive`], with the tag's verdict under the current key
+    /// if it is known already.
+    fn check<'a>(
+        &mut self,
+        datagram: &'a [u8],
+        src: SocketAddr,
+        now_ns: u64,
+        verified: Option<bool>,
+    ) -> (Verdict<'a>, PeerUpdate) {
         if datagram.len() > crate::tx::MAX_DATAGRAM {
             // No peer sends this much: not worth hashing.
             return (Verdict::Drop(DropReason::Oversize), PeerUpdate::Unchanged);
         }
-        let dg = match self.open(datagram, now_ns) {
+        let dg = match self.open(datagram, now_ns, verified) {
             Ok(dg) => dg,
             Err(WireError::TooShort(_)) => {
                 return (Verdict::Drop(DropReason::Short), PeerUpdate::Unchanged);
@@ -324,6 +373,107 @@ mod tests {
         let t = rx.receive_run(&mut [], None, a, NOW, &mut |_| panic!("nothing to deliver"));
         assert_eq!(t.drops[DropReason::Short as usize], 1);
         assert!(!t.valid());
+    }
+
+    /// A GRO run gets, datagram for datagram, the verdicts that
+    /// `receive` gives one at a time: runs longer than a lanes chunk, with
+    /// forged, old-key (within and after the grace time), stale, future,
+    /// replayed datagrams and keepalives, and a short or truncated last one.
+    #[test]
+    fn gro_run_same_verdicts_as_one_by_one() {
+        let old = Codec::new(b"the old key, 16+");
+        let new = Codec::new(b"the new key, 16+");
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let mut rng = crate::offload::testutil::XorShift(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.next();
+        let mut seen = [0u64; DropReason::ALL.len()];
+        let (mut frames, mut keepalives_seen) = (0, 0);
+        for round in 0..30u64 {
+            let now = NOW + round * AGE;
+            // Keepalives run alone: a GRO run's datagrams are all one size.
+            let seg = if round % 10 == 3 {
+                40
+            } else {
+                41 + (next() % 200) as usize
+            };
+            let count = 1 + (next() % 150) as usize;
+            let mut run = Vec::new();
+            for i in 0..count {
+                let frame: Vec<u8> = (0..seg - 40).map(|_| next() as u8).collect();
+                let ts = match next() % 12 {
+                    0 => now - AGE - 1,
+                    1 => now + AGE + 1,
+                    2 => now - 3, // maybe a replay of an earlier one
+                    _ => now - 1000 + i as u64,
+                };
+                let key = if next() % 7 == 0 { &old } else { &new };
+                let mut d = dgram(key, ts, &frame);
+                if next() % 8 == 0 {
+                    let at = (next() as usize) % d.len();
+                    d[at] ^= 1 << (next() % 8);
+                }
+                run.extend_from_slice(&d);
+            }
+            run.truncate(run.len() - (next() % 50) as usize);
+            // The old key still accepted for half the rounds.
+            let rotated = if round % 2 == 0 { now } else { now - AGE - 1 };
+            let mut by_run = Inbound::new(old.clone(), AGE, None);
+            by_run.rotate(new.clone(), rotated);
+            let mut one_by_one = Inbound::new(old.clone(), AGE, None);
+            one_by_one.rotate(new.clone(), rotated);
+
+            let mut got = Vec::new();
+            let t = by_run.receive_run(&mut run.clone(), Some(seg), a, now, &mut |f| {
+                got.push(f.to_vec())
+            });
+            let mut want = Vec::new();
+            let mut drops = [0u64; DropReason::ALL.len()];
+            let mut keepalives = 0;
+            for dg in run.chunks(seg) {
+                match one_by_one.receive(dg, a, now).0 {
+                    Verdict::Frame(f) => want.push(f.to_vec()),
+                    Verdict::Keepalive => keepalives += 1,
+                    Verdict::Drop(r) => drops[r as usize] += 1,
+                }
+            }
+            assert_eq!(got, want, "round {round}");
+            assert_eq!(
+                (t.drops, t.keepalives),
+                (drops, keepalives),
+                "round {round}"
+            );
+            assert_eq!(by_run.peer(), one_by_one.peer());
+            seen.iter_mut().zip(drops).for_each(|(s, d)| *s += d);
+            frames += t.frames;
+            keepalives_seen += t.keepalives;
+        }
+        // Every kind of datagram came up.
+        assert!(frames > 1000 && keepalives_seen > 0, "{frames}");
+        for r in [
+            DropReason::BadMac,
+            DropReason::Stale,
+            DropReason::Future,
+            DropReason::Replay,
+            DropReason::Short,
+        ] {
+            assert!(seen[r as usize] > 0, "{r:?}: {seen:?}");
+        }
+    }
+
+    /// A run of datagrams too large for any peer is refused unhashed, one
+    /// by one, and its shorter last datagram still checked.
+    #[test]
+    fn gro_run_of_oversize_datagrams() {
+        let codec = Codec::new(b"sixteen byte key");
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let mut rx = Inbound::new(codec.clone(), AGE, None);
+        let seg = crate::tx::MAX_DATAGRAM + 1;
+        let mut run = dgram(&codec, NOW, &vec![7; seg - 40]);
+        run.extend_from_slice(&dgram(&codec, NOW + 1, b"last"));
+        let mut got = Vec::new();
+        let t = rx.receive_run(&mut run, Some(seg), a, NOW, &mut |f| got.push(f.to_vec()));
+        assert_eq!(t.drops[DropReason::Oversize as usize], 1);
+        assert_eq!(got, vec![b"last".to_vec()]);
     }
 
     #[test]

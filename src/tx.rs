@@ -207,12 +207,6 @@ impl Outbound {
         }
     }
 
-    /// A timestamp greater than every one sealed before, at or after `now`.
-    fn next_ts(&mut self, now: u64) -> u64 {
-        self.last_ts = now.max(self.last_ts.saturating_add(1));
-        self.last_ts
-    }
-
     /// Seals every datagram of the batch with distinct, increasing
     /// timestamps from `now` (UNIX ns) and plans the messages. The batch
     /// stays readable until the next push.
@@ -220,11 +214,11 @@ impl Outbound {
         if self.sealed {
             self.spans.clear();
         }
-        for i in 0..self.spans.len() {
-            let ts = self.next_ts(now);
-            // Cannot fail: every span has room for the header.
-            let _ = self.codec.seal(ts, &mut self.out[self.spans[i].clone()]);
-        }
+        // The tags in lanes. Cannot fail: every span has room for the header.
+        let last = &mut self.last_ts;
+        let _ = self
+            .codec
+            .seal_spans(&mut self.out, &self.spans, || next_ts(last, now));
         self.msgs.clear();
         batch::plan(&self.spans, self.limits, &mut self.msgs);
         self.sealed = true;
@@ -256,7 +250,7 @@ impl Outbound {
         if self.last_ts != 0 && now < due {
             return Keepalive::Wait(due - now);
         }
-        let ts = self.next_ts(now);
+        let ts = next_ts(&mut self.last_ts, now);
         let _ = self.codec.seal(ts, buf);
         Keepalive::Send(buf)
     }
@@ -269,6 +263,13 @@ pub enum Keepalive<'b> {
     Send(&'b [u8]),
     /// Nothing is due for this many ns.
     Wait(u64),
+}
+
+/// A timestamp greater than `last` (the last one sealed), at or after
+/// `now`; it becomes `last`.
+fn next_ts(last: &mut u64, now: u64) -> u64 {
+    *last = now.max(last.saturating_add(1));
+    *last
 }
 
 /// The longest frame a TAP of `mtu` bytes can mean to send: MTU plus
