@@ -73,6 +73,10 @@ pub struct Cli {
     #[argh(option, default = "ClampMss::Auto")]
     pub clamp_mss: ClampMss,
 
+    /// encrypt: aes-256-gcm or chacha20-poly1305, the same on both sides (default: none, tinytaptunnel's authenticated but readable wire); the key file stays the same
+    #[argh(option)]
+    pub cipher: Option<crate::aead::Cipher>,
+
     /// the TAP's MAC address, e.g. 02:00:00:00:00:01 (default: derived from /etc/machine-id, the TAP name and the network namespace, the same on every start)
     #[argh(option)]
     pub mac: Option<crate::mac::MacAddr>,
@@ -232,6 +236,7 @@ impl Cli {
             clamp_mss: self.clamp_mss,
             status_socket: self.status_socket.clone(),
             mac: self.mac,
+            cipher: self.cipher,
         };
         Ok((cfg, created))
     }

@@ -39,6 +39,8 @@ pub struct Config {
     pub path_payload: usize,
     /// How the MSS of TCP SYNs crossing the tunnel is lowered.
     pub clamp_mss: ClampMss,
+    /// The confidential mode's cipher (`--cipher`); none: the HMAC wire.
+    pub cipher: Option<crate::aead::Cipher>,
     /// The TAP's MAC (`--mac`); else a persistent one (see `mac`).
     pub mac: Option<crate::mac::MacAddr>,
     /// Where `taptun status` finds this tunnel (default /run/taptun/DEV.sock).

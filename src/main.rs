@@ -21,7 +21,14 @@ fn report(tun: &engine::Tunnel, what: &str, json: bool) {
 fn reload_key(tun: &mut engine::Tunnel, path: &Path, max_age: Duration) {
     match key::load(path) {
         Ok(k) => {
-            if tun.rotate_key(k) {
+            let rotated = match tun.rotate_key(k) {
+                Ok(r) => r,
+                Err(e) => {
+                    error!("SIGHUP: {e}; keeping the current key");
+                    return;
+                }
+            };
+            if rotated {
                 info!(
                     "SIGHUP: new key from {} in use; the old one is still accepted for {:.1} s",
                     path.display(),

@@ -2,6 +2,7 @@
 //! freshness, replay, then peer learning. The tunnel thread does the I/O;
 //! tests and the fuzz target drive this directly.
 
+use crate::aead::{self, Cipher, Mode, OpenKeys};
 use crate::clamp;
 use crate::peer::{Peer, PeerUpdate};
 use crate::replay::ReplayWindow;
@@ -51,6 +52,9 @@ pub struct Tally {
     /// host's clock (ns; negative: behind), whether it was accepted or
     /// refused as stale or future: the peer's clock offset less the transit.
     pub offset_ns: Option<i64>,
+    /// What the peer speaks, when a datagram proved to be of the other
+    /// mode (HMAC wire against `--cipher`, or the reverse).
+    pub mismatch: Option<Mode>,
 }
 
 impl Tally {
@@ -60,13 +64,55 @@ impl Tally {
     }
 }
 
+/// What a receiver opens datagrams with: the HMAC codec (the wire's; in
+/// confidential mode, to recognise a peer that sends HMAC datagrams) and,
+/// in confidential mode, the session keys.
+#[derive(Debug)]
+pub struct Keys {
+    /// HMAC-SHA256 under the key file.
+    pub codec: Codec,
+    /// Confidential mode (`--cipher`): the session keys under the key file.
+    pub aead: Option<OpenKeys>,
+}
+
+impl From<Codec> for Keys {
+    fn from(codec: Codec) -> Self {
+        Keys { codec, aead: None }
+    }
+}
+
+impl Keys {
+    fn mode(&self) -> Mode {
+        match &self.aead {
+            None => Mode::Hmac,
+            Some(k) => Mode::Aead(k.cipher()),
+        }
+    }
+}
+
+/// Where a datagram's frame went, relative to the datagram.
+enum Outcome {
+    Frame(Range<usize>),
+    Keepalive,
+    Drop(DropReason),
+}
+
+/// Most probes a second for the other mode (each costs an HMAC or a key
+/// derivation): enough to name a misconfigured peer within a second, too
+/// few for a flood to matter.
+const PROBES_PER_SEC: u32 = 4;
+
 /// Receiver state: key, maximum age, replay window and peer.
 #[derive(Debug)]
 pub struct Inbound {
-    codec: Codec,
+    keys: Keys,
     /// The key before the last rotation, and until when (UNIX ns) it is
     /// still accepted: datagrams the peer sealed before it switched too.
-    previous: Option<(Codec, u64)>,
+    previous: Option<(Keys, u64)>,
+    /// HMAC mode: keys of each cipher, to recognise a confidential peer.
+    probes: Vec<OpenKeys>,
+    /// The second (UNIX s) probes were last counted in, and how many.
+    probed: (u64, u32),
     max_age_ns: u64,
     replay: ReplayWindow,
     peer: Peer,
@@ -77,11 +123,14 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// A receiver for `codec`, accepting timestamps within `max_age_ns` of now.
-    pub fn new(codec: Codec, max_age_ns: u64, peer: Option<SocketAddr>) -> Self {
+    /// A receiver for `keys` (a `Codec` for the HMAC wire), accepting
+    /// timestamps within `max_age_ns` of now.
+    pub fn new(keys: impl Into<Keys>, max_age_ns: u64, peer: Option<SocketAddr>) -> Self {
         Inbound {
-            codec,
+            keys: keys.into(),
             previous: None,
+            probes: Vec::new(),
+            probed: (0, 0),
             max_age_ns,
             replay: ReplayWindow::new(),
             peer: Peer::new(peer),
@@ -96,6 +145,27 @@ impl Inbound {
         self
     }
 
+    /// In HMAC mode, recognises (rate-limited) datagrams of a peer that
+    /// runs the confidential mode under the key file bytes `key`, and
+    /// counts them as [`DropReason::WrongMode`].
+    pub fn detect_confidential(mut self, key: &[u8]) -> Self {
+        self.probes = Cipher::ALL
+            .into_iter()
+            .map(|c| OpenKeys::new(c, key, None))
+            .collect();
+        self
+    }
+
+    /// Whether a probe of the other mode may run now.
+    fn may_probe(&mut self, now_ns: u64) -> bool {
+        let sec = now_ns / 1_000_000_000;
+        if self.probed.0 != sec {
+            self.probed = (sec, 0);
+        }
+        self.probed.1 += 1;
+        self.probed.1 <= PROBES_PER_SEC
+    }
+
     /// The peer as this receiver knows it.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.peer.current()
@@ -104,8 +174,8 @@ impl Inbound {
     /// Switches to a new key at `now_ns`. The old one stays accepted for
     /// the maximum age, so that nothing in flight is lost; the replay
     /// window is kept, as timestamps do not depend on the key.
-    pub fn rotate(&mut self, codec: Codec, now_ns: u64) {
-        let old = std::mem::replace(&mut self.codec, codec);
+    pub fn rotate(&mut self, keys: impl Into<Keys>, now_ns: u64) {
+        let old = std::mem::replace(&mut self.keys, keys.into());
         self.previous = Some((old, now_ns.saturating_add(self.max_age_ns)));
     }
 
@@ -120,13 +190,13 @@ impl Inbound {
         verified: Option<bool>,
     ) -> Result<Datagram<&'a [u8]>, WireError> {
         let current = match verified {
-            None => self.codec.open(datagram),
+            None => self.keys.codec.open(datagram),
             Some(ok) => Datagram::new_checked(datagram)
                 .and_then(|dg| if ok { Ok(dg) } else { Err(WireError::BadMac) }),
         };
         match current {
             Err(WireError::BadMac) => match &self.previous {
-                Some((old, until)) if now_ns <= *until => old.open(datagram),
+                Some((old, until)) if now_ns <= *until => old.codec.open(datagram),
                 Some(_) => {
                     self.previous = None;
                     Err(WireError::BadMac)
@@ -158,10 +228,12 @@ impl Inbound {
         let mut spans: [Range<usize>; LANES_CHUNK] = std::array::from_fn(|_| 0..0);
         let mut tags_ok = [false; LANES_CHUNK];
         let mut start = 0;
+        let confidential = self.keys.aead.is_some();
         // At least once: an empty datagram is counted (as short).
         loop {
-            // The tags of up to LANES_CHUNK datagrams, checked together in
-            // lanes; then each datagram's checks in order, as one alone.
+            // Up to LANES_CHUNK datagrams; in HMAC mode their tags are
+            // checked together in lanes, then each datagram's checks run
+            // in order, as one alone.
             let mut n = 0;
             while n < LANES_CHUNK {
                 let end = (start + seg).min(run.len());
@@ -174,42 +246,54 @@ impl Inbound {
             }
             // Datagrams too large for any peer are refused unhashed (in
             // `check`); a run of them goes the one-at-a-time way.
-            let in_lanes = seg <= crate::tx::MAX_DATAGRAM;
+            let in_lanes = !confidential && seg <= crate::tx::MAX_DATAGRAM;
             if in_lanes {
-                self.codec.verify_spans(run, &spans[..n], &mut tags_ok);
+                self.keys.codec.verify_spans(run, &spans[..n], &mut tags_ok);
             }
             for (span, &ok) in spans[..n].iter().zip(&tags_ok) {
-                let end = span.end;
-                let dg = &run[span.clone()];
-                let (verdict, update) = self.check(dg, src, now_ns, in_lanes.then_some(ok));
+                let (outcome, update) = if confidential {
+                    self.check_aead(&mut run[span.clone()], src, now_ns, &mut t)
+                } else {
+                    let dg = &run[span.clone()];
+                    let (verdict, update) =
+                        self.check(dg, src, now_ns, in_lanes.then_some(ok), &mut t);
+                    let outcome = match verdict {
+                        // The frame is the datagram's tail.
+                        Verdict::Frame(f) => Outcome::Frame(dg.len() - f.len()..dg.len()),
+                        Verdict::Keepalive => Outcome::Keepalive,
+                        Verdict::Drop(r) => Outcome::Drop(r),
+                    };
+                    (outcome, update)
+                };
                 if update != PeerUpdate::Unchanged {
                     t.peer = update;
                 }
-                // Past the MAC check (even if refused for its timestamp or as
-                // a replay): its timestamp tells the peer's clock offset.
-                if !matches!(
-                    verdict,
-                    Verdict::Drop(DropReason::Short | DropReason::BadMac | DropReason::Oversize)
+                // Past the MAC check (even if refused for its timestamp or
+                // as a replay): its timestamp tells the peer's clock offset.
+                if matches!(
+                    outcome,
+                    Outcome::Frame(_)
+                        | Outcome::Keepalive
+                        | Outcome::Drop(
+                            DropReason::Stale | DropReason::Future | DropReason::Replay
+                        )
                 ) {
                     t.offset_ns = Some(self.last_authentic_ts.wrapping_sub(now_ns) as i64);
                 }
-                let dg_len = dg.len();
-                match verdict {
-                    Verdict::Frame(frame) => {
-                        let n = frame.len();
+                match outcome {
+                    Outcome::Frame(f) => {
+                        let frame = &mut run[span.start + f.start..span.start + f.end];
                         t.frames += 1;
-                        t.bytes += n as u64;
-                        // The frame is the datagram's tail.
-                        let frame = &mut run[end - n..end];
+                        t.bytes += frame.len() as u64;
                         if let Some(limit) = self.clamp {
                             clamp::clamp(frame, limit);
                         }
                         deliver(frame);
                     }
-                    Verdict::Keepalive => t.keepalives += 1,
-                    Verdict::Drop(reason) => {
+                    Outcome::Keepalive => t.keepalives += 1,
+                    Outcome::Drop(reason) => {
                         t.drops[reason as usize] += 1;
-                        t.last_drop = Some((reason, dg_len));
+                        t.last_drop = Some((reason, span.len()));
                     }
                 }
             }
@@ -219,15 +303,86 @@ impl Inbound {
         }
     }
 
+    /// Confidential mode: opens one datagram in place (decrypting its
+    /// frame), then the same freshness, replay and peer checks as the HMAC
+    /// wire, on the authenticated timestamp.
+    fn check_aead(
+        &mut self,
+        dg: &mut [u8],
+        src: SocketAddr,
+        now_ns: u64,
+        t: &mut Tally,
+    ) -> (Outcome, PeerUpdate) {
+        let drop = |r| (Outcome::Drop(r), PeerUpdate::Unchanged);
+        if dg.len() > crate::tx::MAX_DATAGRAM {
+            return drop(DropReason::Oversize);
+        }
+        let session = aead::session_of(dg);
+        let cached =
+            |k: &Keys| session.is_some_and(|s| k.aead.as_ref().is_some_and(|a| a.is_cached(&s)));
+        // A session not seen yet may be a peer without --cipher: look
+        // before opening, which may overwrite what it refuses.
+        if session.is_some()
+            && !cached(&self.keys)
+            && self.may_probe(now_ns)
+            && aead::looks_like_hmac(dg, &self.keys.codec)
+        {
+            t.mismatch = Some(Mode::Hmac);
+            return drop(DropReason::WrongMode);
+        }
+        // After a rotation, a session the old key opened stays with it.
+        let use_previous = match &self.previous {
+            Some((old, until)) => now_ns <= *until && cached(old) && !cached(&self.keys),
+            None => false,
+        };
+        let keys = match (&mut self.previous, use_previous) {
+            (Some((old, _)), true) => old,
+            _ => &mut self.keys,
+        };
+        let Some(open_keys) = keys.aead.as_mut() else {
+            return drop(DropReason::BadMac);
+        };
+        let len = dg.len();
+        let (ts, empty) = match open_keys.open(dg, now_ns) {
+            Ok(o) => (o.timestamp, o.frame.is_empty()),
+            Err(aead::AeadError::TooShort(_)) => return drop(DropReason::Short),
+            Err(aead::AeadError::RateLimited) => return drop(DropReason::UnknownSession),
+            Err(_) => return drop(DropReason::BadMac),
+        };
+        self.last_authentic_ts = ts;
+        match self.admit(ts, src, now_ns) {
+            Ok(update) if empty => (Outcome::Keepalive, update),
+            Ok(update) => (Outcome::Frame(aead::HEADROOM..len - aead::TAILROOM), update),
+            Err(r) => drop(r),
+        }
+    }
+
+    /// The checks after authentication, on the authenticated timestamp:
+    /// freshness, the replay window, then peer learning.
+    fn admit(&mut self, ts: u64, src: SocketAddr, now_ns: u64) -> Result<PeerUpdate, DropReason> {
+        match check_freshness(ts, now_ns, self.max_age_ns) {
+            Ok(()) => {}
+            Err(WireError::Future) => return Err(DropReason::Future),
+            Err(_) => return Err(DropReason::Stale),
+        }
+        let newest = self.replay.accept(ts).map_err(|_| DropReason::Replay)?;
+        Ok(self.peer.observe(src, newest))
+    }
+
     /// Checks one datagram from `src` received at `now_ns` (UNIX ns).
     /// The MAC is checked first, so nothing else runs on forged input.
+    /// The HMAC wire only: in confidential mode, which decrypts in place,
+    /// use [`Inbound::receive_run`] (this refuses every datagram there).
     pub fn receive<'a>(
         &mut self,
         datagram: &'a [u8],
         src: SocketAddr,
         now_ns: u64,
     ) -> (Verdict<'a>, PeerUpdate) {
-        self.check(datagram, src, now_ns, None)
+        if self.keys.aead.is_some() {
+            return (Verdict::Drop(DropReason::BadMac), PeerUpdate::Unchanged);
+        }
+        self.check(datagram, src, now_ns, None, &mut Tally::default())
     }
 
     /// [`Inbound::receive`], with the tag's verdict under the current key
@@ -238,39 +393,54 @@ impl Inbound {
         src: SocketAddr,
         now_ns: u64,
         verified: Option<bool>,
+        t: &mut Tally,
     ) -> (Verdict<'a>, PeerUpdate) {
+        let drop = |r| (Verdict::Drop(r), PeerUpdate::Unchanged);
         if datagram.len() > crate::tx::MAX_DATAGRAM {
             // No peer sends this much: not worth hashing.
-            return (Verdict::Drop(DropReason::Oversize), PeerUpdate::Unchanged);
+            return drop(DropReason::Oversize);
         }
         let dg = match self.open(datagram, now_ns, verified) {
             Ok(dg) => dg,
-            Err(WireError::TooShort(_)) => {
-                return (Verdict::Drop(DropReason::Short), PeerUpdate::Unchanged);
+            Err(WireError::TooShort(_)) => return drop(DropReason::Short),
+            Err(_) => {
+                // A peer started with --cipher? (rate-limited: a probe
+                // costs a key derivation)
+                if !self.probes.is_empty() && self.may_probe(now_ns) {
+                    let mut theirs = None;
+                    for p in &mut self.probes {
+                        if p.probe(datagram, now_ns) {
+                            theirs = Some(Mode::Aead(p.cipher()));
+                            break;
+                        }
+                    }
+                    if theirs.is_some() {
+                        t.mismatch = theirs;
+                        return drop(DropReason::WrongMode);
+                    }
+                }
+                return drop(DropReason::BadMac);
             }
-            Err(_) => return (Verdict::Drop(DropReason::BadMac), PeerUpdate::Unchanged),
         };
         let ts = dg.timestamp();
         self.last_authentic_ts = ts;
-        match check_freshness(ts, now_ns, self.max_age_ns) {
-            Ok(()) => {}
-            Err(WireError::Future) => {
-                return (Verdict::Drop(DropReason::Future), PeerUpdate::Unchanged);
+        match self.admit(ts, src, now_ns) {
+            Ok(update) => {
+                let frame = dg.into_frame();
+                let verdict = if frame.is_empty() {
+                    Verdict::Keepalive
+                } else {
+                    Verdict::Frame(frame)
+                };
+                (verdict, update)
             }
-            Err(_) => return (Verdict::Drop(DropReason::Stale), PeerUpdate::Unchanged),
+            Err(r) => drop(r),
         }
-        let newest = match self.replay.accept(ts) {
-            Ok(newest) => newest,
-            Err(_) => return (Verdict::Drop(DropReason::Replay), PeerUpdate::Unchanged),
-        };
-        let update = self.peer.observe(src, newest);
-        let frame = dg.into_frame();
-        let verdict = if frame.is_empty() {
-            Verdict::Keepalive
-        } else {
-            Verdict::Frame(frame)
-        };
-        (verdict, update)
+    }
+
+    /// The mode this receiver speaks.
+    pub fn mode(&self) -> Mode {
+        self.keys.mode()
     }
 }
 

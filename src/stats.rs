@@ -24,11 +24,17 @@ pub enum DropReason {
     /// A TAP frame longer than the MTU allows, or a datagram longer than
     /// any peer sends.
     Oversize,
+    /// Confidential mode: a session id not seen before, beyond the rate
+    /// at which new session keys are derived.
+    UnknownSession,
+    /// The peer speaks the other mode (HMAC wire against `--cipher`, or
+    /// the reverse).
+    WrongMode,
 }
 
 impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Short,
         DropReason::Truncated,
         DropReason::BadMac,
@@ -37,6 +43,8 @@ impl DropReason {
         DropReason::Replay,
         DropReason::NoPeer,
         DropReason::Oversize,
+        DropReason::UnknownSession,
+        DropReason::WrongMode,
     ];
 
     /// Short name used in logs and JSON.
@@ -50,6 +58,8 @@ impl DropReason {
             DropReason::Replay => "replay",
             DropReason::NoPeer => "no_peer",
             DropReason::Oversize => "oversize",
+            DropReason::UnknownSession => "unknown_session",
+            DropReason::WrongMode => "wrong_mode",
         }
     }
 }
@@ -284,7 +294,7 @@ mod tests {
         c.write_json_members(&mut j);
         assert!(j.starts_with("\"tx_frames\":3,"), "{j}");
         assert!(
-            j.contains("\"bad_mac\":2") && j.ends_with("\"oversize\":0}"),
+            j.contains("\"bad_mac\":2") && j.ends_with("\"wrong_mode\":0}"),
             "{j}"
         );
         assert!(j.contains("\"stale\":4"), "{j}");

@@ -4,11 +4,52 @@
 //! socket, so tests run two peers in memory (`tests/pair.rs`) and the
 //! engine's sending thread (`engine::send`) only does the system calls.
 
+use crate::aead::{self, SealKey};
 use crate::batch::{self, Limits, Message};
 use crate::clamp;
 use crate::offload::{self, GSO_NONE, OffloadError, VnetHdr};
 use crate::wire::{Codec, HEADER_LEN};
 use std::ops::Range;
+
+/// How datagrams are sealed: tinytaptunnel's HMAC wire (the default), or
+/// the confidential mode (`--cipher`). Both add 40 bytes to a frame.
+#[derive(Debug)]
+pub enum Sealer {
+    /// `HMAC ‖ timestamp ‖ frame`.
+    Hmac(Codec),
+    /// `session id ‖ timestamp ‖ encrypted frame ‖ tag`.
+    Aead(SealKey),
+}
+
+impl From<Codec> for Sealer {
+    fn from(c: Codec) -> Self {
+        Sealer::Hmac(c)
+    }
+}
+
+impl Sealer {
+    /// Free bytes before and after each frame.
+    fn room(&self) -> (usize, usize) {
+        match self {
+            Sealer::Hmac(_) => (HEADER_LEN, 0),
+            Sealer::Aead(_) => (aead::HEADROOM, aead::TAILROOM),
+        }
+    }
+
+    /// Seals one datagram in place at `ts`.
+    fn seal(&mut self, ts: u64, buf: &mut [u8]) {
+        // Neither fails: every buffer has room for the overhead, and
+        // timestamps strictly increase (`next_ts`).
+        let _ = match self {
+            Sealer::Hmac(c) => c.seal(ts, buf).map_err(|_| ()),
+            Sealer::Aead(k) => k.seal(ts, buf).map_err(|_| ()),
+        };
+    }
+}
+
+// Both modes keep the overhead tinytaptunnel's wire has, so MTUs, buffers
+// and counters need no mode of their own.
+const _: () = assert!(aead::OVERHEAD == HEADER_LEN);
 
 /// Largest TAP MTU taptun carries (jumbo frames): `--mtu` above it is
 /// refused, and a receiver drops datagrams too large for it unread.
@@ -77,7 +118,7 @@ pub struct Batch<'a> {
 /// has used, and the batch being assembled. Buffers are allocated once.
 #[derive(Debug)]
 pub struct Outbound {
-    codec: Codec,
+    sealer: Sealer,
     /// A frame longer than MTU + Ethernet + VLAN header cannot be what the
     /// kernel meant to send.
     max_frame: usize,
@@ -104,13 +145,13 @@ impl Outbound {
     /// A sender sealing with `codec`, for a TAP of `mtu` bytes, whose
     /// datagrams cross the underlay unfragmented up to `path` bytes (UDP
     /// payload); `gso`: whether the socket takes UDP GSO messages.
-    pub fn new(codec: Codec, mtu: u16, path: usize, gso: bool) -> Self {
+    pub fn new(sealer: impl Into<Sealer>, mtu: u16, path: usize, gso: bool) -> Self {
         let mut limits = Limits::gso(path);
         if !gso {
             limits.max_segs = 1;
         }
         Outbound {
-            codec,
+            sealer: sealer.into(),
             max_frame: max_frame(mtu),
             limits,
             last_ts: 0,
@@ -129,9 +170,9 @@ impl Outbound {
         self
     }
 
-    /// Seals with `codec` from now on (key rotation).
-    pub fn set_codec(&mut self, codec: Codec) {
-        self.codec = codec;
+    /// Seals with `sealer` from now on (key rotation).
+    pub fn set_sealer(&mut self, sealer: impl Into<Sealer>) {
+        self.sealer = sealer.into();
     }
 
     /// Plans one datagram per message from now on (the kernel refused GSO).
@@ -180,11 +221,12 @@ impl Outbound {
             });
         }
         let at = self.spans.last().map_or(0, |s| s.end);
-        let r = offload::segment(
+        let (head, tail) = self.sealer.room();
+        let r = offload::segment_with_room(
             hdr,
             frame,
             self.max_frame,
-            HEADER_LEN,
+            (head, tail),
             &mut self.out[at..],
             &mut self.cut,
         );
@@ -196,7 +238,7 @@ impl Outbound {
                     && hdr.gso_type == GSO_NONE
                     && let Some(s) = self.cut.first()
                 {
-                    clamp::clamp(&mut self.out[at + s.start + HEADER_LEN..at + s.end], limit);
+                    clamp::clamp(&mut self.out[at + s.start + head..at + s.end - tail], limit);
                 }
                 self.spans
                     .extend(self.cut.iter().map(|s| s.start + at..s.end + at));
@@ -214,11 +256,18 @@ impl Outbound {
         if self.sealed {
             self.spans.clear();
         }
-        // The tags in lanes. Cannot fail: every span has room for the header.
         let last = &mut self.last_ts;
-        let _ = self
-            .codec
-            .seal_spans(&mut self.out, &self.spans, || next_ts(last, now));
+        match &mut self.sealer {
+            // The tags in lanes. Cannot fail: every span has room for the header.
+            Sealer::Hmac(c) => {
+                let _ = c.seal_spans(&mut self.out, &self.spans, || next_ts(last, now));
+            }
+            Sealer::Aead(k) => {
+                for span in &self.spans {
+                    let _ = k.seal(next_ts(last, now), &mut self.out[span.clone()]);
+                }
+            }
+        }
         self.msgs.clear();
         batch::plan(&self.spans, self.limits, &mut self.msgs);
         self.sealed = true;
@@ -251,7 +300,7 @@ impl Outbound {
             return Keepalive::Wait(due - now);
         }
         let ts = next_ts(&mut self.last_ts, now);
-        let _ = self.codec.seal(ts, buf);
+        self.sealer.seal(ts, buf);
         Keepalive::Send(buf)
     }
 }

@@ -9,14 +9,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use taptun::aead::{Cipher, OpenKeys, SealKey, SessionId};
 use taptun::clamp::Limit;
 use taptun::offload::{
     self, Coalescer, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, VNET_HDR_LEN, VnetHdr, csum_add, csum_fold,
 };
 use taptun::peer::PeerUpdate;
-use taptun::rx::Inbound;
+use taptun::rx::{Inbound, Keys};
 use taptun::stats::DropReason;
-use taptun::tx::{Keepalive, Outbound, Push};
+use taptun::tx::{Keepalive, Outbound, Push, Sealer};
 use taptun::wire::{Codec, HEADER_LEN};
 
 const T0: u64 = 1_780_000_000_000_000_000;
@@ -70,6 +71,9 @@ struct InFlight {
 /// One direction: A's sending half, the underlay, B's receiving half.
 struct Link {
     codec: Codec,
+    /// Confidential mode: an opener of A's datagrams, for the test's own
+    /// record of what A sent.
+    reference: Option<OpenKeys>,
     a: Outbound,
     a_addr: SocketAddr,
     b: Inbound,
@@ -103,13 +107,16 @@ struct Link {
 
 const ATTACKER: &str = "198.51.100.66:9123";
 
+const KEY: &[u8; 32] = b"an in-memory test key, 32 bytes!";
+
 impl Link {
     fn new(seed: u64, net: Underlay, gso: bool) -> Link {
-        let codec = Codec::new(b"an in-memory test key, 32 bytes!");
+        let codec = Codec::new(KEY);
         Link {
             a: Outbound::new(codec.clone(), MTU, 1472, gso),
             b: Inbound::new(codec.clone(), MAX_AGE, None),
             codec,
+            reference: None,
             a_addr: "192.0.2.1:9123".parse().unwrap(),
             co: Coalescer::new(),
             net,
@@ -161,8 +168,21 @@ impl Link {
             }
         }
         for dg in datagrams {
-            let frame = self.codec.open(&dg).expect("A seals authentically");
-            let frame = frame.frame().to_vec();
+            let frame = match self.reference.as_mut() {
+                None => self
+                    .codec
+                    .open(&dg)
+                    .expect("A seals authentically")
+                    .frame()
+                    .to_vec(),
+                Some(keys) => {
+                    let mut copy = dg.clone();
+                    let o = keys
+                        .open(&mut copy, self.now)
+                        .expect("A seals authentically");
+                    o.frame.to_vec()
+                }
+            };
             let n = self.sent.len();
             assert!(
                 self.index.insert(frame.clone(), n).is_none(),
@@ -479,6 +499,75 @@ fn hostile_underlay_never_delivers_twice_or_alters() {
     assert!(total >= 10_000, "{total} frames");
 }
 
+/// The confidential mode over the same hostile underlay: A seals with a
+/// session key, B opens in place (decrypting), the replay window and peer
+/// rules hold as in HMAC mode, and a restart of A (a new session) is
+/// followed at once.
+#[test]
+fn confidential_mode_over_a_hostile_underlay() {
+    for (seed, cipher) in [(31, Cipher::Aes256Gcm), (32, Cipher::ChaCha20Poly1305)] {
+        let net = Underlay {
+            drop: 5,
+            duplicate: 5,
+            reorder: 10,
+            replay: 5,
+        };
+        let mut link = Link::new(seed, net, true);
+        let session = |b| SessionId([b; 16]);
+        link.a = Outbound::new(
+            Sealer::Aead(SealKey::with_session(cipher, KEY, session(1))),
+            MTU,
+            1472,
+            true,
+        );
+        link.b = Inbound::new(
+            Keys {
+                codec: link.codec.clone(),
+                aead: Some(OpenKeys::new(cipher, KEY, Some(session(2)))),
+            },
+            MAX_AGE,
+            None,
+        );
+        link.reference = Some(OpenKeys::new(cipher, KEY, None));
+        run_load(&mut link, 2_000);
+        assert!(link.delivered.iter().all(|&n| n <= 1), "{cipher}");
+        let got = link.delivered.iter().filter(|&&n| n == 1).count();
+        assert!(
+            got * 100 >= link.sent.len() * 90,
+            "{cipher}: {got} of {}",
+            link.sent.len()
+        );
+        assert!(
+            link.drops[DropReason::Replay as usize] > 0,
+            "{cipher}: replays seen"
+        );
+        assert_eq!(link.peer_updates, vec![PeerUpdate::Learned(link.a_addr)]);
+        // A restarts: a new session under the same key file, from elsewhere.
+        link.a = Outbound::new(
+            Sealer::Aead(SealKey::with_session(cipher, KEY, session(3))),
+            MTU,
+            1472,
+            true,
+        );
+        let old = link.a_addr;
+        link.a_addr = "192.0.2.9:9123".parse().unwrap();
+        link.net = CLEAN;
+        let before = link.sent.len();
+        run_load(&mut link, before + 500);
+        assert!(
+            link.delivered[before..].iter().all(|&n| n == 1),
+            "{cipher}: after restart"
+        );
+        assert_eq!(
+            link.peer_updates.last(),
+            Some(&PeerUpdate::Moved {
+                from: old,
+                to: link.a_addr
+            })
+        );
+    }
+}
+
 #[test]
 fn loss_without_reordering_keeps_order() {
     let net = Underlay {
@@ -582,7 +671,7 @@ fn key_rotation_loses_nothing_in_flight() {
     }
     link.send_batch();
     let new = Codec::new(b"the rotated key for the pair rig");
-    link.a.set_codec(new.clone());
+    link.a.set_sealer(new.clone());
     link.codec = new.clone();
     for tag in 50..100 {
         link.tap_read(&VnetHdr::default(), &plain_frame(1_000_000 + tag, 200));

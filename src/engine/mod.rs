@@ -24,12 +24,15 @@ mod watch;
 pub use setup::TunnelError;
 
 use crate::addr;
+use crate::aead::{Cipher, OpenKeys, SealKey, SessionId};
 use crate::config::Config;
 use crate::key::Key;
 use crate::offload::{Coalescer, VNET_HDR_LEN};
 use crate::published::{Cached, Published};
 use crate::rx::Inbound;
+use crate::rx::Keys;
 use crate::stats::{Counters, RateLimit};
+use crate::tx::Sealer;
 use crate::tx::{MAX_FRAME, Outbound};
 use crate::wire::{Codec, HEADER_LEN};
 use log::{info, warn};
@@ -49,7 +52,7 @@ struct Shared {
     /// The current peer, as the receiving thread last decided it.
     peer: Published<Option<SocketAddr>>,
     /// The sending and receiving key (written only by [`Tunnel::rotate_key`]).
-    key: Published<Codec>,
+    key: Published<Keying>,
     /// When the last datagram that passed every check arrived (UNIX ns, 0: never).
     last_valid_ns: AtomicU64,
     /// How many times the key was replaced (SIGHUP).
@@ -66,6 +69,52 @@ struct Shared {
     peer_learned: AtomicBool,
 }
 
+/// The key in use, as both threads need it: the HMAC codec and, in the
+/// confidential mode, the cipher, the key file's bytes and this process's
+/// sending session under them (drawn here, at start and at each rotation,
+/// so that the receiving half knows which session is its own).
+#[derive(Debug, Clone)]
+pub(crate) struct Keying {
+    codec: Codec,
+    aead: Option<(Cipher, Key, SessionId)>,
+}
+
+impl Keying {
+    fn new(key: &Key, cipher: Option<Cipher>) -> Result<Keying, TunnelError> {
+        let aead = match cipher {
+            None => None,
+            Some(c) => Some((
+                c,
+                key.clone(),
+                SessionId::random().map_err(TunnelError::Random)?,
+            )),
+        };
+        Ok(Keying {
+            codec: Codec::new(key.as_bytes()),
+            aead,
+        })
+    }
+
+    /// What the sending half seals with.
+    fn sealer(&self) -> Sealer {
+        match &self.aead {
+            None => Sealer::Hmac(self.codec.clone()),
+            Some((c, k, s)) => Sealer::Aead(SealKey::with_session(*c, k.as_bytes(), *s)),
+        }
+    }
+
+    /// What the receiving half opens with.
+    fn keys(&self) -> Keys {
+        Keys {
+            codec: self.codec.clone(),
+            aead: self
+                .aead
+                .as_ref()
+                .map(|(c, k, s)| OpenKeys::new(*c, k.as_bytes(), Some(*s))),
+        }
+    }
+}
+
 /// What does not change while the tunnel runs, for the status views.
 #[derive(Debug)]
 struct Facts {
@@ -78,6 +127,7 @@ struct Facts {
     /// Whether UDP runs may be written to the TAP as USO super-frames.
     udp_coalesce: bool,
     clamp_mss: crate::config::ClampMss,
+    cipher: Option<Cipher>,
     keepalive: Duration,
     max_age: Duration,
     started_ns: u64,
@@ -119,11 +169,12 @@ impl Tunnel {
     /// Binds the socket, creates the TAP and brings it up. Nothing runs yet.
     pub fn open(cfg: Config) -> Result<Tunnel, TunnelError> {
         let dev = setup::open(&cfg)?;
-        let codec = Codec::new(cfg.key.as_bytes());
+        let keying = Keying::new(&cfg.key, cfg.cipher)?;
+        let sealer = keying.sealer();
         let shared = Arc::new(Shared {
             counters: Counters::default(),
             peer: Published::new(cfg.peer.map(addr::canonical)),
-            key: Published::new(codec.clone()),
+            key: Published::new(keying),
             last_valid_ns: AtomicU64::new(0),
             key_rotations: AtomicU64::new(0),
             peer_offset_ns: AtomicI64::new(0),
@@ -139,13 +190,15 @@ impl Tunnel {
             udp_gso: dev.udp_gso,
             udp_coalesce: dev.udp_coalesce,
             clamp_mss: cfg.clamp_mss,
+            cipher: cfg.cipher,
             keepalive: cfg.keepalive,
             max_age: cfg.max_age,
             started_ns: unix_nanos(),
         });
         let socket = Arc::new(dev.socket);
         let sender = Sender::new(
-            Outbound::new(codec, cfg.mtu, cfg.path_payload, dev.udp_gso).clamp_mss(cfg.mss_limit()),
+            Outbound::new(sealer, cfg.mtu, cfg.path_payload, dev.udp_gso)
+                .clamp_mss(cfg.mss_limit()),
             socket.clone(),
             shared.clone(),
             dev.local.is_ipv6(),
@@ -212,15 +265,15 @@ impl Tunnel {
     /// Replaces the key (SIGHUP): sending uses the new key at once; the
     /// receiver accepts the old one for `--max-age` more. Returns false,
     /// changing nothing, when the key is the one in use.
-    pub fn rotate_key(&mut self, key: Key) -> bool {
+    pub fn rotate_key(&mut self, key: Key) -> Result<bool, TunnelError> {
         if key == self.cfg.key {
-            return false;
+            return Ok(false);
         }
-        self.shared.key.set(Codec::new(key.as_bytes()));
+        self.shared.key.set(Keying::new(&key, self.cfg.cipher)?);
         self.cfg.key = key;
         self.shared.key_rotations.fetch_add(1, Relaxed);
         self.shared.key_since_ns.store(unix_nanos(), Relaxed);
-        true
+        Ok(true)
     }
 
     /// Starts the two forwarding threads. They run until the process exits.
@@ -248,12 +301,19 @@ impl Tunnel {
             socket: self.socket.clone(),
             shared: self.shared.clone(),
             key: Cached::new(&self.shared.key),
-            inbound: Inbound::new(
-                self.shared.key.get(),
-                self.cfg.max_age.as_nanos() as u64,
-                self.cfg.peer,
-            )
-            .clamp_mss(self.cfg.mss_limit()),
+            inbound: {
+                let inbound = Inbound::new(
+                    self.shared.key.get().keys(),
+                    self.cfg.max_age.as_nanos() as u64,
+                    self.cfg.peer,
+                )
+                .clamp_mss(self.cfg.mss_limit());
+                match self.cfg.cipher {
+                    // Name a peer started with --cipher.
+                    None => inbound.detect_confidential(self.cfg.key.as_bytes()),
+                    Some(_) => inbound,
+                }
+            },
             coalescer: self
                 .facts
                 .offload
@@ -265,7 +325,12 @@ impl Tunnel {
             errlog: RateLimit::new(5, Duration::from_secs(1)),
             droplog: RateLimit::new(5, Duration::from_secs(1)),
             taplog: RateLimit::new(5, Duration::from_secs(1)),
-            watch: watch::RecvWatch::new(self.cfg.max_age),
+            watch: watch::RecvWatch::new(
+                self.cfg.max_age,
+                self.cfg
+                    .cipher
+                    .map_or(crate::aead::Mode::Hmac, crate::aead::Mode::Aead),
+            ),
         };
         thread::Builder::new()
             .name("udp-to-tap".into())

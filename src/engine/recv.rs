@@ -5,7 +5,7 @@
 
 use super::send::{self, Sender};
 use super::watch::RecvWatch;
-use super::{Facts, Shared, unix_nanos};
+use super::{Facts, Keying, Shared, unix_nanos};
 use crate::addr;
 use crate::offload::Coalescer;
 use crate::peer::PeerUpdate;
@@ -13,7 +13,6 @@ use crate::published::Cached;
 use crate::rx::Inbound;
 use crate::stats::{DropReason, RateLimit};
 use crate::sys;
-use crate::wire::Codec;
 use log::{debug, info, warn};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -37,7 +36,7 @@ pub(super) struct Receiver {
     pub tap: Arc<SyncDevice>,
     pub socket: Arc<UdpSocket>,
     pub shared: Arc<Shared>,
-    pub key: Cached<Codec>,
+    pub key: Cached<Keying>,
     pub inbound: Inbound,
     /// With offloads: runs of TCP segments (and UDP datagrams) that arrive
     /// together go to the TAP as one super-frame.
@@ -78,8 +77,8 @@ impl Receiver {
                 continue;
             }
             let now = unix_nanos();
-            if let Some(codec) = self.key.changed(&self.shared.key) {
-                self.inbound.rotate(codec.clone(), now);
+            if let Some(k) = self.key.changed(&self.shared.key) {
+                self.inbound.rotate(k.keys(), now);
             }
             let src = r.from.unwrap_or(unknown);
             let wrote = self.handle(r.len, r.segment, src, now);

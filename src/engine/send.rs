@@ -1,7 +1,7 @@
 //! The TAP→UDP thread: reads frames from the TAP, hands them to the pure
 //! [`Outbound`] to cut and seal, and sends each batch with one `sendmmsg`.
 
-use super::{Shared, TAP_BUF, unix_nanos};
+use super::{Keying, Shared, TAP_BUF, unix_nanos};
 use crate::addr;
 use crate::announce;
 use crate::mac::MacAddr;
@@ -10,7 +10,7 @@ use crate::published::Cached;
 use crate::stats::{DropReason, RateLimit, Throttle};
 use crate::sys;
 use crate::tx::{self, BATCH_DATAGRAMS, Keepalive, Outbound, Push};
-use crate::wire::{Codec, HEADER_LEN};
+use crate::wire::HEADER_LEN;
 use log::{debug, info, warn};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -55,7 +55,7 @@ struct Link {
     /// The socket is IPv6 (peers are given in its family).
     v6: bool,
     peer: Cached<Option<SocketAddr>>,
-    key: Cached<Codec>,
+    key: Cached<Keying>,
     /// Whether the socket is still believed to take GSO messages.
     gso: bool,
     errlog: RateLimit,
@@ -211,8 +211,8 @@ impl Sender {
         let Some(peer) = *link.peer.get(&link.shared.peer) else {
             return Duration::from_nanos(every);
         };
-        if let Some(codec) = link.key.changed(&link.shared.key) {
-            self.outbound.set_codec(codec.clone());
+        if let Some(k) = link.key.changed(&link.shared.key) {
+            self.outbound.set_sealer(k.sealer());
         }
         let mut buf = [0u8; HEADER_LEN];
         let dg = match self.outbound.keepalive(now, every, &mut buf) {
@@ -247,8 +247,8 @@ impl Link {
             return;
         };
         let to = addr::for_socket(to, self.v6);
-        if let Some(codec) = self.key.changed(&self.shared.key) {
-            ob.set_codec(codec.clone());
+        if let Some(k) = self.key.changed(&self.shared.key) {
+            ob.set_sealer(k.sealer());
         }
         let batch = ob.seal(unix_nanos());
         let msgs = batch.messages;

@@ -22,6 +22,8 @@ pub enum TunnelError {
     TwoIpv4(Cidr),
     /// Spawning a thread failed.
     Thread(io::Error),
+    /// The OS random source failed (a confidential-mode session id).
+    Random(crate::aead::AeadError),
 }
 
 impl fmt::Display for TunnelError {
@@ -64,6 +66,7 @@ impl fmt::Display for TunnelError {
                 "--address {c}: only one IPv4 address can be set; add more with `ip addr add` (IPv6 may repeat)"
             ),
             TunnelError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+            TunnelError::Random(e) => write!(f, "cannot draw a session id: {e}"),
         }
     }
 }

@@ -107,6 +107,14 @@ impl View<'_> {
         let _ = writeln!(s, "  listening: {}", f.local);
         let _ = writeln!(
             s,
+            "  mode: {}",
+            match f.cipher {
+                None => "authenticated, not encrypted (tinytaptunnel HMAC wire)".to_string(),
+                Some(c) => format!("encrypted, {c}"),
+            }
+        );
+        let _ = writeln!(
+            s,
             "  mtu: {}, tcp mss clamping: {}",
             sh.mtu.load(Relaxed),
             f.clamp_mss
@@ -211,6 +219,11 @@ impl View<'_> {
         );
         json_string(&mut s, &f.local.to_string());
         let _ = write!(s, ",\"mac\":\"{}\"", f.mac);
+        let _ = write!(
+            s,
+            ",\"cipher\":\"{}\"",
+            f.cipher.map_or("none".to_string(), |c| c.to_string())
+        );
         let _ = write!(
             s,
             ",\"mtu\":{},\"clamp_mss\":\"{}\",\"offload\":{},\"udp_gso\":{},\"udp_coalesce\":{},\"uptime\":{:.3},\"peer_clock_offset\":",

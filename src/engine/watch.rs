@@ -5,6 +5,7 @@
 
 use super::Shared;
 use crate::addr;
+use crate::aead::Mode;
 use crate::peer::PeerUpdate;
 use crate::rx::Tally;
 use crate::stats::{DropReason, Throttle};
@@ -25,13 +26,22 @@ pub(super) struct RecvWatch {
     junk: Throttle,
     oversize: Throttle,
     flap: Throttle,
+    mode: Throttle,
+    /// The mode this side speaks, for the mismatch line.
+    ours: Mode,
+    /// When the peer was last seen speaking the other mode: its other
+    /// datagrams then fail authentication too, for the same reason.
+    mismatch_seen: Option<Instant>,
     /// Moves of the peer in the current window: when it started, how many.
     moves: Option<(Instant, u32)>,
 }
 
 impl RecvWatch {
-    pub(super) fn new(max_age: Duration) -> Self {
+    pub(super) fn new(max_age: Duration, ours: Mode) -> Self {
         RecvWatch {
+            mode: Throttle::per_minute(),
+            ours,
+            mismatch_seen: None,
             max_age_ns: max_age.as_nanos() as u64,
             clock: Throttle::per_minute(),
             wrong_key: Throttle::per_minute(),
@@ -68,7 +78,10 @@ impl RecvWatch {
             );
         }
         let bad = drops(DropReason::BadMac);
-        if bad > 0 {
+        let explained = self
+            .mismatch_seen
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60));
+        if bad > 0 && !explained {
             let from_peer = shared.peer.get().is_none_or(|p| p.ip() == src.ip());
             if from_peer {
                 if let Some(n) = self.wrong_key.note(bad, now) {
@@ -81,6 +94,17 @@ impl RecvWatch {
                     "datagrams from {src}, not the peer, fail authentication: forged or misdirected traffic, dropped ({n} dropped)"
                 );
             }
+        }
+        if t.mismatch.is_some() {
+            self.mismatch_seen = Some(now);
+        }
+        if let Some(theirs) = t.mismatch
+            && let Some(n) = self.mode.note(drops(DropReason::WrongMode), now)
+        {
+            warn!(
+                "{} ({n} dropped)",
+                crate::aead::mismatch_message(src, self.ours, theirs)
+            );
         }
         let big = drops(DropReason::Oversize);
         if big > 0

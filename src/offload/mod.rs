@@ -26,7 +26,7 @@ pub(crate) mod testutil;
 pub use checksum::{complete_csum, csum_add, csum_fold};
 pub use coalesce::Coalescer;
 pub use headers::{Layers, parse_l3};
-pub use segment::segment;
+pub use segment::{segment, segment_with_room};
 pub use vnet::{
     F_DATA_VALID, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VNET_HDR_LEN,
     VnetHdr,

@@ -21,11 +21,29 @@ pub fn segment(
     out: &mut [u8],
     spans: &mut Vec<Range<usize>>,
 ) -> Result<(), OffloadError> {
+    segment_with_room(hdr, frame, max_frame, (headroom, 0), out, spans)
+}
+
+/// [`segment`] with `tailroom` free bytes after each frame too (the
+/// confidential mode's tag): `room` is (headroom, tailroom), and each span
+/// covers both.
+pub fn segment_with_room(
+    hdr: &VnetHdr,
+    frame: &[u8],
+    max_frame: usize,
+    room: (usize, usize),
+    out: &mut [u8],
+    spans: &mut Vec<Range<usize>>,
+) -> Result<(), OffloadError> {
+    let (headroom, tailroom) = room;
     spans.clear();
     let gso = hdr.gso_type & !GSO_ECN;
     if gso == GSO_NONE {
         let end = headroom + frame.len();
-        let dst = out.get_mut(headroom..end).ok_or(OffloadError::NoRoom)?;
+        if out.len() < end + tailroom {
+            return Err(OffloadError::NoRoom);
+        }
+        let dst = &mut out[headroom..end];
         dst.copy_from_slice(frame);
         if hdr.flags & F_NEEDS_CSUM != 0 {
             complete_csum(
@@ -34,7 +52,7 @@ pub fn segment(
                 usize::from(hdr.csum_offset),
             )?;
         }
-        spans.push(0..end);
+        spans.push(0..end + tailroom);
         return Ok(());
     }
     let l = parse_l3(frame)?;
@@ -74,7 +92,10 @@ pub fn segment(
     {
         let start = pos + headroom;
         let end = start + hl + chunk.len();
-        let seg = out.get_mut(start..end).ok_or(OffloadError::NoRoom)?;
+        if out.len() < end + tailroom {
+            return Err(OffloadError::NoRoom);
+        }
+        let seg = &mut out[start..end];
         seg[..hl].copy_from_slice(&frame[..hl]);
         seg[hl..].copy_from_slice(chunk);
         let l4_len = l4_hdr + chunk.len();
@@ -103,8 +124,8 @@ pub fn segment(
             l.udp_mut(seg).set_length(l4_len as u16);
         }
         fill_l4_checksum(seg, &l);
-        spans.push(pos..end);
-        pos = end;
+        spans.push(pos..end + tailroom);
+        pos = end + tailroom;
     }
     Ok(())
 }
