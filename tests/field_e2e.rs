@@ -217,8 +217,9 @@ fn e2e_skewed_clock_is_named_once_per_side() {
 }
 
 /// The JSON members `taptun status --json` promises (docs/operating.md).
-const JSON_FIELDS: [&str; 26] = [
+const JSON_FIELDS: [&str; 27] = [
     "dev",
+    "cipher",
     "time",
     "last_valid",
     "last_valid_age",
@@ -245,7 +246,7 @@ const JSON_FIELDS: [&str; 26] = [
     "tap_errors",
     "drops",
 ];
-const DROP_REASONS: [&str; 8] = [
+const DROP_REASONS: [&str; 10] = [
     "short",
     "truncated",
     "bad_mac",
@@ -254,6 +255,8 @@ const DROP_REASONS: [&str; 8] = [
     "replay",
     "no_peer",
     "oversize",
+    "unknown_session",
+    "wrong_mode",
 ];
 
 /// Pieces of the key that must appear in no output: its base64, the hex
