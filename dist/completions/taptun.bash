@@ -20,6 +20,9 @@ _taptun() {
         --log-level)
             mapfile -t COMPREPLY < <(compgen -W "error warn info debug trace" -- "$cur")
             return ;;
+        --cipher)
+            mapfile -t COMPREPLY < <(compgen -W "aes-256-gcm chacha20-poly1305" -- "$cur")
+            return ;;
         --user)
             mapfile -t COMPREPLY < <(compgen -u -- "$cur")
             return ;;
@@ -33,7 +36,7 @@ _taptun() {
             return ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --address --mac --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --help --version" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --help --version" -- "$cur")
     elif [[ $COMP_CWORD -eq 1 ]]; then
         mapfile -t COMPREPLY < <(compgen -W "genkey status" -- "$cur"; compgen -f -- "$cur")
     else

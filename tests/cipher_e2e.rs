@@ -1,0 +1,619 @@
+//! End-to-end: the confidential mode (`--cipher`). Data crosses intact in
+//! both ciphers, with and without offloads; a capture of the underlay holds
+//! none of a known plaintext (and does hold it without `--cipher`, so the
+//! check can fail); captured datagrams replayed deliver nothing twice; a
+//! restarted peer (new session) answers within a second; and a peer in the
+//! other mode is named once on each side, with nothing delivered.
+
+mod common;
+use common::*;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const AES: &str = "aes-256-gcm";
+const CHACHA: &str = "chacha20-poly1305";
+
+/// The python3 helpers of these tests (plaintext pattern, pcap scan, replay).
+const TOOLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/cipher_tools.py");
+
+/// The attacker on the hub in the replay test.
+const ATTACKER: &str = "192.0.2.66";
+
+/// `--cipher C` when `cipher` names one; nothing for the HMAC wire.
+fn cipher_args(cipher: Option<&str>) -> Vec<&str> {
+    cipher.map_or(vec![], |c| vec!["--cipher", c])
+}
+
+/// `extra` followed by `--status-socket SOCK`.
+fn with_sock<'a>(extra: &[&'a str], sock: &'a Path) -> Vec<&'a str> {
+    let mut v = extra.to_vec();
+    v.extend(["--status-socket", sock.to_str().unwrap()]);
+    v
+}
+
+/// `:PORT [PEER] -i tap0 -a TAP_IP/24` + extra.
+fn args(tap_ip: &str, peer: Option<&str>, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![format!(":{PORT}")];
+    v.extend(peer.map(str::to_string));
+    v.extend([
+        "-i".into(),
+        "tap0".into(),
+        "-a".into(),
+        format!("{tap_ip}/24"),
+    ]);
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// `taptun status SOCK --json`, which must answer.
+fn status_json(sock: &Path) -> String {
+    let out = Command::new(TAPTUN)
+        .arg("status")
+        .arg(sock)
+        .arg("--json")
+        .output()
+        .expect("run taptun status");
+    assert!(
+        out.status.success(),
+        "taptun status --json {}: {}",
+        sock.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The string after `"key":` in a flat JSON object.
+fn json_str(json: &str, key: &str) -> String {
+    let pat = format!("\"{key}\":\"");
+    let at = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no string {key} in {json}"))
+        + pat.len();
+    json[at..].split('"').next().unwrap().to_string()
+}
+
+/// How many lines of `log` contain `needle`.
+fn lines_with(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// Frames received, from the peer's last stats line ("rx N frames").
+fn rx_frames(peer: &Peer) -> u64 {
+    let log = peer.log_text();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("drops:"))
+        .expect("a stats line");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words
+        .windows(3)
+        .find(|w| w[0] == "rx" && w[2] == "frames")
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or_else(|| panic!("no rx frames in {line}"))
+}
+
+/// Stops a peer, which must exit 0 having refused nothing a healthy
+/// tunnel never refuses.
+fn stop_clean(peer: &mut Peer) {
+    let (code, _) = peer.stop(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", peer.log_text());
+    let log = peer.log_text();
+    for zero in [
+        "bad_mac 0 stale 0 future 0 replay 0",
+        "unknown_session 0 wrong_mode 0",
+        "tap errors 0",
+    ] {
+        assert!(log.contains(zero), "no {zero:?} in:\n{log}");
+    }
+}
+
+/// Starts `python3 cipher_tools.py ARGS` in `ns`, in the background; with
+/// `ready`, waits for its first line to be "ready".
+fn tool(ns: &Netns, args: &str, ready: bool) -> Background {
+    let mut b = Background::spawn(
+        ns.command("sh")
+            .arg("-c")
+            .arg(format!("exec timeout 90 python3 {TOOLS} {args}"))
+            .stdin(Stdio::null())
+            .stdout(if ready {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            }),
+    );
+    if ready {
+        let mut line = String::new();
+        BufReader::new(b.child().stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "{args}: did not start");
+    }
+    b
+}
+
+/// tcpdump on `ns`'s underlay (u0), whole datagrams of the tunnel's port to
+/// a pcap file, packet-buffered; returns once a ping from `pinger` to
+/// `target` through the tunnel shows in the file.
+fn pcap(ns: &Netns, file: &Path, pinger: &Netns, target: &str) -> Background {
+    let tcpdump = Background::spawn(
+        ns.command("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec timeout 90 tcpdump -i u0 -n --immediate-mode -U -s 0 -B 16384 -w {} udp port {PORT} 2>/dev/null",
+                file.display()
+            ))
+            .stdin(Stdio::null()),
+    );
+    // A pcap file is a 24-byte header, then the records.
+    let size = || fs::metadata(file).map_or(0, |m| m.len());
+    assert!(
+        until(Duration::from_secs(10), Duration::ZERO, || {
+            let seen = size() > 24;
+            if !seen {
+                let _ = pinger.exec_out(&format!("ping -c 1 -W 1 {target}"));
+            }
+            seen
+        }),
+        "tcpdump never saw a datagram"
+    );
+    tcpdump
+}
+
+/// Stops a capture started by [`pcap`] once its file has stopped growing
+/// (for 500 ms; at most 5 s), so that nothing still on its way is lost.
+fn pcap_stop(mut tcpdump: Background, file: &Path) {
+    let size = || fs::metadata(file).map_or(0, |m| m.len());
+    let mut last = (size(), Instant::now());
+    until(Duration::from_secs(5), POLL, || {
+        let now = size();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        last.1.elapsed() >= Duration::from_millis(500)
+    });
+    // SIGTERM: tcpdump writes out what it holds.
+    tcpdump.stop(Duration::from_secs(5));
+}
+
+/// Ping, then 20 MB each way with SHA-256 compared; both sides of the
+/// given cipher, then again with B restarted with `--no-offload`.
+fn transfers(cipher: &str, ports: [u16; 4]) {
+    let p = Pair::new();
+    let (sa, sb) = (p.dir.join("a.sock"), p.dir.join("b.sock"));
+    let c = cipher_args(Some(cipher));
+    let (mut a, mut b) = p.peers(&with_sock(&c, &sa), &with_sock(&c, &sb));
+    for (i, no_offload) in [false, true].into_iter().enumerate() {
+        let started = Instant::now();
+        assert!(
+            p.b.ping_until(TAP_A, Duration::from_secs(5)),
+            "{cipher}: no ping:\n{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        assert!(p.a.ping(TAP_B, 2), "{cipher}: A cannot ping B");
+        for (sock, offload) in [(&sa, true), (&sb, !no_offload)] {
+            let j = status_json(sock);
+            assert_eq!(json_str(&j, "cipher"), cipher, "{j}");
+            assert!(j.contains(&format!("\"offload\":{offload}")), "{j}");
+        }
+        tcp_transfer(&p, &p.b, &p.a, TAP_A, ports[2 * i], 20);
+        tcp_transfer(&p, &p.a, &p.b, TAP_B, ports[2 * i + 1], 20);
+        let j = status_json(&sa);
+        assert!(json_num(&j, "rx_frames") > 10_000.0, "{j}");
+        eprintln!(
+            "{cipher}, B offloads {}: ping + 2 x 20 MB in {:.1?}",
+            if no_offload { "off" } else { "on" },
+            started.elapsed()
+        );
+        stop_clean(&mut b);
+        if !no_offload {
+            // Again, B without offloads (A keeps them): same wire.
+            let mut extra = with_sock(&c, &sb);
+            extra.push("--no-offload");
+            let k = p.dir.join("k.b64");
+            b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&extra)));
+            assert!(b.log_text().contains("offloads off"), "{}", b.log_text());
+        }
+    }
+    stop_clean(&mut a);
+}
+
+#[test]
+fn e2e_cipher_aes_ping_and_20mb_both_ways_with_and_without_offload() {
+    require_e2e!();
+    transfers(AES, [5101, 5102, 5103, 5104]);
+}
+
+#[test]
+fn e2e_cipher_chacha_ping_and_20mb_both_ways_with_and_without_offload() {
+    require_e2e!();
+    transfers(CHACHA, [5201, 5202, 5203, 5204]);
+}
+
+/// Sends the known 64-byte pattern `n` times each way between the TAP
+/// addresses while tcpdump captures A's underlay; returns the scan of the
+/// capture ({"packets", "payload", "leaks", "hits"}) and how many patterns
+/// each side received.
+fn pattern_through(cipher: Option<&str>, n: usize) -> (String, usize, usize) {
+    let p = Pair::new();
+    // Datagrams on the wire one by one, not as GSO super-packets.
+    for ns in [&p.a, &p.b] {
+        ns.exec("ethtool -K u0 tx-udp-segmentation off");
+    }
+    let c = cipher_args(cipher);
+    let (mut a, mut b) = p.peers(&c, &c);
+    assert!(
+        p.b.ping_until(TAP_A, Duration::from_secs(5)),
+        "{cipher:?}: tunnel not up"
+    );
+    assert!(p.a.ping(TAP_B, 1));
+    let file = p.dir.join("cap.pcap");
+    let cap = pcap(&p.a, &file, &p.b, TAP_A);
+    let mut got = Vec::new();
+    for (from, to, to_ip, port) in [(&p.b, &p.a, TAP_A, 7101), (&p.a, &p.b, TAP_B, 7102)] {
+        let out = p.dir.join(format!("sink{port}.json"));
+        let mut sink = tool(to, &format!("sink {to_ip} {port} {}", out.display()), true);
+        from.exec(&format!(
+            "timeout 30 python3 {TOOLS} send {to_ip} {port} {n}"
+        ));
+        sink.finish(Duration::from_secs(10), "sink");
+        let counts = fs::read_to_string(&out).unwrap();
+        got.push(json_num(&counts, "pattern") as usize);
+    }
+    pcap_stop(cap, &file);
+    let scan = sh(&format!("python3 {TOOLS} scan {} {PORT}", file.display()));
+    stop_clean(&mut a);
+    stop_clean(&mut b);
+    (scan, got[0], got[1])
+}
+
+#[test]
+fn e2e_cipher_capture_holds_no_plaintext_and_does_without_cipher() {
+    require_e2e!();
+    let n = 200;
+    for cipher in [Some(AES), Some(CHACHA), None] {
+        let (scan, to_a, to_b) = pattern_through(cipher, n);
+        eprintln!("{cipher:?}: {scan} (A got {to_a}, B got {to_b} of {n})");
+        // The pattern really crossed the tunnel, both ways...
+        assert!(
+            to_a * 10 >= n * 9 && to_b * 10 >= n * 9,
+            "{cipher:?}: only {to_a} and {to_b} of {n} patterns arrived"
+        );
+        let (packets, payload, leaks, hits) = (
+            json_num(&scan, "packets") as usize,
+            json_num(&scan, "payload") as usize,
+            json_num(&scan, "leaks") as usize,
+            json_num(&scan, "hits") as usize,
+        );
+        // ... and the capture holds its datagrams.
+        assert!(
+            packets >= to_a + to_b && payload >= (to_a + to_b) * 64,
+            "{cipher:?}: capture too small: {scan}"
+        );
+        match cipher {
+            // Not one 16-byte stretch of the plaintext on the wire.
+            Some(c) => assert_eq!((leaks, hits), (0, 0), "{c}: plaintext on the wire: {scan}"),
+            // The HMAC wire is readable: the same check sees every copy.
+            None => assert!(
+                hits >= to_a + to_b && leaks >= to_a + to_b,
+                "HMAC mode: the scan missed the plaintext: {scan}"
+            ),
+        }
+    }
+}
+
+/// A hub (a bridge that floods every frame) joining A (192.0.2.1), B
+/// (192.0.2.2) and an attacker X (192.0.2.66), as in tests/attack_e2e.rs.
+struct Lan {
+    // Field order is drop order: the hub's namespace goes last.
+    a: Netns,
+    b: Netns,
+    x: Netns,
+    _hub: Netns,
+    dir: TempDir,
+}
+
+impl Lan {
+    fn new() -> Lan {
+        let hub = Netns::new("h");
+        let (a, b, x) = (Netns::new("a"), Netns::new("b"), Netns::new("x"));
+        hub.exec("ip link add br0 type bridge ageing_time 0 stp_state 0 && ip link set br0 up");
+        for (i, (ns, ip)) in [(&a, UNDERLAY_A), (&b, UNDERLAY_B), (&x, ATTACKER)]
+            .into_iter()
+            .enumerate()
+        {
+            veth(&hub, &format!("h{i}"), ns, "u0");
+            hub.exec(&format!("ip link set h{i} master br0"));
+            ns.exec(&format!("ip addr add {ip}/24 dev u0"));
+            // The attacker captures datagrams one by one, as on a real wire.
+            ns.exec("ethtool -K u0 tx-udp-segmentation off");
+        }
+        Lan {
+            a,
+            b,
+            x,
+            _hub: hub,
+            dir: TempDir::new("taptun-cipher-"),
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+}
+
+/// The list of numbers after `"key": [` in a flat JSON object.
+fn json_list(json: &str, key: &str) -> Vec<f64> {
+    let pat = format!("\"{key}\": [");
+    let at = json.find(&pat).unwrap_or_else(|| panic!("{key} in {json}")) + pat.len();
+    let end = at + json[at..].find(']').unwrap();
+    json[at..end]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect()
+}
+
+/// The attacker captures B's datagrams to A in `cipher` mode and sends
+/// them again: from its own address and with B's spoofed, at once, 1.2 s
+/// later and past `--max-age`. Nothing is delivered twice, every copy is
+/// counted as `replay` or `stale`, and A's peer never moves.
+fn replayed(cipher: &str) {
+    let lan = Lan::new();
+    let max_age = 3.0;
+    let c = cipher_args(Some(cipher));
+    let mut extra = c.clone();
+    extra.extend(["--max-age", "3"]);
+    let (mut a, mut b) = start_peers(&lan.a, &lan.b, &lan.dir, &extra, &c);
+    assert!(
+        lan.b.ping_until(TAP_A, Duration::from_secs(10)),
+        "{cipher}: tunnel not up"
+    );
+    let counts = lan.path("counts.json");
+    let mut listener = tool(&lan.a, &format!("listen {TAP_A} 7000 {counts}"), true);
+    a.stats();
+    let rx0 = rx_frames(&a);
+    let (ready, report) = (lan.path("ready"), lan.path("report.json"));
+    let n = 200;
+    let mut attacker = tool(
+        &lan.x,
+        &format!("replay u0 {UNDERLAY_A} {PORT} {UNDERLAY_B} {ready} {report} {max_age} {n}"),
+        false,
+    );
+    assert!(
+        until(Duration::from_secs(10), POLL, || Path::new(&ready).exists()),
+        "{ready} never appeared"
+    );
+    let mut talker = tool(&lan.b, &format!("talk {TAP_A} 7000 {n}"), false);
+    talker.finish(Duration::from_secs(30), "talker");
+    attacker.finish(Duration::from_secs(60), "attacker");
+    // The genuine peer still gets traffic from A through the tunnel.
+    assert!(lan.a.ping(TAP_B, 2), "{cipher}: A no longer reaches B");
+    let mut ender = tool(&lan.b, &format!("end {TAP_A} 7000"), false);
+    ender.finish(Duration::from_secs(10), "end");
+    listener.finish(Duration::from_secs(10), "listener");
+
+    let counts = fs::read_to_string(&counts).unwrap();
+    let report = fs::read_to_string(&report).unwrap();
+    let captured = json_num(&report, "captured") as usize;
+    assert!(
+        captured >= n / 2,
+        "{cipher}: attacker captured only {captured}: {report}"
+    );
+    // What was captured is B's one session, and opaque.
+    assert_eq!(json_num(&report, "sessions"), 1.0, "{report}");
+    assert_eq!(json_num(&report, "leaks"), 0.0, "{report}");
+    for i in 0..n {
+        // A lost one is missing: json_num then panics.
+        let got = json_num(&counts, &format!("msg-{i}"));
+        assert_eq!(got, 1.0, "{cipher}: msg-{i} delivered {got} times");
+    }
+    let (mut sent, mut young, mut old) = (0, 0, 0);
+    for phase in [
+        "own",
+        "spoofed",
+        "own_delayed_inside",
+        "spoofed_delayed_inside",
+        "own_delayed_outside",
+        "spoofed_delayed_outside",
+    ] {
+        let ages = json_list(&report, phase);
+        assert_eq!(ages.len(), captured, "{phase}");
+        sent += ages.len() as u64;
+        young += ages.iter().filter(|&&x| x < max_age - 0.3).count() as u64;
+        old += ages.iter().filter(|&&x| x > max_age + 0.3).count() as u64;
+        if phase.ends_with("inside") {
+            // Delayed yet fresh: only the replay window stops these.
+            assert!(
+                ages.iter().all(|&x| x > 1.0 && x < max_age),
+                "{phase}: {ages:?}"
+            );
+        }
+    }
+    let cap = captured as u64;
+    assert!(old == 2 * cap && young >= 2 * cap, "ages: {report}");
+    let (code, _) = a.stop(Duration::from_secs(5));
+    assert_eq!(code, Some(0));
+    let log = a.log_text();
+    // Delivered: the n messages, the END datagrams, two ping replies and
+    // a little ARP/IPv6 chatter; not the 6 x `captured` copies.
+    let delivered = rx_frames(&a) - rx0;
+    assert!(
+        delivered >= n as u64 && delivered <= n as u64 + 30,
+        "{cipher}: rx_frames grew by {delivered} for {n} messages and {sent} replayed copies:\n{log}"
+    );
+    let (replay, stale) = (a.counter("replay").unwrap(), a.counter("stale").unwrap());
+    eprintln!(
+        "{cipher}: captured {captured}, replayed {sent} (young {young}, old {old}): replay {replay} stale {stale}, rx_frames +{delivered}"
+    );
+    assert_eq!(replay + stale, sent, "every copy dropped:\n{log}");
+    assert!(
+        replay >= young && stale >= old,
+        "replay {replay} stale {stale}: young {young} old {old}"
+    );
+    for zero in ["bad_mac", "unknown_session", "wrong_mode"] {
+        assert_eq!(a.counter(zero), Some(0), "{zero}:\n{log}");
+    }
+    assert!(
+        log.contains(&format!("peer learned: {UNDERLAY_B}:{PORT}")),
+        "{log}"
+    );
+    assert!(!log.contains("peer moved"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("peer") && l.contains(ATTACKER)),
+        "{log}"
+    );
+    stop_clean(&mut b);
+}
+
+#[test]
+fn e2e_cipher_aes_replayed_datagrams_deliver_nothing_twice() {
+    require_e2e!();
+    replayed(AES);
+}
+
+#[test]
+fn e2e_cipher_chacha_replayed_datagrams_deliver_nothing_twice() {
+    require_e2e!();
+    replayed(CHACHA);
+}
+
+#[test]
+fn e2e_cipher_restarted_peer_new_session_answers_within_a_second() {
+    require_e2e!();
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    let c = cipher_args(Some(CHACHA));
+    // B learns its peer; A is configured with B and restarts.
+    let b = Peer::start(&p.b, &p.dir, &k, &strs(&args(TAP_B, None, &c)));
+    let a_all = args(TAP_A, Some(&format!("{UNDERLAY_B}:{PORT}")), &c);
+    let mut a = Peer::start(&p.a, &p.dir, &k, &strs(&a_all));
+    // B's underlay capture, to tell A's sessions apart.
+    let file = p.dir.join("b.pcap");
+    let cap = pcap(&p.b, &file, &p.b, TAP_A);
+    assert!(
+        p.b.ping_until(TAP_A, Duration::from_secs(5)),
+        "tunnel not up"
+    );
+    assert!(p.b.ping(TAP_A, 2));
+    let mut took_all = Vec::new();
+    for i in 1..=3 {
+        let (code, _) = a.stop(Duration::from_secs(5));
+        assert_eq!(code, Some(0), "{}", a.log_text());
+        a = Peer::spawn_with(&p.a, &p.dir, &[], &k, &strs(&a_all), &[]);
+        assert!(
+            until(Duration::from_secs(10), Duration::from_millis(5), || a
+                .log_text()
+                .contains(UP_LINE)),
+            "restart {i}: A never came up:\n{}",
+            a.log_text()
+        );
+        let up = Instant::now();
+        // One reply ends ping; probes every 50 ms; gives up 1 s after start.
+        let ok =
+            p.b.exec_out(&format!("ping -c 1 -i 0.05 -w 1 {TAP_A}"))
+                .status
+                .success();
+        let took = up.elapsed();
+        assert!(
+            ok && took <= Duration::from_millis(1100),
+            "restart {i}: B got no answer from A's TAP within 1 s ({took:?})\nA:\n{}\nB:\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        took_all.push(took);
+    }
+    eprintln!("chacha20-poly1305 restarts, B's first answer after A's up line: {took_all:?}");
+    pcap_stop(cap, &file);
+    let sessions = sh(&format!(
+        "python3 {TOOLS} sessions {} {UNDERLAY_A} {PORT}",
+        file.display()
+    ));
+    // One session per start of A, each new.
+    assert_eq!(
+        sessions.lines().count(),
+        4,
+        "A's sessions seen on the wire:\n{sessions}"
+    );
+    for zero in ["bad_mac", "wrong_mode", "unknown_session"] {
+        b.stats();
+        assert_eq!(b.counter(zero), Some(0), "{zero}:\n{}", b.log_text());
+    }
+}
+
+#[test]
+fn e2e_cipher_mismatched_modes_named_once_each_nothing_delivered() {
+    require_e2e!();
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    let (sa, sb) = (p.dir.join("a.sock"), p.dir.join("b.sock"));
+    // Each side is given the other, so each sends (keepalive at start,
+    // then the pings' ARP) and each sees the other's mode.
+    let a_all = args(
+        TAP_A,
+        Some(&format!("{UNDERLAY_B}:{PORT}")),
+        &with_sock(&["--cipher", AES], &sa),
+    );
+    let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_all));
+    let b_all = args(
+        TAP_B,
+        Some(&format!("{UNDERLAY_A}:{PORT}")),
+        &with_sock(&[], &sb),
+    );
+    let b = Peer::start(&p.b, &p.dir, &k, &strs(&b_all));
+    let started = Instant::now();
+    let a_line = format!(
+        "peer at {UNDERLAY_B}:{PORT} sends tinytaptunnel HMAC datagrams (no --cipher), but this side expects confidential datagrams (--cipher {AES}); start both sides with the same --cipher ("
+    );
+    let b_line = format!(
+        "peer at {UNDERLAY_A}:{PORT} sends confidential datagrams (--cipher {AES}), but this side expects tinytaptunnel HMAC datagrams (no --cipher); start both sides with the same --cipher ("
+    );
+    assert!(!p.b.ping(TAP_A, 3), "a ping crossed between modes");
+    assert!(!p.a.ping(TAP_B, 3), "a ping crossed between modes");
+    let both = until(
+        Duration::from_secs(5).saturating_sub(started.elapsed()),
+        POLL,
+        || a.log_text().contains(&a_line) && b.log_text().contains(&b_line),
+    );
+    assert!(
+        both,
+        "no mismatch line on both sides within 5 s:\nA:\n{}\nB:\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    let named = started.elapsed();
+    // More of the same for a while: still one line each.
+    assert!(!p.b.ping(TAP_A, 5));
+    assert!(!p.a.ping(TAP_B, 5));
+    let (la, lb) = (a.log_text(), b.log_text());
+    assert_eq!(
+        lines_with(&la, "start both sides with the same --cipher"),
+        1,
+        "A:\n{la}"
+    );
+    assert_eq!(
+        lines_with(&lb, "start both sides with the same --cipher"),
+        1,
+        "B:\n{lb}"
+    );
+    for (log, line) in [(&la, &a_line), (&lb, &b_line)] {
+        let l = log.lines().find(|l| l.contains(line.as_str())).unwrap();
+        assert!(l.contains("WARN") && l.ends_with(" dropped)"), "{l}");
+        // Not mistaken for a wrong key or junk.
+        assert_eq!(lines_with(log, "fail authentication"), 0, "{log}");
+    }
+    let (ja, jb) = (status_json(&sa), status_json(&sb));
+    for (j, mode) in [(&ja, AES), (&jb, "none")] {
+        assert_eq!(json_str(j, "cipher"), mode, "{j}");
+        assert!(json_num(j, "wrong_mode") >= 1.0, "{j}");
+        assert_eq!(json_num(j, "rx_frames"), 0.0, "{j}");
+        assert_eq!(json_num(j, "keepalives_rx"), 0.0, "{j}");
+        assert!(j.contains("\"peer_clock_offset\":null"), "{j}");
+    }
+    eprintln!("mismatch named on both sides after {named:?}\nA: {ja}\nB: {jb}");
+}
