@@ -152,13 +152,16 @@ wait_link() {
     done
 }
 
-# Pings from A until $1 answers (about 20 s at most).
+# Pings from A until $1 answers (about 20 s at most). The explicit return 0:
+# an until loop's status is its body's last command's, here the false test,
+# so a peer that answered only the second ping would count as down.
 wait_ping() {
     i=0
     until ip netns exec "$nsa" ping -n -c 1 -W 1 "$1" >/dev/null 2>&1; do
         i=$((i + 1))
         [ "$i" -gt 20 ] && return 1
     done
+    return 0
 }
 
 # Polls until a UDP socket is bound to port $2 in namespace $1 (10 s at most).
@@ -305,6 +308,7 @@ setup_bridged() {
         i=$((i + 1))
         [ "$i" -gt 20 ] && return 1
     done
+    return 0 # (not the status of the loop's last test: see wait_ping)
 }
 
 dev_of() {
@@ -486,9 +490,10 @@ measure() { # round candidate
         fail "$c round $r: iperf3 TCP: $(tail -c 300 "$work/tcp-ab.json" "$work/tcp-ba.json" 2>/dev/null | tr '\n' ' ')"
     fi
     dev=$(dev_of "$c")
-    port=$(tunnel_port "$c")
+    # tport, not port: iperf_from (run in between) sets port to iperf3's.
+    tport=$(tunnel_port "$c")
     td0=$(dev_tx_dropped "$dev")
-    [ -n "$port" ] && sd0=$(sock_drops "$port")
+    [ -n "$tport" ] && sd0=$(sock_drops "$tport")
     ad0=$(ns_rcvbuf_errors "$nsb")
     if iperf "$work/udp.json" -c "$b" -u -b 0 -l 64; then
         sent=$(jq '.end.sum_sent.packets' "$work/udp.json")
@@ -500,9 +505,9 @@ measure() { # round candidate
         rec "$r" "$c" udp_loss "$loss"
         where=""
         sd=0
-        if [ -n "$port" ] && [ "$sent" -gt 0 ]; then
+        if [ -n "$tport" ] && [ "$sent" -gt 0 ]; then
             td=$(($(dev_tx_dropped "$dev") - td0))
-            sd=$(($(sock_drops "$port") - sd0))
+            sd=$(($(sock_drops "$tport") - sd0))
             rec "$r" "$c" udp_tapdrop "$(awk -v x="$td" -v p="$sent" 'BEGIN { print 100 * x / p }')"
             rec "$r" "$c" udp_sockdrop "$(awk -v x="$sd" -v p="$sent" 'BEGIN { print 100 * x / p }')"
             where=" (dropped: $td at A's $dev queue, $sd at B's tunnel socket,"
