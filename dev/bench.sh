@@ -29,7 +29,7 @@
 #     fastd-enc: fastd with method salsa2012+umac (encrypted)
 #     openvpn: OpenVPN 2.6 point-to-point TLS, AES-256-GCM, on a TAP
 #       (throwaway certificates made with openssl in the work directory)
-#   The confidential comparison (about 5-6 minutes with ROUNDS=3):
+#   The confidential comparison (about 5 minutes with ROUNDS=3):
 #     sudo CANDIDATES="taptun taptun-aes taptun-chacha fastd-enc openvpn" sh dev/bench.sh
 #   It ends the report with taptun-aes TCP ÷ taptun (HMAC) TCP and ÷ the
 #   faster encrypted anchor (fastd-enc or openvpn), measured in the same run.
@@ -256,13 +256,18 @@ setup_taptun() { # candidate binary port tap subnet(first three octets) [extra t
     c=$1 tbin=$2 port=$3 tap=$4 net=$5
     shift 5
     make_key || return 1
+    # Status sockets in the work directory: the default, /run/taptun/TAP.sock,
+    # is one path for both ends (and for a bench running in another checkout).
+    # Not for base: an older build may not know the option.
+    st=""
+    [ "$tbin" = "$bin" ] && st=yes
     # shellcheck disable=SC2086 # TAPTUN_ARGS is a list of arguments
     spawn "$nsa" "$work/$c-a.log" "$tbin" "$work/taptun.key" ":$port" "192.0.2.2:$port" \
-        -i "$tap" --mtu 1418 -a "$net.1/24" "$@" $TAPTUN_ARGS
+        -i "$tap" --mtu 1418 -a "$net.1/24" ${st:+--status-socket} ${st:+"$work/$c-a.sock"} "$@" $TAPTUN_ARGS
     set_pids "$c" "$last_pid"
     # shellcheck disable=SC2086
     spawn "$nsb" "$work/$c-b.log" "$tbin" "$work/taptun.key" ":$port" "192.0.2.1:$port" \
-        -i "$tap" --mtu 1418 -a "$net.2/24" "$@" $TAPTUN_ARGS
+        -i "$tap" --mtu 1418 -a "$net.2/24" ${st:+--status-socket} ${st:+"$work/$c-b.sock"} "$@" $TAPTUN_ARGS
     add_pids "$c" "$last_pid"
     wait_link "$nsa" "$tap" && wait_link "$nsb" "$tap"
 }
