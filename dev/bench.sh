@@ -1,6 +1,9 @@
 #!/bin/sh
 # Benchmark: taptun against the bare veth, the kernel's vxlan and fastd, in
-# one run, in the same two network namespaces (joined by a veth, MTU 1500).
+# one run, in the same two network namespaces (joined by a veth, MTU 1500);
+# and, for the confidential mode (--cipher), taptun in each cipher against
+# the encrypted anchors: fastd salsa2012+umac and OpenVPN 2.6 (p2p TLS,
+# AES-256-GCM, on a TAP).
 #
 # For each candidate and each round: iperf3 TCP (one stream, each
 # direction), iperf3 UDP with 64-byte payloads at unlimited rate (received
@@ -17,10 +20,19 @@
 #   ROUNDS=3        rounds (>= 3 for a median worth the name)
 #   DURATION=5      seconds per iperf3 run (not SECONDS: bash's clock)
 #   PINGS=40        pings per RTT sample (20 ms apart)
-#   CANDIDATES="bare vxlan fastd taptun bridged"   a subset, for quick looks
-#     (bridged: TCP between two MTU-1500 hosts on LANs bridged to taptun's
-#     TAPs with scripts/l2_bridge_up.sh, the two-labs topology; with a count
-#     of IP fragments on the underlay during it)
+#   CANDIDATES="bare vxlan fastd taptun bridged"   the default; a subset for
+#     quick looks, or more of:
+#     bridged: TCP between two MTU-1500 hosts on LANs bridged to taptun's
+#       TAPs with scripts/l2_bridge_up.sh, the two-labs topology; with a count
+#       of IP fragments on the underlay during it
+#     taptun-aes, taptun-chacha: taptun --cipher aes-256-gcm, chacha20-poly1305
+#     fastd-enc: fastd with method salsa2012+umac (encrypted)
+#     openvpn: OpenVPN 2.6 point-to-point TLS, AES-256-GCM, on a TAP
+#       (throwaway certificates made with openssl in the work directory)
+#   The confidential comparison (about 5 minutes with ROUNDS=3):
+#     sudo CANDIDATES="taptun taptun-aes taptun-chacha fastd-enc openvpn" sh dev/bench.sh
+#   It ends the report with taptun-aes TCP ÷ taptun (HMAC) TCP and ÷ the
+#   faster encrypted anchor (fastd-enc or openvpn), measured in the same run.
 #   TAPTUN_BIN=...  use this binary instead of building target/release/taptun
 #   TAPTUN_ARGS=... extra taptun arguments (e.g. "--sockbuf 212992")
 #   TAPTUN_BASE_BIN=... another taptun binary (an older build) measured in the
@@ -51,13 +63,16 @@ done
 [ "$ROUNDS" -le 20 ] || die "ROUNDS is capped at 20"
 [ "$PINGS" -le 1000 ] || die "PINGS is capped at 1000"
 for c in $CANDIDATES; do
-    case $c in bare | vxlan | fastd | taptun | bridged | base) ;; *) die "unknown candidate '$c' (bare vxlan fastd taptun bridged base)" ;; esac
+    case $c in
+    bare | vxlan | fastd | taptun | bridged | base | taptun-aes | taptun-chacha | fastd-enc | openvpn) ;;
+    *) die "unknown candidate '$c' (bare vxlan fastd taptun bridged base taptun-aes taptun-chacha fastd-enc openvpn)" ;;
+    esac
 done
 [ "$(id -u)" -eq 0 ] || die "needs root (network namespaces, TAP): sudo sh dev/bench.sh"
 [ -c /dev/net/tun ] || die "/dev/net/tun is missing (modprobe tun)"
 
 sh dev/deps.sh
-for tool in ip iperf3 fastd ping jq timeout awk ss tcpdump; do
+for tool in ip iperf3 fastd openvpn openssl ping jq timeout awk ss tcpdump; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed"
 done
 
@@ -80,9 +95,7 @@ nsb="ttbench-b-$id"
 nsha="ttbench-ha-$id" # the bridged candidate's LAN hosts
 nshb="ttbench-hb-$id"
 work=""
-pids=""        # every process we started, killed by PID on exit
-taptun_pids="" # the two taptun processes
-fastd_pids=""  # the two fastd processes
+pids="" # every process we started, killed by PID on exit
 failures=0
 client="" # the iperf3 client running now, if any
 clk=$(getconf CLK_TCK)
@@ -152,13 +165,16 @@ wait_link() {
     done
 }
 
-# Pings from A until $1 answers (about 20 s at most).
+# Pings from A until $1 answers (about 20 s at most). The explicit return 0:
+# an until loop's status is its body's last command's, here the false test,
+# so a peer that answered only the second ping would count as down.
 wait_ping() {
     i=0
     until ip netns exec "$nsa" ping -n -c 1 -W 1 "$1" >/dev/null 2>&1; do
         i=$((i + 1))
         [ "$i" -gt 20 ] && return 1
     done
+    return 0
 }
 
 # Polls until a UDP socket is bound to port $2 in namespace $1 (10 s at most).
@@ -195,7 +211,33 @@ addr_b() {
     fastd) echo 10.203.0.2 ;;
     bridged) echo 10.204.0.2 ;;
     base) echo 10.205.0.2 ;;
+    openvpn) echo 10.206.0.2 ;;
+    fastd-enc) echo 10.207.0.2 ;;
+    taptun-aes) echo 10.208.0.2 ;;
+    taptun-chacha) echo 10.209.0.2 ;;
     esac
+}
+
+# The tunnel processes of each candidate (the two ends; PIDs whose CPU time
+# and RSS are measured): set_pids CANDIDATE PID..., tunnel_pids CANDIDATE.
+set_pids() {
+    v=$(echo "$1" | tr - _)
+    shift
+    eval "pids_$v=\$*"
+}
+add_pids() {
+    v=$(echo "$1" | tr - _)
+    shift
+    eval "pids_$v=\"\${pids_$v:-} \$*\""
+}
+tunnel_pids() {
+    v=$(echo "$1" | tr - _)
+    eval "echo \"\${pids_$v:-}\""
+}
+
+# The taptun key file, shared by every taptun candidate.
+make_key() {
+    [ -f "$work/taptun.key" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$work/taptun.key")
 }
 
 # --- the candidates -----------------------------------------------------------
@@ -208,56 +250,51 @@ setup_vxlan() {
         ip -n "$nsb" link set vx0 up
 }
 
-setup_taptun() {
-    (umask 077 && head -c 32 /dev/urandom | base64 >"$work/taptun.key") || return 1
-    # Both sides know their peer: the fixed-peer setup a connected socket suits.
+# A pair of taptun processes, each side knowing its peer (the fixed-peer
+# setup a connected socket suits).
+setup_taptun() { # candidate binary port tap subnet(first three octets) [extra taptun args...]
+    c=$1 tbin=$2 port=$3 tap=$4 net=$5
+    shift 5
+    make_key || return 1
+    # Status sockets in the work directory: the default, /run/taptun/TAP.sock,
+    # is one path for both ends (and for a bench running in another checkout).
+    # Not for base: an older build may not know the option.
+    st=""
+    [ "$tbin" = "$bin" ] && st=yes
     # shellcheck disable=SC2086 # TAPTUN_ARGS is a list of arguments
-    spawn "$nsa" "$work/taptun-a.log" "$bin" "$work/taptun.key" :9123 192.0.2.2:9123 \
-        -i tt0 --mtu 1418 -a 10.202.0.1/24 $TAPTUN_ARGS
-    taptun_pids="$last_pid"
+    spawn "$nsa" "$work/$c-a.log" "$tbin" "$work/taptun.key" ":$port" "192.0.2.2:$port" \
+        -i "$tap" --mtu 1418 -a "$net.1/24" ${st:+--status-socket} ${st:+"$work/$c-a.sock"} "$@" $TAPTUN_ARGS
+    set_pids "$c" "$last_pid"
     # shellcheck disable=SC2086
-    spawn "$nsb" "$work/taptun-b.log" "$bin" "$work/taptun.key" :9123 192.0.2.1:9123 \
-        -i tt0 --mtu 1418 -a 10.202.0.2/24 $TAPTUN_ARGS
-    taptun_pids="$taptun_pids $last_pid"
-    wait_link "$nsa" tt0 && wait_link "$nsb" tt0
+    spawn "$nsb" "$work/$c-b.log" "$tbin" "$work/taptun.key" ":$port" "192.0.2.1:$port" \
+        -i "$tap" --mtu 1418 -a "$net.2/24" ${st:+--status-socket} ${st:+"$work/$c-b.sock"} "$@" $TAPTUN_ARGS
+    add_pids "$c" "$last_pid"
+    wait_link "$nsa" "$tap" && wait_link "$nsb" "$tap"
 }
 
-# The same as setup_taptun with TAPTUN_BASE_BIN, its own port and TAP.
-setup_base() {
-    [ -f "$work/taptun.key" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$work/taptun.key") || return 1
-    # shellcheck disable=SC2086 # TAPTUN_ARGS is a list of arguments
-    spawn "$nsa" "$work/base-a.log" "$work/taptun-base" "$work/taptun.key" :9125 192.0.2.2:9125 \
-        -i tt1 --mtu 1418 -a 10.205.0.1/24 $TAPTUN_ARGS
-    base_pids="$last_pid"
-    # shellcheck disable=SC2086
-    spawn "$nsb" "$work/base-b.log" "$work/taptun-base" "$work/taptun.key" :9125 192.0.2.1:9125 \
-        -i tt1 --mtu 1418 -a 10.205.0.2/24 $TAPTUN_ARGS
-    base_pids="$base_pids $last_pid"
-    wait_link "$nsa" tt1 && wait_link "$nsb" tt1
-}
-
-setup_fastd() {
+setup_fastd() { # candidate method interface port subnet(first three octets)
+    c=$1 method=$2 ifc=$3 port=$4 net=$5
     for side in a b; do
-        fastd --generate-key 2>/dev/null >"$work/fastd-$side.keys" || return 1
+        fastd --generate-key 2>/dev/null >"$work/$c-$side.keys" || return 1
     done
     for side in a b; do
         # Only A initiates: when both sides handshake at once, fastd v22 can
         # end up with sessions that fail every packet's verification.
         if [ "$side" = a ]; then
-            me=1 other=b remote="remote 192.0.2.2:10000;"
+            me=1 other=b remote="remote 192.0.2.2:$port;"
         else
             me=2 other=a remote=""
         fi
-        secret=$(sed -n 's/^Secret: //p' "$work/fastd-$side.keys")
-        public=$(sed -n 's/^Public: //p' "$work/fastd-$other.keys")
+        secret=$(sed -n 's/^Secret: //p' "$work/$c-$side.keys")
+        public=$(sed -n 's/^Public: //p' "$work/$c-$other.keys")
         [ -n "$secret" ] && [ -n "$public" ] || return 1
-        cat >"$work/fastd-$side.conf" <<EOF
+        cat >"$work/$c-$side.conf" <<EOF
 log level info;
 mode tap;
-interface "fd0";
+interface "$ifc";
 mtu 1418;
-method "null+salsa2012+umac";
-bind 192.0.2.$me:10000;
+method "$method";
+bind 192.0.2.$me:$port;
 secret "$secret";
 peer "$other" {
     key "$public";
@@ -267,16 +304,84 @@ EOF
     done
     # B listens first: a handshake from A that finds no socket is retried
     # only after about 20 s.
-    spawn "$nsb" "$work/fastd-b.log" fastd -c "$work/fastd-b.conf"
-    fastd_pids="$last_pid"
-    wait_udp "$nsb" 10000 || return 1
-    spawn "$nsa" "$work/fastd-a.log" fastd -c "$work/fastd-a.conf"
-    fastd_pids="$fastd_pids $last_pid"
-    wait_link "$nsa" fd0 && wait_link "$nsb" fd0 &&
-        ip -n "$nsa" addr add 10.203.0.1/24 dev fd0 &&
-        ip -n "$nsb" addr add 10.203.0.2/24 dev fd0 &&
-        ip -n "$nsa" link set fd0 up &&
-        ip -n "$nsb" link set fd0 up
+    spawn "$nsb" "$work/$c-b.log" fastd -c "$work/$c-b.conf"
+    set_pids "$c" "$last_pid"
+    wait_udp "$nsb" "$port" || return 1
+    spawn "$nsa" "$work/$c-a.log" fastd -c "$work/$c-a.conf"
+    add_pids "$c" "$last_pid"
+    wait_link "$nsa" "$ifc" && wait_link "$nsb" "$ifc" &&
+        ip -n "$nsa" addr add "$net.1/24" dev "$ifc" &&
+        ip -n "$nsb" addr add "$net.2/24" dev "$ifc" &&
+        ip -n "$nsa" link set "$ifc" up &&
+        ip -n "$nsb" link set "$ifc" up
+}
+
+# A throwaway CA and a server and a client certificate for OpenVPN's TLS
+# (P-256 keys: quick to make), in $work/ovpn.
+make_certs() {
+    d=$work/ovpn
+    mkdir -p "$d" || return 1
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=taptun-bench-ca -keyout "$d/ca.key" -out "$d/ca.crt" >"$d/openssl.log" 2>&1 || return 1
+    for who in server client; do
+        printf '%s\n' "basicConstraints = CA:FALSE" "keyUsage = digitalSignature, keyAgreement" \
+            "extendedKeyUsage = ${who}Auth" >"$d/$who.ext"
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj "/CN=taptun-bench-$who" -keyout "$d/$who.key" -out "$d/$who.csr" >>"$d/openssl.log" 2>&1 &&
+            openssl x509 -req -in "$d/$who.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+                -days 2 -extfile "$d/$who.ext" -out "$d/$who.crt" >>"$d/openssl.log" 2>&1 || return 1
+    done
+}
+
+# OpenVPN 2.6 point to point (no server mode, no pool) with TLS on a TAP,
+# AES-256-GCM data channel, no compression, UDP; B is the TLS server. The
+# device MTU is 1418 like the others' (tun-mtu); DCO does not do TAP, so it is
+# the userspace data path that is measured. Runs in the foreground: $! is
+# openvpn itself.
+setup_openvpn() {
+    make_certs || return 1
+    for side in a b; do
+        if [ "$side" = a ]; then
+            me=1 other=2 role="tls-client
+remote-cert-tls server" who=client
+        else
+            me=2 other=1 role="tls-server
+dh none
+remote-cert-tls client" who=server
+        fi
+        cat >"$work/openvpn-$side.conf" <<EOF
+mode p2p
+dev ov0
+dev-type tap
+proto udp4
+local 192.0.2.$me
+lport 1194
+remote 192.0.2.$other 1194
+$role
+ca $work/ovpn/ca.crt
+cert $work/ovpn/$who.crt
+key $work/ovpn/$who.key
+data-ciphers AES-256-GCM
+cipher AES-256-GCM
+allow-compression no
+tun-mtu 1418
+disable-dco
+verb 1
+writepid $work/openvpn-$side.pid
+EOF
+    done
+    spawn "$nsb" "$work/openvpn-b.log" openvpn --config "$work/openvpn-b.conf"
+    set_pids openvpn "$last_pid"
+    wait_udp "$nsb" 1194 || return 1
+    spawn "$nsa" "$work/openvpn-a.log" openvpn --config "$work/openvpn-a.conf"
+    add_pids openvpn "$last_pid"
+    for side in a b; do
+        if [ "$side" = a ]; then ns=$nsa me=1; else ns=$nsb me=2; fi
+        wait_link "$ns" ov0 &&
+            ip -n "$ns" link set ov0 mtu 1418 &&
+            ip -n "$ns" addr add "10.206.0.$me/24" dev ov0 &&
+            ip -n "$ns" link set ov0 up || return 1
+    done
 }
 
 # Two labs: a host with MTU 1500 on a LAN bridged to a taptun TAP at each
@@ -295,7 +400,7 @@ setup_bridged() {
         # shellcheck disable=SC2086 # TAPTUN_ARGS is a list of arguments
         spawn "$gw" "$work/bridged-$side.log" "$bin" "$work/taptun.key" :9124 "192.0.2.$other:9124" \
             -i tl0 --status-socket "$work/bridged-$side.sock" $TAPTUN_ARGS
-        taptun_pids_bridged="${taptun_pids_bridged:-} $last_pid"
+        add_pids bridged "$last_pid"
         wait_link "$gw" tl0 || return 1
         TAPTUN_STATE_DIR="$work/state" ip netns exec "$gw" sh scripts/l2_bridge_up.sh tl0 lan0 brl >/dev/null || return 1
     done
@@ -305,22 +410,30 @@ setup_bridged() {
         i=$((i + 1))
         [ "$i" -gt 20 ] && return 1
     done
+    return 0 # (not the status of the loop's last test: see wait_ping)
 }
 
 dev_of() {
-    case $1 in bare) echo u0 ;; vxlan) echo vx0 ;; taptun) echo tt0 ;; fastd) echo fd0 ;; bridged) echo tl0 ;; base) echo tt1 ;; esac
+    case $1 in
+    bare) echo u0 ;; vxlan) echo vx0 ;; taptun) echo tt0 ;; fastd) echo fd0 ;; bridged) echo tl0 ;; base) echo tt1 ;;
+    openvpn) echo ov0 ;; fastd-enc) echo fd1 ;; taptun-aes) echo ta0 ;; taptun-chacha) echo tc0 ;;
+    esac
 }
 
 cands=""
-for c in bare vxlan fastd base taptun bridged; do # report order, whatever order CANDIDATES has
+for c in bare vxlan fastd fastd-enc openvpn base taptun taptun-aes taptun-chacha bridged; do # report order, whatever order CANDIDATES has
     case " $CANDIDATES " in *" $c "*) ;; *) continue ;; esac
     case $c in
     bare) ok=true ;;
     vxlan) if setup_vxlan; then ok=true; else ok=false; fi ;;
-    taptun) if setup_taptun; then ok=true; else ok=false; fi ;;
-    base) if setup_base; then ok=true; else ok=false; fi ;;
-    bridged) if { [ -f "$work/taptun.key" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$work/taptun.key"); } && setup_bridged; then ok=true; else ok=false; fi ;;
-    fastd) if setup_fastd; then ok=true; else ok=false; fi ;;
+    taptun) if setup_taptun taptun "$bin" 9123 tt0 10.202.0; then ok=true; else ok=false; fi ;;
+    base) if setup_taptun base "$work/taptun-base" 9125 tt1 10.205.0; then ok=true; else ok=false; fi ;;
+    taptun-aes) if setup_taptun taptun-aes "$bin" 9126 ta0 10.208.0 --cipher aes-256-gcm; then ok=true; else ok=false; fi ;;
+    taptun-chacha) if setup_taptun taptun-chacha "$bin" 9127 tc0 10.209.0 --cipher chacha20-poly1305; then ok=true; else ok=false; fi ;;
+    bridged) if make_key && setup_bridged; then ok=true; else ok=false; fi ;;
+    fastd) if setup_fastd fastd null+salsa2012+umac fd0 10000 10.203.0; then ok=true; else ok=false; fi ;;
+    fastd-enc) if setup_fastd fastd-enc salsa2012+umac fd1 10001 10.207.0; then ok=true; else ok=false; fi ;;
+    openvpn) if setup_openvpn; then ok=true; else ok=false; fi ;;
     esac
     # (setup_bridged waits for its own hosts' ping)
     if $ok && { [ "$c" = bridged ] || wait_ping "$(addr_b "$c")"; }; then
@@ -363,7 +476,10 @@ sock_drops() {
 }
 
 tunnel_port() {
-    case $1 in taptun) echo 9123 ;; fastd) echo 10000 ;; base) echo 9125 ;; esac
+    case $1 in
+    taptun) echo 9123 ;; fastd) echo 10000 ;; base) echo 9125 ;;
+    openvpn) echo 1194 ;; fastd-enc) echo 10001 ;; taptun-aes) echo 9126 ;; taptun-chacha) echo 9127 ;;
+    esac
 }
 
 # UDP RcvbufErrors of one namespace.
@@ -415,10 +531,6 @@ ping_median() {
                 for (i = 2; i <= n; i++) { x = v[i]; j = i - 1; while (j > 0 && v[j] > x) { v[j + 1] = v[j]; j-- } v[j + 1] = x }
                 print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
             }'
-}
-
-tunnel_pids() {
-    case $1 in taptun) echo "$taptun_pids" ;; fastd) echo "$fastd_pids" ;; bridged) echo "${taptun_pids_bridged:-}" ;; base) echo "${base_pids:-}" ;; *) echo "" ;; esac
 }
 
 # The bridged candidate: TCP between the two labs' hosts each way, and the
@@ -486,9 +598,10 @@ measure() { # round candidate
         fail "$c round $r: iperf3 TCP: $(tail -c 300 "$work/tcp-ab.json" "$work/tcp-ba.json" 2>/dev/null | tr '\n' ' ')"
     fi
     dev=$(dev_of "$c")
-    port=$(tunnel_port "$c")
+    # tport, not port: iperf_from (run in between) sets port to iperf3's.
+    tport=$(tunnel_port "$c")
     td0=$(dev_tx_dropped "$dev")
-    [ -n "$port" ] && sd0=$(sock_drops "$port")
+    [ -n "$tport" ] && sd0=$(sock_drops "$tport")
     ad0=$(ns_rcvbuf_errors "$nsb")
     if iperf "$work/udp.json" -c "$b" -u -b 0 -l 64; then
         sent=$(jq '.end.sum_sent.packets' "$work/udp.json")
@@ -500,9 +613,9 @@ measure() { # round candidate
         rec "$r" "$c" udp_loss "$loss"
         where=""
         sd=0
-        if [ -n "$port" ] && [ "$sent" -gt 0 ]; then
+        if [ -n "$tport" ] && [ "$sent" -gt 0 ]; then
             td=$(($(dev_tx_dropped "$dev") - td0))
-            sd=$(($(sock_drops "$port") - sd0))
+            sd=$(($(sock_drops "$tport") - sd0))
             rec "$r" "$c" udp_tapdrop "$(awk -v x="$td" -v p="$sent" 'BEGIN { print 100 * x / p }')"
             rec "$r" "$c" udp_sockdrop "$(awk -v x="$sd" -v p="$sent" 'BEGIN { print 100 * x / p }')"
             where=" (dropped: $td at A's $dev queue, $sd at B's tunnel socket,"
@@ -595,6 +708,10 @@ fi
             label["fastd"] = "fastd (null+salsa2012+umac)"; label["taptun"] = "taptun"
             label["bridged"] = "taptun bridged (hosts MTU 1500)"
             label["base"] = "taptun base (TAPTUN_BASE_BIN)"
+            label["fastd-enc"] = "fastd (salsa2012+umac)"
+            label["openvpn"] = "OpenVPN 2.6 (p2p TLS, AES-256-GCM, TAP)"
+            label["taptun-aes"] = "taptun --cipher aes-256-gcm"
+            label["taptun-chacha"] = "taptun --cipher chacha20-poly1305"
             nm = split("tcp_ab tcp_ba retr rcvbuf udp_sent udp_kpps udp_handed udp_loss udp_tapdrop udp_sockdrop udp_appdrop rtt rtt_added cpu cpu_sys rss frags", metric, " ")
             name["frags"] = "IP fragments on the underlay during the TCP runs ↓"; fmt["frags"] = "%.0f"
             name["tcp_ab"] = "TCP A→B, Gbit/s ↑"; fmt["tcp_ab"] = "%.2f"
@@ -652,6 +769,26 @@ fi
                 printf "\nBridged two-labs TCP ÷ routed taptun TCP (same run): A→B %.0f %%, B→A %.0f %%.\n",
                     100 * med["bridged" SUBSEP "tcp_ab"] / med["taptun" SUBSEP "tcp_ab"],
                     100 * med["bridged" SUBSEP "tcp_ba"] / med["taptun" SUBSEP "tcp_ba"]
+            # Confidential mode: taptun-aes against the HMAC wire of taptun and
+            # against the faster encrypted anchor (by the mean of its two
+            # directions median TCP), all from this run.
+            if (("taptun-aes" SUBSEP "tcp_ab") in n && ("taptun-aes" SUBSEP "tcp_ba") in n) {
+                aa = med["taptun-aes" SUBSEP "tcp_ab"]; ab = med["taptun-aes" SUBSEP "tcp_ba"]
+                s = ""
+                if (med["taptun" SUBSEP "tcp_ab"] > 0 && med["taptun" SUBSEP "tcp_ba"] > 0)
+                    s = sprintf("taptun-aes TCP ÷ taptun (HMAC) TCP: A→B %.2f×, B→A %.2f×", aa / med["taptun" SUBSEP "tcp_ab"], ab / med["taptun" SUBSEP "tcp_ba"])
+                best = ""; bv = 0
+                split("fastd-enc openvpn", anch, " ")
+                for (i = 1; i <= 2; i++) {
+                    x = anch[i]
+                    if (!((x SUBSEP "tcp_ab") in n) || !((x SUBSEP "tcp_ba") in n)) continue
+                    y = (med[x SUBSEP "tcp_ab"] + med[x SUBSEP "tcp_ba"]) / 2
+                    if (y > bv) { bv = y; best = x }
+                }
+                if (best != "" && med[best SUBSEP "tcp_ab"] > 0 && med[best SUBSEP "tcp_ba"] > 0)
+                    s = s (s == "" ? "" : "; ") sprintf("taptun-aes TCP ÷ the faster encrypted anchor, %s: A→B %.2f×, B→A %.2f×", label[best], aa / med[best SUBSEP "tcp_ab"], ab / med[best SUBSEP "tcp_ba"])
+                if (s != "") printf "\nConfidential mode (same run): %s.\n", s
+            }
         }' "$res"
     printf '\n%s\n' "Median of the rounds (min–max). ↑ higher is better, ↓ lower. Ratios are taptun's median ÷ the reference's."
     printf '%s\n' "CPU: utime+stime of both tunnel processes over the two TCP runs ÷ TCP payload moved; kernel tunnels have no process to charge (–)."
@@ -659,11 +796,12 @@ fi
 } >"$OUT"
 cp "$res" "$(dirname "$OUT")/rounds.txt"
 
-if [ -n "$taptun_pids" ]; then
+for c in taptun taptun-aes taptun-chacha; do
+    [ -n "$(tunnel_pids "$c")" ] || continue
     say ""
-    say "== taptun logs (counters at exit)"
-    for f in "$work"/taptun-a.log "$work"/taptun-b.log; do sed "s|^|$(basename "$f" .log): |" "$f" | tail -n 12; done
-fi
+    say "== $c logs (counters at exit)"
+    for f in "$work/$c-a.log" "$work/$c-b.log"; do sed "s|^|$(basename "$f" .log): |" "$f" | tail -n 12; done
+done
 say ""
 say "== report ($OUT, per-round values in $(dirname "$OUT")/rounds.txt; $(($(date +%s) - started)) s of measuring)"
 cat "$OUT"

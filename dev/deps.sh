@@ -4,8 +4,10 @@
 # debootstrap and systemd-container (systemd-nspawn) are for the container
 # of tests/systemd_e2e.rs, which also needs cargo-deb (installed last).
 # faketime (libfaketime) runs a peer with a skewed clock in tests/field_e2e.rs.
+# openvpn and openssl (its throwaway certificates) are dev/bench.sh's
+# encrypted anchor for the confidential mode.
 set -eu
-pkgs="iproute2 iptables nftables bridge-utils dnsmasq-base iputils-ping socat tcpdump shellcheck iperf3 busybox udhcpc procps util-linux libcap2-bin fastd jq python3 systemd ethtool debootstrap systemd-container faketime libfaketime"
+pkgs="iproute2 iptables nftables bridge-utils dnsmasq-base iputils-ping socat tcpdump shellcheck iperf3 busybox udhcpc procps util-linux libcap2-bin fastd jq python3 systemd ethtool debootstrap systemd-container faketime libfaketime openvpn openssl"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
