@@ -4,29 +4,14 @@
 //! bytes and opens to its session, timestamp and frame; changed by one bit
 //! anywhere, truncated or extended, it is refused.
 
+#[path = "common/vector_text.rs"]
+mod vector_text;
 use std::path::PathBuf;
 use taptun::aead::{AeadError, Cipher, Limits, OVERHEAD, OpenKeys, SealKey, SessionId};
+use vector_text::{b64, hex};
 
 fn vectors_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/aead-v1.txt")
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    if s == "-" {
-        return Vec::new();
-    }
-    assert!(s.len().is_multiple_of(2), "odd hex length");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-fn b64(s: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .expect("base64 key")
 }
 
 struct Vector {

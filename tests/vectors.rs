@@ -2,32 +2,17 @@
 //! with tinytaptunnel): every valid one decodes and re-encodes to the same
 //! bytes, every invalid one is rejected. `TAPTUN_VECTORS` points elsewhere.
 
+#[path = "common/vector_text.rs"]
+mod vector_text;
 use std::path::PathBuf;
 use taptun::wire::{Codec, HEADER_LEN};
+use vector_text::{b64, hex};
 
 fn vectors_path() -> PathBuf {
     if let Ok(p) = std::env::var("TAPTUN_VECTORS") {
         return PathBuf::from(p);
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/wire-v1.txt")
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    if s == "-" {
-        return Vec::new();
-    }
-    assert!(s.len().is_multiple_of(2), "odd hex length");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-fn b64(s: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .expect("base64 key")
 }
 
 #[test]
