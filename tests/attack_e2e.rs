@@ -7,82 +7,14 @@ mod common;
 use common::*;
 use std::fs;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-const ATTACKER: &str = "192.0.2.66";
 
 /// The attacker's and the test's traffic tools, in one python3 script.
 const TOOLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/attack_tools.py");
 
-/// A hub (bridge that forgets MAC addresses, so it floods every frame)
-/// joining A (192.0.2.1), B (192.0.2.2) and the attacker X (192.0.2.66).
-struct Lan {
-    // Field order is drop order: the hub's namespace goes last.
-    a: Netns,
-    b: Netns,
-    x: Netns,
-    /// Held for its lifetime: dropping it deletes the bridge.
-    _hub: Netns,
-    dir: TempDir,
-}
-
-impl Lan {
-    fn new() -> Lan {
-        let hub = Netns::new("h");
-        let (a, b, x) = (Netns::new("a"), Netns::new("b"), Netns::new("x"));
-        hub.exec("ip link add br0 type bridge ageing_time 0 stp_state 0 && ip link set br0 up");
-        for (i, (ns, ip)) in [(&a, UNDERLAY_A), (&b, UNDERLAY_B), (&x, ATTACKER)]
-            .into_iter()
-            .enumerate()
-        {
-            veth(&hub, &format!("h{i}"), ns, "u0");
-            hub.exec(&format!("ip link set h{i} master br0"));
-            ns.exec(&format!("ip addr add {ip}/24 dev u0"));
-            // A batch sent with UDP GSO would cross the bridge as one
-            // super-packet; cut it before it leaves, as a NIC on a real wire
-            // does, so the attacker captures the datagrams one by one.
-            ns.exec("ethtool -K u0 tx-udp-segmentation off");
-        }
-        Lan {
-            a,
-            b,
-            x,
-            _hub: hub,
-            dir: TempDir::new("taptun-attack-"),
-        }
-    }
-
-    /// Starts `python3 tests/tools/attack_tools.py ARGS` in `ns`, in the background.
-    fn spawn(&self, ns: &Netns, args: &str) -> Background {
-        Background::spawn(
-            ns.command("sh")
-                .arg("-c")
-                .arg(format!("exec timeout 90 python3 {TOOLS} {args}"))
-                .stdin(Stdio::null()),
-        )
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-
-    /// The usual two peers on the hub: see [`start_peers`].
-    fn peers(&self, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer) {
-        start_peers(&self.a, &self.b, &self.dir, a_extra, b_extra)
-    }
-}
-
-/// The list of numbers after `"key": [` in a flat JSON object.
-fn json_list(json: &str, key: &str) -> Vec<f64> {
-    let pat = format!("\"{key}\": [");
-    let at = json.find(&pat).unwrap_or_else(|| panic!("{key} in {json}")) + pat.len();
-    let end = at + json[at..].find(']').unwrap();
-    json[at..end]
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap())
-        .collect()
+/// Starts `python3 tests/tools/attack_tools.py ARGS` in `ns`, in the background.
+fn spawn(ns: &Netns, args: &str) -> Background {
+    Background::spawn(&mut python_tool(ns, TOOLS, 90, args))
 }
 
 /// Datagrams a peer has sent (frames and keepalives), from its last stats line.
@@ -114,7 +46,7 @@ fn kernel_drops(ns: &Netns) -> u64 {
 #[test]
 fn e2e_captured_datagrams_replayed_deliver_nothing_twice() {
     require_e2e!();
-    let lan = Lan::new();
+    let lan = HubLan::new("taptun-attack-");
     let max_age = 3.0;
     let (mut a, _b) = lan.peers(&["--max-age", "3"], &[]);
     assert!(
@@ -122,10 +54,10 @@ fn e2e_captured_datagrams_replayed_deliver_nothing_twice() {
         "tunnel not up"
     );
     let counts = lan.path("counts.json");
-    let mut listener = lan.spawn(&lan.a, &format!("listen {TAP_A} 7000 {counts}"));
+    let mut listener = spawn(&lan.a, &format!("listen {TAP_A} 7000 {counts}"));
     let (ready, report) = (lan.path("ready"), lan.path("report.json"));
     let n = 200;
-    let mut attacker = lan.spawn(
+    let mut attacker = spawn(
         &lan.x,
         &format!("replay u0 {UNDERLAY_A} {PORT} {UNDERLAY_B} {ready} {report} {max_age} {n}"),
     );
@@ -133,12 +65,12 @@ fn e2e_captured_datagrams_replayed_deliver_nothing_twice() {
         until(Duration::from_secs(10), POLL, || Path::new(&ready).exists()),
         "{ready} never appeared"
     );
-    let mut talker = lan.spawn(&lan.b, &format!("talk {TAP_A} 7000 {n}"));
+    let mut talker = spawn(&lan.b, &format!("talk {TAP_A} 7000 {n}"));
     talker.finish(Duration::from_secs(30), "talker");
     attacker.finish(Duration::from_secs(60), "attacker");
     // The genuine peer still gets traffic from A through the tunnel.
     assert!(lan.a.ping(TAP_B, 2), "A no longer reaches B");
-    let mut ender = lan.spawn(&lan.b, &format!("end {TAP_A} 7000"));
+    let mut ender = spawn(&lan.b, &format!("end {TAP_A} 7000"));
     ender.finish(Duration::from_secs(10), "end");
     listener.finish(Duration::from_secs(10), "listener");
 
@@ -155,33 +87,7 @@ fn e2e_captured_datagrams_replayed_deliver_nothing_twice() {
         let c = json_num(&counts, &format!("msg-{i}"));
         assert_eq!(c, 1.0, "msg-{i} delivered {c} times");
     }
-    let (mut sent, mut young, mut old) = (0, 0, 0);
-    for phase in [
-        "own",
-        "spoofed",
-        "own_delayed_inside",
-        "spoofed_delayed_inside",
-        "own_delayed_outside",
-        "spoofed_delayed_outside",
-    ] {
-        let ages = json_list(&report, phase);
-        assert_eq!(ages.len(), captured, "{phase}");
-        sent += ages.len() as u64;
-        // Clear of the boundary by 0.3 s either way: the reason is certain.
-        young += ages.iter().filter(|&&a| a < max_age - 0.3).count() as u64;
-        old += ages.iter().filter(|&&a| a > max_age + 0.3).count() as u64;
-        if phase.ends_with("inside") {
-            // Really delayed, yet inside the window: only the replay window stops these.
-            assert!(
-                ages.iter().all(|&a| a > 1.0 && a < max_age),
-                "{phase}: {ages:?}"
-            );
-        }
-    }
-    // The script waits until the delayed-outside phases are a second past
-    // the window; the immediate phases are well inside it.
-    let c = captured as u64;
-    assert!(old == 2 * c && young >= 2 * c, "ages: {report}");
+    let (sent, young, old) = replay_ages(&report, captured, max_age);
     let (code, _) = a.stop(Duration::from_secs(5));
     assert_eq!(code, Some(0));
     let log = a.log_text();
@@ -213,7 +119,7 @@ fn e2e_captured_datagrams_replayed_deliver_nothing_twice() {
 #[test]
 fn e2e_junk_flood_during_tcp_transfer() {
     require_e2e!();
-    let lan = Lan::new();
+    let lan = HubLan::new("taptun-attack-");
     let (mut a, b) = lan.peers(&[], &[]);
     assert!(
         lan.b.ping_until(TAP_A, Duration::from_secs(10)),
@@ -230,7 +136,7 @@ fn e2e_junk_flood_during_tcp_transfer() {
     // Paced: few enough that the receive buffer never overflows, so taptun's
     // counters must equal what was sent, exactly.
     let paced = lan.path("paced.json");
-    let mut f = lan.spawn(
+    let mut f = spawn(
         &lan.x,
         &format!("flood {UNDERLAY_A} {PORT} {KEY} {OTHER_KEY} 1 1000 {paced}"),
     );
@@ -284,7 +190,7 @@ fn e2e_junk_flood_during_tcp_transfer() {
         kernel_drops(&lan.a),
     );
     let full = lan.path("full.json");
-    let mut f = lan.spawn(
+    let mut f = spawn(
         &lan.x,
         &format!("flood {UNDERLAY_A} {PORT} {KEY} {OTHER_KEY} 3 0 {full}"),
     );
@@ -365,7 +271,7 @@ fn e2e_junk_flood_during_tcp_transfer() {
 
 /// Moves B's underlay address from `from` to `to`, then waits at most
 /// `limit` for A to say that its peer moved; returns how long A took.
-fn move_b(lan: &Lan, a: &Peer, b: &Peer, from: &str, to: &str, limit: Duration) -> Duration {
+fn move_b(lan: &HubLan, a: &Peer, b: &Peer, from: &str, to: &str, limit: Duration) -> Duration {
     lan.b.exec(&format!(
         "ip addr del {from}/24 dev u0 && ip addr add {to}/24 dev u0"
     ));
@@ -383,7 +289,7 @@ fn move_b(lan: &Lan, a: &Peer, b: &Peer, from: &str, to: &str, limit: Duration) 
 #[test]
 fn e2e_peer_roams_mid_transfer() {
     require_e2e!();
-    let lan = Lan::new();
+    let lan = HubLan::new("taptun-attack-");
     let (a, b) = lan.peers(&["--keepalive", "2"], &["--keepalive", "2"]);
     // The keepalive interval, and a margin.
     let follow = Duration::from_secs(2 + 3);
@@ -400,7 +306,7 @@ fn e2e_peer_roams_mid_transfer() {
         "timeout 80 socat -u TCP-LISTEN:5002,reuseaddr - | sha256sum > {}",
         got.display()
     )));
-    let mut client = lan.spawn(
+    let mut client = spawn(
         &lan.a,
         &format!("trickle {TAP_B} 5002 1200000 20000 0.1 {want}"),
     );

@@ -19,9 +19,6 @@ const CHACHA: &str = "chacha20-poly1305";
 /// The python3 helpers of these tests (plaintext pattern, pcap scan, replay).
 const TOOLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/cipher_tools.py");
 
-/// The attacker on the hub in the replay test.
-const ATTACKER: &str = "192.0.2.66";
-
 /// `--cipher C` when `cipher` names one; nothing for the HMAC wire.
 fn cipher_args(cipher: Option<&str>) -> Vec<&str> {
     cipher.map_or(vec![], |c| vec!["--cipher", c])
@@ -114,17 +111,11 @@ fn stop_clean(peer: &mut Peer) {
 /// Starts `python3 cipher_tools.py ARGS` in `ns`, in the background; with
 /// `ready`, waits for its first line to be "ready".
 fn tool(ns: &Netns, args: &str, ready: bool) -> Background {
-    let mut b = Background::spawn(
-        ns.command("sh")
-            .arg("-c")
-            .arg(format!("exec timeout 90 python3 {TOOLS} {args}"))
-            .stdin(Stdio::null())
-            .stdout(if ready {
-                Stdio::piped()
-            } else {
-                Stdio::inherit()
-            }),
-    );
+    let mut b = Background::spawn(python_tool(ns, TOOLS, 90, args).stdout(if ready {
+        Stdio::piped()
+    } else {
+        Stdio::inherit()
+    }));
     if ready {
         let mut line = String::new();
         BufReader::new(b.child().stdout.take().unwrap())
@@ -306,69 +297,17 @@ fn e2e_cipher_capture_holds_no_plaintext_and_does_without_cipher() {
     }
 }
 
-/// A hub (a bridge that floods every frame) joining A (192.0.2.1), B
-/// (192.0.2.2) and an attacker X (192.0.2.66), as in tests/attack_e2e.rs.
-struct Lan {
-    // Field order is drop order: the hub's namespace goes last.
-    a: Netns,
-    b: Netns,
-    x: Netns,
-    _hub: Netns,
-    dir: TempDir,
-}
-
-impl Lan {
-    fn new() -> Lan {
-        let hub = Netns::new("h");
-        let (a, b, x) = (Netns::new("a"), Netns::new("b"), Netns::new("x"));
-        hub.exec("ip link add br0 type bridge ageing_time 0 stp_state 0 && ip link set br0 up");
-        for (i, (ns, ip)) in [(&a, UNDERLAY_A), (&b, UNDERLAY_B), (&x, ATTACKER)]
-            .into_iter()
-            .enumerate()
-        {
-            veth(&hub, &format!("h{i}"), ns, "u0");
-            hub.exec(&format!("ip link set h{i} master br0"));
-            ns.exec(&format!("ip addr add {ip}/24 dev u0"));
-            // The attacker captures datagrams one by one, as on a real wire.
-            ns.exec("ethtool -K u0 tx-udp-segmentation off");
-        }
-        Lan {
-            a,
-            b,
-            x,
-            _hub: hub,
-            dir: TempDir::new("taptun-cipher-"),
-        }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-}
-
-/// The list of numbers after `"key": [` in a flat JSON object.
-fn json_list(json: &str, key: &str) -> Vec<f64> {
-    let pat = format!("\"{key}\": [");
-    let at = json.find(&pat).unwrap_or_else(|| panic!("{key} in {json}")) + pat.len();
-    let end = at + json[at..].find(']').unwrap();
-    json[at..end]
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap())
-        .collect()
-}
-
 /// The attacker captures B's datagrams to A in `cipher` mode and sends
 /// them again: from its own address and with B's spoofed, at once, 1.2 s
 /// later and past `--max-age`. Nothing is delivered twice, every copy is
 /// counted as `replay` or `stale`, and A's peer never moves.
 fn replayed(cipher: &str) {
-    let lan = Lan::new();
+    let lan = HubLan::new("taptun-cipher-");
     let max_age = 3.0;
     let c = cipher_args(Some(cipher));
     let mut extra = c.clone();
     extra.extend(["--max-age", "3"]);
-    let (mut a, mut b) = start_peers(&lan.a, &lan.b, &lan.dir, &extra, &c);
+    let (mut a, mut b) = lan.peers(&extra, &c);
     assert!(
         lan.b.ping_until(TAP_A, Duration::from_secs(10)),
         "{cipher}: tunnel not up"
@@ -412,30 +351,7 @@ fn replayed(cipher: &str) {
         let got = json_num(&counts, &format!("msg-{i}"));
         assert_eq!(got, 1.0, "{cipher}: msg-{i} delivered {got} times");
     }
-    let (mut sent, mut young, mut old) = (0, 0, 0);
-    for phase in [
-        "own",
-        "spoofed",
-        "own_delayed_inside",
-        "spoofed_delayed_inside",
-        "own_delayed_outside",
-        "spoofed_delayed_outside",
-    ] {
-        let ages = json_list(&report, phase);
-        assert_eq!(ages.len(), captured, "{phase}");
-        sent += ages.len() as u64;
-        young += ages.iter().filter(|&&x| x < max_age - 0.3).count() as u64;
-        old += ages.iter().filter(|&&x| x > max_age + 0.3).count() as u64;
-        if phase.ends_with("inside") {
-            // Delayed yet fresh: only the replay window stops these.
-            assert!(
-                ages.iter().all(|&x| x > 1.0 && x < max_age),
-                "{phase}: {ages:?}"
-            );
-        }
-    }
-    let cap = captured as u64;
-    assert!(old == 2 * cap && young >= 2 * cap, "ages: {report}");
+    let (sent, young, old) = replay_ages(&report, captured, max_age);
     let (code, _) = a.stop(Duration::from_secs(5));
     assert_eq!(code, Some(0));
     let log = a.log_text();
@@ -503,23 +419,7 @@ fn e2e_cipher_restarted_peer_new_session_answers_within_a_second() {
     assert!(p.b.ping(TAP_A, 2));
     let mut took_all = Vec::new();
     for i in 1..=3 {
-        let (code, _) = a.stop(Duration::from_secs(5));
-        assert_eq!(code, Some(0), "{}", a.log_text());
-        a = Peer::spawn_with(&p.a, &p.dir, &[], &k, &strs(&a_all), &[]);
-        assert!(
-            until(Duration::from_secs(10), Duration::from_millis(5), || a
-                .log_text()
-                .contains(UP_LINE)),
-            "restart {i}: A never came up:\n{}",
-            a.log_text()
-        );
-        let up = Instant::now();
-        // One reply ends ping; probes every 50 ms; gives up 1 s after start.
-        let ok =
-            p.b.exec_out(&format!("ping -c 1 -i 0.05 -w 1 {TAP_A}"))
-                .status
-                .success();
-        let took = up.elapsed();
+        let (ok, took) = restart_a(&p, &mut a, &k, &strs(&a_all), i);
         assert!(
             ok && took <= Duration::from_millis(1100),
             "restart {i}: B got no answer from A's TAP within 1 s ({took:?})\nA:\n{}\nB:\n{}",

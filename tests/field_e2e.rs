@@ -514,23 +514,7 @@ fn restarts(n: usize, mac: impl Fn(usize) -> Option<String>) -> Vec<(String, Dur
     assert!(p.b.ping(TAP_A, 3));
     let mut seen = vec![(link_mac(&p.a, "tap0"), Duration::ZERO)];
     for i in 1..=n {
-        let (code, _) = a.stop(Duration::from_secs(5));
-        assert_eq!(code, Some(0), "{}", a.log_text());
-        a = Peer::spawn_with(&p.a, &p.dir, &[], &k, &strs(&a_args(i)), &[]);
-        assert!(
-            until(Duration::from_secs(10), Duration::from_millis(5), || a
-                .log_text()
-                .contains(UP_LINE)),
-            "restart {i}: A never came up:\n{}",
-            a.log_text()
-        );
-        let up = Instant::now();
-        // One reply ends ping; probes every 50 ms; give up 1 s after start.
-        let ok =
-            p.b.exec_out(&format!("ping -c 1 -i 0.05 -w 1 {TAP_A}"))
-                .status
-                .success();
-        let took = up.elapsed();
+        let (ok, took) = restart_a(&p, &mut a, &k, &strs(&a_args(i)), i);
         assert!(
             ok && took <= Duration::from_millis(1100),
             "restart {i}: B got no answer from A's TAP within 1 s ({took:?}); B's neighbour entry: {}\nA:\n{}",

@@ -605,3 +605,141 @@ pub fn json_num(json: &str, key: &str) -> f64 {
         .parse()
         .unwrap_or_else(|_| panic!("{key} is {value:?}, not a number, in {json}"))
 }
+
+/// The attacker's underlay address on a [`HubLan`].
+pub const ATTACKER: &str = "192.0.2.66";
+
+/// A hub (a bridge that forgets MAC addresses, so it floods every frame)
+/// joining A (192.0.2.1), B (192.0.2.2) and an attacker X (192.0.2.66), each
+/// on its `u0`.
+pub struct HubLan {
+    // Field order is drop order: the hub's namespace goes last.
+    pub a: Netns,
+    pub b: Netns,
+    pub x: Netns,
+    /// Held for its lifetime: dropping it deletes the bridge.
+    _hub: Netns,
+    pub dir: TempDir,
+}
+
+impl HubLan {
+    /// The hub, with the test's directory made with `dir_prefix`.
+    pub fn new(dir_prefix: &str) -> HubLan {
+        let hub = Netns::new("h");
+        let (a, b, x) = (Netns::new("a"), Netns::new("b"), Netns::new("x"));
+        hub.exec("ip link add br0 type bridge ageing_time 0 stp_state 0 && ip link set br0 up");
+        for (i, (ns, ip)) in [(&a, UNDERLAY_A), (&b, UNDERLAY_B), (&x, ATTACKER)]
+            .into_iter()
+            .enumerate()
+        {
+            veth(&hub, &format!("h{i}"), ns, "u0");
+            hub.exec(&format!("ip link set h{i} master br0"));
+            ns.exec(&format!("ip addr add {ip}/24 dev u0"));
+            // A batch sent with UDP GSO would cross the bridge as one
+            // super-packet; cut it before it leaves, as a NIC on a real wire
+            // does, so the attacker captures the datagrams one by one.
+            ns.exec("ethtool -K u0 tx-udp-segmentation off");
+        }
+        HubLan {
+            a,
+            b,
+            x,
+            _hub: hub,
+            dir: TempDir::new(dir_prefix),
+        }
+    }
+
+    /// A file in the test's directory, as a string for a command line.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// The usual two peers on the hub: see [`start_peers`].
+    pub fn peers(&self, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer) {
+        start_peers(&self.a, &self.b, &self.dir, a_extra, b_extra)
+    }
+}
+
+/// The list of numbers after `"key": [` in a flat JSON object.
+pub fn json_list(json: &str, key: &str) -> Vec<f64> {
+    let pat = format!("\"{key}\": [");
+    let at = json.find(&pat).unwrap_or_else(|| panic!("{key} in {json}")) + pat.len();
+    let end = at + json[at..].find(']').unwrap();
+    json[at..end]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect()
+}
+
+/// The six phases of a replay report (the attacker's `replay` tool): how
+/// many copies it sent, how many were clearly young (more than 0.3 s inside
+/// `max_age`) and clearly old (more than 0.3 s past it). Asserts that each
+/// phase re-sent all `captured` datagrams, that the delayed-inside phases
+/// really were delayed yet inside the window, and that exactly the two
+/// delayed-outside phases were old and at least the two immediate ones young.
+pub fn replay_ages(report: &str, captured: usize, max_age: f64) -> (u64, u64, u64) {
+    let (mut sent, mut young, mut old) = (0, 0, 0);
+    for phase in [
+        "own",
+        "spoofed",
+        "own_delayed_inside",
+        "spoofed_delayed_inside",
+        "own_delayed_outside",
+        "spoofed_delayed_outside",
+    ] {
+        let ages = json_list(report, phase);
+        assert_eq!(ages.len(), captured, "{phase}");
+        sent += ages.len() as u64;
+        // Clear of the boundary by 0.3 s either way: the reason is certain.
+        young += ages.iter().filter(|&&x| x < max_age - 0.3).count() as u64;
+        old += ages.iter().filter(|&&x| x > max_age + 0.3).count() as u64;
+        if phase.ends_with("inside") {
+            // Really delayed, yet inside the window: only the replay window stops these.
+            assert!(
+                ages.iter().all(|&x| x > 1.0 && x < max_age),
+                "{phase}: {ages:?}"
+            );
+        }
+    }
+    // The tool waits until the delayed-outside phases are a second past
+    // the window; the immediate phases are well inside it.
+    let cap = captured as u64;
+    assert!(old == 2 * cap && young >= 2 * cap, "ages: {report}");
+    (sent, young, old)
+}
+
+/// `timeout SECS python3 SCRIPT ARGS` in `ns` (stdin closed), for
+/// [`Background::spawn`].
+pub fn python_tool(ns: &Netns, script: &str, secs: u32, args: &str) -> Command {
+    let mut cmd = ns.command("sh");
+    cmd.arg("-c")
+        .arg(format!("exec timeout {secs} python3 {script} {args}"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Restart `i` of peer A in `p`: stops `a` (which must exit 0), starts it
+/// again in `p.a` with `key` and `args` and waits for its up line; then B
+/// pings A's TAP once, probing every 50 ms and giving up 1 s later. Returns
+/// whether B got an answer, and how long after A's up line.
+pub fn restart_a(p: &Pair, a: &mut Peer, key: &Path, args: &[&str], i: usize) -> (bool, Duration) {
+    let (code, _) = a.stop(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", a.log_text());
+    *a = Peer::spawn_with(&p.a, &p.dir, &[], key, args, &[]);
+    assert!(
+        until(Duration::from_secs(10), Duration::from_millis(5), || a
+            .log_text()
+            .contains(UP_LINE)),
+        "restart {i}: A never came up:\n{}",
+        a.log_text()
+    );
+    let up = Instant::now();
+    // One reply ends ping; probes every 50 ms; gives up 1 s after start.
+    let ok =
+        p.b.exec_out(&format!("ping -c 1 -i 0.05 -w 1 {TAP_A}"))
+            .status
+            .success();
+    (ok, up.elapsed())
+}
+
