@@ -1,114 +1,14 @@
 import hashlib, hmac, json, os, random, socket, struct, sys, time
 
-def capture(iface, dst, dport, ready, limit, least):
-    # A packet socket sees every frame the hub floods to the attacker.
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-    s.bind((iface, 0))
-    s.settimeout(0.1)
-    open(ready, "w").write("ready\n")
-    got, end, last = [], time.time() + limit, None
-    while time.time() < end:
-        # Done once the expected stream has passed (stray datagrams, e.g.
-        # IPv6 neighbour discovery on the TAPs, may come before it).
-        if len(got) >= least and time.time() - last > 0.3:
-            break
-        try:
-            pkt = s.recv(70000)
-        except socket.timeout:
-            continue
-        ip = pkt[14:]
-        if len(ip) < 28 or ip[9] != 17 or socket.inet_ntoa(ip[16:20]) != dst:
-            continue
-        ihl = (ip[0] & 15) * 4
-        sport, dp, ulen = struct.unpack("!HHH", ip[ihl:ihl + 6])
-        payload = ip[ihl + 8:ihl + ulen]
-        # Data frames only: keepalives are 40 bytes.
-        if dp == dport and len(payload) > 40:
-            got.append(payload)
-            last = time.time()
-    return got
+import taptun_wire
+from taptun_wire import end, listen, talk
 
-def age(dg):
-    return (time.time_ns() - struct.unpack("!Q", dg[32:40])[0]) / 1e9
+# The HMAC wire: HMAC (32) || timestamp (8, BE ns) || frame.
+TS_AT = 32
 
-def send_own(dgs, dst, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    ages = []
-    for dg in dgs:
-        ages.append(age(dg))
-        s.sendto(dg, (dst, port))
-    return ages
-
-def udp_checksum_free_packet(src, sport, dst, dport, payload):
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    # Kernel fills in the IP checksum, id and total length (raw(7)).
-    iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0x4000, 64, 17, 0,
-                      socket.inet_aton(src), socket.inet_aton(dst))
-    return iph + udp
-
-def send_spoofed(dgs, src, sport, dst, dport):
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    ages = []
-    for dg in dgs:
-        ages.append(age(dg))
-        s.sendto(udp_checksum_free_packet(src, sport, dst, dport, dg), (dst, 0))
-    return ages
 
 def replay(args):
-    # replay IFACE VICTIM PORT GENUINE_SRC READY OUT MAX_AGE LEAST
-    iface, victim, port, genuine, ready, out, max_age, least = args
-    port, max_age, least = int(port), float(max_age), int(least)
-    dgs = capture(iface, victim, port, ready, 20, least)
-    report = {"captured": len(dgs), "phases": {}}
-    if dgs:
-        # (a) from the attacker's own address, (b) spoofing the genuine peer,
-        # both at once; (c) again once the newest is 1.2 s old (inside the
-        # freshness window), then once it is 1 s past the window.
-        report["phases"]["own"] = send_own(dgs, victim, port)
-        report["phases"]["spoofed"] = send_spoofed(dgs, genuine, port, victim, port)
-        wait = 1.2 - age(dgs[-1])
-        if wait > 0:
-            time.sleep(wait)
-        report["phases"]["own_delayed_inside"] = send_own(dgs, victim, port)
-        report["phases"]["spoofed_delayed_inside"] = send_spoofed(dgs, genuine, port, victim, port)
-        wait = max_age + 1.0 - age(dgs[-1])
-        if wait > 0:
-            time.sleep(wait)
-        report["phases"]["own_delayed_outside"] = send_own(dgs, victim, port)
-        report["phases"]["spoofed_delayed_outside"] = send_spoofed(dgs, genuine, port, victim, port)
-    json.dump(report, open(out, "w"))
-
-def listen(args):
-    # listen ADDR PORT OUT: counts every payload until END (or 60 s).
-    addr, port, out = args
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((addr, int(port)))
-    s.settimeout(0.5)
-    counts, end = {}, time.time() + 60
-    while time.time() < end:
-        try:
-            data = s.recv(65535).decode(errors="replace")
-        except socket.timeout:
-            continue
-        if data == "END":
-            break
-        counts[data] = counts.get(data, 0) + 1
-    json.dump(counts, open(out, "w"))
-
-def talk(args):
-    # talk DST PORT N: N unique payloads, then END a few times.
-    dst, port, n = args
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for i in range(int(n)):
-        s.sendto(b"msg-%d" % i, (dst, int(port)))
-        time.sleep(0.001)
-
-def end(args):
-    dst, port = args
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for _ in range(5):
-        s.sendto(b"END", (dst, int(port)))
-        time.sleep(0.1)
+    taptun_wire.replay(args, TS_AT)
 
 def seal(key, ts, frame):
     body = struct.pack("!Q", ts) + frame

@@ -4,6 +4,9 @@ confidential-mode datagrams by an attacker on the underlay."""
 
 import hashlib, json, socket, struct, sys, time
 
+import taptun_wire
+from taptun_wire import end, talk
+
 # The known plaintext: 64 bytes that occur nowhere by chance.
 PATTERN = hashlib.sha256(b"taptun cipher e2e 1").digest() + \
     hashlib.sha256(b"taptun cipher e2e 2").digest()
@@ -13,8 +16,6 @@ PIECES = [PATTERN[i:i + 16] for i in range(0, 64 - 16 + 1)]
 
 # Confidential mode: session id (16) || timestamp (8, BE ns) || ct || tag.
 TS_AT = 16
-# A keepalive (empty frame) is 40 bytes in either mode.
-KEEPALIVE = 40
 
 
 def sink(args):
@@ -116,122 +117,17 @@ def sessions(args):
     print("\n".join(seen))
 
 
-def capture(iface, dst, dport, ready, limit, least):
-    # A packet socket sees every frame the hub floods to the attacker.
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-    s.bind((iface, 0))
-    s.settimeout(0.1)
-    open(ready, "w").write("ready\n")
-    got, end, last = [], time.time() + limit, None
-    while time.time() < end:
-        if len(got) >= least and time.time() - last > 0.3:
-            break
-        try:
-            pkt = s.recv(70000)
-        except socket.timeout:
-            continue
-        ip = pkt[14:]
-        if len(ip) < 28 or ip[9] != 17 or socket.inet_ntoa(ip[16:20]) != dst:
-            continue
-        ihl = (ip[0] & 15) * 4
-        sport, dp, ulen = struct.unpack("!HHH", ip[ihl:ihl + 6])
-        payload = ip[ihl + 8:ihl + ulen]
-        if dp == dport and len(payload) > KEEPALIVE:
-            got.append(payload)
-            last = time.time()
-    return got
-
-
-def age(dg):
-    return (time.time_ns() - struct.unpack("!Q", dg[TS_AT:TS_AT + 8])[0]) / 1e9
-
-
-def send_own(dgs, dst, port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    ages = []
-    for dg in dgs:
-        ages.append(age(dg))
-        s.sendto(dg, (dst, port))
-    return ages
-
-
-def send_spoofed(dgs, src, sport, dst, dport):
-    # UDP checksum 0 (none); the kernel fills in the IP header's id,
-    # checksum and length (raw(7)).
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    ages = []
-    for dg in dgs:
-        ages.append(age(dg))
-        udp = struct.pack("!HHHH", sport, dport, 8 + len(dg), 0) + dg
-        iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0x4000, 64, 17, 0,
-                          socket.inet_aton(src), socket.inet_aton(dst))
-        s.sendto(iph + udp, (dst, 0))
-    return ages
-
-
 def replay(args):
-    # replay IFACE VICTIM PORT GENUINE_SRC READY OUT MAX_AGE LEAST
-    iface, victim, port, genuine, ready, out, max_age, least = args
-    port, max_age, least = int(port), float(max_age), int(least)
-    dgs = capture(iface, victim, port, ready, 20, least)
-    report = {"captured": len(dgs), "phases": {}}
-    if dgs:
-        # At once, from the attacker's address and spoofing the peer's;
-        # again 1.2 s later (inside --max-age); again 1 s past --max-age.
-        ph = report["phases"]
-        ph["own"] = send_own(dgs, victim, port)
-        ph["spoofed"] = send_spoofed(dgs, genuine, port, victim, port)
-        wait = 1.2 - age(dgs[-1])
-        if wait > 0:
-            time.sleep(wait)
-        ph["own_delayed_inside"] = send_own(dgs, victim, port)
-        ph["spoofed_delayed_inside"] = send_spoofed(dgs, genuine, port, victim, port)
-        wait = max_age + 1.0 - age(dgs[-1])
-        if wait > 0:
-            time.sleep(wait)
-        ph["own_delayed_outside"] = send_own(dgs, victim, port)
-        ph["spoofed_delayed_outside"] = send_spoofed(dgs, genuine, port, victim, port)
-        # The captured datagrams are really confidential-mode ones of one
-        # session (the peer's), carrying no plaintext.
-        report["sessions"] = len({dg[:16] for dg in dgs})
-        report["leaks"] = sum(1 for dg in dgs if any(p in dg for p in PIECES))
-    json.dump(report, open(out, "w"))
+    # The captured datagrams are really confidential-mode ones of one
+    # session (the peer's), carrying no plaintext.
+    taptun_wire.replay(args, TS_AT, lambda dgs: {
+        "sessions": len({dg[:16] for dg in dgs}),
+        "leaks": sum(1 for dg in dgs if any(p in dg for p in PIECES)),
+    })
 
 
 def listen(args):
-    # listen ADDR PORT OUT: counts every payload until END (or 60 s).
-    addr, port, out = args
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((addr, int(port)))
-    s.settimeout(0.5)
-    counts, end = {}, time.time() + 60
-    print("ready", flush=True)
-    while time.time() < end:
-        try:
-            data = s.recv(65535).decode(errors="replace")
-        except socket.timeout:
-            continue
-        if data == "END":
-            break
-        counts[data] = counts.get(data, 0) + 1
-    json.dump(counts, open(out, "w"))
-
-
-def talk(args):
-    # talk DST PORT N: N unique payloads, each PATTERN-free.
-    dst, port, n = args
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for i in range(int(n)):
-        s.sendto(b"msg-%d" % i, (dst, int(port)))
-        time.sleep(0.001)
-
-
-def end(args):
-    dst, port = args
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for _ in range(5):
-        s.sendto(b"END", (dst, int(port)))
-        time.sleep(0.1)
+    taptun_wire.listen(args, announce=True)
 
 
 {"sink": sink, "send": send, "scan": scan, "sessions": sessions, "replay": replay,

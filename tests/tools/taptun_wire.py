@@ -1,0 +1,172 @@
+"""Pieces shared by the python3 tools of the e2e tests, imported from the
+tools' own directory (python3 puts a script's directory on sys.path): an
+attacker's capture and replay of tunnel datagrams on a hub, the listen /
+talk / end trio of the replay tests, and the counting UDP receiver of
+udp_seq.py and udp_burst.py."""
+
+import json, socket, struct, time
+
+# A keepalive (empty frame) is 40 bytes in either mode.
+KEEPALIVE = 40
+
+
+def capture(iface, dst, dport, ready, limit, least):
+    # A packet socket sees every frame the hub floods to the attacker.
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    s.bind((iface, 0))
+    s.settimeout(0.1)
+    open(ready, "w").write("ready\n")
+    got, end, last = [], time.time() + limit, None
+    while time.time() < end:
+        # Done once the expected stream has passed (stray datagrams, e.g.
+        # IPv6 neighbour discovery on the TAPs, may come before it).
+        if len(got) >= least and time.time() - last > 0.3:
+            break
+        try:
+            pkt = s.recv(70000)
+        except socket.timeout:
+            continue
+        ip = pkt[14:]
+        if len(ip) < 28 or ip[9] != 17 or socket.inet_ntoa(ip[16:20]) != dst:
+            continue
+        ihl = (ip[0] & 15) * 4
+        sport, dp, ulen = struct.unpack("!HHH", ip[ihl:ihl + 6])
+        payload = ip[ihl + 8:ihl + ulen]
+        # Data frames only, not keepalives.
+        if dp == dport and len(payload) > KEEPALIVE:
+            got.append(payload)
+            last = time.time()
+    return got
+
+
+def age(dg, ts_at):
+    # Seconds since the timestamp (8 bytes, BE ns) at offset ts_at.
+    return (time.time_ns() - struct.unpack("!Q", dg[ts_at:ts_at + 8])[0]) / 1e9
+
+
+def send_own(dgs, dst, port, ts_at):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ages = []
+    for dg in dgs:
+        ages.append(age(dg, ts_at))
+        s.sendto(dg, (dst, port))
+    return ages
+
+
+def send_spoofed(dgs, src, sport, dst, dport, ts_at):
+    # UDP checksum 0 (none); the kernel fills in the IP header's id,
+    # checksum and length (raw(7)).
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    ages = []
+    for dg in dgs:
+        ages.append(age(dg, ts_at))
+        udp = struct.pack("!HHHH", sport, dport, 8 + len(dg), 0) + dg
+        iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0x4000, 64, 17, 0,
+                          socket.inet_aton(src), socket.inet_aton(dst))
+        s.sendto(iph + udp, (dst, 0))
+    return ages
+
+
+def replay(args, ts_at, describe=None):
+    # replay IFACE VICTIM PORT GENUINE_SRC READY OUT MAX_AGE LEAST
+    # ts_at: where the wire's timestamp is; describe(dgs): more report
+    # entries about what was captured (when anything was).
+    iface, victim, port, genuine, ready, out, max_age, least = args
+    port, max_age, least = int(port), float(max_age), int(least)
+    dgs = capture(iface, victim, port, ready, 20, least)
+    report = {"captured": len(dgs), "phases": {}}
+    if dgs:
+        # (a) from the attacker's own address, (b) spoofing the genuine peer,
+        # both at once; (c) again once the newest is 1.2 s old (inside the
+        # freshness window), then once it is 1 s past the window.
+        ph = report["phases"]
+        ph["own"] = send_own(dgs, victim, port, ts_at)
+        ph["spoofed"] = send_spoofed(dgs, genuine, port, victim, port, ts_at)
+        wait = 1.2 - age(dgs[-1], ts_at)
+        if wait > 0:
+            time.sleep(wait)
+        ph["own_delayed_inside"] = send_own(dgs, victim, port, ts_at)
+        ph["spoofed_delayed_inside"] = send_spoofed(dgs, genuine, port, victim, port, ts_at)
+        wait = max_age + 1.0 - age(dgs[-1], ts_at)
+        if wait > 0:
+            time.sleep(wait)
+        ph["own_delayed_outside"] = send_own(dgs, victim, port, ts_at)
+        ph["spoofed_delayed_outside"] = send_spoofed(dgs, genuine, port, victim, port, ts_at)
+        if describe:
+            report.update(describe(dgs))
+    json.dump(report, open(out, "w"))
+
+
+def listen(args, announce=False):
+    # listen ADDR PORT OUT: counts every payload until END (or 60 s); with
+    # announce, says "ready" once bound.
+    addr, port, out = args
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addr, int(port)))
+    s.settimeout(0.5)
+    counts, end = {}, time.time() + 60
+    if announce:
+        print("ready", flush=True)
+    while time.time() < end:
+        try:
+            data = s.recv(65535).decode(errors="replace")
+        except socket.timeout:
+            continue
+        if data == "END":
+            break
+        counts[data] = counts.get(data, 0) + 1
+    json.dump(counts, open(out, "w"))
+
+
+def talk(args):
+    # talk DST PORT N: N unique payloads ("msg-I"), 1 ms apart.
+    dst, port, n = args
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(int(n)):
+        s.sendto(b"msg-%d" % i, (dst, int(port)))
+        time.sleep(0.001)
+
+
+def end(args):
+    # end DST PORT: END a few times, which stops listen.
+    dst, port = args
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(5):
+        s.sendto(b"END", (dst, int(port)))
+        time.sleep(0.1)
+
+
+SO_RCVBUFFORCE = 33
+
+
+def family(addr):
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def count_received(addr, port, expected, size, rcvbuf, intact):
+    # Binds ADDR:PORT (receive buffer rcvbuf), says "ready", and counts
+    # datagrams until EXPECTED distinct intact ones or 3 s without one.
+    # A datagram is intact when it is SIZE bytes and intact(d); its number
+    # is its first 4 bytes (big-endian). Returns the socket (for a caller
+    # that keeps counting), the numbers seen, corrupt and duplicate counts.
+    s = socket.socket(family(addr), socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+    s.bind((addr, port))
+    print("ready", flush=True)
+    s.settimeout(3)
+    seen = set()
+    corrupt = dup = 0
+    while len(seen) < expected:
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            break
+        if len(d) != size or not intact(d):
+            corrupt += 1
+            continue
+        (i,) = struct.unpack("!I", d[:4])
+        if i in seen:
+            dup += 1
+        else:
+            seen.add(i)
+    return s, seen, corrupt, dup
