@@ -17,7 +17,7 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader};
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -76,15 +76,7 @@ impl Labs {
         host_a.exec(&format!("ip addr add {HOST_A}/24 dev eth0"));
         host_b.exec(&format!("ip addr add {HOST_B}/24 dev eth0"));
 
-        let key = write_key(&dir, "k.b64", KEY);
-        let port = format!(":{PORT}");
-        let peer = format!("{UNDERLAY_A}:{PORT}");
-        let mut a_args = vec![port.as_str(), "-i", "tap0"];
-        a_args.extend_from_slice(a_extra);
-        let mut b_args = vec![port.as_str(), peer.as_str(), "-i", "tap0"];
-        b_args.extend_from_slice(b_extra);
-        let gw_a_taptun = Peer::start(&gw_a, &dir, &key, &a_args);
-        let gw_b_taptun = Peer::start(&gw_b, &dir, &key, &b_args);
+        let (gw_a_taptun, gw_b_taptun) = start_bare_peers(&gw_a, &gw_b, &dir, a_extra, b_extra);
         for gw in [&gw_a, &gw_b] {
             gw.exec(&format!(
                 "TAPTUN_STATE_DIR={}/state sh {SCRIPTS}/l2_bridge_up.sh tap0 lan0",
@@ -220,29 +212,14 @@ fn udp_seq(
     count: usize,
     size: usize,
 ) -> (usize, usize, usize) {
-    let mut rx = Background::spawn(
-        to.command("timeout")
-            .args(["30", "python3", UDP_SEQ, "recv", to_ip])
-            .args([port.to_string(), count.to_string(), size.to_string()])
-            .stdout(Stdio::piped()),
-    );
-    let mut out = BufReader::new(rx.child().stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "receiver did not start");
-    from.exec(&format!(
-        "timeout 30 python3 {UDP_SEQ} send {to_ip} {port} {count} {size} 2"
-    ));
-    line.clear();
-    out.read_line(&mut line).unwrap();
-    let _ = rx.wait_exit(Duration::from_secs(10));
-    // "received R corrupt C dup D"
-    let n: Vec<usize> = line
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    assert_eq!(n.len(), 3, "receiver said {line:?}");
-    (n[0], n[1], n[2])
+    udp_count(
+        UDP_SEQ,
+        30,
+        from,
+        &format!("{to_ip} {port} {count} {size} 2"),
+        to,
+        &format!("{to_ip} {port} {count} {size}"),
+    )
 }
 
 /// Sends `mb` megabytes of random data over TCP from `from` to

@@ -120,32 +120,16 @@ fn link_stat(ns: &Netns, dev: &str, stat: &str) -> u64 {
 /// Sends `bursts` UDP GSO bursts of 64 datagrams from A to `dst` in B and
 /// returns (datagrams received intact, corrupt, duplicated).
 fn udp_bursts(p: &Pair, dst: &str, port: u16, bursts: usize, size: usize) -> (usize, usize, usize) {
-    use std::io::{BufRead, BufReader};
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/udp_burst.py");
     let expected = bursts * 64;
-    let mut rx = Background::spawn(
-        p.b.command("timeout")
-            .args(["60", "python3", script, "recv", dst])
-            .args([port.to_string(), expected.to_string(), size.to_string()])
-            .stdout(Stdio::piped()),
-    );
-    let mut out = BufReader::new(rx.child().stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "receiver did not start");
-    p.a.exec(&format!(
-        "timeout 60 python3 {script} send {dst} {port} {bursts} {size} 5"
-    ));
-    line.clear();
-    out.read_line(&mut line).unwrap();
-    let _ = rx.wait_exit(Duration::from_secs(10));
-    // "received R corrupt C dup D"
-    let n: Vec<usize> = line
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    assert_eq!(n.len(), 3, "receiver said {line:?}");
-    (n[0], n[1], n[2])
+    udp_count(
+        script,
+        60,
+        &p.a,
+        &format!("{dst} {port} {bursts} {size} 5"),
+        &p.b,
+        &format!("{dst} {port} {expected} {size}"),
+    )
 }
 
 #[test]

@@ -108,21 +108,6 @@ fn no_ping(ns: &Netns, addr: &str) -> bool {
         .success()
 }
 
-/// Peer 1 (namespace a) learns its peer; peer 2 (b) knows a's address.
-/// Unlike [`Pair::peers`], no addresses on the TAPs unless in the extras.
-fn peers(p: &Pair, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer) {
-    let k = p.key("k.b64", KEY);
-    let port = format!(":{PORT}");
-    let peer = format!("{UNDERLAY_A}:{PORT}");
-    let mut a_args = vec![port.as_str(), "-i", "tap0"];
-    a_args.extend_from_slice(a_extra);
-    let mut b_args = vec![port.as_str(), peer.as_str(), "-i", "tap0"];
-    b_args.extend_from_slice(b_extra);
-    let a = Peer::start(&p.a, &p.dir, &k, &a_args);
-    let b = Peer::start(&p.b, &p.dir, &k, &b_args);
-    (a, b)
-}
-
 #[test]
 fn e2e_l2_bridge_dhcp_through_tunnel_and_restore() {
     require_e2e!();
@@ -155,7 +140,7 @@ fn e2e_l2_bridge_dhcp_through_tunnel_and_restore() {
         &format!("--pid-file={}", p.dir.join("dnsmasq.pid").display()),
     ]));
     // L2: no addresses on the TAPs; peer 2 gets one from the LAN's DHCP.
-    let (_a, _b) = peers(&p, &[], &[]);
+    let (_a, _b) = start_bare_peers(&p.a, &p.b, &p.dir, &[], &[]);
     // The TAP's IPv6 link-local address is part of the "before" picture.
     assert!(
         until(Duration::from_secs(10), Duration::from_millis(100), || {
@@ -342,7 +327,7 @@ fn e2e_l3_proxy_arp_puts_peer_on_lan_and_restores() {
     lan_link(&p.a, &lan, "10.66.0.10/24");
     p.a.exec("ip addr add 10.66.0.1/24 dev lan0");
     // Peer 2 takes an address of the LAN's network; peer 1's TAP has none.
-    let (_a, _b) = peers(&p, &[], &["-a", "10.66.0.50/24"]);
+    let (_a, _b) = start_bare_peers(&p.a, &p.b, &p.dir, &[], &["-a", "10.66.0.50/24"]);
     // No iptables tables at all in this namespace: down must leave none.
     let rules_before = rules(&p.a);
     assert_eq!(rules_before, "", "a fresh namespace has iptables rules");

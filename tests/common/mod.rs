@@ -743,3 +743,62 @@ pub fn restart_a(p: &Pair, a: &mut Peer, key: &Path, args: &[&str], i: usize) ->
     (ok, up.elapsed())
 }
 
+/// Starts two peers sharing [`KEY`] (written to `k.b64` in `dir`), both on
+/// `tap0` with no addresses unless in their extras: A in `a` learns its
+/// peer, B in `b` is given A's IPv4 underlay address. Unlike
+/// [`start_peers`], which gives the TAPs their usual addresses.
+pub fn start_bare_peers(
+    a: &Netns,
+    b: &Netns,
+    dir: &Path,
+    a_extra: &[&str],
+    b_extra: &[&str],
+) -> (Peer, Peer) {
+    let key = write_key(dir, "k.b64", KEY);
+    let port = format!(":{PORT}");
+    let peer = format!("{UNDERLAY_A}:{PORT}");
+    let mut a_args = vec![port.as_str(), "-i", "tap0"];
+    a_args.extend_from_slice(a_extra);
+    let mut b_args = vec![port.as_str(), peer.as_str(), "-i", "tap0"];
+    b_args.extend_from_slice(b_extra);
+    let pa = Peer::start(a, dir, &key, &a_args);
+    let pb = Peer::start(b, dir, &key, &b_args);
+    (pa, pb)
+}
+
+/// A counting UDP check with one of the tests/tools scripts (udp_seq.py,
+/// udp_burst.py): starts `python3 SCRIPT recv RECV_ARGS` in `to`, waits for
+/// its "ready", runs `python3 SCRIPT send SEND_ARGS` in `from`, each bounded
+/// by `secs`, and returns the receiver's "received R corrupt C dup D" as
+/// (R, C, D).
+pub fn udp_count(
+    script: &str,
+    secs: u32,
+    from: &Netns,
+    send_args: &str,
+    to: &Netns,
+    recv_args: &str,
+) -> (usize, usize, usize) {
+    use std::io::{BufRead, BufReader};
+    let mut rx = Background::spawn(
+        to.command("timeout")
+            .args([&secs.to_string(), "python3", script, "recv"])
+            .args(recv_args.split_whitespace())
+            .stdout(Stdio::piped()),
+    );
+    let mut out = BufReader::new(rx.child().stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "receiver did not start");
+    from.exec(&format!("timeout {secs} python3 {script} send {send_args}"));
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let _ = rx.wait_exit(Duration::from_secs(10));
+    // "received R corrupt C dup D"
+    let n: Vec<usize> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(n.len(), 3, "receiver said {line:?}");
+    (n[0], n[1], n[2])
+}
