@@ -14,18 +14,15 @@ import struct
 import sys
 import time
 
+from taptun_wire import count_received, family
+
 UDP_SEGMENT = 103
-SO_RCVBUFFORCE = 33
 PER_BURST = 64
 
 
 def payload(i, size):
     head = struct.pack("!I", i)
     return head + bytes((i * 7 + j) & 0xFF for j in range(size - len(head)))
-
-
-def family(addr):
-    return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
 def send(addr, port, bursts, size, pause_ms):
@@ -42,28 +39,10 @@ def send(addr, port, bursts, size, pause_ms):
 
 
 def recv(addr, port, expected, size):
-    s = socket.socket(family(addr), socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
-    s.bind((addr, port))
-    print("ready", flush=True)
-    s.settimeout(3)
-    seen = set()
-    corrupt = dup = 0
-    while len(seen) < expected:
-        try:
-            d = s.recv(65536)
-        except socket.timeout:
-            break
-        if len(d) != size:
-            corrupt += 1
-            continue
-        (i,) = struct.unpack("!I", d[:4])
-        if d != payload(i, size):
-            corrupt += 1
-        elif i in seen:
-            dup += 1
-        else:
-            seen.add(i)
+    def intact(d):
+        return d == payload(struct.unpack("!I", d[:4])[0], size)
+
+    _, seen, corrupt, dup = count_received(addr, port, expected, size, 16 << 20, intact)
     print(f"received {len(seen)} corrupt {corrupt} dup {dup}")
 
 

@@ -18,16 +18,13 @@ import struct
 import sys
 import time
 
-SO_RCVBUFFORCE = 33
+from taptun_wire import count_received, family
+
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2
 IPV6_MTU_DISCOVER = 23
 IPV6_PMTUDISC_DO = 2
 HEAD = 4 + 32
-
-
-def family(addr):
-    return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
 def send(addr, port, count, size, pause_ms):
@@ -45,26 +42,10 @@ def send(addr, port, count, size, pause_ms):
 
 
 def recv(addr, port, expected, size):
-    s = socket.socket(family(addr), socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)
-    s.bind((addr, port))
-    print("ready", flush=True)
-    s.settimeout(3)
-    seen = set()
-    corrupt = dup = 0
-    while len(seen) < expected:
-        try:
-            d = s.recv(65536)
-        except socket.timeout:
-            break
-        if len(d) != size or hashlib.sha256(d[HEAD:]).digest() != d[4:HEAD]:
-            corrupt += 1
-            continue
-        (i,) = struct.unpack("!I", d[:4])
-        if i in seen:
-            dup += 1
-        else:
-            seen.add(i)
+    def intact(d):
+        return hashlib.sha256(d[HEAD:]).digest() == d[4:HEAD]
+
+    s, seen, corrupt, dup = count_received(addr, port, expected, size, 8 << 20, intact)
     # Duplicates that come after the last new datagram count too.
     s.settimeout(0.3)
     while True:
