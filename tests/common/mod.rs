@@ -521,10 +521,10 @@ pub fn start_peers(
     a_extra: &[&str],
     b_extra: &[&str],
 ) -> (Peer, Peer) {
-    let k = write_key(dir, "k.b64", KEY);
-    let pa = Peer::start(a, dir, &k, &strs(&a_args(a_extra)));
-    let pb = Peer::start(b, dir, &k, &strs(&b_args(b_extra)));
-    (pa, pb)
+    let (tap_a, tap_b) = (format!("{TAP_A}/24"), format!("{TAP_B}/24"));
+    let a_all = [&["-a", tap_a.as_str()], a_extra].concat();
+    let b_all = [&["-a", tap_b.as_str()], b_extra].concat();
+    start_bare_peers(a, b, dir, &a_all, &b_all)
 }
 
 /// A's usual arguments (learns its peer): `:PORT -i tap0 -a 10.99.0.1/24` + extra.
@@ -745,8 +745,8 @@ pub fn restart_a(p: &Pair, a: &mut Peer, key: &Path, args: &[&str], i: usize) ->
 
 /// Starts two peers sharing [`KEY`] (written to `k.b64` in `dir`), both on
 /// `tap0` with no addresses unless in their extras: A in `a` learns its
-/// peer, B in `b` is given A's IPv4 underlay address. Unlike
-/// [`start_peers`], which gives the TAPs their usual addresses.
+/// peer, B in `b` is given A's IPv4 underlay address. [`start_peers`] is
+/// this with the TAPs' usual addresses.
 pub fn start_bare_peers(
     a: &Netns,
     b: &Netns,
