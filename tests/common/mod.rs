@@ -672,6 +672,72 @@ pub fn json_list(json: &str, key: &str) -> Vec<f64> {
         .collect()
 }
 
+/// The replay attack on `lan`, once A's `listener` (the test tool's
+/// `listen` on A's TAP, port 7000, writing `counts`) is up: the attacker X
+/// runs the tool's `replay` against A with B's address to spoof and
+/// `max_age`, B `talk`s `n` messages to A, A must still reach B, B sends
+/// `end`. Asserts that the attacker captured at least half and that every
+/// message arrived exactly once. `tool` starts the test's tool script in a
+/// namespace; `what` begins each message. Returns the attacker's report and
+/// how many datagrams it captured.
+pub fn replay_attack(
+    lan: &HubLan,
+    tool: impl Fn(&Netns, &str) -> Background,
+    mut listener: Background,
+    counts: &str,
+    max_age: f64,
+    n: usize,
+    what: &str,
+) -> (String, usize) {
+    let (ready, report) = (lan.path("ready"), lan.path("report.json"));
+    let mut attacker = tool(
+        &lan.x,
+        &format!("replay u0 {UNDERLAY_A} {PORT} {UNDERLAY_B} {ready} {report} {max_age} {n}"),
+    );
+    assert!(
+        until(Duration::from_secs(10), POLL, || Path::new(&ready).exists()),
+        "{ready} never appeared"
+    );
+    let mut talker = tool(&lan.b, &format!("talk {TAP_A} 7000 {n}"));
+    talker.finish(Duration::from_secs(30), "talker");
+    attacker.finish(Duration::from_secs(60), "attacker");
+    // The genuine peer still gets traffic from A through the tunnel.
+    assert!(lan.a.ping(TAP_B, 2), "{what}A no longer reaches B");
+    let mut ender = tool(&lan.b, &format!("end {TAP_A} 7000"));
+    ender.finish(Duration::from_secs(10), "end");
+    listener.finish(Duration::from_secs(10), "listener");
+
+    let counts = fs::read_to_string(counts).unwrap();
+    let report = fs::read_to_string(&report).unwrap();
+    let captured = json_num(&report, "captured") as usize;
+    assert!(
+        captured >= n / 2,
+        "{what}attacker captured only {captured}: {report}"
+    );
+    // Every original delivered, none twice.
+    for i in 0..n {
+        // A lost one is missing: json_num then panics.
+        let c = json_num(&counts, &format!("msg-{i}"));
+        assert_eq!(c, 1.0, "{what}msg-{i} delivered {c} times");
+    }
+    (report, captured)
+}
+
+/// Asserts that A's `log` (on a [`HubLan`]) learned B as its peer, and that
+/// the peer never moved, to the attacker or anywhere else.
+pub fn assert_peer_stayed_b(log: &str) {
+    assert!(
+        log.contains(&format!("peer learned: {UNDERLAY_B}:{PORT}")),
+        "{log}"
+    );
+    assert!(!log.contains("peer moved"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("peer") && l.contains(ATTACKER)),
+        "{log}"
+    );
+}
+
 /// The six phases of a replay report (the attacker's `replay` tool): how
 /// many copies it sent, how many were clearly young (more than 0.3 s inside
 /// `max_age`) and clearly old (more than 0.3 s past it). Asserts that each
