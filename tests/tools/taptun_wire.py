@@ -4,7 +4,7 @@ attacker's capture and replay of tunnel datagrams on a hub, the listen /
 talk / end trio of the replay tests, and the counting UDP receiver of
 udp_seq.py and udp_burst.py."""
 
-import json, socket, struct, time
+import json, socket, struct, sys, time
 
 # A keepalive (empty frame) is 40 bytes in either mode.
 KEEPALIVE = 40
@@ -170,3 +170,13 @@ def count_received(addr, port, expected, size, rcvbuf, intact):
         else:
             seen.add(i)
     return s, seen, corrupt, dup
+
+
+def udp_tool(send, recv):
+    # The command line of udp_seq.py and udp_burst.py:
+    #   send ADDR PORT N SIZE PAUSE_MS | recv ADDR PORT EXPECTED SIZE
+    role, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if role == "send":
+        send(addr, port, int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
+    else:
+        recv(addr, port, int(sys.argv[4]), int(sys.argv[5]))

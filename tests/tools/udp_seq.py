@@ -15,10 +15,9 @@ import hashlib
 import os
 import socket
 import struct
-import sys
 import time
 
-from taptun_wire import count_received, family
+from taptun_wire import count_received, family, udp_tool
 
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DO = 2
@@ -62,8 +61,4 @@ def recv(addr, port, expected, size):
 
 
 if __name__ == "__main__":
-    role, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    if role == "send":
-        send(addr, port, int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]))
-    else:
-        recv(addr, port, int(sys.argv[4]), int(sys.argv[5]))
+    udp_tool(send, recv)
