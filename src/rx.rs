@@ -81,15 +81,6 @@ impl From<Codec> for Keys {
     }
 }
 
-impl Keys {
-    fn mode(&self) -> Mode {
-        match &self.aead {
-            None => Mode::Hmac,
-            Some(k) => Mode::Aead(k.cipher()),
-        }
-    }
-}
-
 /// Where a datagram's frame went, relative to the datagram.
 enum Outcome {
     Frame(Range<usize>),
@@ -436,11 +427,6 @@ impl Inbound {
             }
             Err(r) => drop(r),
         }
-    }
-
-    /// The mode this receiver speaks.
-    pub fn mode(&self) -> Mode {
-        self.keys.mode()
     }
 }
 

@@ -154,50 +154,6 @@ impl fmt::Display for DropReason {
     }
 }
 
-/// Allows at most `burst` events per `period`; counts what it held back.
-///
-/// A flood of bad datagrams thus produces a bounded number of log lines.
-#[derive(Debug)]
-pub struct RateLimit {
-    period: Duration,
-    burst: u32,
-    window_start: Option<Instant>,
-    used: u32,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// `burst` events per `period`.
-    pub fn new(burst: u32, period: Duration) -> Self {
-        RateLimit {
-            period,
-            burst,
-            window_start: None,
-            used: 0,
-            suppressed: 0,
-        }
-    }
-
-    /// `Some(n)` when an event may be logged now, `n` being how many were
-    /// held back since the last allowed one; `None` to stay quiet.
-    pub fn allow(&mut self, now: Instant) -> Option<u64> {
-        match self.window_start {
-            Some(start) if now.duration_since(start) < self.period => {}
-            _ => {
-                self.window_start = Some(now);
-                self.used = 0;
-            }
-        }
-        if self.used < self.burst {
-            self.used += 1;
-            Some(std::mem::take(&mut self.suppressed))
-        } else {
-            self.suppressed += 1;
-            None
-        }
-    }
-}
-
 /// One log line per cause per period, standing for every event since
 /// the last one: a flood or a long outage writes one line a minute, and
 /// each line says how many events it covers.
@@ -268,16 +224,6 @@ mod tests {
         assert!(t.fired());
         t.reset();
         assert!(!t.fired());
-    }
-
-    #[test]
-    fn rate_limit_bounds_lines() {
-        let mut rl = RateLimit::new(3, Duration::from_secs(1));
-        let t0 = Instant::now();
-        let allowed = (0..1000).filter(|_| rl.allow(t0).is_some()).count();
-        assert_eq!(allowed, 3);
-        assert_eq!(rl.allow(t0 + Duration::from_millis(1001)), Some(997));
-        assert_eq!(rl.allow(t0 + Duration::from_millis(1002)), Some(0));
     }
 
     #[test]

@@ -202,11 +202,6 @@ impl Outbound {
         self.len() == 0
     }
 
-    /// The timestamp of the last datagram sealed (0: none yet).
-    pub fn last_timestamp(&self) -> u64 {
-        self.last_ts
-    }
-
     /// Cuts one TAP read (a frame, or a super-frame with its `hdr`) into
     /// datagrams at the end of the batch.
     pub fn push(&mut self, hdr: &VnetHdr, frame: &[u8]) -> Push {

@@ -31,7 +31,7 @@ use crate::offload::{Coalescer, VNET_HDR_LEN};
 use crate::published::{Cached, Published};
 use crate::rx::Inbound;
 use crate::rx::Keys;
-use crate::stats::{Counters, RateLimit};
+use crate::stats::{Counters, Throttle};
 use crate::tx::Sealer;
 use crate::tx::{MAX_FRAME, Outbound};
 use crate::wire::{Codec, HEADER_LEN};
@@ -252,11 +252,6 @@ impl Tunnel {
         self.control_path.as_deref()
     }
 
-    /// The TAP's MAC address.
-    pub fn mac(&self) -> crate::mac::MacAddr {
-        self.facts.mac
-    }
-
     /// The current peer, configured or learned.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.shared.peer.get()
@@ -322,9 +317,9 @@ impl Tunnel {
             replies: nonblocking,
             facts: self.facts.clone(),
             buf: vec![0u8; recv::RECV_BUF],
-            errlog: RateLimit::new(5, Duration::from_secs(1)),
-            droplog: RateLimit::new(5, Duration::from_secs(1)),
-            taplog: RateLimit::new(5, Duration::from_secs(1)),
+            errlog: Throttle::per_minute(),
+            taplog: Throttle::per_minute(),
+            droplog: Throttle::new(Duration::from_secs(1)),
             watch: watch::RecvWatch::new(
                 self.cfg.max_age,
                 self.cfg

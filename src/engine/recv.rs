@@ -11,7 +11,7 @@ use crate::offload::Coalescer;
 use crate::peer::PeerUpdate;
 use crate::published::Cached;
 use crate::rx::Inbound;
-use crate::stats::{DropReason, RateLimit};
+use crate::stats::{DropReason, Throttle};
 use crate::sys;
 use log::{debug, info, warn};
 use std::io;
@@ -48,9 +48,11 @@ pub(super) struct Receiver {
     pub replies: bool,
     pub facts: Arc<Facts>,
     pub buf: Vec<u8>,
-    pub errlog: RateLimit,
-    pub droplog: RateLimit,
-    pub taplog: RateLimit,
+    /// One warn line a minute each: receive errors, TAP write errors.
+    pub errlog: Throttle,
+    pub taplog: Throttle,
+    /// The debug line about single drops (the warn lines are `watch`'s).
+    pub droplog: Throttle,
     pub watch: RecvWatch,
 }
 
@@ -64,8 +66,8 @@ impl Receiver {
                 Ok(r) => r,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::Interrupted {
-                        if let Some(held) = self.errlog.allow(Instant::now()) {
-                            warn!("UDP receive: {e} ({held} more not shown)");
+                        if let Some(n) = self.errlog.note(1, Instant::now()) {
+                            warn!("UDP receive: {e} ({n} errors)");
                         }
                         thread::sleep(Duration::from_millis(1));
                     }
@@ -106,11 +108,8 @@ impl Receiver {
         let mut emit = |b: &[u8]| {
             if let Err(e) = tap.send(b) {
                 shared.counters.tap_errors.fetch_add(1, Relaxed);
-                if let Some(held) = taplog.allow(Instant::now()) {
-                    warn!(
-                        "TAP write of {} bytes: {e} ({held} more not shown)",
-                        b.len()
-                    );
+                if let Some(n) = taplog.note(1, Instant::now()) {
+                    warn!("TAP write of {} bytes: {e} ({n} failed writes)", b.len());
                 }
             }
         };
@@ -153,12 +152,13 @@ impl Receiver {
                 shared.peer.set(Some(to));
             }
         }
-        self.watch.saw(&t, src, shared);
+        self.watch.saw(&t, src, self.inbound.peer(), shared);
+        let dropped: u64 = t.drops.iter().sum();
         if let Some((reason, n)) = t.last_drop
-            && let Some(held) = self.droplog.allow(Instant::now())
+            && let Some(all) = self.droplog.note(dropped, Instant::now())
         {
             debug!(
-                "dropped {n}-byte datagram from {}: {reason} ({held} more not shown)",
+                "dropped {n}-byte datagram from {}: {reason} ({all} dropped since the last such line)",
                 addr::canonical(src)
             );
         }

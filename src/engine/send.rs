@@ -7,7 +7,7 @@ use crate::announce;
 use crate::mac::MacAddr;
 use crate::offload::{VNET_HDR_LEN, VnetHdr};
 use crate::published::Cached;
-use crate::stats::{DropReason, RateLimit, Throttle};
+use crate::stats::{DropReason, Throttle};
 use crate::sys;
 use crate::tx::{self, BATCH_DATAGRAMS, Keepalive, Outbound, Push};
 use crate::wire::HEADER_LEN;
@@ -58,7 +58,9 @@ struct Link {
     key: Cached<Keying>,
     /// Whether the socket is still believed to take GSO messages.
     gso: bool,
-    errlog: RateLimit,
+    /// One warn line a minute each: TAP read errors, send errors, sizes
+    /// the kernel refuses, frames longer than the MTU.
+    errlog: Throttle,
     /// One line a minute each: send errors, sizes the kernel refuses,
     /// frames longer than the MTU.
     send_errors: Throttle,
@@ -89,7 +91,7 @@ impl Sender {
                 shared,
                 v6,
                 gso: true,
-                errlog: RateLimit::new(5, Duration::from_secs(1)),
+                errlog: Throttle::per_minute(),
                 send_errors: Throttle::per_minute(),
                 too_long: Throttle::per_minute(),
                 oversize: Throttle::per_minute(),
@@ -122,9 +124,9 @@ impl Sender {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Drained::Empty,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::Interrupted
-                        && let Some(held) = self.link.errlog.allow(Instant::now())
+                        && let Some(n) = self.link.errlog.note(1, Instant::now())
                     {
-                        warn!("TAP read: {e} ({held} more not shown)");
+                        warn!("TAP read: {e} ({n} errors)");
                     }
                     break Drained::Failed;
                 }
@@ -363,7 +365,7 @@ fn gso_refused(e: &io::Error) -> bool {
 /// costs one system call per frame read and one per batch sent, an idle
 /// one costs nothing (the thread blocks in `poll`).
 pub(super) fn tap_to_udp(tap: &SyncDevice, sender: &Mutex<Sender>) {
-    let mut errlog = RateLimit::new(5, Duration::from_secs(1));
+    let mut errlog = Throttle::per_minute();
     loop {
         let (why, _) = lock(sender).drain(tap, usize::MAX);
         match why {
@@ -373,8 +375,8 @@ pub(super) fn tap_to_udp(tap: &SyncDevice, sender: &Mutex<Sender>) {
                 if let Err(e) = sys::wait_readable(tap)
                     && e.kind() != io::ErrorKind::Interrupted
                 {
-                    if let Some(held) = errlog.allow(Instant::now()) {
-                        warn!("TAP wait: {e} ({held} more not shown)");
+                    if let Some(n) = errlog.note(1, Instant::now()) {
+                        warn!("TAP wait: {e} ({n} errors)");
                     }
                     thread::sleep(Duration::from_millis(1));
                 }

@@ -54,7 +54,14 @@ impl RecvWatch {
 
     /// Looks at one receive's tally from `src`; `peer` is the peer as it
     /// was before this receive.
-    pub(super) fn saw(&mut self, t: &Tally, src: SocketAddr, shared: &Shared) {
+    /// `peer`: the peer as the receiving half knows it (no lock taken).
+    pub(super) fn saw(
+        &mut self,
+        t: &Tally,
+        src: SocketAddr,
+        peer: Option<SocketAddr>,
+        shared: &Shared,
+    ) {
         if let Some(off) = t.offset_ns {
             shared.peer_offset_ns.store(off, Relaxed);
         }
@@ -82,7 +89,7 @@ impl RecvWatch {
             .mismatch_seen
             .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60));
         if bad > 0 && !explained {
-            let from_peer = shared.peer.get().is_none_or(|p| p.ip() == src.ip());
+            let from_peer = peer.is_none_or(|p| p.ip() == src.ip());
             if from_peer {
                 if let Some(n) = self.wrong_key.note(bad, now) {
                     warn!(
