@@ -66,7 +66,7 @@ fn summarize(mut ns: Vec<f64>) -> Figure {
 /// Times `op` (one frame per call): finds how many calls fill a sample, then
 /// takes `SAMPLES` samples.
 fn bench(mut op: impl FnMut()) -> Figure {
-    let iters = calibrate(&mut op);
+    let iters = calibrate(&mut op, SAMPLE_TIME);
     let samples = (0..SAMPLES)
         .map(|_| {
             let start = Instant::now();
@@ -101,33 +101,18 @@ fn print_per(what: &str, f: &Figure) {
     );
 }
 
-/// Times `ops` (one batch of `RUN` frames per call) in turns of short
-/// samples of a few calls each, so that all see the same neighbours and
+/// Times `ops` (one batch of `RUN` frames per call) in 401 turns of
+/// short samples (about 100 µs), so that all see the same neighbours and
 /// most samples fit in one time slice of a busy machine; ns per frame.
 fn bench_batches(ops: &mut [&mut dyn FnMut()]) -> Vec<Figure> {
-    const TURNS: usize = 401;
-    let mut iters = 1u64;
-    loop {
-        let start = Instant::now();
-        for _ in 0..iters {
-            ops[0]();
-        }
-        if start.elapsed() >= Duration::from_micros(100) || iters >= 1 << 20 {
-            break;
-        }
-        iters *= 2;
-    }
-    let mut samples = vec![Vec::with_capacity(TURNS); ops.len()];
-    for _ in 0..TURNS {
-        for (op, ns) in ops.iter_mut().zip(&mut samples) {
-            let start = Instant::now();
-            for _ in 0..iters {
-                op();
-            }
-            ns.push(start.elapsed().as_nanos() as f64 / (iters * RUN as u64) as f64);
-        }
-    }
-    samples.into_iter().map(summarize).collect()
+    interleave(ops, 401, Duration::from_micros(100))
+        .into_iter()
+        .map(|f| Figure {
+            median: f.median / RUN as f64,
+            min: f.min / RUN as f64,
+            max: f.max / RUN as f64,
+        })
+        .collect()
 }
 
 /// Like [`print`], with the throughput at the median: `bytes` per frame.
@@ -324,19 +309,40 @@ fn open_keys(cipher: Cipher) -> OpenKeys {
     OpenKeys::new(cipher, KEY, Some(SessionId([0xee; 16])))
 }
 
-/// Calls per sample that fill about a quarter of `SAMPLE_TIME`, times four.
-fn calibrate(op: &mut dyn FnMut()) -> u64 {
+/// Calls per sample that fill about a quarter of `sample`, times four.
+fn calibrate(op: &mut dyn FnMut(), sample: Duration) -> u64 {
     let mut iters = 1u64;
     loop {
         let start = Instant::now();
         for _ in 0..iters {
             op();
         }
-        if start.elapsed() >= SAMPLE_TIME / 4 || iters >= 1 << 30 {
+        if start.elapsed() >= sample / 4 || iters >= 1 << 30 {
             return iters * 4;
         }
         iters *= 2;
     }
+}
+
+/// Times several operations side by side: in each of `rounds` rounds every
+/// one takes a sample of about `sample`, in rotated order, so that a noisy
+/// neighbour (this machine is shared) slows all of them alike and their
+/// ratios hold; ns per call.
+fn interleave(ops: &mut [&mut dyn FnMut()], rounds: usize, sample: Duration) -> Vec<Figure> {
+    let iters: Vec<u64> = ops.iter_mut().map(|op| calibrate(*op, sample)).collect();
+    let mut samples = vec![Vec::with_capacity(rounds); ops.len()];
+    for round in 0..rounds {
+        for k in 0..ops.len() {
+            let i = (k + round) % ops.len();
+            let op = &mut ops[i];
+            let start = Instant::now();
+            for _ in 0..iters[i] {
+                op();
+            }
+            samples[i].push(start.elapsed().as_nanos() as f64 / iters[i] as f64);
+        }
+    }
+    samples.into_iter().map(summarize).collect()
 }
 
 /// A named operation for [`bench_interleaved`].
@@ -346,24 +352,14 @@ type Op<'a> = (String, Box<dyn FnMut() + 'a>);
 /// spread over several operations.
 const ROUNDS: usize = 21;
 
-/// Times several operations side by side: in each of `ROUNDS` rounds every
-/// one takes a sample, in rotated order, so that a noisy neighbour (this
-/// machine is shared) slows all of them alike and their ratios hold.
+/// [`interleave`] over named operations, `ROUNDS` rounds of samples of
+/// about `SAMPLE_TIME`.
 fn bench_interleaved(ops: &mut [Op<'_>]) -> Vec<Figure> {
-    let iters: Vec<u64> = ops.iter_mut().map(|(_, op)| calibrate(op)).collect();
-    let mut samples = vec![Vec::with_capacity(ROUNDS); ops.len()];
-    for round in 0..ROUNDS {
-        for k in 0..ops.len() {
-            let i = (k + round) % ops.len();
-            let op = &mut ops[i].1;
-            let start = Instant::now();
-            for _ in 0..iters[i] {
-                op();
-            }
-            samples[i].push(start.elapsed().as_nanos() as f64 / iters[i] as f64);
-        }
-    }
-    samples.into_iter().map(summarize).collect()
+    let mut ops: Vec<&mut dyn FnMut()> = ops
+        .iter_mut()
+        .map(|(_, op)| &mut **op as &mut dyn FnMut())
+        .collect();
+    interleave(&mut ops, ROUNDS, SAMPLE_TIME)
 }
 
 /// Seal and open, HMAC mode and both ciphers, per frame and per batch of
