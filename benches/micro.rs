@@ -13,7 +13,11 @@
 //! verifying (`Codec::open` each against `Codec::verify_spans`) and
 //! receiving a GRO run (`Inbound::receive` each against `receive_run`).
 //!
-//! `cargo bench --bench micro`. Under `cargo test --all-targets` (which runs
+//! `cargo bench --bench micro`; `cargo bench --bench micro -- WORD...` runs
+//! only the sections named by one of the words (`hmac`, `seal`, `open`,
+//! `forged`, `replay`, `checksum`, `offload`, `modes`, `receive`, `batch`),
+//! e.g. `offload` to time a change to the coalescer or the segmenter alone,
+//! alternately with another build of the same bench. Under `cargo test --all-targets` (which runs
 //! bench targets too, unoptimized) it only checks once that each benched
 //! path does what it should, and times nothing.
 //! Standard harness-less bench (no crate):
@@ -579,6 +583,12 @@ fn main() {
         smoke();
         return;
     }
+    let words: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| a.as_str())
+        .collect();
+    let wants = |section: &str| words.is_empty() || words.contains(&section);
     let sha_ni = std::fs::read_to_string("/proc/cpuinfo")
         .map(|s| s.split_whitespace().any(|w| w == "sha_ni"))
         .unwrap_or(false);
@@ -598,7 +608,7 @@ fn main() {
     let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(KEY).expect("any key length");
     let lanes = HmacKey::new(KEY);
     let two = lanes.clone().with_impl(Impl::ShaNi2);
-    for len in SIZES {
+    for len in SIZES.into_iter().filter(|_| wants("hmac")) {
         let msgs: Vec<Vec<u8>> = (0..RUN).map(|_| authenticated(len)).collect();
         let msgs: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
         let mut tags = [[[0u8; 32]; RUN]; 3];
@@ -640,7 +650,7 @@ fn main() {
         );
     }
 
-    for len in SIZES {
+    for len in SIZES.into_iter().filter(|_| wants("seal")) {
         let mut buf = datagram(&codec, NOW, len);
         let mut ts = NOW;
         let f = bench(|| {
@@ -652,7 +662,7 @@ fn main() {
         print("encode (Codec::seal)", Some(len), &f);
     }
 
-    for len in SIZES {
+    for len in SIZES.into_iter().filter(|_| wants("open")) {
         let dg = datagram(&codec, NOW, len);
         let f = bench(|| {
             let ok = codec.open(black_box(&dg)).is_ok();
@@ -661,7 +671,7 @@ fn main() {
         print("decode+verify (Codec::open)", Some(len), &f);
     }
 
-    for len in SIZES {
+    for len in SIZES.into_iter().filter(|_| wants("forged")) {
         let mut dg = datagram(&codec, NOW, len);
         dg[HEADER_LEN] ^= 1;
         let f = bench(|| {
@@ -672,31 +682,33 @@ fn main() {
     }
 
     // The window does not look at the frame, so one figure per pattern.
-    let mut window = ReplayWindow::new();
-    let mut ts = NOW;
-    let f = bench(|| {
-        ts += 1;
-        black_box(window.accept(black_box(ts))).expect("newer timestamp");
-    });
-    print("replay check, in order", None, &f);
+    if wants("replay") {
+        let mut window = ReplayWindow::new();
+        let mut ts = NOW;
+        let f = bench(|| {
+            ts += 1;
+            black_box(window.accept(black_box(ts))).expect("newer timestamp");
+        });
+        print("replay check, in order", None, &f);
 
-    // Pairs swapped (2, 1, 4, 3, ...): every second one is an older, unseen timestamp.
-    let mut window = ReplayWindow::new();
-    let mut n = NOW;
-    let mut odd = false;
-    let f = bench(|| {
-        let ts = if odd { n } else { n + 1 };
-        if odd {
-            n += 2;
-        }
-        odd = !odd;
-        black_box(window.accept(black_box(ts))).expect("unseen timestamp");
-    });
-    print("replay check, pairs swapped", None, &f);
+        // Pairs swapped (2, 1, 4, 3, ...): every second one is an older, unseen timestamp.
+        let mut window = ReplayWindow::new();
+        let mut n = NOW;
+        let mut odd = false;
+        let f = bench(|| {
+            let ts = if odd { n } else { n + 1 };
+            if odd {
+                n += 2;
+            }
+            odd = !odd;
+            black_box(window.accept(black_box(ts))).expect("unseen timestamp");
+        });
+        print("replay check, pairs swapped", None, &f);
+    }
 
     // What verifying a TCP/UDP checksum costs before a frame may join a
     // coalesced run.
-    for len in SIZES {
+    for len in SIZES.into_iter().filter(|_| wants("checksum")) {
         let frame: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
         let f = bench(|| {
             black_box(offload::csum_fold(offload::csum_add(0, black_box(&frame))));
@@ -706,32 +718,36 @@ fn main() {
 
     // The offload paths, per 1432-byte frame: a run of 44 segments of one
     // flow coalesced into one super-frame, and that super-frame cut back.
-    let run = tcp_run(RUN);
-    let mut co = offload::Coalescer::new();
-    let mut sup = Vec::with_capacity(70_000);
-    let f = bench(|| {
-        black_box(coalesce(&mut co, black_box(&run), &mut sup));
-    });
-    print_per(&format!("coalesce {RUN} TCP segments"), &f);
-    let hdr = offload::VnetHdr::parse(&sup).expect("a virtio_net_hdr");
-    let mut out = vec![0u8; 100_000];
-    let mut spans = Vec::with_capacity(64);
-    let f = bench(|| {
-        offload::segment(
-            &hdr,
-            black_box(&sup[offload::VNET_HDR_LEN..]),
-            1432,
-            HEADER_LEN,
-            &mut out,
-            &mut spans,
-        )
-        .expect("the super-frame cuts");
-    });
-    print_per(&format!("segment into {RUN} TCP frames"), &f);
+    if wants("offload") {
+        let run = tcp_run(RUN);
+        let mut co = offload::Coalescer::new();
+        let mut sup = Vec::with_capacity(70_000);
+        let f = bench(|| {
+            black_box(coalesce(&mut co, black_box(&run), &mut sup));
+        });
+        print_per(&format!("coalesce {RUN} TCP segments"), &f);
+        let hdr = offload::VnetHdr::parse(&sup).expect("a virtio_net_hdr");
+        let mut out = vec![0u8; 100_000];
+        let mut spans = Vec::with_capacity(64);
+        let f = bench(|| {
+            offload::segment(
+                &hdr,
+                black_box(&sup[offload::VNET_HDR_LEN..]),
+                1432,
+                HEADER_LEN,
+                &mut out,
+                &mut spans,
+            )
+            .expect("the super-frame cuts");
+        });
+        print_per(&format!("segment into {RUN} TCP frames"), &f);
+    }
 
-    bench_modes();
+    if wants("modes") {
+        bench_modes();
+    }
 
-    for len in SIZES {
+    for len in SIZES.into_iter().filter(|_| wants("receive")) {
         print(
             "full receive (rx::Inbound::receive)",
             Some(len),
@@ -742,7 +758,7 @@ fn main() {
     // What lanes change on the two paths, per frame of a batch of RUN:
     // sealing (Outbound::seal) and receiving a GRO run (Inbound::receive_run),
     // each against the datagram-at-a-time code it replaced.
-    for len in SIZES {
+    for len in SIZES.into_iter().filter(|_| wants("batch")) {
         let mut out: Vec<u8> = (0..RUN).flat_map(|_| datagram(&codec, NOW, len)).collect();
         let seg = HEADER_LEN + len;
         let spans: Vec<_> = (0..RUN).map(|i| i * seg..(i + 1) * seg).collect();
