@@ -1,7 +1,8 @@
 //! Micro-benchmark of the pure per-frame work, in ns per frame:
 //! encode (`Codec::seal`), decode+verify (`Codec::open`), the replay check
 //! (`ReplayWindow::accept`), the checksum a frame must pass before it joins
-//! a coalesced run (`offload::csum_add`) and the whole receive pipeline
+//! a coalesced run (`offload::csum_add`), a copy and that sum in one pass
+//! (`offload::copy_csum`, against a copy and `csum_add`) and the whole receive pipeline
 //! (`rx::Inbound::receive`), at 64, 512 and 1432-byte frames; the
 //! confidential mode's seal and open (`aead::SealKey`, `aead::OpenKeys`)
 //! with AES-256-GCM and ChaCha20-Poly1305 beside the HMAC mode's, per frame
@@ -510,6 +511,12 @@ fn smoke() {
     // RFC 1071's worked example: the one's-complement sum of these 8 bytes is 0xddf2.
     let rfc1071 = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
     assert_eq!(offload::csum_fold(offload::csum_add(0, &rfc1071)), 0xddf2);
+    let mut copy = [0u8; 8];
+    assert_eq!(
+        offload::csum_fold(offload::copy_csum(&mut copy, &rfc1071, 0)),
+        0xddf2
+    );
+    assert_eq!(copy, rfc1071);
     // 44 segments coalesce into one super-frame that cuts back into them.
     let run = tcp_run(RUN);
     let mut sup = Vec::new();
@@ -714,6 +721,29 @@ fn main() {
             black_box(offload::csum_fold(offload::csum_add(0, black_box(&frame))));
         });
         print("checksum (offload::csum_add)", Some(len), &f);
+    }
+    // What segmenting and coalescing do to each payload: copy and sum it,
+    // in two passes or in one (offload::copy_csum), interleaved.
+    for len in SIZES.into_iter().filter(|_| wants("checksum")) {
+        let frame: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let (mut a, mut b) = (vec![0u8; len], vec![0u8; len]);
+        let f = interleave(
+            &mut [
+                &mut || {
+                    a.copy_from_slice(black_box(&frame));
+                    black_box(offload::csum_add(0, &frame));
+                    black_box(&a);
+                },
+                &mut || {
+                    black_box(offload::copy_csum(&mut b, black_box(&frame), 0));
+                    black_box(&b);
+                },
+            ],
+            ROUNDS,
+            SAMPLE_TIME,
+        );
+        print("copy, then csum_add", Some(len), &f[0]);
+        print("copy_csum (one pass)", Some(len), &f[1]);
     }
 
     // The offload paths, per 1432-byte frame: a run of 44 segments of one

@@ -31,6 +31,63 @@ pub fn csum_add(acc: u64, data: &[u8]) -> u64 {
     (sum & 0xffff_ffff) + (sum >> 32)
 }
 
+/// Bytes per step of [`copy_csum`]: two SSE2 registers.
+const STEP: usize = 32;
+
+/// Copies `src` into `dst` (of the same length) and returns the sum that
+/// [`csum_add`]`(acc, src)` returns: the copy and the sum in one pass over
+/// the bytes. Same contract as [`csum_add`]: the one's-complement sum of
+/// `src` (big-endian 16-bit words) added to `acc`, below 2^33, so that
+/// [`csum_fold`] gives the same 16 bits; the u64 itself may differ from
+/// [`csum_add`]'s (another representative of the same sum modulo 0xffff,
+/// zero only when that is too).
+///
+/// It adds little-endian 32-bit words, which the compiler turns into plain
+/// SSE2 (widen, add: no byte swap per word, which kept [`csum_add`]'s loop
+/// scalar), and swaps the bytes of the folded 16-bit total: the
+/// one's-complement sum is byte-order independent (RFC 1071, 2.B), as a
+/// big-endian word `256a + b` is 256 times its little-endian reading
+/// `a + 256b` modulo 0xffff, and swapping the bytes of a 16-bit sum
+/// multiplies it by 256 modulo 0xffff (0 and 0xffff, both zero, stay
+/// themselves, and a sum is 0 only for zero bytes in either order).
+///
+/// # Panics
+/// If `dst` and `src` differ in length (as `copy_from_slice`).
+#[inline]
+pub fn copy_csum(dst: &mut [u8], src: &[u8], acc: u64) -> u64 {
+    assert_eq!(dst.len(), src.len(), "copy_csum: lengths differ");
+    let mut lanes = [0u64; STEP / 4];
+    let mut to = dst.chunks_exact_mut(STEP);
+    let mut from = src.chunks_exact(STEP);
+    for (d, s) in (&mut to).zip(&mut from) {
+        let s: &[u8; STEP] = s.try_into().expect("chunks_exact");
+        d.copy_from_slice(s);
+        for (k, lane) in lanes.iter_mut().enumerate() {
+            let w = [s[4 * k], s[4 * k + 1], s[4 * k + 2], s[4 * k + 3]];
+            *lane += u64::from(u32::from_le_bytes(w));
+        }
+    }
+    // Every word is below 2^32: no lane, nor their total, overflows below
+    // 2^34 bytes.
+    let rest = from.remainder();
+    to.into_remainder().copy_from_slice(rest);
+    let mut sum: u64 = lanes.iter().sum();
+    let mut words = rest.chunks_exact(4);
+    for w in &mut words {
+        sum += u64::from(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    let mut rest2 = words.remainder().chunks_exact(2);
+    for w in &mut rest2 {
+        sum += u64::from(u16::from_le_bytes([w[0], w[1]]));
+    }
+    if let [last] = rest2.remainder() {
+        // The high byte of its big-endian word: the low one read backwards.
+        sum += u64::from(*last);
+    }
+    let sum = u64::from(csum_fold(sum).swap_bytes()) + (acc & 0xffff_ffff) + (acc >> 32);
+    (sum & 0xffff_ffff) + (sum >> 32)
+}
+
 /// Folds a sum to 16 bits (not inverted).
 #[inline]
 pub fn csum_fold(mut acc: u64) -> u16 {
@@ -63,24 +120,47 @@ pub fn pseudo_sum(frame: &[u8], l: &Layers, l4_len: usize) -> u64 {
 /// write when it was zeroed.
 #[inline]
 pub fn l4_checksum(frame: &[u8], l: &Layers) -> u16 {
+    l4_checksum_with(frame, l, frame.len(), 0)
+}
+
+/// [`l4_checksum`] of a frame whose bytes from `at` on were summed already
+/// (to `rest_sum`, by [`copy_csum`] while they were copied): only the
+/// pseudo-header and `frame[l.l4..at]` are summed here. `at - l.l4` must be
+/// even (unless nothing follows), so that the two parts' 16-bit words line
+/// up (a TCP or UDP header ends on a 4-byte boundary).
+#[inline]
+pub fn l4_checksum_with(frame: &[u8], l: &Layers, at: usize, rest_sum: u64) -> u16 {
+    debug_assert!(
+        (at - l.l4).is_multiple_of(2) || at == frame.len(),
+        "split at an odd offset"
+    );
     let l4_len = frame.len() - l.l4;
-    !csum_fold(csum_add(pseudo_sum(frame, l, l4_len), &frame[l.l4..]))
+    let acc = pseudo_sum(frame, l, l4_len) + rest_sum;
+    !csum_fold(csum_add(acc, &frame[l.l4..at]))
 }
 
 /// Computes and writes the TCP or UDP checksum of a parsed frame. A UDP
 /// checksum that comes out 0 is sent as 0xffff: 0 means "none" (RFC 768).
 #[inline]
 pub fn fill_l4_checksum(frame: &mut [u8], l: &Layers) {
+    fill_l4_checksum_with(frame, l, frame.len(), 0);
+}
+
+/// [`fill_l4_checksum`] of a frame whose bytes from `at` on sum to
+/// `rest_sum`, as for [`l4_checksum_with`]: the headers before `at` are
+/// summed here, with the checksum field zeroed first.
+#[inline]
+pub fn fill_l4_checksum_with(frame: &mut [u8], l: &Layers, at: usize, rest_sum: u64) {
     if l.proto == PROTO_UDP {
         l.udp_mut(frame).set_checksum(0);
-        let c = match l4_checksum(frame, l) {
+        let c = match l4_checksum_with(frame, l, at, rest_sum) {
             0 => 0xffff,
             c => c,
         };
         l.udp_mut(frame).set_checksum(c);
     } else {
         l.tcp_mut(frame).set_checksum(0);
-        let c = l4_checksum(frame, l);
+        let c = l4_checksum_with(frame, l, at, rest_sum);
         l.tcp_mut(frame).set_checksum(c);
     }
 }
@@ -140,7 +220,7 @@ fn is_udp_at(frame: &[u8], l4: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{payload, ref_csum, tcp_frame, udp_frame};
+    use super::super::testutil::{XorShift, payload, ref_csum, tcp_frame, udp_frame};
     use super::*;
 
     #[test]
@@ -163,6 +243,84 @@ mod tests {
                 "chained {n}"
             );
         }
+    }
+
+    /// `copy_csum` is a copy and `csum_add`: same bytes copied (and nothing
+    /// around them touched), same fold, same sum modulo 0xffff, zero only
+    /// when `csum_add`'s is, below 2^33; for every length up to 2000, odd
+    /// and even offsets of source and destination, and random, all-zero and
+    /// all-ones bytes and accumulators.
+    #[test]
+    fn copy_csum_is_copy_and_csum_add() {
+        let mut rng = XorShift(0x5851_f42d_4c95_7f2d);
+        let src: Vec<u8> = (0..2100).map(|_| rng.next() as u8).collect();
+        let mut dst = vec![0u8; 2100];
+        let check = |dst: &mut [u8], from: &[u8], at: usize, acc: u64| {
+            let n = from.len();
+            dst.fill(0xa5);
+            let got = copy_csum(&mut dst[at..at + n], from, acc);
+            let want = csum_add(acc, from);
+            let what = format!("len {n} at {at} acc {acc:#x}");
+            assert_eq!(&dst[at..at + n], from, "{what}: copy");
+            assert!(dst[..at].iter().all(|&b| b == 0xa5), "{what}: before");
+            assert!(dst[at + n..].iter().all(|&b| b == 0xa5), "{what}: after");
+            assert_eq!(csum_fold(got), csum_fold(want), "{what}: fold");
+            assert_eq!(got % 0xffff, want % 0xffff, "{what}: modulo 0xffff");
+            assert_eq!(got == 0, want == 0, "{what}: zero");
+            assert!(got < 1 << 33, "{what}: {got:#x} not below 2^33");
+        };
+        let zeros = [0u8; 2000];
+        let ones = [0xffu8; 2000];
+        for n in 0..=2000 {
+            let from = rng.below(4);
+            let at = rng.below(4);
+            let acc = match rng.below(4) {
+                0 => 0,
+                1 => u64::MAX,
+                2 => rng.next() % (1 << 33),
+                _ => rng.next(),
+            };
+            check(&mut dst, &src[from..from + n], at, acc);
+            check(&mut dst, &zeros[..n], at, 0);
+            check(&mut dst, &zeros[..n], at, acc);
+            check(&mut dst, &ones[..n], at, acc);
+            check(&mut dst, &ones[..n], at, u64::MAX);
+        }
+        // Against the reference, and chained: a sum fed back as the start of
+        // the next one, split at an even offset.
+        for n in [0, 1, 2, 31, 32, 33, 63, 64, 65, 1378, 1379, 2000] {
+            let d = &src[1..1 + n];
+            let mut out = vec![0u8; n];
+            assert_eq!(!csum_fold(copy_csum(&mut out, d, 0)), ref_csum(&[d]), "{n}");
+            let (a, b) = d.split_at((n / 3) & !1);
+            let (oa, ob) = out.split_at_mut(a.len());
+            let sum = copy_csum(ob, b, copy_csum(oa, a, 0));
+            assert_eq!(!csum_fold(sum), ref_csum(&[d]), "chained {n}");
+            let sum = copy_csum(ob, b, csum_add(0, a));
+            assert_eq!(!csum_fold(sum), ref_csum(&[d]), "after csum_add {n}");
+        }
+    }
+
+    /// The 2^33 bound where the sums are largest: all-ones bytes, as many as
+    /// a super-frame holds, on the largest accumulator.
+    #[test]
+    fn copy_csum_bound() {
+        for n in [65_535, 65_536, 200_001] {
+            let ones = vec![0xffu8; n];
+            let mut out = vec![0u8; n];
+            for acc in [0, (1 << 33) - 1, u64::MAX] {
+                let got = copy_csum(&mut out, &ones, acc);
+                assert!(got < 1 << 33, "len {n} acc {acc:#x}: {got:#x}");
+                assert_eq!(csum_fold(got), csum_fold(csum_add(acc, &ones)));
+                assert_eq!(out, ones);
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "lengths differ")]
+    fn copy_csum_wants_equal_lengths() {
+        copy_csum(&mut [0u8; 3], &[1, 2], 0);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod harness;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use checksum::{complete_csum, csum_add, csum_fold};
+pub use checksum::{complete_csum, copy_csum, csum_add, csum_fold};
 pub use coalesce::Coalescer;
 pub use headers::{Layers, parse_l3};
 pub use segment::{segment, segment_with_room};
