@@ -3,7 +3,7 @@
 //! complete checksums, as the kernel's own GSO would.
 
 use super::OffloadError;
-use super::checksum::{complete_csum, fill_ipv4_checksum, fill_l4_checksum};
+use super::checksum::{complete_csum, copy_csum, fill_ipv4_checksum, fill_l4_checksum_with};
 use super::headers::{PROTO_TCP, PROTO_UDP, TcpPacket, UdpPacket, parse_l3, tcp_flags};
 use super::vnet::{F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VnetHdr};
 use std::ops::Range;
@@ -97,7 +97,9 @@ pub fn segment_with_room(
         }
         let seg = &mut out[start..end];
         seg[..hl].copy_from_slice(&frame[..hl]);
-        seg[hl..].copy_from_slice(chunk);
+        // The payload's share of the L4 checksum, summed as it is copied;
+        // the headers (fixed below) are summed last, on their own.
+        let payload_sum = copy_csum(&mut seg[hl..], chunk, 0);
         let l4_len = l4_hdr + chunk.len();
         if l.ipv6 {
             l.ipv6_mut(seg).set_payload_len(l4_len as u16);
@@ -123,7 +125,7 @@ pub fn segment_with_room(
         } else {
             l.udp_mut(seg).set_length(l4_len as u16);
         }
-        fill_l4_checksum(seg, &l);
+        fill_l4_checksum_with(seg, &l, hl, payload_sum);
         spans.push(pos..end + tailroom);
         pos = end + tailroom;
     }
@@ -132,6 +134,7 @@ pub fn segment_with_room(
 
 #[cfg(test)]
 mod tests {
+    use super::super::checksum::fill_l4_checksum;
     use super::super::testutil::{payload, ref_csum, ref_l4_csum, split, tcp4_super, tcp6_super};
     use super::*;
 
@@ -156,6 +159,10 @@ mod tests {
             assert_eq!(ref_csum(&[ip.header()]), 0, "IPv4 header checksum");
         }
         assert_eq!(ref_l4_csum(seg), 0, "TCP checksum");
+        // The very checksum a sum over the whole segment writes.
+        let mut whole = seg.to_vec();
+        fill_l4_checksum(&mut whole, &l);
+        assert_eq!(whole, seg, "TCP checksum field");
         let tcp = l.tcp(seg);
         let data = seg[l.l4 + tcp.header_len()..].to_vec();
         (tcp.seq_number(), tcp.flags(), data)
