@@ -3,14 +3,20 @@
 //! kernel would cut the result back into the very same frames, into one
 //! super-frame written to an offloading TAP once.
 
-use super::checksum::{csum_fold, fill_ipv4_checksum, ipv4_checksum_ok, l4_checksum, pseudo_sum};
+use super::checksum::{
+    copy_csum, csum_fold, fill_ipv4_checksum, ipv4_checksum_ok, l4_checksum_with, pseudo_sum,
+};
 use super::headers::{
     Ipv4Packet, Layers, PROTO_TCP, PROTO_UDP, TcpPacket, UdpPacket, parse_l3, tcp_flags,
 };
 use super::vnet::{F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VNET_HDR_LEN, VnetHdr};
+use std::fmt;
 
 /// Largest super-frame handed to the TAP (IP total length is 16 bits).
 const MAX_SUPER: usize = 65_000;
+/// The buffer: a super-frame and room for one frame more (a larger lone
+/// frame grows it).
+const BUF_LEN: usize = VNET_HDR_LEN + MAX_SUPER + 1600;
 /// Most datagrams in one UDP super-frame (the kernel's `UDP_MAX_SEGMENTS`).
 const MAX_UDP_SEGS: usize = 64;
 
@@ -20,9 +26,13 @@ const MAX_UDP_SEGS: usize = 64;
 /// offloading TAP once; the kernel cuts it back into the very same frames
 /// (or hands it whole to a GRO-aware socket). Everything else passes
 /// through as single frames. The output always starts with a [`VnetHdr`].
-#[derive(Debug)]
 pub struct Coalescer {
+    /// `VnetHdr ‖ frame` being built is `buf[..len]`. The buffer is zeroed
+    /// once, at its full size, so that frames are copied (and summed)
+    /// straight into place, and a frame appended is taken back by
+    /// resetting `len`; what lies beyond `len` is never read.
     buf: Vec<u8>,
+    len: usize,
     run: Option<Run>,
     /// Whether UDP runs are coalesced (the kernel must know USO).
     udp: bool,
@@ -45,7 +55,8 @@ struct Run {
     closed: bool,
 }
 
-/// A frame that may join a run.
+/// A frame that may join a run, but for its TCP/UDP checksum: that is
+/// verified as the frame is copied into the buffer.
 struct Seg {
     l: Layers,
     hl: usize,
@@ -55,6 +66,17 @@ struct Seg {
     id: u16,
     /// TCP flags (0 for UDP).
     flags: u8,
+}
+
+impl fmt::Debug for Coalescer {
+    /// The output being built, not the whole buffer.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Coalescer")
+            .field("pending", &&self.buf[..self.len])
+            .field("run", &self.run)
+            .field("udp", &self.udp)
+            .finish()
+    }
 }
 
 impl Default for Coalescer {
@@ -67,7 +89,8 @@ impl Coalescer {
     /// One reusable buffer, allocated once.
     pub fn new() -> Self {
         Coalescer {
-            buf: Vec::with_capacity(VNET_HDR_LEN + MAX_SUPER + 1600),
+            buf: vec![0; BUF_LEN],
+            len: 0,
             run: None,
             udp: true,
         }
@@ -83,37 +106,51 @@ impl Coalescer {
     /// Adds a frame; calls `emit` with each finished `VnetHdr ‖ frame`.
     pub fn push(&mut self, frame: &[u8], emit: &mut impl FnMut(&[u8])) {
         let seg = tcp_segment(frame).or_else(|| udp_datagram(frame).filter(|_| self.udp));
-        if let Some(seg) = seg {
-            if self.try_append(frame, &seg) {
+        let first = match seg {
+            Some(seg) => match self.try_append(frame, &seg) {
+                Append::Joined => return,
+                Append::Unjoinable => Some(seg),
+                Append::BadChecksum => None,
+            },
+            None => None,
+        };
+        self.flush(emit);
+        self.start();
+        if let Some(seg) = first {
+            // The first of a run, if its checksum is right: summed from L4
+            // on as it is copied.
+            self.append(&frame[..seg.l.l4]);
+            let sum = self.append_csum(&frame[seg.l.l4..]);
+            if l4_checksum_with(frame, &seg.l, seg.l.l4, sum) == 0 {
+                let len = frame.len() - seg.hl;
+                self.run = Some(Run {
+                    l: seg.l,
+                    hl: seg.hl,
+                    mss: len,
+                    next_seq: next_seq(&seg, len),
+                    next_id: next_id(&seg),
+                    segs: 1,
+                    closed: seg.flags & tcp_flags::PSH != 0,
+                });
                 return;
             }
-            self.flush(emit);
-            self.buf.clear();
-            self.buf.extend_from_slice(&[0u8; VNET_HDR_LEN]);
-            self.buf.extend_from_slice(frame);
-            let len = frame.len() - seg.hl;
-            self.run = Some(Run {
-                l: seg.l,
-                hl: seg.hl,
-                mss: len,
-                next_seq: next_seq(&seg, len),
-                next_id: next_id(&seg),
-                segs: 1,
-                closed: seg.flags & tcp_flags::PSH != 0,
-            });
-            return;
+            // A wrong checksum: the buffer holds the frame, copied whole
+            // and untouched, to go alone like any other.
+        } else {
+            self.append(frame);
         }
-        self.flush(emit);
-        self.buf.clear();
-        self.buf.extend_from_slice(&[0u8; VNET_HDR_LEN]);
-        self.buf.extend_from_slice(frame);
-        emit(&self.buf);
-        self.buf.clear();
+        emit(&self.buf[..self.len]);
+        self.len = 0;
     }
 
-    fn try_append(&mut self, frame: &[u8], seg: &Seg) -> bool {
-        let Some(run) = self.run.as_mut() else {
-            return false;
+    /// Appends the payload of `frame` to the run if it continues it and
+    /// its TCP/UDP checksum is right. The checksum is verified while the
+    /// payload is copied: the pseudo-header and L4 header are summed on
+    /// their own, the payload on the way into the buffer, and a wrong total
+    /// takes the payload back out (`len` as it was, the run unchanged).
+    fn try_append(&mut self, frame: &[u8], seg: &Seg) -> Append {
+        let Some(mut run) = self.run else {
+            return Append::Unjoinable;
         };
         let len = frame.len() - seg.hl;
         let udp = run.l.proto == PROTO_UDP;
@@ -125,29 +162,60 @@ impl Coalescer {
             || seg.id != run.next_id
             || len > run.mss
             || (udp && run.segs >= MAX_UDP_SEGS)
-            || self.buf.len() - VNET_HDR_LEN + len > MAX_SUPER
+            || self.len - VNET_HDR_LEN + len > MAX_SUPER
             || !same_flow_headers(prev, &frame[..seg.hl], &run.l)
         {
-            return false;
+            return Append::Unjoinable;
         }
-        self.buf.extend_from_slice(&frame[seg.hl..]);
+        let before = self.len;
+        let sum = self.append_csum(&frame[seg.hl..]);
+        if l4_checksum_with(frame, &seg.l, seg.hl, sum) != 0 {
+            self.len = before;
+            return Append::BadChecksum;
+        }
         run.next_seq = next_seq(seg, len);
         run.next_id = next_id(seg);
         run.segs += 1;
         // A short segment or PSH ends a run, as in the kernel's GRO.
         run.closed = len < run.mss || seg.flags & tcp_flags::PSH != 0;
         if seg.flags & tcp_flags::PSH != 0 {
-            let mut tcp = run.l.tcp_mut(&mut self.buf[VNET_HDR_LEN..]);
+            let mut tcp = run.l.tcp_mut(&mut self.buf[VNET_HDR_LEN..self.len]);
             tcp.set_flags(tcp.flags() | tcp_flags::PSH);
         }
-        true
+        self.run = Some(run);
+        Append::Joined
+    }
+
+    /// Starts the next output: an empty `VnetHdr`, no frame yet.
+    fn start(&mut self) {
+        self.buf[..VNET_HDR_LEN].fill(0);
+        self.len = VNET_HDR_LEN;
+    }
+
+    /// The next `n` bytes of the output, grown into if need be.
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let at = self.len;
+        self.len += n;
+        if self.buf.len() < self.len {
+            self.buf.resize(self.len, 0);
+        }
+        &mut self.buf[at..self.len]
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        self.room(bytes.len()).copy_from_slice(bytes);
+    }
+
+    /// Appends `bytes` and returns their one's-complement sum.
+    fn append_csum(&mut self, bytes: &[u8]) -> u64 {
+        copy_csum(self.room(bytes.len()), bytes, 0)
     }
 
     /// Emits what is pending (call at the end of each received batch).
     pub fn flush(&mut self, emit: &mut impl FnMut(&[u8])) {
         let Some(run) = self.run.take() else { return };
         if run.segs > 1 {
-            let f = &mut self.buf[VNET_HDR_LEN..];
+            let f = &mut self.buf[VNET_HDR_LEN..self.len];
             let l = run.l;
             let l4_len = f.len() - l.l4;
             if l.ipv6 {
@@ -180,9 +248,20 @@ impl Coalescer {
             };
             let _ = hdr.write(&mut self.buf);
         }
-        emit(&self.buf);
-        self.buf.clear();
+        emit(&self.buf[..self.len]);
+        self.len = 0;
     }
+}
+
+/// What [`Coalescer::try_append`] did with a frame.
+enum Append {
+    /// Its payload joined the run.
+    Joined,
+    /// It does not continue the run (or there is none): it may start one.
+    Unjoinable,
+    /// It would continue the run but its TCP/UDP checksum is wrong: it goes
+    /// alone, untouched (see [`tcp_segment`]).
+    BadChecksum,
 }
 
 /// The TCP sequence number of the segment after `seg` (of `len` payload bytes).
@@ -235,17 +314,15 @@ fn plain_ip(frame: &[u8], proto: u8) -> Option<Layers> {
     Some(l)
 }
 
-/// Whether the TCP or UDP checksum of `frame` is right. The kernel does not
-/// check the checksums of the segments it cuts from a super-frame (they
-/// come out recomputed), so, as in its own GRO, a frame joins a run only
-/// with a right checksum; a wrong one reaches the kernel alone, untouched,
-/// and is dropped there as it would be without the tunnel.
-fn l4_csum_ok(frame: &[u8], l: &Layers) -> bool {
-    l4_checksum(frame, l) == 0
-}
-
 /// A frame that may join a TCP run: payload, only ACK (and PSH), and a
 /// right checksum.
+///
+/// The checksum is not verified here but by the [`Coalescer`], as the
+/// frame is copied into its buffer. The kernel does not check the
+/// checksums of the segments it cuts from a super-frame (they come out
+/// recomputed), so, as in its own GRO, a frame joins a run only with a
+/// right checksum; a wrong one reaches the kernel alone, untouched, and is
+/// dropped there as it would be without the tunnel.
 fn tcp_segment(frame: &[u8]) -> Option<Seg> {
     let l = plain_ip(frame, PROTO_TCP)?;
     let tcp = TcpPacket::new_checked(frame.get(l.l4..)?).ok()?;
@@ -253,9 +330,6 @@ fn tcp_segment(frame: &[u8]) -> Option<Seg> {
     let flags = tcp.flags();
     let ack = tcp_flags::ACK;
     if frame.len() <= hl || flags & !(ack | tcp_flags::PSH) != 0 || flags & ack == 0 {
-        return None;
-    }
-    if !l4_csum_ok(frame, &l) {
         return None;
     }
     Some(Seg {
@@ -268,16 +342,13 @@ fn tcp_segment(frame: &[u8]) -> Option<Seg> {
 }
 
 /// A frame that may join a UDP run: payload, a UDP length that matches,
-/// and a checksum that is present and right.
+/// and a checksum that is present and right (verified as for
+/// [`tcp_segment`]).
 fn udp_datagram(frame: &[u8]) -> Option<Seg> {
     let l = plain_ip(frame, PROTO_UDP)?;
     let udp = UdpPacket::new_checked(frame.get(l.l4..)?).ok()?;
     let hl = l.l4 + UdpPacket::<&[u8]>::HEADER_LEN;
-    if frame.len() <= hl
-        || usize::from(udp.length()) != frame.len() - l.l4
-        || udp.checksum() == 0
-        || !l4_csum_ok(frame, &l)
-    {
+    if frame.len() <= hl || usize::from(udp.length()) != frame.len() - l.l4 || udp.checksum() == 0 {
         return None;
     }
     Some(Seg {
@@ -311,7 +382,7 @@ fn same_flow_headers(a: &[u8], b: &[u8], l: &Layers) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::checksum::fill_l4_checksum;
+    use super::super::checksum::{fill_l4_checksum, l4_checksum_offset};
     use super::super::segment::segment;
     use super::super::testutil::{
         XorShift, cut, ref_csum, ref_l4_csum, split, super_frame, udp_datagrams,
@@ -415,6 +486,42 @@ mod tests {
             collect(std::slice::from_ref(&arp)),
             vec![[vec![0u8; VNET_HDR_LEN], arp].concat()]
         );
+    }
+
+    /// A frame with a wrong checksum, wherever it falls in a run (first,
+    /// middle, last; the payload or the checksum field corrupted), goes
+    /// alone and untouched, and leaves no trace in the super-frames around
+    /// it: before it, what its predecessors alone make; after it, what its
+    /// successors alone make (its sequence number or IPv4 ID started a new
+    /// run). Its payload was copied into the buffer before the check failed.
+    #[test]
+    fn wrong_checksum_leaves_no_trace() {
+        let mut flows = Vec::new();
+        for v6 in [false, true] {
+            let (hdr, sup) = super_frame(v6, 7000, 0x18);
+            flows.push(split(&hdr, &sup, 1400));
+            flows.push(udp_datagrams(v6, !v6, 1000, 100));
+        }
+        for frames in &flows {
+            let l = parse_l3(&frames[0]).unwrap();
+            let csum_at = l.l4 + l4_checksum_offset(l.proto);
+            for k in 0..frames.len() {
+                for at in [frames[k].len() - 1, csum_at] {
+                    let mut s = frames.clone();
+                    s[k][at] ^= 0x01;
+                    assert_ne!(ref_l4_csum(&s[k]), 0);
+                    let alone = [&[0u8; VNET_HDR_LEN][..], &s[k]].concat();
+                    // Real runs on either side.
+                    assert_eq!(collect(&frames[..k]).len(), usize::from(k > 0));
+                    let want: Vec<Vec<u8>> = collect(&frames[..k])
+                        .into_iter()
+                        .chain([alone])
+                        .chain(collect(&frames[k + 1..]))
+                        .collect();
+                    assert_eq!(collect(&s), want, "frame {k} of {}, byte {at}", s.len());
+                }
+            }
+        }
     }
 
     #[test]
