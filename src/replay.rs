@@ -97,6 +97,8 @@ pub struct ReplayWindow {
     finger: u64,
     /// The late timestamps in the window, open addressing.
     late: Box<[u64]>,
+    /// The hash's multiplier (odd; random unless the system has no randomness).
+    mult: u64,
 }
 
 impl fmt::Debug for ReplayWindow {
@@ -115,10 +117,19 @@ impl Default for ReplayWindow {
     }
 }
 
-#[inline]
-fn slot(ts: u64) -> usize {
-    // Fibonacci hashing spreads consecutive timestamps over the table.
-    (ts.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TABLE_BITS)) as usize
+/// Fibonacci hashing's multiplier, used when the system has no randomness.
+const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// A multiplicative hash's odd multiplier, random per window: an on-path
+/// attacker chooses which genuine timestamps arrive late, and with a
+/// multiplier it knows it could pick ones that share a region of the table
+/// and make every lookup walk a long probe chain.
+fn random_multiplier() -> u64 {
+    let mut b = [0u8; 8];
+    match getrandom::fill(&mut b) {
+        Ok(()) => u64::from_ne_bytes(b) | 1,
+        Err(_) => FIBONACCI,
+    }
 }
 
 impl ReplayWindow {
@@ -132,7 +143,15 @@ impl ReplayWindow {
             peaks: vec![0; PEAKS].into_boxed_slice(),
             finger: 0,
             late: vec![EMPTY; TABLE_SIZE].into_boxed_slice(),
+            mult: random_multiplier(),
         }
+    }
+
+    /// The home slot of `ts` in the set of late timestamps: a
+    /// multiplicative hash spreads consecutive timestamps over the table.
+    #[inline]
+    fn slot(&self, ts: u64) -> usize {
+        (ts.wrapping_mul(self.mult) >> (64 - TABLE_BITS)) as usize
     }
 
     /// The highest timestamp accepted so far (0 before the first).
@@ -250,7 +269,7 @@ impl ReplayWindow {
 
     /// Where `ts` goes in the late set, or `None` if it is there.
     fn late_vacant(&self, ts: u64) -> Option<usize> {
-        let mut i = slot(ts);
+        let mut i = self.slot(ts);
         loop {
             match self.late[i] {
                 EMPTY => return Some(i),
@@ -262,7 +281,7 @@ impl ReplayWindow {
 
     fn late_remove(&mut self, ts: u64) {
         let mask = TABLE_SIZE - 1;
-        let mut i = slot(ts);
+        let mut i = self.slot(ts);
         while self.late[i] != ts {
             debug_assert_ne!(self.late[i], EMPTY, "late entry {ts} in the set");
             if self.late[i] == EMPTY {
@@ -274,7 +293,7 @@ impl ReplayWindow {
         let mut hole = i;
         let mut j = (i + 1) & mask;
         while self.late[j] != EMPTY {
-            let home = slot(self.late[j]);
+            let home = self.slot(self.late[j]);
             let dist_j = j.wrapping_sub(home) & mask;
             let dist_hole = j.wrapping_sub(hole) & mask;
             if dist_j >= dist_hole {
@@ -290,6 +309,36 @@ impl ReplayWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Late timestamps chosen so that Fibonacci hashing puts them all in
+    /// 64 neighbouring slots, as an attacker who knew the multiplier would
+    /// choose them: with the window's random multiplier they spread out,
+    /// and no lookup walks far.
+    #[test]
+    fn chosen_late_timestamps_do_not_cluster() {
+        let fib = |ts: u64| (ts.wrapping_mul(FIBONACCI) >> (64 - TABLE_BITS)) as usize;
+        let base = 1_763_900_000_000_000_000u64;
+        let chosen: Vec<u64> = (base..).filter(|&t| fib(t) < 64).take(4000).collect();
+        let mut w = ReplayWindow::new();
+        assert_eq!(w.accept(chosen[chosen.len() - 1] + 1), Ok(true));
+        for &t in &chosen {
+            assert_eq!(w.accept(t), Ok(false));
+        }
+        // The longest probe from any home slot to its entry.
+        let longest = chosen
+            .iter()
+            .map(|&t| {
+                let home = w.slot(t);
+                let at = (0..TABLE_SIZE)
+                    .map(|k| (home + k) & (TABLE_SIZE - 1))
+                    .find(|&i| w.late[i] == t)
+                    .expect("accepted late timestamps are in the set");
+                at.wrapping_sub(home) & (TABLE_SIZE - 1)
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(longest < 64, "a probe walks {longest} slots");
+    }
 
     /// A small deterministic PRNG so property tests need no extra crate.
     struct XorShift(u64);
