@@ -6,8 +6,11 @@
 # faketime (libfaketime) runs a peer with a skewed clock in tests/field_e2e.rs.
 # openvpn and openssl (its throwaway certificates) are dev/bench.sh's
 # encrypted anchor for the confidential mode.
+# gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user build and run
+# the unit tests for aarch64 (no SHA-NI lanes there: the portable paths),
+# with rustup's aarch64-unknown-linux-gnu standard library (added last).
 set -eu
-pkgs="iproute2 iptables nftables bridge-utils dnsmasq-base iputils-ping socat tcpdump shellcheck iperf3 busybox udhcpc procps util-linux libcap2-bin fastd jq python3 systemd ethtool debootstrap systemd-container faketime libfaketime openvpn openssl"
+pkgs="iproute2 iptables nftables bridge-utils dnsmasq-base iputils-ping socat tcpdump shellcheck iperf3 busybox udhcpc procps util-linux libcap2-bin fastd jq python3 systemd ethtool debootstrap systemd-container faketime libfaketime openvpn openssl gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -18,8 +21,14 @@ install_cargo_deb() {
     echo "installing cargo-deb into ${CARGO_HOME:-$HOME/.cargo}/bin (builds for a few minutes, once per machine)"
     cargo install --locked --quiet cargo-deb --version 3.8.0
 }
+add_aarch64() {
+    rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu && return 0
+    echo "adding the aarch64-unknown-linux-gnu standard library (rustup)"
+    rustup target add aarch64-unknown-linux-gnu
+}
 if [ -z "$missing" ]; then
     install_cargo_deb
+    add_aarch64
     exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
@@ -32,3 +41,4 @@ apt-get update -qq
 # shellcheck disable=SC2086 # word splitting of the package list is intended
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
 install_cargo_deb
+add_aarch64
