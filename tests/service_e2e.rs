@@ -442,18 +442,9 @@ fn usr1_counters(p: &Peer) -> (u64, u64) {
     )
 }
 
-#[test]
-fn e2e_sighup_rotates_key_while_ping_runs() {
-    require_e2e!();
-    let p = Pair::new();
-    let ka = p.key("a.b64", KEY);
-    let kb = p.key("b.b64", KEY);
-    let age = ["--max-age", "2"];
-    let a = Peer::start(&p.a, &p.dir, &ka, &strs(&a_args(&age)));
-    let b = Peer::start(&p.b, &p.dir, &kb, &strs(&b_args(&age)));
-    assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
-
-    // 1. Both sides get a new key while a ping runs: at most one is lost.
+/// Gives both peers `OTHER_KEY` (SIGHUP) while B pings A 40 times, 0.1 s
+/// apart: at most one ping is lost, and both log the new key.
+fn rotate_both_while_pinging(p: &Pair, a: &Peer, b: &Peer) {
     let count = 40;
     let ping =
         p.b.command("sh")
@@ -476,10 +467,12 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
         .unwrap_or_else(|| panic!("no ping summary: {text}"));
     assert!(
         received + 1 >= count,
-        "lost {} of {count}:\n{text}",
-        count - received
+        "lost {} of {count}:\n{text}\n{}\n{}",
+        count - received,
+        a.log_text(),
+        b.log_text()
     );
-    for peer in [&a, &b] {
+    for peer in [a, b] {
         assert!(
             until(Duration::from_secs(3), POLL, || peer
                 .log_text()
@@ -488,6 +481,66 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
             peer.log_text()
         );
     }
+}
+
+/// The same rotation in the confidential mode, each cipher: new keys
+/// derived from the new key file on both sides, the ping all but
+/// uninterrupted; then only A rotates again and nothing crosses until B
+/// follows, which shows that the keys in use really changed.
+#[test]
+fn e2e_sighup_rotates_key_with_cipher() {
+    require_e2e!();
+    for cipher in ["aes-256-gcm", "chacha20-poly1305"] {
+        let p = Pair::new();
+        let ka = p.key("a.b64", KEY);
+        let kb = p.key("b.b64", KEY);
+        let extra = ["--max-age", "2", "--cipher", cipher];
+        let a = Peer::start(&p.a, &p.dir, &ka, &strs(&a_args(&extra)));
+        let b = Peer::start(&p.b, &p.dir, &kb, &strs(&b_args(&extra)));
+        assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)), "{cipher}");
+        rotate_both_while_pinging(&p, &a, &b);
+        let third = "c29tZSBvdGhlciAzMi1ieXRlIGtleSBmb3IgdGFwdHVuIQ==";
+        p.key("a.b64", third);
+        a.signal("HUP");
+        assert!(
+            until(Duration::from_secs(3), POLL, || a
+                .log_text()
+                .matches("SIGHUP: new key")
+                .count()
+                >= 2),
+            "{cipher}: {}",
+            a.log_text()
+        );
+        // Past the max age of the keys B still uses, nothing crosses.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(
+            !p.b.ping(TAP_A, 2),
+            "{cipher}: traffic passed with different keys"
+        );
+        p.key("b.b64", third);
+        b.signal("HUP");
+        assert!(
+            p.b.ping_until(TAP_A, Duration::from_secs(5)),
+            "{cipher}: no traffic after both rotated:\n{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+    }
+}
+
+#[test]
+fn e2e_sighup_rotates_key_while_ping_runs() {
+    require_e2e!();
+    let p = Pair::new();
+    let ka = p.key("a.b64", KEY);
+    let kb = p.key("b.b64", KEY);
+    let age = ["--max-age", "2"];
+    let a = Peer::start(&p.a, &p.dir, &ka, &strs(&a_args(&age)));
+    let b = Peer::start(&p.b, &p.dir, &kb, &strs(&b_args(&age)));
+    assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
+
+    // 1. Both sides get a new key while a ping runs: at most one is lost.
+    rotate_both_while_pinging(&p, &a, &b);
 
     // 2. A bad key file is refused; the key in use stays.
     let bad = p.dir.join("a.b64");
