@@ -442,6 +442,37 @@ fn usr1_counters(p: &Peer) -> (u64, u64) {
     )
 }
 
+/// A key neither peer starts with, for the rotation tests' third step.
+const THIRD_KEY: &str = "c29tZSBvdGhlciAzMi1ieXRlIGtleSBmb3IgdGFwdHVuIQ==";
+
+/// Gives `peer` (whose key file is `file`) `key` by SIGHUP and waits until
+/// it has logged `n` new keys in all.
+fn rotate(p: &Pair, peer: &Peer, file: &str, key: &str, n: usize) {
+    p.key(file, key);
+    peer.signal("HUP");
+    assert!(
+        until(Duration::from_secs(3), POLL, || peer
+            .log_text()
+            .matches("SIGHUP: new key")
+            .count()
+            >= n),
+        "{}",
+        peer.log_text()
+    );
+}
+
+/// B takes A's third key: traffic resumes within 5 s.
+fn b_follows(p: &Pair, a: &Peer, b: &Peer) {
+    p.key("b.b64", THIRD_KEY);
+    b.signal("HUP");
+    assert!(
+        p.b.ping_until(TAP_A, Duration::from_secs(5)),
+        "no traffic after both rotated:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+}
+
 /// Gives both peers `OTHER_KEY` (SIGHUP) while B pings A 40 times, 0.1 s
 /// apart: at most one ping is lost, and both log the new key.
 fn rotate_both_while_pinging(p: &Pair, a: &Peer, b: &Peer) {
@@ -499,32 +530,14 @@ fn e2e_sighup_rotates_key_with_cipher() {
         let b = Peer::start(&p.b, &p.dir, &kb, &strs(&b_args(&extra)));
         assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)), "{cipher}");
         rotate_both_while_pinging(&p, &a, &b);
-        let third = "c29tZSBvdGhlciAzMi1ieXRlIGtleSBmb3IgdGFwdHVuIQ==";
-        p.key("a.b64", third);
-        a.signal("HUP");
-        assert!(
-            until(Duration::from_secs(3), POLL, || a
-                .log_text()
-                .matches("SIGHUP: new key")
-                .count()
-                >= 2),
-            "{cipher}: {}",
-            a.log_text()
-        );
+        rotate(&p, &a, "a.b64", THIRD_KEY, 2);
         // Past the max age of the keys B still uses, nothing crosses.
         std::thread::sleep(Duration::from_millis(2500));
         assert!(
             !p.b.ping(TAP_A, 2),
             "{cipher}: traffic passed with different keys"
         );
-        p.key("b.b64", third);
-        b.signal("HUP");
-        assert!(
-            p.b.ping_until(TAP_A, Duration::from_secs(5)),
-            "{cipher}: no traffic after both rotated:\n{}\n{}",
-            a.log_text(),
-            b.log_text()
-        );
+        b_follows(&p, &a, &b);
     }
 }
 
@@ -560,18 +573,8 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
     // through (A's replies are under a key B does not have yet), which
     // shows that the keys really changed.
     let (rx0, _) = usr1_counters(&a);
-    p.key("a.b64", "c29tZSBvdGhlciAzMi1ieXRlIGtleSBmb3IgdGFwdHVuIQ==");
-    a.signal("HUP");
     let switched = Instant::now();
-    assert!(
-        until(Duration::from_secs(3), POLL, || a
-            .log_text()
-            .matches("SIGHUP: new key")
-            .count()
-            >= 2),
-        "{}",
-        a.log_text()
-    );
+    rotate(&p, &a, "a.b64", THIRD_KEY, 2);
     assert!(!p.b.ping(TAP_A, 1), "a reply under the new key got through");
     let (rx1, _) = usr1_counters(&a);
     if switched.elapsed() < Duration::from_millis(1800) {
@@ -588,14 +591,7 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
     assert!(bad3 >= bad2 + 3, "bad_mac {bad2} -> {bad3}");
 
     // 4. B follows: traffic resumes.
-    p.key("b.b64", "c29tZSBvdGhlciAzMi1ieXRlIGtleSBmb3IgdGFwdHVuIQ==");
-    b.signal("HUP");
-    assert!(
-        p.b.ping_until(TAP_A, Duration::from_secs(5)),
-        "no traffic after both rotated:\n{}\n{}",
-        a.log_text(),
-        b.log_text()
-    );
+    b_follows(&p, &a, &b);
 }
 
 /// The unit file passes `systemd-analyze verify` without a single warning
