@@ -28,8 +28,9 @@
 //! block to block, and the first block whose peak reaches `ts` is the one
 //! that holds `ts` if it came as a newest one: scanning that block
 //! answers. Only the *late* ones (accepted below the highest) also go into
-//! an open-addressing hash set (linear probing, Fibonacci hashing, load at
-//! most 1/2 as at most [`CAPACITY`] are remembered). On eviction the floor
+//! an open-addressing hash set (linear probing, a multiplicative hash whose
+//! odd multiplier is drawn at random per window, load at most 1/2 as at
+//! most [`CAPACITY`] are remembered). On eviction the floor
 //! tells them apart: a late entry came after a higher one, which leaves
 //! first and raises the floor past it, while a newest one is above every
 //! entry evicted before it.
