@@ -30,6 +30,7 @@ pub mod rx;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod script;
+pub mod session;
 pub mod stats;
 pub mod sys;
 pub mod tx;

@@ -83,6 +83,8 @@ pub struct Counters {
     pub send_errors: AtomicU64,
     /// TAP write errors.
     pub tap_errors: AtomicU64,
+    /// Frames (and keepalives) the sealer refused: dropped, never sent.
+    pub seal_errors: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -101,7 +103,7 @@ impl Counters {
     /// One human-readable line.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "tx {} frames {} bytes, rx {} frames {} bytes, keepalives tx {} rx {}, send errors {}, tap errors {}, drops:",
+            "tx {} frames {} bytes, rx {} frames {} bytes, keepalives tx {} rx {}, send errors {}, tap errors {}, seal errors {}, drops:",
             self.tx_frames.load(Relaxed),
             self.tx_bytes.load(Relaxed),
             self.rx_frames.load(Relaxed),
@@ -110,6 +112,7 @@ impl Counters {
             self.keepalives_rx.load(Relaxed),
             self.send_errors.load(Relaxed),
             self.tap_errors.load(Relaxed),
+            self.seal_errors.load(Relaxed),
         );
         for r in DropReason::ALL {
             let _ = write!(s, " {} {}", r.name(), self.drops(r));
@@ -130,7 +133,7 @@ impl Counters {
     pub fn write_json_members(&self, s: &mut String) {
         let _ = write!(
             s,
-            "\"tx_frames\":{},\"tx_bytes\":{},\"rx_frames\":{},\"rx_bytes\":{},\"keepalives_tx\":{},\"keepalives_rx\":{},\"send_errors\":{},\"tap_errors\":{},\"drops\":{{",
+            "\"tx_frames\":{},\"tx_bytes\":{},\"rx_frames\":{},\"rx_bytes\":{},\"keepalives_tx\":{},\"keepalives_rx\":{},\"send_errors\":{},\"tap_errors\":{},\"seal_errors\":{},\"drops\":{{",
             self.tx_frames.load(Relaxed),
             self.tx_bytes.load(Relaxed),
             self.rx_frames.load(Relaxed),
@@ -139,6 +142,7 @@ impl Counters {
             self.keepalives_rx.load(Relaxed),
             self.send_errors.load(Relaxed),
             self.tap_errors.load(Relaxed),
+            self.seal_errors.load(Relaxed),
         );
         for (i, r) in DropReason::ALL.iter().enumerate() {
             let sep = if i == 0 { "" } else { "," };

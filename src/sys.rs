@@ -4,7 +4,7 @@
 use crate::batch::Message;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::Duration;
 
 /// Signals the main thread waits for; workers inherit them blocked.
@@ -448,6 +448,86 @@ pub fn wait_readable(fd: &impl AsRawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// What [`wait_either`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Ready {
+    /// The first fd is readable.
+    pub first: bool,
+    /// The second fd is readable.
+    pub second: bool,
+}
+
+/// Blocks until `a` or `b` (if given) is readable, `timeout` passes
+/// (`None`: no limit), or a signal interrupts the wait.
+pub fn wait_either(
+    a: &impl AsRawFd,
+    b: Option<&impl AsRawFd>,
+    timeout: Option<Duration>,
+) -> io::Result<Ready> {
+    let fd = |f: Option<i32>| libc::pollfd {
+        fd: f.unwrap_or(-1),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut p = [fd(Some(a.as_raw_fd())), fd(b.map(|b| b.as_raw_fd()))];
+    let ms = timeout.map_or(-1, |t| {
+        // Round up: a wait of 0.4 ms must not spin as a wait of 0.
+        libc::c_int::try_from(t.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
+    });
+    // SAFETY: two valid pollfds (poll ignores a negative fd), for the
+    // duration of the call.
+    let rc = unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Ready {
+        first: p[0].revents != 0,
+        second: p[1].revents != 0,
+    })
+}
+
+/// A wake-up another thread can send to one that waits in [`wait_either`]
+/// (an eventfd: a counter the kernel makes readable when non-zero).
+#[derive(Debug)]
+pub struct Wake(std::os::fd::OwnedFd);
+
+impl Wake {
+    /// A new, unsignalled wake-up.
+    pub fn new() -> io::Result<Wake> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new
+        // fd that nothing else owns.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh fd that we own from here on.
+        Ok(Wake(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Signals the waiting thread (it may not be waiting yet: the signal
+    /// stays until [`Wake::clear`]).
+    pub fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64. Fails only when the
+        // counter would overflow, i.e. it is already signalled.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Clears the signal (after a wait that saw it).
+    pub fn clear(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64; non-blocking, so an
+        // unsignalled counter returns EAGAIN at once.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+impl AsRawFd for Wake {
+    fn as_raw_fd(&self) -> i32 {
+        self.0.as_raw_fd()
+    }
 }
 
 /// Whether the kernel knows UDP GSO (`UDP_SEGMENT`, Linux 4.18). Setting

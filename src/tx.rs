@@ -37,13 +37,22 @@ impl Sealer {
     }
 
     /// Seals one datagram in place at `ts`.
-    fn seal(&mut self, ts: u64, buf: &mut [u8]) {
-        // Neither fails: every buffer has room for the overhead, and
-        // timestamps strictly increase (`next_ts`).
-        let _ = match self {
-            Sealer::Hmac(c) => c.seal(ts, buf).map_err(|_| ()),
-            Sealer::Aead(k) => k.seal(ts, buf).map_err(|_| ()),
-        };
+    fn seal(&mut self, ts: u64, buf: &mut [u8]) -> Result<(), SealError> {
+        match self {
+            Sealer::Hmac(c) => c.seal(ts, buf).map_err(|_| SealError),
+            Sealer::Aead(k) => k.seal(ts, buf).map_err(|_| SealError),
+        }
+    }
+}
+
+/// A datagram the sealer refused (a buffer without room, or an AEAD
+/// nonce not above the last one): it is never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealError;
+
+impl std::fmt::Display for SealError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the sealer refused the datagram")
     }
 }
 
@@ -112,6 +121,9 @@ pub struct Batch<'a> {
     pub bytes: &'a [u8],
     /// The messages, in send order, as ranges of `bytes`.
     pub messages: &'a [Message],
+    /// Datagrams the sealer refused: left out of every message (their
+    /// bytes wiped), to be counted as [`crate::stats::DropReason::Unsealed`].
+    pub refused: usize,
 }
 
 /// The sending half of one peer: the key it seals with, the timestamps it
@@ -192,6 +204,18 @@ impl Outbound {
         self.max_frame = max_frame(mtu);
     }
 
+    /// The last timestamp sealed (0: none yet).
+    pub fn last_ts(&self) -> u64 {
+        self.last_ts
+    }
+
+    /// Seals after `ts` from now on: another sender of the same peer (the
+    /// engine's reply path) sealed up to `ts`, and every datagram to a peer
+    /// gets a timestamp greater than the last, whoever sealed it.
+    pub fn follow_ts(&mut self, ts: u64) {
+        self.last_ts = self.last_ts.max(ts);
+    }
+
     /// How many datagrams the batch holds.
     pub fn len(&self) -> usize {
         if self.sealed { 0 } else { self.spans.len() }
@@ -252,15 +276,30 @@ impl Outbound {
             self.spans.clear();
         }
         let last = &mut self.last_ts;
+        let mut refused = 0;
         match &mut self.sealer {
-            // The tags in lanes. Cannot fail: every span has room for the header.
+            // The tags in lanes; refused whole when a span has no room for
+            // the header (nothing is written then).
             Sealer::Hmac(c) => {
-                let _ = c.seal_spans(&mut self.out, &self.spans, || next_ts(last, now));
-            }
-            Sealer::Aead(k) => {
-                for span in &self.spans {
-                    let _ = k.seal(next_ts(last, now), &mut self.out[span.clone()]);
+                if c.seal_spans(&mut self.out, &self.spans, || next_ts(last, now))
+                    .is_err()
+                {
+                    refused = self.spans.len();
+                    self.spans.clear();
                 }
+            }
+            // A datagram the key refuses still holds its frame in the
+            // clear: wiped, and left out of the batch.
+            Sealer::Aead(k) => {
+                let out = &mut self.out;
+                self.spans.retain(|span| {
+                    let sealed = k.seal(next_ts(last, now), &mut out[span.clone()]).is_ok();
+                    if !sealed {
+                        out[span.clone()].fill(0);
+                        refused += 1;
+                    }
+                    sealed
+                });
             }
         }
         self.msgs.clear();
@@ -270,6 +309,7 @@ impl Outbound {
         Batch {
             bytes: &self.out[..end],
             messages: &self.msgs,
+            refused,
         }
     }
 
@@ -295,8 +335,10 @@ impl Outbound {
             return Keepalive::Wait(due - now);
         }
         let ts = next_ts(&mut self.last_ts, now);
-        self.sealer.seal(ts, buf);
-        Keepalive::Send(buf)
+        match self.sealer.seal(ts, buf) {
+            Ok(()) => Keepalive::Send(buf),
+            Err(_) => Keepalive::Refused,
+        }
     }
 }
 
@@ -307,6 +349,8 @@ pub enum Keepalive<'b> {
     Send(&'b [u8]),
     /// Nothing is due for this many ns.
     Wait(u64),
+    /// One was due, but the sealer refused it: nothing to send.
+    Refused,
 }
 
 /// A timestamp greater than `last` (the last one sealed), at or after
@@ -430,6 +474,56 @@ mod tests {
         let n = ob.seal(NOW).messages.iter().map(|m| m.count).sum::<usize>();
         assert_eq!(n, queued);
         assert_eq!(ob.push(&VnetHdr::default(), &big), Push::Queued(1));
+    }
+
+    /// A key that refuses to seal (an AEAD nonce at or below the last one
+    /// it sealed): every datagram it refuses is left out of the batch and
+    /// counted, its bytes wiped, and nothing sent carries a frame's bytes.
+    #[test]
+    fn refused_seals_never_leave_and_leak_nothing() {
+        use crate::aead::{Cipher, SessionId};
+        let mut rng = crate::offload::testutil::XorShift(0x1234_5678_9abc_def1);
+        for cipher in Cipher::ALL {
+            for round in 0..40u64 {
+                let mut key = SealKey::with_session(
+                    cipher,
+                    b"a key of thirty-two bytes, 32 B!",
+                    SessionId([7; 16]),
+                );
+                // The key has sealed up to `last`: it refuses every
+                // timestamp up to there, and takes the ones after.
+                let last = NOW + rng.next() % 200;
+                key.seal(last, &mut [0u8; 40]).unwrap();
+                let mut ob = Outbound::new(Sealer::Aead(key), 1418, 1472, round % 2 == 0);
+                let n = 1 + (rng.next() % 150) as usize;
+                // Frames of a recognisable byte pattern (never all zero).
+                let frames: Vec<Vec<u8>> = (0..n)
+                    .map(|i| vec![0xa0 | (i % 16) as u8; 60 + (rng.next() % 3) as usize * 500])
+                    .collect();
+                for f in &frames {
+                    if ob.push(&VnetHdr::default(), f) == Push::Full {
+                        break;
+                    }
+                }
+                let queued = ob.len();
+                let b = ob.seal(NOW);
+                let sent: usize = b.messages.iter().map(|m| m.count).sum();
+                // Timestamps NOW, NOW+1, …: those up to `last` are refused.
+                let refused = (last - NOW + 1).min(queued as u64) as usize;
+                assert_eq!(
+                    (b.refused, sent),
+                    (refused, queued - refused),
+                    "{cipher} round {round}"
+                );
+                // The whole buffer holds no run of a frame's plaintext.
+                for w in b.bytes.windows(16) {
+                    assert!(
+                        !w.iter().all(|&x| x & 0xf0 == 0xa0 && x == w[0]),
+                        "{cipher}: plaintext in the batch"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -623,6 +623,7 @@ fn keepalives_follow_virtual_time() {
                 link.transmit(dg);
             }
             Keepalive::Wait(ns) => assert!(ns <= every),
+            Keepalive::Refused => panic!("the sealer refused a keepalive"),
         }
         link.advance(100 * MS);
     }

@@ -1,54 +1,69 @@
-//! The engine: the TAP, the UDP socket and the two forwarding threads
-//! around the pure halves ([`crate::tx::Outbound`], [`crate::rx::Inbound`]).
+//! The engine: the TAP, the UDP socket and the threads that move bytes
+//! between them and a pure [`Session`], which holds every rule.
 //!
 //! - `setup`: opening the TAP and the socket, probing offloads.
-//! - `send`: the TAP→UDP thread (and the reply path the other thread borrows).
-//! - `recv`: the UDP→TAP thread.
-//! - `status`: the status line and JSON.
+//! - `io`: what the engine needs of a TAP and a socket (traits; the real
+//!   ones here, in-memory ones in `mem.rs` for the engine's tests).
+//! - `send`: the TAP→UDP thread; `recv`: the UDP→TAP thread; `out`:
+//!   sending a sealed batch (the GSO fallback); `role`: the TAP read role
+//!   the two threads hand each other for the replies.
+//! - `watch`: the warn lines; `status`, `control`: `taptun status`.
 //!
-//! This file is the tunnel's lifetime: open, start, key rotation, keepalives.
+//! This file is the tunnel's lifetime: open, start, key rotation, the MTU.
 //!
-//! Who owns what: the key in use is the [`Tunnel`]'s ([`Key`]), published
-//! to both threads as a [`Codec`] in `Shared::key`; the peer address is
-//! decided by the receiving thread's `Inbound` and published in
+//! Who owns what: the session is split at start; the TAP→UDP thread owns
+//! its sending half, the UDP→TAP thread the receiving half and the
+//! replies' sending half. The key in use is the [`Tunnel`]'s ([`Key`]),
+//! published to both threads as a [`Keying`] in `Shared::key`; the peer
+//! address is decided by the receiving half and published in
 //! `Shared::peer`. Each thread reads both through a [`Cached`] copy: one
-//! atomic load per batch, the lock only after a change.
+//! atomic load per batch, a lock (never held across a system call) only
+//! after a change. No thread holds a lock across a system call.
 
 pub mod control;
+mod io;
+#[cfg(test)]
+mod mem;
+mod out;
 mod recv;
+mod role;
 mod send;
 mod setup;
 pub mod status;
+#[cfg(test)]
+mod tests;
 mod watch;
 
+pub use io::{Socket, Tap};
 pub use setup::TunnelError;
 
 use crate::addr;
-use crate::aead::{Cipher, OpenKeys, SealKey, SessionId};
+use crate::aead::{Cipher, SessionId};
 use crate::config::Config;
 use crate::key::Key;
-use crate::offload::{Coalescer, VNET_HDR_LEN};
+use crate::offload::VNET_HDR_LEN;
 use crate::published::{Cached, Published};
-use crate::rx::Inbound;
-use crate::rx::Keys;
+use crate::session::{Keying, Session, Setup};
 use crate::stats::{Counters, Throttle};
-use crate::tx::Sealer;
-use crate::tx::{MAX_FRAME, Outbound};
-use crate::wire::{Codec, HEADER_LEN};
+use crate::tx::MAX_FRAME;
+use crate::wire::HEADER_LEN;
 use log::{info, warn};
-use send::Sender;
-use std::net::SocketAddr;
+use out::Out;
+use role::Role;
+use send::Reader;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tun_rs::SyncDevice;
 
-/// State the threads share.
+/// State the threads share: counters and facts for the status views, and
+/// the few values one thread decides and another follows.
 #[derive(Debug)]
 struct Shared {
     /// Traffic and drop counters.
-    counters: Counters,
+    counters: Arc<Counters>,
     /// The current peer, as the receiving thread last decided it.
     peer: Published<Option<SocketAddr>>,
     /// The sending and receiving key (written only by [`Tunnel::rotate_key`]).
@@ -67,52 +82,21 @@ struct Shared {
     key_since_ns: AtomicU64,
     /// Whether the peer was learned from a datagram (not configured).
     peer_learned: AtomicBool,
+    /// The TAP→UDP thread is to announce the TAP to the peer (set at start
+    /// with a configured peer, and when one is learned).
+    announce: AtomicBool,
+    /// The threads are to end (the engine's tests; the program exits instead).
+    stop: AtomicBool,
 }
 
-/// The key in use, as both threads need it: the HMAC codec and, in the
-/// confidential mode, the cipher, the key file's bytes and this process's
-/// sending session under them (drawn here, at start and at each rotation,
-/// so that the receiving half knows which session is its own).
-#[derive(Debug, Clone)]
-pub(crate) struct Keying {
-    codec: Codec,
-    aead: Option<(Cipher, Key, SessionId)>,
-}
-
-impl Keying {
-    fn new(key: &Key, cipher: Option<Cipher>) -> Result<Keying, TunnelError> {
-        let aead = match cipher {
-            None => None,
-            Some(c) => Some((
-                c,
-                key.clone(),
-                SessionId::random().map_err(TunnelError::Random)?,
-            )),
-        };
-        Ok(Keying {
-            codec: Codec::new(key.as_bytes()),
-            aead,
-        })
-    }
-
-    /// What the sending half seals with.
-    fn sealer(&self) -> Sealer {
-        match &self.aead {
-            None => Sealer::Hmac(self.codec.clone()),
-            Some((c, k, s)) => Sealer::Aead(SealKey::with_session(*c, k.as_bytes(), *s)),
-        }
-    }
-
-    /// What the receiving half opens with.
-    fn keys(&self) -> Keys {
-        Keys {
-            codec: self.codec.clone(),
-            aead: self
-                .aead
-                .as_ref()
-                .map(|(c, k, s)| OpenKeys::new(*c, k.as_bytes(), Some(*s))),
-        }
-    }
+/// A fresh keying under `key`: in the confidential mode, a new random
+/// sending session (at start and at each rotation).
+fn keying(key: &Key, cipher: Option<Cipher>) -> Result<Keying, TunnelError> {
+    let aead = match cipher {
+        None => None,
+        Some(c) => Some((c, SessionId::random().map_err(TunnelError::Random)?)),
+    };
+    Ok(Keying::new(key, aead))
 }
 
 /// What does not change while the tunnel runs, for the status views.
@@ -141,23 +125,28 @@ pub fn unix_nanos() -> u64 {
         .unwrap_or(0)
 }
 
-/// A tunnel: TAP, socket and, once started, the two threads.
-pub struct Tunnel {
-    tap: Arc<SyncDevice>,
-    socket: Arc<std::net::UdpSocket>,
+/// A tunnel: TAP, socket and, once started, the two threads. The real
+/// ones by default; the engine's tests run it on in-memory ones.
+pub struct Tunnel<T: Tap = SyncDevice, S: Socket = UdpSocket> {
+    tap: Arc<T>,
+    socket: Arc<S>,
     facts: Arc<Facts>,
     cfg: Config,
     shared: Arc<Shared>,
-    /// The sending half, shared with the receiving thread's reply path.
-    sender: Arc<Mutex<Sender>>,
+    /// The session, until `start` splits it between the two threads.
+    session: Option<Session>,
+    /// How the session was made: the replies' sending half is made alike.
+    setup: Setup,
+    role: Arc<Role>,
     watch: watch::TickWatch,
     /// The status socket, until `start` hands it to its thread; its path
     /// is removed when the tunnel is dropped.
     control: Option<std::os::unix::net::UnixListener>,
     control_path: Option<std::path::PathBuf>,
+    threads: Vec<thread::JoinHandle<()>>,
 }
 
-impl Drop for Tunnel {
+impl<T: Tap, S: Socket> Drop for Tunnel<T, S> {
     fn drop(&mut self) {
         if let Some(p) = &self.control_path {
             let _ = std::fs::remove_file(p);
@@ -169,20 +158,7 @@ impl Tunnel {
     /// Binds the socket, creates the TAP and brings it up. Nothing runs yet.
     pub fn open(cfg: Config) -> Result<Tunnel, TunnelError> {
         let dev = setup::open(&cfg)?;
-        let keying = Keying::new(&cfg.key, cfg.cipher)?;
-        let sealer = keying.sealer();
-        let shared = Arc::new(Shared {
-            counters: Counters::default(),
-            peer: Published::new(cfg.peer.map(addr::canonical)),
-            key: Published::new(keying),
-            last_valid_ns: AtomicU64::new(0),
-            key_rotations: AtomicU64::new(0),
-            peer_offset_ns: AtomicI64::new(0),
-            mtu: AtomicU32::new(u32::from(cfg.mtu)),
-            key_since_ns: AtomicU64::new(unix_nanos()),
-            peer_learned: AtomicBool::new(false),
-        });
-        let facts = Arc::new(Facts {
+        let facts = Facts {
             mac: dev.mac,
             name: dev.name,
             local: addr::canonical(dev.local),
@@ -194,41 +170,72 @@ impl Tunnel {
             keepalive: cfg.keepalive,
             max_age: cfg.max_age,
             started_ns: unix_nanos(),
-        });
-        let socket = Arc::new(dev.socket);
-        let sender = Sender::new(
-            Outbound::new(sealer, cfg.mtu, cfg.path_payload, dev.udp_gso)
-                .clamp_mss(cfg.mss_limit()),
-            socket.clone(),
-            shared.clone(),
-            dev.local.is_ipv6(),
-            dev.offload,
-        );
+        };
+        let mut tun = Tunnel::with_io(dev.tap, dev.socket, facts, cfg)?;
         // After the TAP, whose name it carries.
-        let path = cfg
+        let path = tun
+            .cfg
             .status_socket
             .clone()
-            .unwrap_or_else(|| control::socket_path(&facts.name));
-        let control = match control::bind(&path) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                warn!(
-                    "status socket {}: {e}; `taptun status` will not reach this tunnel (--status-socket names another path)",
-                    path.display()
-                );
-                None
+            .unwrap_or_else(|| control::socket_path(&tun.facts.name));
+        match control::bind(&path) {
+            Ok(l) => {
+                tun.control = Some(l);
+                tun.control_path = Some(path);
             }
+            Err(e) => warn!(
+                "status socket {}: {e}; `taptun status` will not reach this tunnel (--status-socket names another path)",
+                path.display()
+            ),
+        }
+        Ok(tun)
+    }
+}
+
+impl<T: Tap, S: Socket> Tunnel<T, S> {
+    /// A tunnel on a TAP and socket already open (`facts` says what they
+    /// are). Nothing runs yet.
+    fn with_io(tap: T, socket: S, facts: Facts, cfg: Config) -> Result<Self, TunnelError> {
+        let keying = keying(&cfg.key, cfg.cipher)?;
+        let setup = Setup {
+            keying: keying.clone(),
+            mtu: cfg.mtu,
+            path: cfg.path_payload,
+            gso: facts.udp_gso,
+            coalesce: facts.offload.then_some(facts.udp_coalesce),
+            clamp: cfg.mss_limit(),
+            max_age_ns: cfg.max_age.as_nanos() as u64,
+            keepalive_ns: cfg.keepalive.as_nanos() as u64,
+            peer: cfg.peer.map(addr::canonical),
         };
+        let shared = Arc::new(Shared {
+            counters: Arc::new(Counters::default()),
+            peer: Published::new(setup.peer),
+            key: Published::new(keying),
+            last_valid_ns: AtomicU64::new(0),
+            key_rotations: AtomicU64::new(0),
+            peer_offset_ns: AtomicI64::new(0),
+            mtu: AtomicU32::new(u32::from(cfg.mtu)),
+            key_since_ns: AtomicU64::new(unix_nanos()),
+            peer_learned: AtomicBool::new(false),
+            announce: AtomicBool::new(setup.peer.is_some()),
+            stop: AtomicBool::new(false),
+        });
         Ok(Tunnel {
-            control_path: control.as_ref().map(|_| path),
-            control,
-            tap: Arc::new(dev.tap),
-            socket,
-            facts,
+            tap: Arc::new(tap),
+            socket: Arc::new(socket),
+            facts: Arc::new(facts),
+            session: Some(Session::new(&setup)),
+            setup,
             cfg,
             shared,
-            sender: Arc::new(Mutex::new(sender)),
+            role: Arc::new(Role::new(
+                crate::sys::Wake::new().map_err(TunnelError::Thread)?,
+            )),
             watch: watch::TickWatch::new(),
+            control: None,
+            control_path: None,
+            threads: Vec::new(),
         })
     }
 
@@ -264,20 +271,27 @@ impl Tunnel {
         if key == self.cfg.key {
             return Ok(false);
         }
-        self.shared.key.set(Keying::new(&key, self.cfg.cipher)?);
+        self.shared.key.set(keying(&key, self.cfg.cipher)?);
         self.cfg.key = key;
         self.shared.key_rotations.fetch_add(1, Relaxed);
         self.shared.key_since_ns.store(unix_nanos(), Relaxed);
+        // The TAP→UDP thread seals with it from its next wake-up on.
+        self.role.wake.signal();
         Ok(true)
     }
 
-    /// Starts the two forwarding threads. They run until the process exits.
+    /// Starts the two forwarding threads (and the status socket's). They
+    /// run until the process exits (or, in the engine's tests, the tunnel
+    /// is dropped).
     pub fn start(&mut self) -> Result<(), TunnelError> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
         // Without non-blocking reads the TAP cannot be drained: one frame
-        // per call, and only the TAP→UDP thread reads. The fd is shared with
-        // the writing thread, where O_NONBLOCK changes nothing: a TAP write
-        // does not wait for anything (tun's send buffer is unlimited unless
-        // TUNSETSNDBUF says otherwise).
+        // per wake-up, and only the TAP→UDP thread reads. The fd is shared
+        // with the writing thread, where O_NONBLOCK changes nothing: a TAP
+        // write does not wait for anything (tun's send buffer is unlimited
+        // unless TUNSETSNDBUF says otherwise).
         let nonblocking = match self.tap.set_nonblocking(true) {
             Ok(()) => true,
             Err(e) => {
@@ -285,37 +299,32 @@ impl Tunnel {
                 false
             }
         };
-        send::lock(&self.sender).set_nonblocking(nonblocking);
-        let (tap, sender) = (self.tap.clone(), self.sender.clone());
-        thread::Builder::new()
-            .name("tap-to-udp".into())
-            .spawn(move || send::tap_to_udp(&tap, &sender))
-            .map_err(TunnelError::Thread)?;
+        let (tx, rx) = session.split();
+        let v6 = self.facts.local.is_ipv6();
+        let out = || Out::new(self.socket.clone(), self.shared.counters.clone(), v6);
+        let sender = send::Sender {
+            tap: self.tap.clone(),
+            tx,
+            out: out(),
+            reader: Reader::new(self.facts.offload, nonblocking),
+            shared: self.shared.clone(),
+            facts: self.facts.clone(),
+            role: self.role.clone(),
+            peer: Cached::new(&self.shared.peer),
+            key: Cached::new(&self.shared.key),
+            mtu: self.cfg.mtu,
+        };
         let receiver = recv::Receiver {
             tap: self.tap.clone(),
             socket: self.socket.clone(),
             shared: self.shared.clone(),
             key: Cached::new(&self.shared.key),
-            inbound: {
-                let inbound = Inbound::new(
-                    self.shared.key.get().keys(),
-                    self.cfg.max_age.as_nanos() as u64,
-                    self.cfg.peer,
-                )
-                .clamp_mss(self.cfg.mss_limit());
-                match self.cfg.cipher {
-                    // Name a peer started with --cipher.
-                    None => inbound.detect_confidential(self.cfg.key.as_bytes()),
-                    Some(_) => inbound,
-                }
-            },
-            coalescer: self
-                .facts
-                .offload
-                .then(|| Coalescer::new().with_udp(self.facts.udp_coalesce)),
-            sender: self.sender.clone(),
-            replies: nonblocking,
-            facts: self.facts.clone(),
+            rx,
+            replies: nonblocking.then(|| {
+                let tx = self.setup.send_half();
+                (tx, Reader::new(self.facts.offload, true), out())
+            }),
+            role: self.role.clone(),
             buf: vec![0u8; recv::RECV_BUF],
             errlog: Throttle::per_minute(),
             taplog: Throttle::per_minute(),
@@ -327,43 +336,48 @@ impl Tunnel {
                     .map_or(crate::aead::Mode::Hmac, crate::aead::Mode::Aead),
             ),
         };
-        thread::Builder::new()
-            .name("udp-to-tap".into())
-            .spawn(move || receiver.run())
-            .map_err(TunnelError::Thread)?;
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(TunnelError::Thread)
+        };
+        self.threads
+            .push(spawn("tap-to-udp", Box::new(move || sender.run()))?);
+        self.threads
+            .push(spawn("udp-to-tap", Box::new(move || receiver.run()))?);
         if let Some(l) = self.control.take() {
             let (facts, shared) = (self.facts.clone(), self.shared.clone());
-            thread::Builder::new()
-                .name("status".into())
-                .spawn(move || control::serve(l, facts, shared))
-                .map_err(TunnelError::Thread)?;
-        }
-        if self.cfg.peer.is_some() {
-            // Let a peer without our address learn it now, not on first traffic.
-            let mut s = send::lock(&self.sender);
-            s.keepalive(unix_nanos(), 0);
-            s.announce(self.facts.mac, &self.facts.name);
+            spawn("status", Box::new(move || control::serve(l, facts, shared)))?;
         }
         Ok(())
     }
 
-    /// Called by the main thread between signals: sends a keepalive when
-    /// nothing was sent for the keepalive interval, and says how long until
-    /// the next one could be due, so the main thread can wake just then.
+    /// Called by the main thread between signals: follows the TAP's MTU
+    /// and says, once a tick, why nothing crosses when nothing does.
+    /// Returns how long until it wants to be called again.
     pub fn tick(&mut self) -> Duration {
         self.follow_mtu();
         let port = self.facts.local.port();
         self.watch
             .tick(&self.shared, unix_nanos(), self.cfg.keepalive, port);
-        let every = self.cfg.keepalive.as_nanos() as u64;
-        if every == 0 {
-            return Duration::from_secs(1);
+        Duration::from_secs(1)
+    }
+
+    /// Stops the threads and waits for them (the engine's tests; the
+    /// program exits instead). The receiving thread ends at its next
+    /// receive, which a real socket may not have soon.
+    #[cfg(test)]
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Relaxed);
+        self.role.wake.signal();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
-        send::lock(&self.sender).keepalive(unix_nanos(), every)
     }
 }
 
-impl Tunnel {
+impl<T: Tap, S: Socket> Tunnel<T, S> {
     /// Reads the TAP's MTU and, when someone changed it (`ip link set
     /// tap0 mtu 1500`, the bridge script), sends frames up to the new size.
     fn follow_mtu(&self) {
@@ -372,7 +386,8 @@ impl Tunnel {
         if now == was {
             return;
         }
-        send::lock(&self.sender).set_mtu(now);
+        // The sending threads follow at their next wake-up.
+        self.role.wake.signal();
         let fits = self.cfg.path_payload - HEADER_LEN - 14;
         if usize::from(now) > fits {
             info!(

@@ -1,130 +1,87 @@
-//! The TAP→UDP thread: reads frames from the TAP, hands them to the pure
-//! [`Outbound`] to cut and seal, and sends each batch with one `sendmmsg`.
+//! The TAP→UDP thread: reads frames from the TAP, hands them to its
+//! [`SendHalf`] to cut and seal, and sends each batch with one `sendmmsg`;
+//! also the keepalives and the announcement of the TAP to a peer. It owns
+//! its sending half; it takes the peer, the key and the MTU from what the
+//! other threads publish, each time it wakes.
 
-use super::{Keying, Shared, TAP_BUF, unix_nanos};
-use crate::addr;
-use crate::announce;
-use crate::mac::MacAddr;
+use super::io::{Fd, Socket, Tap};
+use super::out::Out;
+use super::role::{Role, Taken};
+use super::{Facts, Keying, Shared, TAP_BUF, unix_nanos};
 use crate::offload::{VNET_HDR_LEN, VnetHdr};
 use crate::published::Cached;
-use crate::stats::{DropReason, Throttle};
+use crate::session::{Flushed, KeepaliveDue, Pushed, SendHalf, Transmit};
+use crate::stats::{Counters, DropReason, Throttle};
 use crate::sys;
-use crate::tx::{self, BATCH_DATAGRAMS, Keepalive, Outbound, Push};
 use crate::wire::HEADER_LEN;
-use log::{debug, info, warn};
+use log::{debug, warn};
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
-use tun_rs::SyncDevice;
 
-/// What [`Sender::drain`] stopped at.
+/// What [`Reader::drain`] stopped at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Drained {
-    /// The TAP has nothing more to read.
+    /// The TAP has nothing more to read (or its reads block: one at a
+    /// time, after a wait).
     Empty,
-    /// The frame limit was reached (or the TAP reads block: one at a time).
+    /// The frame limit was reached.
     Limit,
     /// A read failed (already logged).
     Failed,
 }
 
-/// Reads frames from the TAP, has them cut and sealed into batches and
-/// sends each batch with one `sendmmsg`. Both threads use it, behind one
-/// mutex, so frames leave in the order the TAP gave them: the TAP→UDP
-/// thread when the TAP wakes it, and the UDP→TAP thread right after its
-/// own TAP writes, which is when the kernel queues the replies (ACKs, echo
-/// replies) to what it was just given; those then leave without waking
-/// another thread.
-pub(super) struct Sender {
-    outbound: Outbound,
-    link: Link,
+/// Reads the TAP into a sending half: one per thread that reads the TAP,
+/// with the buffer of one read.
+pub(super) struct Reader {
     /// One TAP read, with its virtio_net_hdr when offloads are on.
     buf: Vec<u8>,
     offload: bool,
     /// Whether the TAP is read non-blocking (else one frame per call).
     nonblocking: bool,
-}
-
-/// Where sealed batches go: the socket, the peer and the key as the
-/// threads publish them, and what the kernel was found to accept.
-struct Link {
-    socket: Arc<UdpSocket>,
-    shared: Arc<Shared>,
-    /// The socket is IPv6 (peers are given in its family).
-    v6: bool,
-    peer: Cached<Option<SocketAddr>>,
-    key: Cached<Keying>,
-    /// Whether the socket is still believed to take GSO messages.
-    gso: bool,
-    /// One warn line a minute each: TAP read errors, send errors, sizes
-    /// the kernel refuses, frames longer than the MTU.
+    /// One warn line a minute each: TAP read errors, frames over the MTU.
     errlog: Throttle,
-    /// One line a minute each: send errors, sizes the kernel refuses,
-    /// frames longer than the MTU.
-    send_errors: Throttle,
-    too_long: Throttle,
     oversize: Throttle,
 }
 
-/// Locks the sender; a panic elsewhere while it was held leaves nothing
-/// half-done that matters (the batch is sent or dropped whole).
-pub(super) fn lock(sender: &Mutex<Sender>) -> MutexGuard<'_, Sender> {
-    sender.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Sender {
-    pub(super) fn new(
-        outbound: Outbound,
-        socket: Arc<UdpSocket>,
-        shared: Arc<Shared>,
-        v6: bool,
-        offload: bool,
-    ) -> Self {
-        Sender {
-            outbound,
-            link: Link {
-                peer: Cached::new(&shared.peer),
-                key: Cached::new(&shared.key),
-                socket,
-                shared,
-                v6,
-                gso: true,
-                errlog: Throttle::per_minute(),
-                send_errors: Throttle::per_minute(),
-                too_long: Throttle::per_minute(),
-                oversize: Throttle::per_minute(),
-            },
+impl Reader {
+    pub(super) fn new(offload: bool, nonblocking: bool) -> Reader {
+        Reader {
             buf: vec![0u8; TAP_BUF],
             offload,
-            nonblocking: false,
+            nonblocking,
+            errlog: Throttle::per_minute(),
+            oversize: Throttle::per_minute(),
         }
     }
 
-    /// Follows a change of the TAP's MTU.
-    pub(super) fn set_mtu(&mut self, mtu: u16) {
-        self.outbound.set_mtu(mtu);
-    }
-
-    pub(super) fn set_nonblocking(&mut self, on: bool) {
-        self.nonblocking = on;
-    }
-
     /// Reads at most `limit` frames, stopping early when the TAP is empty,
-    /// and sends them all before returning. Also says how many it read.
-    pub(super) fn drain(&mut self, tap: &SyncDevice, limit: usize) -> (Drained, usize) {
+    /// and sends them all before returning; also says how many it read.
+    pub(super) fn drain<T: Tap, S: Socket>(
+        &mut self,
+        tap: &T,
+        tx: &mut SendHalf,
+        out: &mut Out<S>,
+        counters: &Counters,
+        limit: usize,
+    ) -> (Drained, usize) {
+        let now = unix_nanos();
+        let mut done = Flushed::default();
+        let mut send = |t: Transmit<'_>| out.send(t);
         let mut frames = 0;
         let why = loop {
             if frames >= limit {
                 break Drained::Limit;
             }
-            let n = match tap.recv(&mut self.buf) {
+            let n = match tap.read(&mut self.buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Drained::Empty,
                 Err(e) => {
                     if e.kind() != io::ErrorKind::Interrupted
-                        && let Some(n) = self.link.errlog.note(1, Instant::now())
+                        && let Some(n) = self.errlog.note(1, Instant::now())
                     {
                         warn!("TAP read: {e} ({n} errors)");
                     }
@@ -132,255 +89,162 @@ impl Sender {
                 }
             };
             frames += 1;
-            self.push(n);
+            let (hdr, frame) = if self.offload {
+                match VnetHdr::parse(&self.buf[..n]) {
+                    Ok(h) => (h, &self.buf[VNET_HDR_LEN..n]),
+                    Err(_) => continue,
+                }
+            } else {
+                (VnetHdr::default(), &self.buf[..n])
+            };
+            if !frame.is_empty() {
+                match tx.push(&hdr, frame, now, &mut send, &mut done) {
+                    Pushed::Queued(_) => {}
+                    Pushed::NoPeer => counters.drop(DropReason::NoPeer),
+                    Pushed::Dropped(e) => {
+                        counters.drop(DropReason::Oversize);
+                        if let Some(n) = self.oversize.note(1, Instant::now()) {
+                            warn!(
+                                "TAP frame not sent: {e}; something on this host sends frames larger than the TAP's MTU ({n} dropped)"
+                            );
+                        }
+                    }
+                }
+            }
             if !self.nonblocking {
-                break Drained::Limit;
+                // Another read could block: back to the wait, which says
+                // when the TAP is readable (and keeps keepalives on time).
+                break Drained::Empty;
             }
         };
-        self.link.flush(&mut self.outbound);
+        let last = tx.flush(now, &mut send);
+        count(counters, done);
+        count(counters, last);
         (why, frames)
     }
-
-    /// Queues the frame in `buf[..n]`, sending the batch when it is full.
-    fn push(&mut self, n: usize) {
-        let (hdr, frame) = if self.offload {
-            match VnetHdr::parse(&self.buf[..n]) {
-                Ok(h) => (h, &self.buf[VNET_HDR_LEN..n]),
-                Err(_) => return,
-            }
-        } else {
-            (VnetHdr::default(), &self.buf[..n])
-        };
-        if frame.is_empty() {
-            return;
-        }
-        let link = &mut self.link;
-        if link.peer.get(&link.shared.peer).is_none() {
-            link.shared.counters.drop(DropReason::NoPeer);
-            return;
-        }
-        let mut r = self.outbound.push(&hdr, frame);
-        if r == Push::Full {
-            link.flush(&mut self.outbound);
-            r = self.outbound.push(&hdr, frame);
-        }
-        match r {
-            Push::Queued(_) if self.outbound.len() >= BATCH_DATAGRAMS => {
-                link.flush(&mut self.outbound)
-            }
-            Push::Queued(_) | Push::Full => {}
-            Push::Dropped(e) => {
-                link.shared.counters.drop(DropReason::Oversize);
-                if let Some(n) = link.oversize.note(1, Instant::now()) {
-                    warn!(
-                        "TAP frame not sent: {e}; something on this host sends frames larger than the TAP's MTU ({n} dropped)"
-                    );
-                }
-            }
-        }
-    }
-
-    /// Announces the TAP `name` (`mac`) to the peer: a gratuitous ARP for
-    /// each IPv4 address, an unsolicited neighbour advertisement for each
-    /// IPv6 one, so that neighbour caches naming an old MAC are corrected
-    /// at once. Rare (start, a peer learned): allocation is fine here.
-    pub(super) fn announce(&mut self, mac: MacAddr, name: &str) {
-        let addrs = match sys::addresses(name) {
-            Ok(a) => a,
-            Err(e) => {
-                debug!("cannot list {name}'s addresses to announce them: {e}");
-                return;
-            }
-        };
-        for ip in addrs {
-            let frame: Vec<u8> = match ip {
-                IpAddr::V4(v4) => announce::garp(mac, v4).to_vec(),
-                IpAddr::V6(v6) => announce::unsolicited_na(mac, v6).to_vec(),
-            };
-            if self.outbound.push(&VnetHdr::default(), &frame) == Push::Full {
-                self.link.flush(&mut self.outbound);
-                let _ = self.outbound.push(&VnetHdr::default(), &frame);
-            }
-        }
-        self.link.flush(&mut self.outbound);
-    }
-
-    /// Sends a keepalive if a peer is known and nothing was sent for
-    /// `every` ns (always, with `every` 0); else says how long until one
-    /// is due.
-    pub(super) fn keepalive(&mut self, now: u64, every: u64) -> Duration {
-        let link = &mut self.link;
-        let Some(peer) = *link.peer.get(&link.shared.peer) else {
-            return Duration::from_nanos(every);
-        };
-        if let Some(k) = link.key.changed(&link.shared.key) {
-            self.outbound.set_sealer(k.sealer());
-        }
-        let mut buf = [0u8; HEADER_LEN];
-        let dg = match self.outbound.keepalive(now, every, &mut buf) {
-            Keepalive::Wait(ns) => return Duration::from_nanos(ns),
-            Keepalive::Send(dg) => dg,
-        };
-        let c = &link.shared.counters;
-        match link.socket.send_to(dg, addr::for_socket(peer, link.v6)) {
-            Ok(_) => {
-                c.keepalives_tx.fetch_add(1, Relaxed);
-            }
-            Err(e) => {
-                c.send_errors.fetch_add(1, Relaxed);
-                debug!("keepalive to {peer}: {e}");
-            }
-        }
-        Duration::from_nanos(every)
-    }
 }
 
-impl Link {
-    /// Seals the batch (one clock reading, distinct increasing timestamps)
-    /// and sends it with as few calls as the kernel allows.
-    fn flush(&mut self, ob: &mut Outbound) {
-        if ob.is_empty() {
-            return;
-        }
-        let Some(to) = *self.peer.get(&self.shared.peer) else {
-            self.shared
-                .counters
-                .drop_n(DropReason::NoPeer, ob.discard() as u64);
-            return;
-        };
-        let to = addr::for_socket(to, self.v6);
-        if let Some(k) = self.key.changed(&self.shared.key) {
-            ob.set_sealer(k.sealer());
-        }
-        let batch = ob.seal(unix_nanos());
-        let msgs = batch.messages;
-        let mut refused = false;
-        let mut too_large = None;
-        let mut i = 0;
-        while i < msgs.len() {
-            match sys::send_messages(&*self.socket, batch.bytes, &msgs[i..], to) {
-                Ok(k) => {
-                    let k = k.max(1).min(msgs.len() - i);
-                    for m in &msgs[i..i + k] {
-                        self.shared
-                            .counters
-                            .tx_frames
-                            .fetch_add(m.count as u64, Relaxed);
-                        self.shared
-                            .counters
-                            .tx_bytes
-                            .fetch_add(tx::frame_bytes(m) as u64, Relaxed);
-                    }
-                    i += k;
-                }
-                Err(e) if msgs[i].is_gso() && gso_refused(&e) => {
-                    if self.gso
-                        && matches!(
-                            e.raw_os_error(),
-                            Some(libc::EIO) | Some(libc::ENOPROTOOPT) | Some(libc::EOPNOTSUPP)
-                        )
-                    {
-                        self.gso = false;
-                        refused = true;
-                        info!("UDP GSO refused ({e}); sending datagrams one per message");
-                    }
-                    // EINVAL alone is this route's MTU: GSO does not
-                    // fragment. These datagrams go alone from now on,
-                    // fragmented by the kernel.
-                    if e.raw_os_error() == Some(libc::EINVAL) {
-                        too_large = Some(msgs[i].seg);
-                    }
-                    for one in msgs[i].split() {
-                        self.send_one(&batch.bytes[one.range], to);
-                    }
-                    i += 1;
-                }
-                Err(e) => {
-                    self.shared
-                        .counters
-                        .send_errors
-                        .fetch_add(msgs[i].count as u64, Relaxed);
-                    self.send_failed(&e, msgs[i].seg, to);
-                    i += 1;
-                }
-            }
-        }
-        if refused {
-            ob.disable_gso();
-        }
-        if let Some(seg) = too_large {
-            ob.gso_refused_at(seg);
-            info!(
-                "UDP GSO refused for {seg}-byte datagrams (larger than the route to {} allows unfragmented): sending them one per message, fragmented by the kernel",
-                addr::canonical(to)
-            );
-        }
-    }
+/// Counts what a flush dropped (what it sent, `Out` counts as it goes).
+pub(super) fn count(counters: &Counters, f: Flushed) {
+    counters.drop_n(DropReason::NoPeer, f.no_peer as u64);
+    counters.seal_errors.fetch_add(f.refused as u64, Relaxed);
+}
 
-    /// Sends one sealed datagram and counts it.
-    fn send_one(&mut self, dg: &[u8], to: SocketAddr) {
-        let c = &self.shared.counters;
-        match self.socket.send_to(dg, to) {
-            Ok(_) => {
-                c.tx_frames.fetch_add(1, Relaxed);
-                c.tx_bytes
-                    .fetch_add((dg.len() - HEADER_LEN) as u64, Relaxed);
-            }
-            Err(e) => {
-                c.send_errors.fetch_add(1, Relaxed);
-                self.send_failed(&e, dg.len(), to);
-            }
-        }
-    }
+/// The TAP→UDP thread's state; everything lives as long as the thread.
+pub(super) struct Sender<T, S> {
+    pub tap: Arc<T>,
+    pub tx: SendHalf,
+    pub out: Out<S>,
+    pub reader: Reader,
+    pub shared: Arc<Shared>,
+    pub facts: Arc<Facts>,
+    pub role: Arc<Role>,
+    pub peer: Cached<Option<SocketAddr>>,
+    pub key: Cached<Keying>,
+    pub mtu: u16,
+}
 
-    fn send_failed(&mut self, e: &io::Error, len: usize, to: SocketAddr) {
-        if e.raw_os_error() == Some(libc::EMSGSIZE) {
-            if let Some(n) = self.too_long.note(1, Instant::now()) {
-                warn!(
-                    "UDP send to {}: the kernel refuses {len}-byte datagrams ({e}; {n} refused): lower the TAP MTU (--mtu) below {}, or allow fragments on this route; smaller frames still cross",
-                    addr::canonical(to),
-                    len.saturating_sub(HEADER_LEN + 14),
+impl<T: Tap, S: Socket> Sender<T, S> {
+    /// Runs until the tunnel stops.
+    pub(super) fn run(mut self) {
+        let mut errlog = Throttle::per_minute();
+        let tap_fd = Fd(self.tap.fd());
+        while !self.shared.stop.load(Relaxed) {
+            if let Taken::Yes(ts) = self.role.take_sender() {
+                self.tx.follow_ts(ts);
+            } else {
+                // The UDP→TAP thread is reading replies: it hands the role
+                // back with a wake-up (the timeout only bounds a lost one).
+                let _ = sys::wait_either(
+                    &self.role.wake,
+                    None::<&Fd>,
+                    Some(Duration::from_millis(10)),
                 );
+                self.role.wake.clear();
+                continue;
             }
-            return;
-        }
-        if let Some(n) = self.send_errors.note(1, Instant::now()) {
-            warn!(
-                "UDP send to {}: {e} ({n} send errors): check the route to the peer",
-                addr::canonical(to)
+            self.follow();
+            let (why, _) = self.reader.drain(
+                &*self.tap,
+                &mut self.tx,
+                &mut self.out,
+                &self.shared.counters,
+                usize::MAX,
             );
-        }
-    }
-}
-
-/// Errors with which the kernel says it cannot send this message with GSO.
-fn gso_refused(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::ENOPROTOOPT) | Some(libc::EOPNOTSUPP)
-    )
-}
-
-/// The TAP→UDP thread: drains the TAP whenever it is readable. A busy TAP
-/// costs one system call per frame read and one per batch sent, an idle
-/// one costs nothing (the thread blocks in `poll`).
-pub(super) fn tap_to_udp(tap: &SyncDevice, sender: &Mutex<Sender>) {
-    let mut errlog = Throttle::per_minute();
-    loop {
-        let (why, _) = lock(sender).drain(tap, usize::MAX);
-        match why {
-            Drained::Limit => {}
-            Drained::Failed => thread::sleep(Duration::from_millis(1)),
-            Drained::Empty => {
-                if let Err(e) = sys::wait_readable(tap)
-                    && e.kind() != io::ErrorKind::Interrupted
-                {
+            let due = self.keepalive();
+            if why == Drained::Limit {
+                continue;
+            }
+            self.role.release_sender(self.tx.last_ts());
+            if why == Drained::Failed {
+                thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            let timeout = due.map(|at| Duration::from_nanos(at.saturating_sub(unix_nanos())));
+            // At most a second: the stop flag is looked at that often.
+            let timeout = timeout.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1)));
+            match sys::wait_either(&tap_fd, Some(&self.role.wake), Some(timeout)) {
+                Ok(r) if r.second => self.role.wake.clear(),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
                     if let Some(n) = errlog.note(1, Instant::now()) {
                         warn!("TAP wait: {e} ({n} errors)");
                     }
                     thread::sleep(Duration::from_millis(1));
                 }
             }
+        }
+    }
+
+    /// Takes what the other threads published: the peer (announcing the
+    /// TAP when one was just learned), the key, the TAP's MTU.
+    fn follow(&mut self) {
+        let sh = &*self.shared;
+        if let Some(k) = self.key.changed(&sh.key) {
+            self.tx.set_keying(k);
+        }
+        let mtu = sh.mtu.load(Relaxed) as u16;
+        if mtu != self.mtu {
+            self.mtu = mtu;
+            self.tx.set_mtu(mtu);
+        }
+        if let Some(p) = self.peer.changed(&sh.peer) {
+            self.tx.set_peer(*p);
+        }
+        if sh.announce.swap(false, Relaxed) {
+            let addrs = match self.tap.addresses(&self.facts.name) {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!(
+                        "cannot list {}'s addresses to announce them: {e}",
+                        self.facts.name
+                    );
+                    return;
+                }
+            };
+            let out = &mut self.out;
+            let done = self
+                .tx
+                .announce(self.facts.mac, &addrs, unix_nanos(), &mut |t| out.send(t));
+            count(&sh.counters, done);
+        }
+    }
+
+    /// Sends a keepalive if one is due; says when the next one is.
+    fn keepalive(&mut self) -> Option<u64> {
+        let mut buf = [0u8; HEADER_LEN];
+        match self.tx.keepalive(unix_nanos(), &mut buf) {
+            KeepaliveDue::Send(dg, to) => {
+                self.out.send_one_of(dg, to, true);
+                self.tx.poll_timeout()
+            }
+            KeepaliveDue::Refused => {
+                self.shared.counters.seal_errors.fetch_add(1, Relaxed);
+                self.tx.poll_timeout()
+            }
+            KeepaliveDue::At(t) => Some(t),
+            KeepaliveDue::Idle => None,
         }
     }
 }

@@ -173,9 +173,10 @@ impl View<'_> {
         );
         let _ = writeln!(
             s,
-            "  errors: {} send, {} tap write",
+            "  errors: {} send, {} tap write, {} seal",
             c.send_errors.load(Relaxed),
-            c.tap_errors.load(Relaxed)
+            c.tap_errors.load(Relaxed),
+            c.seal_errors.load(Relaxed)
         );
         let dropped: Vec<String> = DropReason::ALL
             .iter()
@@ -292,6 +293,11 @@ impl View<'_> {
             ),
             ("send_errors", "UDP send errors.", &c.send_errors),
             ("tap_errors", "TAP write errors.", &c.tap_errors),
+            (
+                "seal_errors",
+                "Frames the sealer refused (dropped, never sent).",
+                &c.seal_errors,
+            ),
             (
                 "key_rotations",
                 "Keys replaced by SIGHUP.",

@@ -52,19 +52,9 @@ impl RecvWatch {
         }
     }
 
-    /// Looks at one receive's tally from `src`; `peer` is the peer as it
-    /// was before this receive.
-    /// `peer`: the peer as the receiving half knows it (no lock taken).
-    pub(super) fn saw(
-        &mut self,
-        t: &Tally,
-        src: SocketAddr,
-        peer: Option<SocketAddr>,
-        shared: &Shared,
-    ) {
-        if let Some(off) = t.offset_ns {
-            shared.peer_offset_ns.store(off, Relaxed);
-        }
+    /// Looks at one receive's tally from `src`; `peer`: the peer as the
+    /// receiving half knows it.
+    pub(super) fn saw(&mut self, t: &Tally, src: SocketAddr, peer: Option<SocketAddr>) {
         if t.drops.iter().all(|&n| n == 0) && t.peer == PeerUpdate::Unchanged {
             return;
         }

@@ -1,0 +1,82 @@
+//! What the engine needs of a TAP and a UDP socket, as two traits: the
+//! real ones (`tun_rs::SyncDevice`, `std::net::UdpSocket` with the GSO and
+//! GRO calls of `sys`) implement them here, and the engine's own tests
+//! implement them in memory (`engine/mem.rs`), so that the threads' loops
+//! run without root (wireguard-go's `tuntest.ChannelTUN` is the model).
+
+use crate::batch::Message;
+use crate::sys::{self, Received};
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use tun_rs::SyncDevice;
+
+/// A TAP: frames (with a virtio_net_hdr when offloads are on) in and out.
+pub trait Tap: Send + Sync + 'static {
+    /// Reads one frame; `WouldBlock` when none is queued (non-blocking).
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes one frame.
+    fn write(&self, frame: &[u8]) -> io::Result<()>;
+    /// Makes reads return `WouldBlock` instead of waiting.
+    fn set_nonblocking(&self, on: bool) -> io::Result<()>;
+    /// The fd to wait on for readability.
+    fn fd(&self) -> RawFd;
+    /// The interface's MTU now.
+    fn mtu(&self) -> io::Result<u16>;
+    /// The interface's addresses now (announced to a peer just learned).
+    fn addresses(&self, name: &str) -> io::Result<Vec<IpAddr>>;
+}
+
+/// A UDP socket that sends batches (`sendmmsg`, UDP GSO) and receives GRO runs.
+pub trait Socket: Send + Sync + 'static {
+    /// Sends messages of `buf` to `to` in one call; how many the kernel
+    /// took (at least one), or the first one's error.
+    fn send_messages(&self, buf: &[u8], msgs: &[Message], to: SocketAddr) -> io::Result<usize>;
+    /// Sends one datagram.
+    fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()>;
+    /// Receives one datagram or GRO run (blocking).
+    fn recv(&self, buf: &mut [u8]) -> io::Result<Received>;
+}
+
+impl Tap for SyncDevice {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf)
+    }
+    fn write(&self, frame: &[u8]) -> io::Result<()> {
+        self.send(frame).map(|_| ())
+    }
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        SyncDevice::set_nonblocking(self, on)
+    }
+    fn fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+    fn mtu(&self) -> io::Result<u16> {
+        // The device's own (through Deref), not this trait's.
+        std::ops::Deref::deref(self).mtu()
+    }
+    fn addresses(&self, name: &str) -> io::Result<Vec<IpAddr>> {
+        sys::addresses(name)
+    }
+}
+
+impl Socket for UdpSocket {
+    fn send_messages(&self, buf: &[u8], msgs: &[Message], to: SocketAddr) -> io::Result<usize> {
+        sys::send_messages(self, buf, msgs, to)
+    }
+    fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        UdpSocket::send_to(self, datagram, to).map(|_| ())
+    }
+    fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        sys::recv_gro(self, buf)
+    }
+}
+
+/// A raw fd as `AsRawFd`, for `sys::wait_either`.
+pub(super) struct Fd(pub RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}

@@ -1,0 +1,206 @@
+//! An in-memory TAP and UDP network for the engine's own tests, which run
+//! the real threads and loops without root (wireguard-go's
+//! `tuntest.ChannelTUN` is the model).
+//!
+//! The TAP is one end of a datagram socketpair, so that the engine waits
+//! on it as on a real TAP; the test holds the other end, the "kernel",
+//! and may answer frames as the kernel does (an echo reply written back at
+//! once). The network delivers datagrams between [`MemSocket`]s by address,
+//! cutting GSO messages as the kernel does, and can refuse GSO.
+
+use super::io::{Socket, Tap};
+use crate::batch::Message;
+use crate::sys::Received;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering::SeqCst};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How the "kernel" answers a frame written to the TAP: a frame to queue
+/// for the engine to read, or none.
+pub(super) type Answer = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
+/// An in-memory TAP.
+pub(super) struct MemTap {
+    engine: UnixDatagram,
+    kernel: UnixDatagram,
+    mtu: AtomicU16,
+    addrs: Mutex<Vec<IpAddr>>,
+    answer: Option<Answer>,
+}
+
+impl MemTap {
+    pub(super) fn new(mtu: u16, addrs: Vec<IpAddr>, answer: Option<Answer>) -> MemTap {
+        let (engine, kernel) = UnixDatagram::pair().expect("socketpair");
+        // Room for a few hundred frames queued either way.
+        for s in [&engine, &kernel] {
+            let _ = crate::sys::set_socket_buffer(s, crate::sys::Buf::Send, 4 << 20);
+            let _ = crate::sys::set_socket_buffer(s, crate::sys::Buf::Recv, 4 << 20);
+        }
+        kernel
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        MemTap {
+            engine,
+            kernel,
+            mtu: AtomicU16::new(mtu),
+            addrs: Mutex::new(addrs),
+            answer,
+        }
+    }
+
+    /// The kernel sends a frame out of the TAP (the engine reads it).
+    pub(super) fn inject(&self, frame: &[u8]) {
+        self.kernel.send(frame).expect("inject");
+    }
+
+    /// Frames the engine wrote to the TAP, until `n` came or `within` passed.
+    pub(super) fn written(&self, n: usize, within: Duration) -> Vec<Vec<u8>> {
+        let end = Instant::now() + within;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 70_000];
+        while got.len() < n && Instant::now() < end {
+            if let Ok(len) = self.kernel.recv(&mut buf) {
+                got.push(buf[..len].to_vec());
+            }
+        }
+        got
+    }
+
+    /// Changes the interface's MTU (as `ip link set … mtu` would).
+    pub(super) fn set_mtu(&self, mtu: u16) {
+        self.mtu.store(mtu, SeqCst);
+    }
+}
+
+impl Tap for MemTap {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.engine.recv(buf)
+    }
+    fn write(&self, frame: &[u8]) -> io::Result<()> {
+        self.engine.send(frame)?;
+        if let Some(reply) = self.answer.as_ref().and_then(|a| a(frame)) {
+            self.kernel.send(&reply)?;
+        }
+        Ok(())
+    }
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        self.engine.set_nonblocking(on)
+    }
+    fn fd(&self) -> RawFd {
+        self.engine.as_raw_fd()
+    }
+    fn mtu(&self) -> io::Result<u16> {
+        Ok(self.mtu.load(SeqCst))
+    }
+    fn addresses(&self, _name: &str) -> io::Result<Vec<IpAddr>> {
+        Ok(self.addrs.lock().expect("addrs").clone())
+    }
+}
+
+type Datagram = (Vec<u8>, SocketAddr);
+
+/// The network: who listens at which address.
+#[derive(Default)]
+pub(super) struct MemNet {
+    ports: Mutex<HashMap<SocketAddr, Sender<Datagram>>>,
+}
+
+impl MemNet {
+    /// A socket bound to `addr`.
+    pub(super) fn bind(self: &Arc<Self>, addr: SocketAddr) -> MemSocket {
+        let (tx, rx) = channel();
+        self.ports.lock().expect("ports").insert(addr, tx);
+        MemSocket {
+            addr,
+            net: self.clone(),
+            rx: Mutex::new(rx),
+            refuse_gso: AtomicBool::new(false),
+            log: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn deliver(&self, dg: &[u8], from: SocketAddr, to: SocketAddr) {
+        if let Some(port) = self.ports.lock().expect("ports").get(&to) {
+            let _ = port.send((dg.to_vec(), from));
+        }
+    }
+}
+
+/// One datagram as it left a socket: which thread sent it, whether it was
+/// part of a GSO message, and its length.
+#[derive(Debug, Clone)]
+pub(super) struct Sent {
+    pub thread: String,
+    pub gso: bool,
+    pub len: usize,
+}
+
+/// A UDP socket on the [`MemNet`].
+pub(super) struct MemSocket {
+    addr: SocketAddr,
+    net: Arc<MemNet>,
+    rx: Mutex<Receiver<Datagram>>,
+    /// Refuse GSO messages with EIO, as a kernel or route without UDP GSO.
+    pub refuse_gso: AtomicBool,
+    /// Every datagram sent, and GSO messages refused (`len` 0).
+    pub log: Mutex<Vec<Sent>>,
+}
+
+impl MemSocket {
+    fn note(&self, gso: bool, len: usize) {
+        let thread = std::thread::current().name().unwrap_or("?").to_string();
+        self.log
+            .lock()
+            .expect("log")
+            .push(Sent { thread, gso, len });
+    }
+}
+
+impl Socket for MemSocket {
+    fn send_messages(&self, buf: &[u8], msgs: &[Message], to: SocketAddr) -> io::Result<usize> {
+        let n = msgs.len().min(crate::sys::MAX_MESSAGES);
+        for (i, m) in msgs[..n].iter().enumerate() {
+            if m.is_gso() && self.refuse_gso.load(SeqCst) {
+                self.note(true, 0);
+                if i == 0 {
+                    return Err(io::Error::from_raw_os_error(libc::EIO));
+                }
+                return Ok(i);
+            }
+            for one in m.split() {
+                self.note(m.is_gso(), one.range.len());
+                self.net.deliver(&buf[one.range], self.addr, to);
+            }
+        }
+        Ok(n)
+    }
+
+    fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
+        self.note(false, datagram.len());
+        self.net.deliver(datagram, self.addr, to);
+        Ok(())
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        let rx = self.rx.lock().expect("rx");
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok((dg, from)) => {
+                let len = dg.len().min(buf.len());
+                buf[..len].copy_from_slice(&dg[..len]);
+                Ok(Received {
+                    len,
+                    from: Some(from),
+                    segment: None,
+                    truncated: dg.len() > buf.len(),
+                })
+            }
+            Err(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}

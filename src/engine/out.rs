@@ -1,0 +1,152 @@
+//! Sending a sealed batch: one `sendmmsg` call per batch (more only when
+//! the kernel takes part of it), the fallback when the kernel refuses a
+//! UDP GSO message (its datagrams go one by one, and the session is told
+//! what the kernel taught), the counters, and the warn lines about sends
+//! that fail. Each sending thread has its own `Out`.
+
+use super::io::Socket;
+use crate::addr;
+use crate::session::{Taught, Transmit};
+use crate::stats::{Counters, Throttle};
+use crate::tx;
+use crate::wire::HEADER_LEN;
+use log::{info, warn};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// One thread's way to the socket.
+pub(super) struct Out<S> {
+    socket: Arc<S>,
+    counters: Arc<Counters>,
+    /// The socket is IPv6 (peers are given in its family).
+    v6: bool,
+    /// Whether the socket is still believed to take GSO messages.
+    gso: bool,
+    /// One warn line a minute each: send errors, sizes the kernel refuses.
+    send_errors: Throttle,
+    too_long: Throttle,
+}
+
+impl<S: Socket> Out<S> {
+    pub(super) fn new(socket: Arc<S>, counters: Arc<Counters>, v6: bool) -> Self {
+        Out {
+            socket,
+            counters,
+            v6,
+            gso: true,
+            send_errors: Throttle::per_minute(),
+            too_long: Throttle::per_minute(),
+        }
+    }
+
+    /// Sends a batch; says what the kernel taught about GSO.
+    pub(super) fn send(&mut self, t: Transmit<'_>) -> Taught {
+        let to = addr::for_socket(t.to, self.v6);
+        let msgs = t.messages;
+        let mut taught = Taught::default();
+        let mut i = 0;
+        while i < msgs.len() {
+            match self.socket.send_messages(t.bytes, &msgs[i..], to) {
+                Ok(k) => {
+                    let k = k.max(1).min(msgs.len() - i);
+                    for m in &msgs[i..i + k] {
+                        self.counters.tx_frames.fetch_add(m.count as u64, Relaxed);
+                        self.counters
+                            .tx_bytes
+                            .fetch_add(tx::frame_bytes(m) as u64, Relaxed);
+                    }
+                    i += k;
+                }
+                Err(e) if msgs[i].is_gso() && gso_refused(&e) => {
+                    if self.gso && e.raw_os_error() != Some(libc::EINVAL) {
+                        self.gso = false;
+                        taught.gso_off = true;
+                        info!("UDP GSO refused ({e}); sending datagrams one per message");
+                    }
+                    // EINVAL alone is this route's MTU: GSO does not
+                    // fragment. These datagrams go alone from now on,
+                    // fragmented by the kernel.
+                    if e.raw_os_error() == Some(libc::EINVAL) && taught.too_large.is_none() {
+                        taught.too_large = Some(msgs[i].seg);
+                        info!(
+                            "UDP GSO refused for {}-byte datagrams (larger than the route to {} allows unfragmented): sending them one per message, fragmented by the kernel",
+                            msgs[i].seg,
+                            addr::canonical(to)
+                        );
+                    }
+                    for one in msgs[i].split() {
+                        self.send_one(&t.bytes[one.range], to);
+                    }
+                    i += 1;
+                }
+                Err(e) => {
+                    self.counters
+                        .send_errors
+                        .fetch_add(msgs[i].count as u64, Relaxed);
+                    self.failed(&e, msgs[i].seg, to);
+                    i += 1;
+                }
+            }
+        }
+        taught
+    }
+
+    /// Sends one sealed datagram and counts it (a keepalive, when
+    /// `keepalive`: counted as one, not as a frame).
+    pub(super) fn send_one_of(&mut self, dg: &[u8], to: SocketAddr, keepalive: bool) {
+        let to = addr::for_socket(to, self.v6);
+        match self.socket.send_to(dg, to) {
+            Ok(()) if keepalive => {
+                self.counters.keepalives_tx.fetch_add(1, Relaxed);
+            }
+            Ok(()) => {
+                self.counters.tx_frames.fetch_add(1, Relaxed);
+                self.counters
+                    .tx_bytes
+                    .fetch_add((dg.len() - HEADER_LEN) as u64, Relaxed);
+            }
+            Err(e) => {
+                self.counters.send_errors.fetch_add(1, Relaxed);
+                if keepalive {
+                    log::debug!("keepalive to {}: {e}", addr::canonical(to));
+                } else {
+                    self.failed(&e, dg.len(), to);
+                }
+            }
+        }
+    }
+
+    fn send_one(&mut self, dg: &[u8], to: SocketAddr) {
+        self.send_one_of(dg, to, false);
+    }
+
+    fn failed(&mut self, e: &io::Error, len: usize, to: SocketAddr) {
+        if e.raw_os_error() == Some(libc::EMSGSIZE) {
+            if let Some(n) = self.too_long.note(1, Instant::now()) {
+                warn!(
+                    "UDP send to {}: the kernel refuses {len}-byte datagrams ({e}; {n} refused): lower the TAP MTU (--mtu) below {}, or allow fragments on this route; smaller frames still cross",
+                    addr::canonical(to),
+                    len.saturating_sub(HEADER_LEN + 14),
+                );
+            }
+            return;
+        }
+        if let Some(n) = self.send_errors.note(1, Instant::now()) {
+            warn!(
+                "UDP send to {}: {e} ({n} send errors): check the route to the peer",
+                addr::canonical(to)
+            );
+        }
+    }
+}
+
+/// Errors with which the kernel says it cannot send this message with GSO.
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::ENOPROTOOPT) | Some(libc::EOPNOTSUPP)
+    )
+}

@@ -1,0 +1,296 @@
+//! The engine's own loops, threads and all, on an in-memory TAP and
+//! network (`mem.rs`): the rules only the engine carries out (the GSO
+//! fallback, replies sent by the receiving thread, the announcement to a
+//! peer just learned, the key handed to the sending thread, the MTU
+//! followed) tested without root.
+
+use super::mem::{Answer, MemNet, MemSocket, MemTap};
+use super::*;
+use crate::addr::parse_local;
+use crate::announce;
+use crate::config::ClampMss;
+use crate::mac::MacAddr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Instant;
+
+const KEY: &str = "dGhlIGVuZ2luZSB0ZXN0cycga2V5LCAzMiBieXRlcyE=";
+const OTHER_KEY: &str = "YW5vdGhlciBlbmdpbmUgdGVzdCBrZXksIDMyIGJ5dGU=";
+const WAIT: Duration = Duration::from_secs(5);
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+fn key(b64: &str) -> Key {
+    Key::parse(b64, Path::new("test key")).expect("key")
+}
+
+fn config(local: &str, peer: Option<&str>, cipher: Option<Cipher>) -> Config {
+    Config {
+        key: key(KEY),
+        local: parse_local(local).expect("local"),
+        peer: peer.map(addr),
+        dev: None,
+        mtu: 1418,
+        addresses: Vec::new(),
+        max_age: Duration::from_secs(3),
+        keepalive: Duration::from_secs(25),
+        sockbuf: 0,
+        offload: false,
+        path_payload: 1472,
+        clamp_mss: ClampMss::Off,
+        cipher,
+        mac: None,
+        status_socket: None,
+    }
+}
+
+type MemTunnel = Tunnel<MemTap, MemSocket>;
+
+/// One side: its tunnel on an in-memory TAP (MAC `02:…:0n`, address
+/// 10.9.0.n) and a socket on `net` at `at`.
+fn side(
+    net: &Arc<MemNet>,
+    n: u8,
+    at: &str,
+    peer: Option<&str>,
+    answer: Option<Answer>,
+) -> MemTunnel {
+    side_with(net, n, config(at, peer, None), answer)
+}
+
+fn side_with(net: &Arc<MemNet>, n: u8, cfg: Config, answer: Option<Answer>) -> MemTunnel {
+    let local = addr(&format!("192.0.2.{n}:9123"));
+    let tap = MemTap::new(
+        cfg.mtu,
+        vec![IpAddr::V4(Ipv4Addr::new(10, 9, 0, n))],
+        answer,
+    );
+    let facts = Facts {
+        name: format!("mem{n}"),
+        mac: MacAddr([2, 0, 0, 0, 0, n]),
+        local,
+        offload: false,
+        udp_gso: true,
+        udp_coalesce: false,
+        clamp_mss: cfg.clamp_mss,
+        cipher: cfg.cipher,
+        keepalive: cfg.keepalive,
+        max_age: cfg.max_age,
+        started_ns: unix_nanos(),
+    };
+    Tunnel::with_io(tap, net.bind(local), facts, cfg).expect("tunnel")
+}
+
+/// A frame from `src` (MAC …:0s) with a tag, `len` bytes.
+fn frame(src: u8, tag: u32, len: usize) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 0xee, 2, 0, 0, 0, 0, src, 0x88, 0xb5];
+    f.extend_from_slice(&tag.to_be_bytes());
+    f.resize(len, src);
+    f
+}
+
+fn tag(f: &[u8]) -> Option<u32> {
+    (f.len() >= 18 && f[12..14] == [0x88, 0xb5])
+        .then(|| u32::from_be_bytes([f[14], f[15], f[16], f[17]]))
+}
+
+/// The tags of the next `n` tagged frames written to `tap` (other frames,
+/// such as announcements, are passed over), or fewer if `within` passes.
+fn recv_tags(tap: &MemTap, n: usize, within: Duration) -> Vec<u32> {
+    let end = Instant::now() + within;
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < end {
+        got.extend(
+            tap.written(1, end - Instant::now())
+                .iter()
+                .filter_map(|f| tag(f)),
+        );
+    }
+    got
+}
+
+/// A and B on one network; A knows B, B learns A.
+fn pair(answer_b: Option<Answer>) -> (MemTunnel, MemTunnel) {
+    let net = Arc::new(MemNet::default());
+    let a = side(&net, 1, ":9123", Some("192.0.2.2:9123"), None);
+    let b = side(&net, 2, ":9123", None, answer_b);
+    (a, b)
+}
+
+#[test]
+fn frames_cross_both_ways_and_the_peer_is_learned() {
+    let (mut a, mut b) = pair(None);
+    a.start().unwrap();
+    b.start().unwrap();
+    for i in 0..50 {
+        a.tap.inject(&frame(1, i, 100 + i as usize));
+    }
+    let got = recv_tags(&b.tap, 50, WAIT);
+    assert_eq!(got, (0..50).collect::<Vec<_>>());
+    assert_eq!(b.peer(), Some(addr("192.0.2.1:9123")));
+    // B sends to the peer it learned.
+    b.tap.inject(&frame(2, 7, 60));
+    assert_eq!(recv_tags(&a.tap, 1, WAIT), vec![7]);
+    a.stop();
+    b.stop();
+    // The fifty, and A's announcement.
+    assert_eq!(b.shared.counters.rx_frames.load(SeqCst), 51);
+}
+
+/// The kernel refuses UDP GSO: the batch that learns it still arrives
+/// whole, each datagram sent alone, and later batches plan no GSO.
+/// (Without the fallback in `out.rs`, the first batch is lost.)
+#[test]
+fn gso_refused_frames_still_cross() {
+    let (mut a, mut b) = pair(None);
+    a.socket.refuse_gso.store(true, SeqCst);
+    // Queued before A starts: its first drain reads them all into one
+    // batch of equal-sized datagrams, which plans GSO messages.
+    for i in 0..40 {
+        a.tap.inject(&frame(1, i, 200));
+    }
+    b.start().unwrap();
+    a.start().unwrap();
+    let got = recv_tags(&b.tap, 40, WAIT);
+    assert_eq!(got, (0..40).collect::<Vec<_>>());
+    for i in 40..80 {
+        a.tap.inject(&frame(1, i, 200));
+    }
+    assert_eq!(recv_tags(&b.tap, 40, WAIT), (40..80).collect::<Vec<_>>());
+    a.stop();
+    b.stop();
+    let log = a.socket.log.lock().unwrap();
+    let refused = log.iter().filter(|s| s.gso && s.len == 0).count();
+    // The premise: GSO was tried, refused once, and not tried again.
+    assert_eq!(refused, 1, "{log:?}");
+    assert!(log.iter().all(|s| !s.gso || s.len == 0));
+}
+
+/// B's kernel answers each frame at once (as it answers a ping): the
+/// answers leave from B's receiving thread, which wrote the frames,
+/// without waking B's sending thread, and reach A.
+#[test]
+fn replies_leave_from_the_thread_that_wrote() {
+    let echo: Answer = Box::new(|f: &[u8]| {
+        let t = tag(f)?;
+        Some(frame(2, t + 1000, f.len()))
+    });
+    let (mut a, mut b) = pair(Some(echo));
+    a.start().unwrap();
+    b.start().unwrap();
+    let mut answered = Vec::new();
+    // One at a time, as pings: each answer back before the next goes.
+    for i in 0..20 {
+        a.tap.inject(&frame(1, i, 98));
+        answered.extend(recv_tags(&a.tap, 1, WAIT));
+        // Past the pause after a look that found nothing.
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    a.stop();
+    b.stop();
+    assert_eq!(answered, (1000..1020).collect::<Vec<_>>());
+    let log = b.socket.log.lock().unwrap();
+    let from_rx = log.iter().filter(|s| s.thread == "udp-to-tap").count();
+    // Most answers (all, on an idle machine) leave from the receiving
+    // thread; the sending thread takes the rest when it wins the race.
+    assert!(from_rx >= 10, "{log:?}");
+}
+
+/// A peer learned from a datagram is told at once which MAC holds the
+/// learning side's addresses (a gratuitous ARP), and so is a peer given
+/// at start.
+#[test]
+fn the_tap_is_announced_to_a_peer_learned_and_a_peer_given() {
+    let (mut a, mut b) = pair(None);
+    b.start().unwrap();
+    a.start().unwrap();
+    let garp = |n: u8| announce::garp(MacAddr([2, 0, 0, 0, 0, n]), Ipv4Addr::new(10, 9, 0, n));
+    // A announces itself at start (its peer was given): B writes it.
+    let at_b = b.tap.written(1, WAIT);
+    assert_eq!(at_b, vec![garp(1).to_vec()]);
+    // B learned A from it, and announces itself.
+    let at_a = a.tap.written(1, WAIT);
+    assert_eq!(at_a, vec![garp(2).to_vec()]);
+    a.stop();
+    b.stop();
+}
+
+/// A new key reaches the sending thread: after A rotates alone, B (on the
+/// old key) refuses what A sends; once B rotates too, frames cross again.
+#[test]
+fn a_new_key_is_sealed_with_at_once() {
+    let (mut a, mut b) = pair(None);
+    a.start().unwrap();
+    b.start().unwrap();
+    a.tap.inject(&frame(1, 1, 80));
+    assert_eq!(recv_tags(&b.tap, 1, WAIT), vec![1]);
+    assert!(a.rotate_key(key(OTHER_KEY)).unwrap());
+    a.tap.inject(&frame(1, 2, 80));
+    assert!(recv_tags(&b.tap, 1, Duration::from_millis(300)).is_empty());
+    assert!(b.shared.counters.drops(crate::stats::DropReason::BadMac) >= 1);
+    assert!(b.rotate_key(key(OTHER_KEY)).unwrap());
+    a.tap.inject(&frame(1, 3, 80));
+    assert_eq!(recv_tags(&b.tap, 1, WAIT), vec![3]);
+    a.stop();
+    b.stop();
+}
+
+/// A larger MTU set on the TAP while the tunnel runs is followed: frames
+/// the old MTU refused cross after the next tick.
+#[test]
+fn a_raised_mtu_is_followed() {
+    let (mut a, mut b) = pair(None);
+    a.start().unwrap();
+    b.start().unwrap();
+    let big = 1418 + 18 + 40;
+    a.tap.inject(&frame(1, 1, big));
+    a.tap.inject(&frame(1, 2, 100));
+    assert_eq!(recv_tags(&b.tap, 1, WAIT), vec![2]);
+    assert_eq!(
+        a.shared.counters.drops(crate::stats::DropReason::Oversize),
+        1
+    );
+    a.tap.set_mtu(1500);
+    a.tick();
+    a.tap.inject(&frame(1, 3, big));
+    assert_eq!(recv_tags(&b.tap, 1, WAIT), vec![3]);
+    a.stop();
+    b.stop();
+}
+
+/// The confidential mode, both ciphers, across the engine: replies and
+/// the main path seal under one session with rising timestamps, so no
+/// datagram is refused as a replay or a reused nonce.
+#[test]
+fn confidential_mode_with_replies_refuses_nothing() {
+    for cipher in Cipher::ALL {
+        let net = Arc::new(MemNet::default());
+        let echo: Answer = Box::new(|f: &[u8]| Some(frame(2, tag(f)? + 1000, f.len())));
+        let mut a = side_with(
+            &net,
+            1,
+            config(":9", Some("192.0.2.2:9123"), Some(cipher)),
+            None,
+        );
+        let mut b = side_with(&net, 2, config(":9", None, Some(cipher)), Some(echo));
+        a.start().unwrap();
+        b.start().unwrap();
+        for i in 0..200 {
+            a.tap.inject(&frame(1, i, 300));
+        }
+        let answers = recv_tags(&a.tap, 200, WAIT);
+        a.stop();
+        b.stop();
+        assert_eq!(answers, (1000..1200).collect::<Vec<_>>(), "{cipher}");
+        for side in [&a, &b] {
+            let c = &side.shared.counters;
+            assert_eq!(c.seal_errors.load(SeqCst), 0, "{cipher}");
+            for r in crate::stats::DropReason::ALL {
+                assert_eq!(c.drops(r), 0, "{cipher} {r}");
+            }
+        }
+    }
+}

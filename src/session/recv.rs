@@ -1,0 +1,83 @@
+//! A session's receiving half: datagram runs from the socket in, frames for
+//! the TAP out (coalesced into super-frames when the TAP takes them), with
+//! a tally of what happened for the counters and the log watch.
+
+use super::Keying;
+use crate::offload::Coalescer;
+use crate::rx::{Inbound, Tally};
+use std::net::SocketAddr;
+
+/// A session's receiving half. Pure: `now` (UNIX ns) is an argument, and
+/// the frames leave through the `write` callback the caller passes.
+#[derive(Debug)]
+pub struct RecvHalf {
+    inbound: Inbound,
+    /// With TAP offloads: runs of TCP segments (and UDP datagrams) that
+    /// arrive together go to the TAP as one super-frame.
+    coalescer: Option<Coalescer>,
+}
+
+impl RecvHalf {
+    /// A receiving half opening with `keying`, accepting timestamps within
+    /// `max_age_ns` of now, from `peer` if known (else it is learned).
+    pub fn new(keying: &Keying, max_age_ns: u64, peer: Option<SocketAddr>) -> RecvHalf {
+        let inbound = Inbound::new(keying.keys(), max_age_ns, peer);
+        let inbound = match keying.cipher() {
+            // The HMAC wire names a peer started with --cipher.
+            None => inbound.detect_confidential(keying.key_bytes()),
+            Some(_) => inbound,
+        };
+        RecvHalf {
+            inbound,
+            coalescer: None,
+        }
+    }
+
+    /// Lowers the MSS of the TCP SYNs delivered to `limit`.
+    pub fn clamp_mss(mut self, limit: Option<crate::clamp::Limit>) -> Self {
+        self.inbound = self.inbound.clamp_mss(limit);
+        self
+    }
+
+    /// Writes `VnetHdr ‖ frame` (the TAP has offloads on), coalescing runs
+    /// of TCP segments, and of UDP datagrams when `udp` is set.
+    pub fn coalesce(mut self, udp: bool) -> Self {
+        self.coalescer = Some(Coalescer::new().with_udp(udp));
+        self
+    }
+
+    /// The peer as this half knows it.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.inbound.peer()
+    }
+
+    /// Opens with the new key from now on; the old one is accepted for the
+    /// maximum age, for what the peer sealed before it switched.
+    pub fn rotate(&mut self, keying: &Keying, now: u64) {
+        self.inbound.rotate(keying.keys(), now);
+    }
+
+    /// Checks each datagram of one receive from `src` at `now` (`run`:
+    /// datagrams of `segment` bytes, a UDP GRO run, or one datagram) and
+    /// hands what goes to the TAP to `write`, in order.
+    pub fn receive(
+        &mut self,
+        run: &mut [u8],
+        segment: Option<usize>,
+        src: SocketAddr,
+        now: u64,
+        write: &mut impl FnMut(&[u8]),
+    ) -> Tally {
+        let co = &mut self.coalescer;
+        let t = self
+            .inbound
+            .receive_run(run, segment, src, now, &mut |frame| match co.as_mut() {
+                Some(co) => co.push(frame, write),
+                None => write(frame),
+            });
+        if let Some(co) = co.as_mut() {
+            co.flush(write);
+        }
+        t
+    }
+}

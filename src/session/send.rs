@@ -1,0 +1,292 @@
+//! A session's sending half: frames from the TAP in, sealed batches to one
+//! peer out, through a callback that does the system call. The rules of
+//! sending live here, so that the engine's threads and the in-memory rig
+//! run the same ones: when a batch is due (full, or the TAP drained), that
+//! nothing leaves without a peer, what the kernel taught about GSO, the
+//! keepalive timer and the announcement of the TAP's addresses.
+
+use super::Keying;
+use crate::announce;
+use crate::batch::Message;
+use crate::mac::MacAddr;
+use crate::offload::VnetHdr;
+use crate::tx::{BATCH_DATAGRAMS, Keepalive, Outbound, Push, Unsendable};
+use crate::wire::HEADER_LEN;
+use std::net::{IpAddr, SocketAddr};
+
+/// One sealed batch for the socket: `messages` (ranges of `bytes`, each one
+/// datagram or a UDP GSO run of them) to `to`.
+#[derive(Debug, Clone, Copy)]
+pub struct Transmit<'a> {
+    /// The peer.
+    pub to: SocketAddr,
+    /// The sealed datagrams, back to back.
+    pub bytes: &'a [u8],
+    /// The messages of one `sendmmsg` call, in send order.
+    pub messages: &'a [Message],
+}
+
+/// What the kernel taught the sender while a batch was sent: the engine
+/// reports it, the session plans the next batches by it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Taught {
+    /// The socket refuses UDP GSO altogether: one datagram per message.
+    pub gso_off: bool,
+    /// GSO messages of datagrams this large were refused (larger than the
+    /// route's MTU: GSO does not fragment): such datagrams go alone.
+    pub too_large: Option<usize>,
+}
+
+/// What became of a frame from the TAP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued (or already sent) as this many datagrams.
+    Queued(usize),
+    /// No peer is known yet: dropped.
+    NoPeer,
+    /// Not sendable (longer than the MTU, a super-frame that cannot be cut).
+    Dropped(Unsendable),
+}
+
+/// What one [`SendHalf::flush`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Datagrams handed to the callback.
+    pub sent: usize,
+    /// Datagrams dropped because no peer is known.
+    pub no_peer: usize,
+    /// Datagrams the sealer refused (never sent; their bytes wiped).
+    pub refused: usize,
+}
+
+impl Flushed {
+    fn add(&mut self, o: Flushed) {
+        self.sent += o.sent;
+        self.no_peer += o.no_peer;
+        self.refused += o.refused;
+    }
+}
+
+/// A session's sending half. Pure: `now` (UNIX ns) is an argument, and the
+/// only way out is the `send` callback the caller passes.
+#[derive(Debug)]
+pub struct SendHalf {
+    out: Outbound,
+    peer: Option<SocketAddr>,
+    /// Keepalive interval, ns (0: off).
+    keepalive_ns: u64,
+    /// A keepalive is due at once, whatever the interval: a peer given at
+    /// start learns this side's address before any traffic.
+    first: bool,
+}
+
+impl SendHalf {
+    /// A sending half sealing with `keying` for a TAP of `mtu`, whose
+    /// datagrams cross unfragmented up to `path` bytes; `gso`: whether the
+    /// socket takes UDP GSO messages.
+    pub fn new(keying: &Keying, mtu: u16, path: usize, gso: bool) -> SendHalf {
+        SendHalf {
+            out: Outbound::new(keying.sealer(), mtu, path, gso),
+            peer: None,
+            keepalive_ns: 0,
+            first: false,
+        }
+    }
+
+    /// Lowers the MSS of the TCP SYNs sent to `limit`.
+    pub fn clamp_mss(mut self, limit: Option<crate::clamp::Limit>) -> Self {
+        self.out = self.out.clamp_mss(limit);
+        self
+    }
+
+    /// Sends a keepalive after `every` ns without sending (zero: never).
+    pub fn keepalive_every(mut self, every_ns: u64) -> Self {
+        self.keepalive_ns = every_ns;
+        self
+    }
+
+    /// Sends one keepalive at once when a peer is known (at start, to a
+    /// peer given on the command line), keepalives on or off.
+    pub fn first_keepalive(mut self) -> Self {
+        self.first = true;
+        self
+    }
+
+    /// The peer as this half knows it.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// Sends to `peer` from now on (configured, learned or moved).
+    pub fn set_peer(&mut self, peer: Option<SocketAddr>) {
+        self.peer = peer.map(crate::addr::canonical);
+    }
+
+    /// Seals with the new key from the next datagram on.
+    pub fn set_keying(&mut self, keying: &Keying) {
+        self.out.set_sealer(keying.sealer());
+    }
+
+    /// Follows a change of the TAP's MTU.
+    pub fn set_mtu(&mut self, mtu: u16) {
+        self.out.set_mtu(mtu);
+    }
+
+    /// The last timestamp sealed; see [`SendHalf::follow_ts`].
+    pub fn last_ts(&self) -> u64 {
+        self.out.last_ts()
+    }
+
+    /// Seals after `ts` from now on: when two halves send to one peer in
+    /// turn, each follows the other, so timestamps (and AEAD nonces) never
+    /// repeat and rise in the order datagrams leave.
+    pub fn follow_ts(&mut self, ts: u64) {
+        self.out.follow_ts(ts);
+    }
+
+    /// Plans by what the kernel taught while sending.
+    pub fn learn(&mut self, taught: Taught) {
+        if taught.gso_off {
+            self.out.disable_gso();
+        }
+        if let Some(seg) = taught.too_large {
+            self.out.gso_refused_at(seg);
+        }
+    }
+
+    /// Queues one TAP read (a frame, or a super-frame with its `hdr`).
+    /// A full batch is sealed at `now` and handed to `send` first, and a
+    /// batch of [`BATCH_DATAGRAMS`] or more right after. The caller calls
+    /// [`SendHalf::flush`] when the TAP has nothing more to read.
+    pub fn push(
+        &mut self,
+        hdr: &VnetHdr,
+        frame: &[u8],
+        now: u64,
+        send: &mut impl FnMut(Transmit<'_>) -> Taught,
+        done: &mut Flushed,
+    ) -> Pushed {
+        if self.peer.is_none() {
+            return Pushed::NoPeer;
+        }
+        let mut r = self.out.push(hdr, frame);
+        if r == Push::Full {
+            done.add(self.flush(now, send));
+            r = self.out.push(hdr, frame);
+        }
+        match r {
+            Push::Queued(n) => {
+                if self.out.len() >= BATCH_DATAGRAMS {
+                    done.add(self.flush(now, send));
+                }
+                Pushed::Queued(n)
+            }
+            // Full on an empty batch: one read that alone does not fit.
+            Push::Full => {
+                Pushed::Dropped(Unsendable::Offload(crate::offload::OffloadError::NoRoom))
+            }
+            Push::Dropped(e) => Pushed::Dropped(e),
+        }
+    }
+
+    /// Seals the batch at `now` and hands it to `send`; without a peer the
+    /// batch is dropped (and counted in the result).
+    pub fn flush(&mut self, now: u64, send: &mut impl FnMut(Transmit<'_>) -> Taught) -> Flushed {
+        if self.out.is_empty() {
+            return Flushed::default();
+        }
+        let Some(to) = self.peer else {
+            return Flushed {
+                no_peer: self.out.discard(),
+                ..Flushed::default()
+            };
+        };
+        let batch = self.out.seal(now);
+        let done = Flushed {
+            sent: batch.messages.iter().map(|m| m.count).sum(),
+            refused: batch.refused,
+            no_peer: 0,
+        };
+        let taught = if batch.messages.is_empty() {
+            Taught::default()
+        } else {
+            send(Transmit {
+                to,
+                bytes: batch.bytes,
+                messages: batch.messages,
+            })
+        };
+        self.learn(taught);
+        done
+    }
+
+    /// The keepalive timer: a sealed empty datagram and where it goes when
+    /// one is due at `now` (nothing sent for the interval; the first at
+    /// once, so that a peer without our address learns it), else when the
+    /// next is due (UNIX ns; `None`: no peer, or keepalives off).
+    pub fn keepalive<'b>(&mut self, now: u64, buf: &'b mut [u8; HEADER_LEN]) -> KeepaliveDue<'b> {
+        let Some(to) = self.peer else {
+            return KeepaliveDue::Idle;
+        };
+        let every = match (self.first, self.keepalive_ns) {
+            (true, _) => 0,
+            (false, 0) => return KeepaliveDue::Idle,
+            (false, every) => every,
+        };
+        let due = match self.out.keepalive(now, every, buf) {
+            Keepalive::Wait(ns) => return KeepaliveDue::At(now + ns),
+            Keepalive::Send(dg) => KeepaliveDue::Send(dg, to),
+            Keepalive::Refused => KeepaliveDue::Refused,
+        };
+        self.first = false;
+        due
+    }
+
+    /// When [`SendHalf::keepalive`] next has something to do (UNIX ns).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.peer?;
+        if self.first {
+            return Some(0);
+        }
+        (self.keepalive_ns > 0).then(|| self.out.last_ts().saturating_add(self.keepalive_ns))
+    }
+
+    /// Announces the TAP's `mac` and addresses to the peer (a gratuitous
+    /// ARP per IPv4 address, an unsolicited neighbour advertisement per
+    /// IPv6 one), so that neighbour caches naming an old MAC are corrected
+    /// at once; sent at `now` through `send`. Rare (start, a peer learned):
+    /// building the frames may allocate.
+    pub fn announce(
+        &mut self,
+        mac: MacAddr,
+        addrs: &[IpAddr],
+        now: u64,
+        send: &mut impl FnMut(Transmit<'_>) -> Taught,
+    ) -> Flushed {
+        let mut done = Flushed::default();
+        for ip in addrs {
+            let frame: Vec<u8> = match ip {
+                IpAddr::V4(v4) => announce::garp(mac, *v4).to_vec(),
+                IpAddr::V6(v6) => announce::unsolicited_na(mac, *v6).to_vec(),
+            };
+            if let Pushed::NoPeer = self.push(&VnetHdr::default(), &frame, now, send, &mut done) {
+                return done;
+            }
+        }
+        done.add(self.flush(now, send));
+        done
+    }
+}
+
+/// What the keepalive timer says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeepaliveDue<'b> {
+    /// Send this sealed keepalive to this address now.
+    Send(&'b [u8], SocketAddr),
+    /// Nothing is due before this time (UNIX ns).
+    At(u64),
+    /// No peer, or keepalives are off.
+    Idle,
+    /// One was due but the sealer refused it (count it; nothing to send).
+    Refused,
+}
