@@ -7,7 +7,7 @@ use crate::clamp;
 use crate::peer::{Peer, PeerUpdate};
 use crate::replay::ReplayWindow;
 use crate::stats::DropReason;
-use crate::wire::{Codec, Datagram, WireError, check_freshness};
+use crate::wire::{Codec, Datagram, HEADER_LEN, WireError, check_freshness};
 use std::net::SocketAddr;
 use std::ops::Range;
 
@@ -81,7 +81,10 @@ impl From<Codec> for Keys {
     }
 }
 
-/// Where a datagram's frame went, relative to the datagram.
+/// The receive path's verdict on one datagram, in either mode: where its
+/// frame is, relative to the datagram (the confidential mode decrypts in
+/// place, so a range, not a slice, serves both).
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
     Frame(Range<usize>),
     Keepalive,
@@ -242,19 +245,11 @@ impl Inbound {
                 self.keys.codec.verify_spans(run, &spans[..n], &mut tags_ok);
             }
             for (span, &ok) in spans[..n].iter().zip(&tags_ok) {
+                let dg = &mut run[span.clone()];
                 let (outcome, update) = if confidential {
-                    self.check_aead(&mut run[span.clone()], src, now_ns, &mut t)
+                    self.check_aead(dg, src, now_ns, &mut t)
                 } else {
-                    let dg = &run[span.clone()];
-                    let (verdict, update) =
-                        self.check(dg, src, now_ns, in_lanes.then_some(ok), &mut t);
-                    let outcome = match verdict {
-                        // The frame is the datagram's tail.
-                        Verdict::Frame(f) => Outcome::Frame(dg.len() - f.len()..dg.len()),
-                        Verdict::Keepalive => Outcome::Keepalive,
-                        Verdict::Drop(r) => Outcome::Drop(r),
-                    };
-                    (outcome, update)
+                    self.check(dg, src, now_ns, in_lanes.then_some(ok), &mut t)
                 };
                 if update != PeerUpdate::Unchanged {
                     t.peer = update;
@@ -373,20 +368,26 @@ impl Inbound {
         if self.keys.aead.is_some() {
             return (Verdict::Drop(DropReason::BadMac), PeerUpdate::Unchanged);
         }
-        self.check(datagram, src, now_ns, None, &mut Tally::default())
+        let (outcome, update) = self.check(datagram, src, now_ns, None, &mut Tally::default());
+        let verdict = match outcome {
+            Outcome::Frame(r) => Verdict::Frame(&datagram[r]),
+            Outcome::Keepalive => Verdict::Keepalive,
+            Outcome::Drop(r) => Verdict::Drop(r),
+        };
+        (verdict, update)
     }
 
     /// [`Inbound::receive`], with the tag's verdict under the current key
     /// if it is known already.
-    fn check<'a>(
+    fn check(
         &mut self,
-        datagram: &'a [u8],
+        datagram: &[u8],
         src: SocketAddr,
         now_ns: u64,
         verified: Option<bool>,
         t: &mut Tally,
-    ) -> (Verdict<'a>, PeerUpdate) {
-        let drop = |r| (Verdict::Drop(r), PeerUpdate::Unchanged);
+    ) -> (Outcome, PeerUpdate) {
+        let drop = |r| (Outcome::Drop(r), PeerUpdate::Unchanged);
         if datagram.len() > crate::tx::MAX_DATAGRAM {
             // No peer sends this much: not worth hashing.
             return drop(DropReason::Oversize);
@@ -416,15 +417,9 @@ impl Inbound {
         let ts = dg.timestamp();
         self.last_authentic_ts = ts;
         match self.admit(ts, src, now_ns) {
-            Ok(update) => {
-                let frame = dg.into_frame();
-                let verdict = if frame.is_empty() {
-                    Verdict::Keepalive
-                } else {
-                    Verdict::Frame(frame)
-                };
-                (verdict, update)
-            }
+            // The frame is the datagram's tail.
+            Ok(update) if dg.frame().is_empty() => (Outcome::Keepalive, update),
+            Ok(update) => (Outcome::Frame(HEADER_LEN..datagram.len()), update),
             Err(r) => drop(r),
         }
     }
