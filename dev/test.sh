@@ -17,6 +17,17 @@ cargo clippy --all-targets -- -D warnings
 shellcheck -S warning scripts/*.sh dev/*.sh
 cargo test --all-targets
 
+# The pure tests, the two-peer rig and the engine's loops on in-memory I/O
+# need no privilege: run them again as nobody, with every capability gone
+# from the bounding set and no namespace of their own.
+bins=$(cargo test --lib --test pair --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\/deps\/[^"]*\)".*/\1/p')
+[ -n "$bins" ] || { echo "FAIL: no test binaries to run unprivileged" >&2; exit 1; }
+for bin in $bins; do
+    (cd / && setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all -- "$bin" -q) ||
+        { echo "FAIL: $bin as an unprivileged user" >&2; exit 1; }
+done
+
 # The same code built for aarch64 (where the HMAC lanes fall back to the
 # sha2 crate) passes clippy and its pure tests under qemu. The end-to-end
 # tests stay native: qemu-user does not emulate TAP and namespace setup.

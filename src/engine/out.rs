@@ -23,7 +23,8 @@ pub(super) struct Out<S> {
     counters: Arc<Counters>,
     /// The socket is IPv6 (peers are given in its family).
     v6: bool,
-    /// Whether the socket is still believed to take GSO messages.
+    /// Whether this thread has not yet said that the socket refuses GSO
+    /// (the limits themselves are the session's: `Taught`).
     gso: bool,
     /// One warn line a minute each: send errors, sizes the kernel refuses.
     send_errors: Throttle,

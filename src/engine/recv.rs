@@ -105,12 +105,12 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
     /// how many frames it read (`None`: it did not look).
     fn reply(&mut self) -> Option<usize> {
         let (tx, reader, out) = self.replies.as_mut()?;
-        let ts = self.role.try_take_replier()?;
-        tx.follow_ts(ts);
+        let h = self.role.try_take_replier()?;
+        tx.take_over(h);
         let mtu = self.shared.mtu.load(Relaxed) as u16;
         tx.set_mtu(mtu);
         let (_, n) = reader.drain(&*self.tap, tx, out, &self.shared.counters, REPLY_FRAMES);
-        self.role.release_replier(tx.last_ts());
+        self.role.release_replier(tx.handoff());
         Some(n)
     }
 

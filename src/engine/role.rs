@@ -2,9 +2,9 @@
 //! right after its own TAP writes, the UDP→TAP thread, which then sends
 //! what the kernel queued in answer (ACKs, echo replies) without waking
 //! the other thread. Each thread owns its own sending half; what passes
-//! between them with the role is the last timestamp sealed, so that
-//! timestamps (AEAD nonces) rise in the order datagrams leave, whichever
-//! thread sealed them.
+//! between them with the role is a [`Handoff`]: the last timestamp sealed,
+//! so that timestamps (AEAD nonces) rise in the order datagrams leave,
+//! whichever thread sealed them, and what the kernel taught about GSO.
 //!
 //! The role is handed over, never waited for under a lock: the UDP→TAP
 //! thread takes it only when it is free (the TAP→UDP thread is parked in
@@ -12,6 +12,7 @@
 //! gives it back; the TAP→UDP thread, woken while the other holds it,
 //! asks for it and waits in `poll` for the [`Wake`] that hands it back.
 
+use crate::session::{Handoff, Taught};
 use crate::sys::Wake;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
@@ -25,20 +26,37 @@ const REPLIER: u8 = 2;
 /// for the role back: it is handed over with a wake-up.
 const WANTED: u8 = 3;
 
-/// The TAP read role, the last timestamp sealed under it, and the wake-up
-/// of the TAP→UDP thread (also used to say "the peer changed").
+/// The TAP read role, the [`Handoff`] that goes with it, and the wake-up
+/// of the TAP→UDP thread (also used to say "the peer, key or MTU changed").
 #[derive(Debug)]
 pub(super) struct Role {
     state: AtomicU8,
     last_ts: AtomicU64,
+    /// [`Taught`], packed: bit 63 GSO off, the low 32 bits the smallest
+    /// datagram size refused in a GSO message (0: none).
+    taught: AtomicU64,
     pub(super) wake: Wake,
+}
+
+fn pack(t: Taught) -> u64 {
+    u64::from(t.gso_off) << 63 | t.too_large.map_or(0, |s| s.min(u32::MAX as usize) as u64)
+}
+
+fn unpack(v: u64) -> Taught {
+    Taught {
+        gso_off: v >> 63 == 1,
+        too_large: match v & u64::from(u32::MAX) {
+            0 => None,
+            s => Some(s as usize),
+        },
+    }
 }
 
 /// What [`Role::take_sender`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Taken {
-    /// The TAP→UDP thread holds the role; seal after this timestamp.
-    Yes(u64),
+    /// The TAP→UDP thread holds the role; go on from this.
+    Yes(Handoff),
     /// The UDP→TAP thread holds it; it will hand it back with a wake-up.
     Asked,
 }
@@ -49,6 +67,7 @@ impl Role {
         Role {
             state: AtomicU8::new(SENDER),
             last_ts: AtomicU64::new(0),
+            taught: AtomicU64::new(0),
             wake,
         }
     }
@@ -59,7 +78,7 @@ impl Role {
         loop {
             let next = match cur {
                 FREE => SENDER,
-                SENDER => return Taken::Yes(self.last_ts.load(Ordering::Acquire)),
+                SENDER => return Taken::Yes(self.handoff()),
                 REPLIER => WANTED,
                 _ => return Taken::Asked,
             };
@@ -68,7 +87,7 @@ impl Role {
                 .compare_exchange(cur, next, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) if next == SENDER => {
-                    return Taken::Yes(self.last_ts.load(Ordering::Acquire));
+                    return Taken::Yes(self.handoff());
                 }
                 Ok(_) => return Taken::Asked,
                 Err(now) => cur = now,
@@ -76,24 +95,38 @@ impl Role {
         }
     }
 
+    fn handoff(&self) -> Handoff {
+        Handoff {
+            last_ts: self.last_ts.load(Ordering::Acquire),
+            taught: unpack(self.taught.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Stored before the state that releases the role (Release), read
+    /// after the state that takes it (Acquire).
+    fn leave(&self, h: Handoff) {
+        self.last_ts.store(h.last_ts, Ordering::Release);
+        self.taught.store(pack(h.taught), Ordering::Release);
+    }
+
     /// The TAP→UDP thread parks: the role is free until it takes it again.
-    pub(super) fn release_sender(&self, last_ts: u64) {
-        self.last_ts.store(last_ts, Ordering::Release);
+    pub(super) fn release_sender(&self, h: Handoff) {
+        self.leave(h);
         self.state.store(FREE, Ordering::Release);
     }
 
     /// The UDP→TAP thread takes the role if it is free.
-    pub(super) fn try_take_replier(&self) -> Option<u64> {
+    pub(super) fn try_take_replier(&self) -> Option<Handoff> {
         self.state
             .compare_exchange(FREE, REPLIER, Ordering::AcqRel, Ordering::Acquire)
             .ok()
-            .map(|_| self.last_ts.load(Ordering::Acquire))
+            .map(|_| self.handoff())
     }
 
     /// The UDP→TAP thread gives the role back: free, or straight to the
     /// TAP→UDP thread if it asked, with a wake-up.
-    pub(super) fn release_replier(&self, last_ts: u64) {
-        self.last_ts.store(last_ts, Ordering::Release);
+    pub(super) fn release_replier(&self, h: Handoff) {
+        self.leave(h);
         if self
             .state
             .compare_exchange(REPLIER, FREE, Ordering::AcqRel, Ordering::Acquire)
@@ -110,57 +143,92 @@ impl Role {
 mod tests {
     use super::*;
 
+    fn h(last_ts: u64) -> Handoff {
+        Handoff {
+            last_ts,
+            taught: Taught::default(),
+        }
+    }
+
     #[test]
-    fn one_reader_at_a_time_and_the_timestamp_goes_with_the_role() {
+    fn one_reader_at_a_time_and_the_handoff_goes_with_the_role() {
         let r = Role::new(Wake::new().unwrap());
         // Held by the sender: the replier cannot take it.
         assert_eq!(r.try_take_replier(), None);
-        r.release_sender(10);
-        assert_eq!(r.try_take_replier(), Some(10));
+        r.release_sender(h(10));
+        assert_eq!(r.try_take_replier(), Some(h(10)));
         assert_eq!(r.try_take_replier(), None);
         // The sender, woken meanwhile, asks; it is handed back with a wake.
         assert_eq!(r.take_sender(), Taken::Asked);
         assert_eq!(r.take_sender(), Taken::Asked);
-        r.release_replier(20);
-        assert_eq!(r.take_sender(), Taken::Yes(20));
+        let taught = Taught {
+            gso_off: true,
+            too_large: Some(1472),
+        };
+        r.release_replier(Handoff {
+            last_ts: 20,
+            taught,
+        });
+        assert_eq!(
+            r.take_sender(),
+            Taken::Yes(Handoff {
+                last_ts: 20,
+                taught
+            })
+        );
         assert_eq!(r.try_take_replier(), None);
         // Not asked: given back free.
-        r.release_sender(30);
-        assert_eq!(r.try_take_replier(), Some(30));
-        r.release_replier(40);
-        assert_eq!(r.take_sender(), Taken::Yes(40));
+        r.release_sender(h(30));
+        assert_eq!(r.try_take_replier(), Some(h(30)));
+        r.release_replier(h(40));
+        assert_eq!(r.take_sender(), Taken::Yes(h(40)));
     }
 
-    /// Two threads hammering the role never both hold it.
+    /// Two threads taking turns as fast as they can never both hold it.
     #[test]
     fn never_two_holders() {
         use std::sync::Arc;
-        use std::sync::atomic::AtomicU32;
+        use std::sync::atomic::{AtomicBool, AtomicU32};
+        use std::time::{Duration, Instant};
         let r = Arc::new(Role::new(Wake::new().unwrap()));
         let inside = Arc::new(AtomicU32::new(0));
-        let (r2, in2) = (r.clone(), inside.clone());
+        let done = Arc::new(AtomicBool::new(false));
+        let replies = Arc::new(AtomicU32::new(0));
+        let turn = |holding: &AtomicU32| {
+            assert_eq!(holding.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+            std::hint::spin_loop();
+            holding.fetch_sub(1, Ordering::SeqCst);
+        };
+        let (r2, in2, done2, n2) = (r.clone(), inside.clone(), done.clone(), replies.clone());
         let replier = std::thread::spawn(move || {
-            let mut held = 0;
-            for i in 0..200_000u64 {
-                if r2.try_take_replier().is_some() {
-                    assert_eq!(in2.fetch_add(1, Ordering::SeqCst), 0);
-                    in2.fetch_sub(1, Ordering::SeqCst);
-                    r2.release_replier(i);
-                    held += 1;
+            while !done2.load(Ordering::SeqCst) {
+                if let Some(x) = r2.try_take_replier() {
+                    turn(&in2);
+                    r2.release_replier(h(x.last_ts + 1));
+                    n2.fetch_add(1, Ordering::SeqCst);
                 }
+                std::thread::yield_now();
             }
-            held
         });
-        let mut held = 0;
-        for i in 0..200_000u64 {
-            if let Taken::Yes(_) = r.take_sender() {
-                assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0);
-                inside.fetch_sub(1, Ordering::SeqCst);
-                r.release_sender(i);
+        // Until each side held it a thousand times (5 s at most).
+        let end = Instant::now() + Duration::from_secs(5);
+        let (mut held, mut ts) = (0u32, 0);
+        while Instant::now() < end && (held < 1000 || replies.load(Ordering::SeqCst) < 1000) {
+            if let Taken::Yes(x) = r.take_sender() {
+                assert!(x.last_ts >= ts, "the timestamp went back");
+                turn(&inside);
+                ts = x.last_ts + 1;
+                r.release_sender(h(ts));
                 held += 1;
             }
+            std::thread::yield_now();
         }
-        let replier_held = replier.join().unwrap();
-        assert!(held > 0 && replier_held > 0, "{held} {replier_held}");
+        done.store(true, Ordering::SeqCst);
+        replier.join().unwrap();
+        let replier_held = replies.load(Ordering::SeqCst);
+        assert!(
+            held >= 1000 && replier_held >= 1000,
+            "{held} {replier_held}"
+        );
     }
 }

@@ -13,6 +13,7 @@ use crate::published::Cached;
 use crate::session::{Flushed, KeepaliveDue, Pushed, SendHalf, Transmit};
 use crate::stats::{Counters, DropReason, Throttle};
 use crate::sys;
+use crate::tx::BATCH_DATAGRAMS;
 use crate::wire::HEADER_LEN;
 use log::{debug, warn};
 use std::io;
@@ -68,7 +69,7 @@ impl Reader {
         counters: &Counters,
         limit: usize,
     ) -> (Drained, usize) {
-        let now = unix_nanos();
+        let mut now = unix_nanos();
         let mut done = Flushed::default();
         let mut send = |t: Transmit<'_>| out.send(t);
         let mut frames = 0;
@@ -89,6 +90,10 @@ impl Reader {
                 }
             };
             frames += 1;
+            // A long drain seals at a clock read at most a batch ago.
+            if frames % BATCH_DATAGRAMS == 0 {
+                now = unix_nanos();
+            }
             let (hdr, frame) = if self.offload {
                 match VnetHdr::parse(&self.buf[..n]) {
                     Ok(h) => (h, &self.buf[VNET_HDR_LEN..n]),
@@ -150,8 +155,8 @@ impl<T: Tap, S: Socket> Sender<T, S> {
         let mut errlog = Throttle::per_minute();
         let tap_fd = Fd(self.tap.fd());
         while !self.shared.stop.load(Relaxed) {
-            if let Taken::Yes(ts) = self.role.take_sender() {
-                self.tx.follow_ts(ts);
+            if let Taken::Yes(h) = self.role.take_sender() {
+                self.tx.take_over(h);
             } else {
                 // The UDP→TAP thread is reading replies: it hands the role
                 // back with a wake-up (the timeout only bounds a lost one).
@@ -175,7 +180,7 @@ impl<T: Tap, S: Socket> Sender<T, S> {
             if why == Drained::Limit {
                 continue;
             }
-            self.role.release_sender(self.tx.last_ts());
+            self.role.release_sender(self.tx.handoff());
             if why == Drained::Failed {
                 thread::sleep(Duration::from_millis(1));
                 continue;
@@ -212,7 +217,8 @@ impl<T: Tap, S: Socket> Sender<T, S> {
         if let Some(p) = self.peer.changed(&sh.peer) {
             self.tx.set_peer(*p);
         }
-        if sh.announce.swap(false, Relaxed) {
+        // A load first: the swap, a locked instruction, only when set.
+        if sh.announce.load(Relaxed) && sh.announce.swap(false, Relaxed) {
             let addrs = match self.tap.addresses(&self.facts.name) {
                 Ok(a) => a,
                 Err(e) => {

@@ -37,6 +37,19 @@ pub struct Taught {
     pub too_large: Option<usize>,
 }
 
+/// What one sending half passes to another that sends to the same peer
+/// through the same socket, when they take turns (the engine's two
+/// threads): the last timestamp sealed, so that timestamps (AEAD nonces)
+/// never repeat and rise in the order datagrams leave, and what the kernel
+/// taught about the socket, so that it is learnt once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Handoff {
+    /// The last timestamp sealed.
+    pub last_ts: u64,
+    /// Everything the kernel taught so far.
+    pub taught: Taught,
+}
+
 /// What became of a frame from the TAP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
@@ -78,6 +91,8 @@ pub struct SendHalf {
     /// A keepalive is due at once, whatever the interval: a peer given at
     /// start learns this side's address before any traffic.
     first: bool,
+    /// Everything the kernel taught so far.
+    taught: Taught,
 }
 
 impl SendHalf {
@@ -90,6 +105,7 @@ impl SendHalf {
             peer: None,
             keepalive_ns: 0,
             first: false,
+            taught: Taught::default(),
         }
     }
 
@@ -132,25 +148,32 @@ impl SendHalf {
         self.out.set_mtu(mtu);
     }
 
-    /// The last timestamp sealed; see [`SendHalf::follow_ts`].
-    pub fn last_ts(&self) -> u64 {
-        self.out.last_ts()
+    /// What another half taking turns with this one needs to go on.
+    pub fn handoff(&self) -> Handoff {
+        Handoff {
+            last_ts: self.out.last_ts(),
+            taught: self.taught,
+        }
     }
 
-    /// Seals after `ts` from now on: when two halves send to one peer in
-    /// turn, each follows the other, so timestamps (and AEAD nonces) never
-    /// repeat and rise in the order datagrams leave.
-    pub fn follow_ts(&mut self, ts: u64) {
-        self.out.follow_ts(ts);
+    /// Goes on from where another half left: seals after its last
+    /// timestamp, and plans by what the kernel taught it.
+    pub fn take_over(&mut self, h: Handoff) {
+        self.out.follow_ts(h.last_ts);
+        self.learn(h.taught);
     }
 
     /// Plans by what the kernel taught while sending.
     pub fn learn(&mut self, taught: Taught) {
-        if taught.gso_off {
+        if taught.gso_off && !self.taught.gso_off {
             self.out.disable_gso();
+            self.taught.gso_off = true;
         }
-        if let Some(seg) = taught.too_large {
+        if let Some(seg) = taught.too_large
+            && self.taught.too_large.is_none_or(|s| seg < s)
+        {
             self.out.gso_refused_at(seg);
+            self.taught.too_large = Some(seg);
         }
     }
 
