@@ -35,6 +35,12 @@ mod mode;
 mod open;
 mod seal;
 
+// The randomized harness against RustCrypto's AEADs: compiled for tests
+// and under `cargo fuzz` (which sets `--cfg fuzzing`), never into the
+// shipped binary.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod harness;
 #[cfg(test)]
 mod testutil;
 
