@@ -17,6 +17,11 @@ cargo clippy --all-targets -- -D warnings
 shellcheck -S warning scripts/*.sh dev/*.sh
 cargo test --all-targets
 
+# The fuzz targets build on this stable toolchain too (as `cargo fuzz`
+# compiles them, with --cfg fuzzing), so a change to a harness cannot
+# leave them broken; running them needs cargo-fuzz (docs/security.md).
+RUSTFLAGS='--cfg fuzzing' cargo check --quiet --manifest-path fuzz/Cargo.toml
+
 # The pure tests, the two-peer rig and the engine's loops on in-memory I/O
 # need no privilege: run them again as nobody, with every capability gone
 # from the bounding set and no namespace of their own.
