@@ -435,21 +435,6 @@ pub fn addresses(name: &str) -> io::Result<Vec<std::net::IpAddr>> {
     Ok(out)
 }
 
-/// Blocks until `fd` is readable (or the wait is interrupted by a signal).
-pub fn wait_readable(fd: &impl AsRawFd) -> io::Result<()> {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, for the duration of the call.
-    let rc = unsafe { libc::poll(&mut p, 1, -1) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// What [`wait_either`] saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ready {
