@@ -313,3 +313,124 @@ pub enum KeepaliveDue<'b> {
     /// One was due but the sealer refused it (count it; nothing to send).
     Refused,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::Key;
+    use crate::session::Keying;
+    use crate::wire::Codec;
+
+    const NOW: u64 = 1_780_000_000_000_000_000;
+    const KEY: &[u8; 32] = b"a send half's test key, 32 bytes";
+
+    fn half(gso: bool) -> SendHalf {
+        let key = Key::parse(
+            "YSBzZW5kIGhhbGYncyB0ZXN0IGtleSwgMzIgYnl0ZXM=",
+            std::path::Path::new("k"),
+        )
+        .unwrap();
+        assert_eq!(key.as_bytes(), KEY);
+        SendHalf::new(&Keying::new(&key, None), 1418, 1472, gso)
+    }
+
+    fn peer() -> SocketAddr {
+        "192.0.2.2:9123".parse().unwrap()
+    }
+
+    /// Everything a batch hands over, as (timestamp, frame length, in a GSO message).
+    fn sent(t: Transmit<'_>, log: &mut Vec<(u64, usize, bool)>) -> Taught {
+        let codec = Codec::new(KEY);
+        for m in t.messages {
+            for one in m.split() {
+                let dg = codec.open(&t.bytes[one.range]).expect("authentic");
+                log.push((dg.timestamp(), dg.frame().len(), m.is_gso()));
+            }
+        }
+        Taught::default()
+    }
+
+    #[test]
+    fn without_a_peer_nothing_leaves() {
+        let mut tx = half(true);
+        let mut log = Vec::new();
+        let mut done = Flushed::default();
+        let mut send = |t: Transmit<'_>| sent(t, &mut log);
+        assert_eq!(
+            tx.push(&VnetHdr::default(), &[1; 60], NOW, &mut send, &mut done),
+            Pushed::NoPeer
+        );
+        assert_eq!(tx.flush(NOW, &mut send), Flushed::default());
+        let mut buf = [0u8; HEADER_LEN];
+        assert_eq!(tx.keepalive(NOW, &mut buf), KeepaliveDue::Idle);
+        assert_eq!(tx.poll_timeout(), None);
+        assert!(log.is_empty());
+    }
+
+    #[test]
+    fn first_keepalive_at_once_then_after_silence() {
+        let mut tx = half(true).keepalive_every(25).first_keepalive();
+        tx.set_peer(Some(peer()));
+        let mut buf = [0u8; HEADER_LEN];
+        assert_eq!(tx.poll_timeout(), Some(0));
+        assert!(matches!(tx.keepalive(NOW, &mut buf), KeepaliveDue::Send(_, p) if p == peer()));
+        assert_eq!(tx.poll_timeout(), Some(NOW + 25));
+        assert_eq!(tx.keepalive(NOW + 10, &mut buf), KeepaliveDue::At(NOW + 25));
+        assert!(matches!(
+            tx.keepalive(NOW + 25, &mut buf),
+            KeepaliveDue::Send(..)
+        ));
+        // Off: only the first one.
+        let mut off = half(true).first_keepalive();
+        off.set_peer(Some(peer()));
+        assert!(matches!(
+            off.keepalive(NOW, &mut buf),
+            KeepaliveDue::Send(..)
+        ));
+        assert_eq!(
+            off.keepalive(NOW + 1_000_000_000_000, &mut buf),
+            KeepaliveDue::Idle
+        );
+        assert_eq!(off.poll_timeout(), None);
+    }
+
+    /// Two halves sending to one peer in turns, each taking over from the
+    /// other: every timestamp is greater than all sealed before it, by
+    /// either half, even when the second half's clock reads earlier; and
+    /// what the kernel taught one half, the other plans by.
+    #[test]
+    fn halves_taking_turns_keep_timestamps_rising_and_learn_once() {
+        let (mut a, mut b) = (half(true), half(true));
+        a.set_peer(Some(peer()));
+        b.set_peer(Some(peer()));
+        let mut log = Vec::new();
+        let mut done = Flushed::default();
+        for i in 0..6u64 {
+            let (me, other) = if i % 2 == 0 {
+                (&mut a, &mut b)
+            } else {
+                (&mut b, &mut a)
+            };
+            me.take_over(other.handoff());
+            // The second half's clock lags: NOW - i.
+            let now = NOW - i;
+            let mut send = |t: Transmit<'_>| sent(t, &mut log);
+            for _ in 0..10 {
+                me.push(&VnetHdr::default(), &[7; 100], now, &mut send, &mut done);
+            }
+            me.flush(now, &mut send);
+            if i == 1 {
+                me.learn(Taught {
+                    gso_off: true,
+                    too_large: None,
+                });
+            }
+        }
+        assert_eq!(log.len(), 60);
+        assert!(log.windows(2).all(|w| w[0].0 < w[1].0), "{log:?}");
+        // Batches 0 and 1 went as GSO runs; after b learnt GSO off (and a
+        // took over from b), none did.
+        assert!(log[..20].iter().all(|d| d.2));
+        assert!(log[20..].iter().all(|d| !d.2), "{log:?}");
+    }
+}
