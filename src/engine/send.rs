@@ -185,10 +185,10 @@ impl<T: Tap, S: Socket> Sender<T, S> {
                 thread::sleep(Duration::from_millis(1));
                 continue;
             }
+            // Until the TAP is readable, the next keepalive is due, or the
+            // wake-up says the peer, key or MTU changed (or: stop).
             let timeout = due.map(|at| Duration::from_nanos(at.saturating_sub(unix_nanos())));
-            // At most a second: the stop flag is looked at that often.
-            let timeout = timeout.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1)));
-            match sys::wait_either(&tap_fd, Some(&self.role.wake), Some(timeout)) {
+            match sys::wait_either(&tap_fd, Some(&self.role.wake), timeout) {
                 Ok(r) if r.second => self.role.wake.clear(),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
