@@ -8,9 +8,10 @@
 # For each candidate and each round: iperf3 TCP (one stream, each
 # direction), iperf3 UDP with 64-byte payloads at unlimited rate (received
 # packets/s), ping RTT (median, and the part added over the bare veth
-# measured right before), and for the userspace tunnels their CPU seconds
-# per GB of TCP payload (both processes, from /proc/PID/stat) and their peak
-# RSS (VmHWM). Rounds are interleaved (each round visits every candidate, in
+# measured right before), ping RTT under load (p50 and p99 of a ping every
+# 50 ms during the A->B TCP run: what a second flow waits for behind a bulk
+# one), and for the userspace tunnels their CPU seconds per GB of TCP
+# payload (both processes, from /proc/PID/stat) and their peak RSS (VmHWM). Rounds are interleaved (each round visits every candidate, in
 # a rotated order) so that a noisy neighbour hurts all candidates alike;
 # each figure is the median over the rounds, with min-max.
 #
@@ -533,6 +534,28 @@ ping_median() {
             }'
 }
 
+# Pings from A to $1 every 50 ms for the middle of an iperf3 run (from
+# 1 s after it starts to 1 s before it ends), into file $2; in the
+# background: $load_ping is its PID.
+ping_under_load() { # address out
+    n=$(((DURATION - 2) * 20))
+    [ "$n" -ge 10 ] || n=10
+    (sleep 1 && exec ip netns exec "$nsa" ping -n -c "$n" -i 0.05 -W 1 "$1") >"$2" 2>/dev/null &
+    load_ping=$!
+}
+
+# "p50 p99" of the RTTs (µs) in ping output $1 (nearest rank); fails with
+# fewer than 10 answers.
+rtt_percentiles() {
+    awk -F'time=' 'NF > 1 { split($2, t, " "); v[++n] = t[1] * 1000 }
+        END {
+            if (n < 10) exit 1
+            for (i = 2; i <= n; i++) { x = v[i]; j = i - 1; while (j > 0 && v[j] > x) { v[j + 1] = v[j]; j-- } v[j + 1] = x }
+            a = int(0.50 * n + 0.999999); b = int(0.99 * n + 0.999999)
+            print v[a], v[b]
+        }' "$1"
+}
+
 # The bridged candidate: TCP between the two labs' hosts each way, and the
 # IP fragments seen on A's underlay meanwhile (there should be none: taptun
 # clamps TCP's MSS so full segments fit one datagram).
@@ -575,10 +598,18 @@ measure() { # round candidate
     # shellcheck disable=SC2086 # tp is a list of PIDs
     t0=$(cpu_ticks $tp)
     rb0=$(rcvbuf_errors)
-    if iperf "$work/tcp-ab.json" -c "$b" && iperf "$work/tcp-ba.json" -c "$b" -R; then
+    ping_under_load "$b" "$work/ping-load.txt"
+    if iperf "$work/tcp-ab.json" -c "$b" && { wait "$load_ping" || true; } && iperf "$work/tcp-ba.json" -c "$b" -R; then
         # shellcheck disable=SC2086
         t1=$(cpu_ticks $tp)
         rb1=$(rcvbuf_errors)
+        if pl=$(rtt_percentiles "$work/ping-load.txt"); then
+            rec "$r" "$c" rtt_load50 "${pl% *}"
+            rec "$r" "$c" rtt_load99 "${pl#* }"
+            say "  $c: ping RTT under the A->B TCP load: p50 $(printf %.0f "${pl% *}") us, p99 $(printf %.0f "${pl#* }") us"
+        else
+            fail "$c round $r: fewer than 10 pings answered under the TCP load"
+        fi
         ab=$(jq '.end.sum_received.bits_per_second / 1e9' "$work/tcp-ab.json")
         ba=$(jq '.end.sum_received.bits_per_second / 1e9' "$work/tcp-ba.json")
         bytes=$(jq -s 'map(.end.sum_received.bytes) | add' "$work/tcp-ab.json" "$work/tcp-ba.json")
@@ -712,7 +743,7 @@ fi
             label["openvpn"] = "OpenVPN 2.6 (p2p TLS, AES-256-GCM, TAP)"
             label["taptun-aes"] = "taptun --cipher aes-256-gcm"
             label["taptun-chacha"] = "taptun --cipher chacha20-poly1305"
-            nm = split("tcp_ab tcp_ba retr rcvbuf udp_sent udp_kpps udp_handed udp_loss udp_tapdrop udp_sockdrop udp_appdrop rtt rtt_added cpu cpu_sys rss frags", metric, " ")
+            nm = split("tcp_ab tcp_ba retr rcvbuf udp_sent udp_kpps udp_handed udp_loss udp_tapdrop udp_sockdrop udp_appdrop rtt rtt_added rtt_load50 rtt_load99 cpu cpu_sys rss frags", metric, " ")
             name["frags"] = "IP fragments on the underlay during the TCP runs ↓"; fmt["frags"] = "%.0f"
             name["tcp_ab"] = "TCP A→B, Gbit/s ↑"; fmt["tcp_ab"] = "%.2f"
             name["tcp_ba"] = "TCP B→A, Gbit/s ↑"; fmt["tcp_ba"] = "%.2f"
@@ -728,6 +759,8 @@ fi
             name["udp_loss"] = "UDP 64 B loss, % ↓"; fmt["udp_loss"] = "%.0f"
             name["rtt"] = "ping RTT (median), µs ↓"; fmt["rtt"] = "%.0f"
             name["rtt_added"] = "RTT added over bare veth, µs ↓"; fmt["rtt_added"] = "%.0f"
+            name["rtt_load50"] = "ping RTT under the A→B TCP load, p50, µs ↓"; fmt["rtt_load50"] = "%.0f"
+            name["rtt_load99"] = "ping RTT under the A→B TCP load, p99, µs ↓"; fmt["rtt_load99"] = "%.0f"
             name["cpu"] = "tunnel CPU s per GB (both ends) ↓"; fmt["cpu"] = "%.1f"
             name["rss"] = "peak RSS per process, MiB ↓"; fmt["rss"] = "%.1f"
             nc = split(cands, cand, " ")
