@@ -47,7 +47,28 @@ fn config(local: &str, peer: Option<&str>, cipher: Option<Cipher>) -> Config {
     }
 }
 
-type MemTunnel = Tunnel<MemTap, MemSocket>;
+/// A tunnel on in-memory I/O whose threads end when it is dropped, also
+/// when a test fails half-way.
+struct MemTunnel(Tunnel<MemTap, MemSocket>);
+
+impl std::ops::Deref for MemTunnel {
+    type Target = Tunnel<MemTap, MemSocket>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for MemTunnel {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for MemTunnel {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
 
 /// One side: its tunnel on an in-memory TAP (MAC `02:…:0n`, address
 /// 10.9.0.n) and a socket on `net` at `at`.
@@ -81,7 +102,7 @@ fn side_with(net: &Arc<MemNet>, n: u8, cfg: Config, answer: Option<Answer>) -> M
         max_age: cfg.max_age,
         started_ns: unix_nanos(),
     };
-    Tunnel::with_io(tap, net.bind(local), facts, cfg).expect("tunnel")
+    MemTunnel(Tunnel::with_io(tap, net.bind(local), facts, cfg).expect("tunnel"))
 }
 
 /// A frame from `src` (MAC …:0s) with a tag, `len` bytes.
