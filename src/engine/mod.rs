@@ -271,10 +271,14 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
         if key == self.cfg.key {
             return Ok(false);
         }
-        self.shared.key.set(keying(&key, self.cfg.cipher)?);
+        let k = keying(&key, self.cfg.cipher)?;
+        // Before the key: the receiving thread reads it with the key (the
+        // Published's lock orders them) and keeps the old key for
+        // --max-age from this instant, not from its next datagram.
+        self.shared.key_since_ns.store(unix_nanos(), Relaxed);
+        self.shared.key.set(k);
         self.cfg.key = key;
         self.shared.key_rotations.fetch_add(1, Relaxed);
-        self.shared.key_since_ns.store(unix_nanos(), Relaxed);
         // The TAP→UDP thread seals with it from its next wake-up on.
         self.role.wake.signal();
         Ok(true)

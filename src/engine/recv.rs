@@ -82,7 +82,10 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             }
             let now = unix_nanos();
             if let Some(k) = self.key.changed(&self.shared.key) {
-                self.rx.rotate(k, now);
+                // The old key's grace runs from the rotation (SIGHUP), not
+                // from this first datagram after it.
+                self.rx
+                    .rotate(k, self.shared.key_since_ns.load(Relaxed).min(now));
                 if let Some((tx, ..)) = self.replies.as_mut() {
                     tx.set_keying(k);
                 }

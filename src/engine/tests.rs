@@ -317,3 +317,31 @@ fn confidential_mode_with_replies_refuses_nothing() {
         }
     }
 }
+
+/// After a rotation, the old key is accepted for `--max-age` from the
+/// rotation itself, not from the first datagram after it: on an idle
+/// tunnel, a datagram under the old key arriving later is refused.
+#[test]
+fn the_old_key_is_accepted_for_max_age_from_the_rotation() {
+    let net = Arc::new(MemNet::default());
+    let short = |local: &str, peer: Option<&str>| Config {
+        max_age: Duration::from_millis(300),
+        ..config(local, peer, None)
+    };
+    let mut a = side_with(&net, 1, short(":9", Some("192.0.2.2:9123")), None);
+    let mut b = side_with(&net, 2, short(":9", None), None);
+    a.start().unwrap();
+    b.start().unwrap();
+    a.tap.inject(&frame(1, 1, 80));
+    assert_eq!(recv_tags(&b.tap, 1, WAIT), vec![1]);
+    // B rotates; nothing arrives for longer than the maximum age.
+    assert!(b.rotate_key(key(OTHER_KEY)).unwrap());
+    std::thread::sleep(Duration::from_millis(600));
+    a.tap.inject(&frame(1, 2, 80));
+    assert!(recv_tags(&b.tap, 1, Duration::from_millis(300)).is_empty());
+    assert!(b.shared.counters.drops(crate::stats::DropReason::BadMac) >= 1);
+    // A, rotated too, is heard again.
+    assert!(a.rotate_key(key(OTHER_KEY)).unwrap());
+    a.tap.inject(&frame(1, 3, 80));
+    assert_eq!(recv_tags(&b.tap, 1, WAIT), vec![3]);
+}
