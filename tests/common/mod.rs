@@ -168,16 +168,31 @@ impl Background {
     /// SIGTERM by PID, then waits at most `limit`; past it, SIGKILL and
     /// None. Returns at once if it had already exited.
     pub fn stop(&mut self, limit: Duration) -> Option<ExitStatus> {
+        self.stop_timed(limit).0
+    }
+
+    /// [`Background::stop`], and how long the process took to exit: from
+    /// the kill(2) call itself (no process spawned to send the signal) to
+    /// its exit, seen by polling every 2 ms. Zero if it had already exited.
+    pub fn stop_timed(&mut self, limit: Duration) -> (Option<ExitStatus>, Duration) {
         if let Some(st) = self.exited() {
-            return Some(st);
+            return (Some(st), Duration::ZERO);
         }
-        let _ = sh_out(&format!("kill -TERM {}", self.pid()));
-        let status = self.wait_exit(limit);
+        let signalled = Instant::now();
+        // SAFETY: kill(2) has no memory effects; the PID is our child's,
+        // not yet reaped, so it cannot name another process.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
+        let mut status = None;
+        until(limit, Duration::from_millis(2), || {
+            status = self.exited();
+            status.is_some()
+        });
+        let took = signalled.elapsed();
         if status.is_none() {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
-        status
+        (status, took)
     }
 }
 
@@ -469,11 +484,11 @@ impl Peer {
     }
 
     /// SIGTERM, then waits up to `limit` (SIGKILL past it); returns the
-    /// exit code (None when killed) and how long it took.
+    /// exit code (None when killed) and how long it took to exit, measured
+    /// from the kill(2) call (see [`Background::stop_timed`]).
     pub fn stop(&mut self, limit: Duration) -> (Option<i32>, Duration) {
-        let start = Instant::now();
-        let status = self.process.stop(limit);
-        (status.and_then(|st| st.code()), start.elapsed())
+        let (status, took) = self.process.stop_timed(limit);
+        (status.and_then(|st| st.code()), took)
     }
 
     /// Waits for the process to exit by itself, at most `limit`; its exit code.
