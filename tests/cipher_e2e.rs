@@ -384,8 +384,8 @@ fn e2e_cipher_restarted_peer_new_session_answers_within_a_second() {
     for i in 1..=3 {
         let (ok, took) = restart_a(&p, &mut a, &k, &strs(&a_all), i);
         assert!(
-            ok && took <= Duration::from_millis(1100),
-            "restart {i}: B got no answer from A's TAP within 1 s ({took:?})\nA:\n{}\nB:\n{}",
+            ok && took <= Duration::from_secs(1),
+            "restart {i}: B got no answer from A's TAP within 1 s of A's up line (ok {ok}, {took:?})\nA:\n{}\nB:\n{}",
             a.log_text(),
             b.log_text()
         );
