@@ -27,13 +27,35 @@ cargo test --target aarch64-unknown-linux-gnu --lib --test pair --test vectors -
 
 # Guard against a suite that passes because nothing ran: every e2e test
 # function (named e2e_*) must have left its marker, a file named after the
-# function (require_e2e! in tests/common/mod.rs writes it).
-cargo test --all-targets -- --list 2>/dev/null | sed -n 's/^\(e2e_.*\): test$/\1/p' | sort -u >"$work/listed"
-listed=$(wc -l <"$work/listed")
-ran=$(find "$ran_dir" -type f 2>/dev/null | wc -l)
-echo "end-to-end tests: $ran ran of $listed listed"
-if [ "$TAPTUN_E2E" = require ] && { [ "$listed" -eq 0 ] || [ "$ran" -ne "$listed" ]; }; then
-    echo "FAIL: $ran of $listed end-to-end tests ran; no marker from:" >&2
-    find "$ran_dir" -type f -printf '%f\n' 2>/dev/null | sort | comm -23 "$work/listed" - >&2
-    exit 1
+# function (require_e2e! in tests/common/mod.rs writes it). Names, not
+# counts: a missing marker and an unexpected one must not cancel out.
+cargo test --all-targets -- --list 2>/dev/null | sed -n 's/^\(e2e_.*\): test$/\1/p' | sort >"$work/all.txt"
+uniq -d "$work/all.txt" >"$work/twice.txt"
+sort -u "$work/all.txt" >"$work/listed.txt"
+find "$ran_dir" -type f -printf '%f\n' 2>/dev/null | sort -u >"$work/ran.txt"
+comm -23 "$work/listed.txt" "$work/ran.txt" >"$work/missing.txt"
+comm -13 "$work/listed.txt" "$work/ran.txt" >"$work/unlisted.txt"
+echo "end-to-end tests: $(wc -l <"$work/ran.txt") ran of $(wc -l <"$work/listed.txt") listed"
+if [ "$TAPTUN_E2E" = require ]; then
+    fail=0
+    if [ ! -s "$work/listed.txt" ]; then
+        echo "FAIL: no end-to-end test listed" >&2
+        fail=1
+    fi
+    if [ -s "$work/twice.txt" ]; then
+        echo "FAIL: end-to-end test names used twice (one marker for both):" >&2
+        cat "$work/twice.txt" >&2
+        fail=1
+    fi
+    if [ -s "$work/missing.txt" ]; then
+        echo "FAIL: listed, but no marker (did not run, or skipped):" >&2
+        cat "$work/missing.txt" >&2
+        fail=1
+    fi
+    if [ -s "$work/unlisted.txt" ]; then
+        echo "FAIL: a marker from a test not listed as e2e_* (not in this count):" >&2
+        cat "$work/unlisted.txt" >&2
+        fail=1
+    fi
+    [ "$fail" -eq 0 ] || exit 1
 fi
