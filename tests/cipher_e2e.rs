@@ -384,8 +384,8 @@ fn e2e_cipher_restarted_peer_new_session_answers_within_a_second() {
     for i in 1..=3 {
         let (ok, took) = restart_a(&p, &mut a, &k, &strs(&a_all), i);
         assert!(
-            ok && took <= Duration::from_millis(1100),
-            "restart {i}: B got no answer from A's TAP within 1 s ({took:?})\nA:\n{}\nB:\n{}",
+            ok && took <= Duration::from_secs(1),
+            "restart {i}: B got no answer from A's TAP within 1 s of A's up line (ok {ok}, {took:?})\nA:\n{}\nB:\n{}",
             a.log_text(),
             b.log_text()
         );
@@ -438,14 +438,15 @@ fn e2e_cipher_mismatched_modes_named_once_each_nothing_delivered() {
     );
     assert!(!p.b.ping(TAP_A, 3), "a ping crossed between modes");
     assert!(!p.a.ping(TAP_B, 3), "a ping crossed between modes");
-    let both = until(
-        Duration::from_secs(5).saturating_sub(started.elapsed()),
-        POLL,
-        || a.log_text().contains(&a_line) && b.log_text().contains(&b_line),
-    );
+    // Each side logs the line as the datagrams arrive, and they have: a
+    // fixed 5 s from here, not what the pings left of a budget (which a
+    // slow start could bring to nothing).
+    let both = until(Duration::from_secs(5), POLL, || {
+        a.log_text().contains(&a_line) && b.log_text().contains(&b_line)
+    });
     assert!(
         both,
-        "no mismatch line on both sides within 5 s:\nA:\n{}\nB:\n{}",
+        "no mismatch line on both sides within 5 s of the pings:\nA:\n{}\nB:\n{}",
         a.log_text(),
         b.log_text()
     );

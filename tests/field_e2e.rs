@@ -9,7 +9,7 @@ use common::*;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The address on B's underlay that plays a stranger sending junk.
 const STRANGER: &str = "192.0.2.66";
@@ -158,20 +158,20 @@ fn e2e_skewed_clock_is_named_once_per_side() {
         ],
     );
     b.wait_up(&p.b);
-    let started = Instant::now();
     // B's start-up keepalive reaches A; A's frames (the pings' ARP) reach B.
     // Nothing crosses either way.
     assert!(!p.a.ping(TAP_B, 2), "a ping crossed despite a 10 s skew");
     assert!(!p.b.ping(TAP_A, 2), "a ping crossed despite a 10 s skew");
     let (ahead, behind) = ("s ahead of this host's clock", "s behind this host's clock");
-    let both = until(
-        Duration::from_secs(5).saturating_sub(started.elapsed()),
-        POLL,
-        || a.log_text().contains(ahead) && b.log_text().contains(behind),
-    );
+    // Each side logs the line as the datagrams arrive, and they have: a
+    // fixed 5 s from here, not what the pings left of a budget (which a
+    // slow start could bring to nothing).
+    let both = until(Duration::from_secs(5), POLL, || {
+        a.log_text().contains(ahead) && b.log_text().contains(behind)
+    });
     assert!(
         both,
-        "no clock line on both sides within 5 s:\nA:\n{}\nB:\n{}",
+        "no clock line on both sides within 5 s of the pings:\nA:\n{}\nB:\n{}",
         a.log_text(),
         b.log_text()
     );
@@ -516,8 +516,8 @@ fn restarts(n: usize, mac: impl Fn(usize) -> Option<String>) -> Vec<(String, Dur
     for i in 1..=n {
         let (ok, took) = restart_a(&p, &mut a, &k, &strs(&a_args(i)), i);
         assert!(
-            ok && took <= Duration::from_millis(1100),
-            "restart {i}: B got no answer from A's TAP within 1 s ({took:?}); B's neighbour entry: {}\nA:\n{}",
+            ok && took <= Duration::from_secs(1),
+            "restart {i}: B got no answer from A's TAP within 1 s of A's up line (ok {ok}, {took:?}); B's neighbour entry: {}\nA:\n{}",
             p.b.exec(&format!("ip neigh show {TAP_A}")),
             a.log_text()
         );

@@ -91,9 +91,22 @@ fn net_snapshot(ns: &Netns) -> String {
         .join("\n")
 }
 
-/// The iptables rules of a namespace, without iptables-save's date lines.
+/// The iptables rules of a namespace, without iptables-save's comment
+/// (date) lines. Panics when iptables-save fails: its empty output would
+/// pass for a namespace without rules.
 fn rules(ns: &Netns) -> String {
-    ns.exec("iptables-save | grep -v '^#' || true")
+    let out = ns.exec_out("iptables-save");
+    assert!(
+        out.status.success(),
+        "iptables-save failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 fn sysctl(ns: &Netns, path: &str) -> String {
@@ -351,6 +364,23 @@ fn e2e_l3_proxy_arp_puts_peer_on_lan_and_restores() {
     let up = (settings(&p.a), rules(&p.a));
     assert!(up.0.starts_with("forward 1 tap0 1 lan0 1"), "{}", up.0);
     assert!(up.0.contains("10.66.0.50 dev tap0 proto 246"), "{}", up.0);
+    // The two tagged FORWARD rules, one each way, and nothing else: the
+    // tag says that forwarding was off, the filter table new (f) and
+    // proxy ARP off on both.
+    let tag = "taptun:l3_proxy_arp:tap0:lan0:fwd=0:nf=f:pa=00";
+    let forward: Vec<String> = (up.1.lines())
+        .filter(|l| l.starts_with("-A "))
+        .map(|l| l.replace('"', ""))
+        .collect();
+    assert_eq!(
+        forward,
+        [
+            format!("-A FORWARD -i tap0 -o lan0 -m comment --comment {tag} -j ACCEPT"),
+            format!("-A FORWARD -i lan0 -o tap0 -m comment --comment {tag} -j ACCEPT"),
+        ],
+        "{}",
+        up.1
+    );
     script(&p.a, &p.dir, "l3_proxy_arp_up.sh", "tap0 lan0 10.66.0.50");
     assert_eq!(
         (settings(&p.a), rules(&p.a)),
@@ -358,7 +388,13 @@ fn e2e_l3_proxy_arp_puts_peer_on_lan_and_restores() {
         "a second up changed something"
     );
 
-    assert!(p.b.ping_until("10.66.0.10", Duration::from_secs(10)));
+    // A fresh namespace forwards anything (policy ACCEPT): with DROP, only
+    // the tagged rules let the traffic below through.
+    p.a.exec("iptables -P FORWARD DROP");
+    assert!(
+        p.b.ping_until("10.66.0.10", Duration::from_secs(10)),
+        "not forwarded under FORWARD policy DROP: the tagged rules do not let it through"
+    );
     // The LAN host found peer 2's address at peer 1's MAC: proxy ARP.
     let neigh = lan.exec("ip neigh show 10.66.0.50 dev l0");
     assert!(
@@ -367,6 +403,8 @@ fn e2e_l3_proxy_arp_puts_peer_on_lan_and_restores() {
     );
     let _server = tcp_server(&lan);
     assert_eq!(tcp_ask(&p.b, "10.66.0.10"), "seen 10.66.0.50", "NATed?");
+    // Back to the policy up found, so that down may remove the table.
+    p.a.exec("iptables -P FORWARD ACCEPT");
 
     script(&p.a, &p.dir, "l3_proxy_arp_down.sh", "tap0 lan0");
     assert_eq!(settings(&p.a), before, "down did not restore the settings");

@@ -10,13 +10,28 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A field of /proc/PID/status, e.g. "Uid" or "CapEff".
+/// A field of /proc/PID/status, e.g. "Uid" or "CapEff". Panics when the
+/// file cannot be read or lacks the field: an empty value would let a
+/// check over its words pass on nothing.
 fn proc_status(pid: i32, field: &str) -> String {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let path = format!("/proc/{pid}/status");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
         .map(|v| v.trim().to_string())
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("no {field} in {path}:\n{text}"))
+}
+
+/// Asserts that the real, effective, saved and filesystem ids in `field`
+/// ("Uid" or "Gid") of /proc/PID/status are all `id`: four of them, so
+/// that a short or empty line cannot pass.
+fn assert_ids(pid: i32, field: &str, id: &str) {
+    let ids = proc_status(pid, field);
+    assert_eq!(
+        ids.split_whitespace().collect::<Vec<_>>(),
+        [id; 4],
+        "{field}: {ids}"
+    );
 }
 
 /// Makes `path` belong to nobody:nogroup (still mode 0600).
@@ -108,7 +123,10 @@ fn e2e_notify_ready_after_tap_and_up_hook_then_stopping() {
     assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)));
     let (code, took) = a.stop(Duration::from_secs(5));
     assert_eq!(code, Some(0), "{}", a.log_text());
-    assert!(took < Duration::from_secs(1), "stop took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "exit took {took:?} after kill(2)"
+    );
     let n = sock.recv(&mut buf).expect("no STOPPING=1");
     assert_eq!(&buf[..n], b"STOPPING=1");
     assert!(!p.a.has_link("tap0"));
@@ -141,8 +159,7 @@ fn e2e_unprivileged_with_only_cap_net_admin() {
             .trim(),
         "taptun"
     );
-    let uid = proc_status(pid, "Uid");
-    assert!(uid.split_whitespace().all(|u| u == "65534"), "Uid: {uid}");
+    assert_ids(pid, "Uid", "65534");
     // Only CAP_NET_ADMIN (bit 12) is effective.
     assert_eq!(proc_status(pid, "CapEff"), "0000000000001000");
     assert!(
@@ -154,7 +171,10 @@ fn e2e_unprivileged_with_only_cap_net_admin() {
     assert_eq!(p.a.exec("cat /sys/class/net/tap0/mtu").trim(), "1418");
     let (code, took) = a.stop(Duration::from_secs(5));
     assert_eq!(code, Some(0), "{}", a.log_text());
-    assert!(took < Duration::from_secs(1), "stop took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "exit took {took:?} after kill(2)"
+    );
     assert!(!p.a.has_link("tap0"), "TAP left behind");
 }
 
@@ -175,10 +195,8 @@ fn e2e_user_drop_keeps_tunnel_working() {
         a.log_text()
     );
     let pid = a.pid();
-    let uid = proc_status(pid, "Uid");
-    let gid = proc_status(pid, "Gid");
-    assert!(uid.split_whitespace().all(|u| u == "65534"), "Uid: {uid}");
-    assert!(gid.split_whitespace().all(|g| g == "65534"), "Gid: {gid}");
+    assert_ids(pid, "Uid", "65534");
+    assert_ids(pid, "Gid", "65534");
     assert_eq!(proc_status(pid, "CapEff"), "0000000000000000");
     assert!(
         p.b.ping_until(TAP_A, Duration::from_secs(5)),
@@ -197,7 +215,10 @@ fn e2e_user_drop_keeps_tunnel_working() {
     );
     let (code, took) = a.stop(Duration::from_secs(5));
     assert_eq!(code, Some(0), "{}", a.log_text());
-    assert!(took < Duration::from_secs(1), "stop took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "exit took {took:?} after kill(2)"
+    );
     assert!(!p.a.has_link("tap0"));
 
     // An unknown user is refused before anything is created.
@@ -338,9 +359,12 @@ fn e2e_failing_up_hook_stops_start_up() {
     );
     assert!(!p.a.has_link("tap0"), "TAP left behind");
     let mut buf = [0u8; 256];
+    // Nothing waiting (not some other error that would pass as well).
+    let got = sock.recv(&mut buf);
     assert!(
-        sock.recv(&mut buf).is_err(),
-        "READY=1 sent despite the failed hook"
+        got.as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "READY=1 sent despite the failed hook: {got:?}"
     );
 }
 
@@ -573,17 +597,36 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
     // through (A's replies are under a key B does not have yet), which
     // shows that the keys really changed.
     let (rx0, _) = usr1_counters(&a);
-    let switched = Instant::now();
+    // A switches after this instant.
+    let signalled = Instant::now();
     rotate(&p, &a, "a.b64", THIRD_KEY, 2);
-    assert!(!p.b.ping(TAP_A, 1), "a reply under the new key got through");
+    // One echo request (B's ARP entry for A is fresh: nothing else is
+    // sent), its reply awaited 0.3 s.
+    let ping =
+        p.b.exec_out(&format!("ping -c 1 -W 0.3 {TAP_A}"))
+            .status
+            .success();
+    // The request reached A before this: at most `late` after the switch.
+    let probed = Instant::now();
+    let late = probed - signalled;
+    assert!(!ping, "a reply under the new key got through");
     let (rx1, _) = usr1_counters(&a);
-    if switched.elapsed() < Duration::from_millis(1800) {
-        assert!(
-            rx1 > rx0,
-            "old-key frame refused within the max age: rx {rx0} -> {rx1}"
-        );
-    }
-    std::thread::sleep(Duration::from_millis(2500).saturating_sub(switched.elapsed()));
+    // Not a silent skip: past 1.8 s the check cannot tell the two keys'
+    // windows apart, so it fails and says why.
+    assert!(
+        late < Duration::from_millis(1800),
+        "cannot check old-key acceptance: the request may have reached A {late:?} after its switch, too close to the max age (2 s)"
+    );
+    assert!(
+        rx1 > rx0,
+        "old-key frame refused {late:?} (at most) after the switch, within the max age: rx {rx0} -> {rx1}"
+    );
+    // Past the max age. The receiving thread takes the new key when the
+    // next datagram arrives (src/engine/recv.rs), and the old key's max age
+    // runs from then: from the request above at the latest, so count from
+    // its end. (Counted from the SIGHUP, a request delayed by a slow
+    // machine would still be inside the window here.)
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(probed.elapsed()));
     let (rx2, bad2) = usr1_counters(&a);
     assert!(!p.b.ping(TAP_A, 3), "traffic passed with different keys");
     let (rx3, bad3) = usr1_counters(&a);

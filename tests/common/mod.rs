@@ -168,16 +168,31 @@ impl Background {
     /// SIGTERM by PID, then waits at most `limit`; past it, SIGKILL and
     /// None. Returns at once if it had already exited.
     pub fn stop(&mut self, limit: Duration) -> Option<ExitStatus> {
+        self.stop_timed(limit).0
+    }
+
+    /// [`Background::stop`], and how long the process took to exit: from
+    /// the kill(2) call itself (no process spawned to send the signal) to
+    /// its exit, seen by polling every 2 ms. Zero if it had already exited.
+    pub fn stop_timed(&mut self, limit: Duration) -> (Option<ExitStatus>, Duration) {
         if let Some(st) = self.exited() {
-            return Some(st);
+            return (Some(st), Duration::ZERO);
         }
-        let _ = sh_out(&format!("kill -TERM {}", self.pid()));
-        let status = self.wait_exit(limit);
+        let signalled = Instant::now();
+        // SAFETY: kill(2) has no memory effects; the PID is our child's,
+        // not yet reaped, so it cannot name another process.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
+        let mut status = None;
+        until(limit, Duration::from_millis(2), || {
+            status = self.exited();
+            status.is_some()
+        });
+        let took = signalled.elapsed();
         if status.is_none() {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
-        status
+        (status, took)
     }
 }
 
@@ -469,11 +484,11 @@ impl Peer {
     }
 
     /// SIGTERM, then waits up to `limit` (SIGKILL past it); returns the
-    /// exit code (None when killed) and how long it took.
+    /// exit code (None when killed) and how long it took to exit, measured
+    /// from the kill(2) call (see [`Background::stop_timed`]).
     pub fn stop(&mut self, limit: Duration) -> (Option<i32>, Duration) {
-        let start = Instant::now();
-        let status = self.process.stop(limit);
-        (status.and_then(|st| st.code()), start.elapsed())
+        let (status, took) = self.process.stop_timed(limit);
+        (status.and_then(|st| st.code()), took)
     }
 
     /// Waits for the process to exit by itself, at most `limit`; its exit code.
@@ -787,9 +802,23 @@ pub fn python_tool(ns: &Netns, script: &str, secs: u32, args: &str) -> Command {
 
 /// Restart `i` of peer A in `p`: stops `a` (which must exit 0), starts it
 /// again in `p.a` with `key` and `args` and waits for its up line; then B
-/// pings A's TAP once, probing every 50 ms and giving up 1 s later. Returns
-/// whether B got an answer, and how long after A's up line.
+/// pings A's TAP until one answer, probing every 50 ms (ping's own
+/// deadline: 5 s). Returns whether B got an answer, and how long after A's
+/// up line was seen.
+///
+/// B's ping is spawned (`ip netns exec`, a shell) before A restarts and
+/// held on a read: on A's up line the shell only execs ping, so the time
+/// returned is ping's, not the spawn of a process in a namespace.
 pub fn restart_a(p: &Pair, a: &mut Peer, key: &Path, args: &[&str], i: usize) -> (bool, Duration) {
+    use std::io::Write;
+    let mut ping = Background::spawn(
+        p.b.command("sh")
+            .arg("-c")
+            .arg(format!("read go && exec ping -c 1 -i 0.05 -w 5 {TAP_A}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
     let (code, _) = a.stop(Duration::from_secs(5));
     assert_eq!(code, Some(0), "{}", a.log_text());
     *a = Peer::spawn_with(&p.a, &p.dir, &[], key, args, &[]);
@@ -801,12 +830,15 @@ pub fn restart_a(p: &Pair, a: &mut Peer, key: &Path, args: &[&str], i: usize) ->
         a.log_text()
     );
     let up = Instant::now();
-    // One reply ends ping; probes every 50 ms; gives up 1 s after start.
-    let ok =
-        p.b.exec_out(&format!("ping -c 1 -i 0.05 -w 1 {TAP_A}"))
-            .status
-            .success();
-    (ok, up.elapsed())
+    let mut go = ping.child().stdin.take().expect("ping's stdin");
+    go.write_all(b"go\n").expect("start ping");
+    drop(go);
+    let mut status = None;
+    until(Duration::from_secs(6), Duration::from_millis(2), || {
+        status = ping.exited();
+        status.is_some()
+    });
+    (status.is_some_and(|st| st.success()), up.elapsed())
 }
 
 /// Starts two peers sharing [`KEY`] (written to `k.b64` in `dir`), both on

@@ -146,29 +146,41 @@ def family(addr):
 def count_received(addr, port, expected, size, rcvbuf, intact):
     # Binds ADDR:PORT (receive buffer rcvbuf), says "ready", and counts
     # datagrams until EXPECTED distinct intact ones or 3 s without one.
-    # A datagram is intact when it is SIZE bytes and intact(d); its number
-    # is its first 4 bytes (big-endian). Returns the socket (for a caller
-    # that keeps counting), the numbers seen, corrupt and duplicate counts.
+    # Then it keeps reading until 0.5 s pass without a datagram (at most
+    # 3 s more), so that a duplicate or a corrupt datagram arriving after
+    # the last expected one is counted too: stopping at the count would
+    # never see it. A datagram is intact when it is SIZE bytes and
+    # intact(d); its number is its first 4 bytes (big-endian). Returns the
+    # socket, the numbers seen, corrupt and duplicate counts.
     s = socket.socket(family(addr), socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
     s.bind((addr, port))
     print("ready", flush=True)
-    s.settimeout(3)
     seen = set()
     corrupt = dup = 0
-    while len(seen) < expected:
-        try:
-            d = s.recv(65536)
-        except socket.timeout:
-            break
-        if len(d) != size or not intact(d):
-            corrupt += 1
-            continue
-        (i,) = struct.unpack("!I", d[:4])
-        if i in seen:
-            dup += 1
-        else:
-            seen.add(i)
+
+    def read_until_quiet(quiet, stop):
+        nonlocal corrupt, dup
+        s.settimeout(quiet)
+        deadline = time.monotonic() + stop if stop else None
+        while deadline is None or time.monotonic() < deadline:
+            if deadline is None and len(seen) >= expected:
+                return
+            try:
+                d = s.recv(65536)
+            except socket.timeout:
+                return
+            if len(d) != size or not intact(d):
+                corrupt += 1
+                continue
+            (i,) = struct.unpack("!I", d[:4])
+            if i in seen:
+                dup += 1
+            else:
+                seen.add(i)
+
+    read_until_quiet(3, None)
+    read_until_quiet(0.5, 3)
     return s, seen, corrupt, dup
 
 

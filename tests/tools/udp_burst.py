@@ -7,7 +7,8 @@ datagrams, so that 64 frames reach the TAP at once.
 
 Datagram i carries i (4 bytes, big-endian) and then a pattern derived from
 i, so the receiver can tell a corrupted or duplicated datagram. Bounded:
-the receiver stops after EXPECTED datagrams or 3 s without one.
+the receiver reads until EXPECTED datagrams or 3 s without one, then on
+until 0.5 s pass without one (at most 3 s), so that late duplicates count.
 """
 import socket
 import struct
