@@ -2,8 +2,9 @@
 //! wire-compatible with tinytaptunnel v1.4.
 //!
 //! The protocol parts (`wire`, `aead`, `replay`, `peer`, `rx`, `tx`,
-//! `batch`, `offload`) are pure and do no I/O; `engine` owns the TAP, the
-//! socket and the threads; `sys` wraps the few syscalls std lacks and, with
+//! `batch`, `offload`, and `session`, which joins them into one peer's
+//! state) are pure and do no I/O; `engine` owns the TAP, the socket and
+//! the threads, and only moves bytes between them and a session; `sys` wraps the few syscalls std lacks and, with
 //! `lanes` (multi-lane HMAC-SHA256 with SHA-NI), is the only place with
 //! `unsafe`.
 #![deny(unsafe_code)]

@@ -2,7 +2,8 @@
 //! go in, sealed datagrams and the plan of one `sendmmsg` call come out.
 //! The caller passes `now`; nothing here reads a clock or touches a
 //! socket, so tests run two peers in memory (`tests/pair.rs`) and the
-//! engine's sending thread (`engine::send`) only does the system calls.
+//! engine's sending threads (through `session::SendHalf`) only do the
+//! system calls.
 
 use crate::aead::{self, SealKey};
 use crate::batch::{self, Limits, Message};
