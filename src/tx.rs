@@ -123,7 +123,7 @@ pub struct Batch<'a> {
     /// The messages, in send order, as ranges of `bytes`.
     pub messages: &'a [Message],
     /// Datagrams the sealer refused: left out of every message (their
-    /// bytes wiped), to be counted as [`crate::stats::DropReason::Unsealed`].
+    /// bytes wiped), to be counted (the `seal_errors` counter).
     pub refused: usize,
 }
 
