@@ -94,13 +94,13 @@ impl Reader {
             if frames % BATCH_DATAGRAMS == 0 {
                 now = unix_nanos();
             }
-            let (hdr, frame) = if self.offload {
-                match VnetHdr::parse(&self.buf[..n]) {
-                    Ok(h) => (h, &self.buf[VNET_HDR_LEN..n]),
-                    Err(_) => continue,
-                }
-            } else {
+            // A read too short for its virtio_net_hdr carries nothing to send.
+            let (hdr, frame) = if !self.offload {
                 (VnetHdr::default(), &self.buf[..n])
+            } else if let Ok(h) = VnetHdr::parse(&self.buf[..n]) {
+                (h, &self.buf[VNET_HDR_LEN..n])
+            } else {
+                (VnetHdr::default(), &self.buf[..0])
             };
             if !frame.is_empty() {
                 match tx.push(&hdr, frame, now, &mut send, &mut done) {
@@ -122,17 +122,19 @@ impl Reader {
                 break Drained::Empty;
             }
         };
-        let last = tx.flush(now, &mut send);
+        done.add(tx.flush(now, &mut send));
         count(counters, done);
-        count(counters, last);
         (why, frames)
     }
 }
 
-/// Counts what a flush dropped (what it sent, `Out` counts as it goes).
+/// Counts what flushes dropped (what they sent, `Out` counts as it goes);
+/// nothing, not even an atomic add, when they dropped nothing.
 pub(super) fn count(counters: &Counters, f: Flushed) {
     counters.drop_n(DropReason::NoPeer, f.no_peer as u64);
-    counters.seal_errors.fetch_add(f.refused as u64, Relaxed);
+    if f.refused > 0 {
+        counters.seal_errors.fetch_add(f.refused as u64, Relaxed);
+    }
 }
 
 /// The TAP→UDP thread's state; everything lives as long as the thread.
@@ -176,7 +178,8 @@ impl<T: Tap, S: Socket> Sender<T, S> {
                 &self.shared.counters,
                 usize::MAX,
             );
-            let due = self.keepalive();
+            let now = unix_nanos();
+            let due = self.keepalive(now);
             if why == Drained::Limit {
                 continue;
             }
@@ -187,7 +190,7 @@ impl<T: Tap, S: Socket> Sender<T, S> {
             }
             // Until the TAP is readable, the next keepalive is due, or the
             // wake-up says the peer, key or MTU changed (or: stop).
-            let timeout = due.map(|at| Duration::from_nanos(at.saturating_sub(unix_nanos())));
+            let timeout = due.map(|at| Duration::from_nanos(at.saturating_sub(now)));
             match sys::wait_either(&tap_fd, Some(&self.role.wake), timeout) {
                 Ok(r) if r.second => self.role.wake.clear(),
                 Ok(_) => {}
@@ -237,10 +240,10 @@ impl<T: Tap, S: Socket> Sender<T, S> {
         }
     }
 
-    /// Sends a keepalive if one is due; says when the next one is.
-    fn keepalive(&mut self) -> Option<u64> {
+    /// Sends a keepalive if one is due at `now`; says when the next one is.
+    fn keepalive(&mut self, now: u64) -> Option<u64> {
         let mut buf = [0u8; HEADER_LEN];
-        match self.tx.keepalive(unix_nanos(), &mut buf) {
+        match self.tx.keepalive(now, &mut buf) {
             KeepaliveDue::Send(dg, to) => {
                 self.out.send_one_of(dg, to, true);
                 self.tx.poll_timeout()

@@ -73,7 +73,8 @@ pub struct Flushed {
 }
 
 impl Flushed {
-    fn add(&mut self, o: Flushed) {
+    /// Adds what another flush did.
+    pub fn add(&mut self, o: Flushed) {
         self.sent += o.sent;
         self.no_peer += o.no_peer;
         self.refused += o.refused;
