@@ -273,9 +273,8 @@ fn main() -> ExitCode {
     );
     let every = Duration::from_secs(cli.stats);
     let mut next_stats = Instant::now() + every;
-    let mut wait = Duration::from_secs(1);
     loop {
-        match sys::wait_signal(&sys::HANDLED_SIGNALS, wait) {
+        match sys::wait_signal(&sys::HANDLED_SIGNALS, engine::TICK) {
             Ok(Some(libc::SIGINT)) | Ok(Some(libc::SIGTERM)) => break,
             Ok(Some(libc::SIGUSR1)) => report(&tun, "stats", cli.stats_json),
             Ok(Some(libc::SIGHUP)) => reload_key(&mut tun, &cli.key_file, max_age),
@@ -285,10 +284,7 @@ fn main() -> ExitCode {
                 break;
             }
         }
-        // Wake for the next keepalive on time, and at least once a second.
-        wait = tun
-            .tick()
-            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        tun.tick();
         if cli.stats > 0 && Instant::now() >= next_stats {
             report(&tun, "stats", cli.stats_json);
             next_stats = Instant::now() + every;

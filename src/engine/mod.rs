@@ -357,15 +357,14 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
         Ok(())
     }
 
-    /// Called by the main thread between signals: follows the TAP's MTU
-    /// and says, once a tick, why nothing crosses when nothing does.
-    /// Returns how long until it wants to be called again.
-    pub fn tick(&mut self) -> Duration {
+    /// Called by the main thread between signals, about once a second
+    /// ([`TICK`]): follows the TAP's MTU and says why nothing crosses when
+    /// nothing does. (Keepalives are the sending thread's own timer.)
+    pub fn tick(&mut self) {
         self.follow_mtu();
         let port = self.facts.local.port();
         self.watch
             .tick(&self.shared, unix_nanos(), self.cfg.keepalive, port);
-        Duration::from_secs(1)
     }
 
     /// Stops the threads and waits for them (the engine's tests; the
@@ -406,6 +405,9 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
         }
     }
 }
+
+/// How often the main thread calls [`Tunnel::tick`].
+pub const TICK: Duration = Duration::from_secs(1);
 
 /// Size of one TAP read: the largest frame and its virtio_net_hdr.
 const TAP_BUF: usize = MAX_FRAME + VNET_HDR_LEN;
