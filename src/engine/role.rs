@@ -1,7 +1,7 @@
 //! The TAP's read side has one owner at a time: the TAP→UDP thread, or,
 //! right after its own TAP writes, the UDP→TAP thread, which then sends
-//! what the kernel queued in answer (ACKs, echo replies) without waking
-//! the other thread. Each thread owns its own sending half; what passes
+//! what the kernel queued in answer (ACKs, echo replies) without waiting
+//! for the other thread to wake. Each thread owns its own sending half; what passes
 //! between them with the role is a [`Handoff`]: the last timestamp sealed,
 //! so that timestamps (AEAD nonces) rise in the order datagrams leave,
 //! whichever thread sealed them, and what the kernel taught about GSO.

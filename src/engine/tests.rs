@@ -192,7 +192,7 @@ fn gso_refused_frames_still_cross() {
 
 /// B's kernel answers each frame at once (as it answers a ping): the
 /// answers leave from B's receiving thread, which wrote the frames,
-/// without waking B's sending thread, and reach A.
+/// without waiting for B's sending thread to wake, and reach A.
 #[test]
 fn replies_leave_from_the_thread_that_wrote() {
     let echo: Answer = Box::new(|f: &[u8]| {
