@@ -74,24 +74,19 @@ comm -13 "$work/listed.txt" "$work/ran.txt" >"$work/unlisted.txt"
 echo "end-to-end tests: $(wc -l <"$work/ran.txt") ran of $(wc -l <"$work/listed.txt") listed"
 if [ "$TAPTUN_E2E" = require ]; then
     fail=0
+    # Says $2 and lists file $1 when it is not empty.
+    flag() {
+        [ -s "$1" ] || return 0
+        echo "FAIL: $2" >&2
+        cat "$1" >&2
+        fail=1
+    }
     if [ ! -s "$work/listed.txt" ]; then
         echo "FAIL: no end-to-end test listed" >&2
         fail=1
     fi
-    if [ -s "$work/twice.txt" ]; then
-        echo "FAIL: end-to-end test names used twice (one marker for both):" >&2
-        cat "$work/twice.txt" >&2
-        fail=1
-    fi
-    if [ -s "$work/missing.txt" ]; then
-        echo "FAIL: listed, but no marker (did not run, or skipped):" >&2
-        cat "$work/missing.txt" >&2
-        fail=1
-    fi
-    if [ -s "$work/unlisted.txt" ]; then
-        echo "FAIL: a marker from a test not listed as e2e_* (not in this count):" >&2
-        cat "$work/unlisted.txt" >&2
-        fail=1
-    fi
+    flag "$work/twice.txt" "end-to-end test names used twice (one marker for both):"
+    flag "$work/missing.txt" "listed, but no marker (did not run, or skipped):"
+    flag "$work/unlisted.txt" "a marker from a test not listed as e2e_* (not in this count):"
     [ "$fail" -eq 0 ] || exit 1
 fi
