@@ -125,8 +125,42 @@ pub fn parse_local(value: &str) -> Result<Local, AddrError> {
     resolve(host, port, "local", value).map(Local::Addr)
 }
 
-/// Parses and resolves (once) the peer address argument; port 0 is refused.
-pub fn parse_peer(value: &str) -> Result<SocketAddr, AddrError> {
+/// The peer argument as given: an address, or a name kept to be resolved
+/// again (see `resolve`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerArg {
+    /// An IP address and port: used as it is.
+    Addr(SocketAddr),
+    /// A host name and port.
+    Name(PeerName),
+}
+
+/// A peer's host name and port (`HOST:PORT`), resolved at start and again
+/// while the peer is silent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerName {
+    /// The host name.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl PeerName {
+    /// Resolves the name (blocking: `getaddrinfo`); IPv4 first.
+    pub fn resolve(&self) -> Result<SocketAddr, AddrError> {
+        let value = self.to_string();
+        resolve(&self.host, self.port, "peer", &value)
+    }
+}
+
+impl fmt::Display for PeerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Checks the peer address argument without resolving it; port 0 is refused.
+pub fn parse_peer_arg(value: &str) -> Result<PeerArg, AddrError> {
     let (host, port) = split_host_port(value, "peer")?;
     if host.is_empty() {
         return Err(AddrError::Syntax {
@@ -140,7 +174,21 @@ pub fn parse_peer(value: &str) -> Result<SocketAddr, AddrError> {
             value: value.to_string(),
         });
     }
-    resolve(host, port, "peer", value)
+    Ok(match host.parse::<IpAddr>() {
+        Ok(ip) => PeerArg::Addr(SocketAddr::new(ip, port)),
+        Err(_) => PeerArg::Name(PeerName {
+            host: host.to_string(),
+            port,
+        }),
+    })
+}
+
+/// Parses and resolves (once) the peer address argument; port 0 is refused.
+pub fn parse_peer(value: &str) -> Result<SocketAddr, AddrError> {
+    match parse_peer_arg(value)? {
+        PeerArg::Addr(a) => Ok(a),
+        PeerArg::Name(n) => n.resolve(),
+    }
 }
 
 /// An interface address with prefix length, from `--address`.
@@ -258,6 +306,26 @@ mod tests {
             parse_peer("localhost:9").map(|a| a.ip().is_loopback()),
             Ok(true)
         );
+    }
+
+    #[test]
+    fn peer_names_kept() {
+        assert_eq!(
+            parse_peer_arg("10.0.0.2:9"),
+            Ok(PeerArg::Addr("10.0.0.2:9".parse().unwrap()))
+        );
+        let n = PeerName {
+            host: "peer.example".into(),
+            port: 9123,
+        };
+        assert_eq!(
+            parse_peer_arg("peer.example:9123"),
+            Ok(PeerArg::Name(n.clone()))
+        );
+        assert_eq!(n.to_string(), "peer.example:9123");
+        // Checked without resolving: a name that does not resolve passes.
+        assert!(parse_peer_arg("no-such-host.invalid:9").is_ok());
+        assert!(matches!(parse_peer_arg("x:0"), Err(AddrError::Port { .. })));
     }
 
     #[test]

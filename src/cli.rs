@@ -37,7 +37,7 @@ pub struct Cli {
     #[argh(positional)]
     pub local: String,
 
-    /// peer UDP address (IP:PORT, [IPv6]:PORT or HOST:PORT, resolved once); without it the peer is learned from the first valid datagram
+    /// peer UDP address (IP:PORT, [IPv6]:PORT or HOST:PORT; a HOST is resolved at start, and again while the peer is silent, see --resolve-every; one that does not resolve yet is retried); without it the peer is learned from the first valid datagram
     #[argh(positional)]
     pub peer: Option<String>,
 
@@ -104,6 +104,14 @@ pub struct Cli {
     /// shell command (sh -c) run at shutdown before the TAP is removed (killed after 10 s); same environment with TAPTUN_EVENT=down and the current peer
     #[argh(option)]
     pub down: Option<String>,
+
+    /// with a peer given by name: once the peer has sent nothing valid for 2 keepalive intervals (SECS when keepalives are off), resolve the name again, at most every SECS seconds (default 30); a new address replaces the one in use
+    #[argh(option, default = "crate::resolve::DEFAULT_EVERY.as_secs()")]
+    pub resolve_every: u64,
+
+    /// mark the UDP socket's datagrams with MARK (SO_MARK, needs CAP_NET_ADMIN) so that policy routing keeps them out of the tunnel, e.g. with a default route through the TAP (see docs/networking.md)
+    #[argh(option, from_str_fn(parse_mark))]
+    pub fwmark: Option<u32>,
 
     /// log the counters every SECS seconds as well as on SIGUSR1 and at exit (default 0 = off)
     #[argh(option, default = "0")]
@@ -182,6 +190,12 @@ impl Cli {
                 self.stats
             )));
         }
+        if !(1..=86400).contains(&self.resolve_every) {
+            return Err(CliError::Value(format!(
+                "--resolve-every {}: expected seconds from 1 to 86400",
+                self.resolve_every
+            )));
+        }
         if let Some(user) = &self.user
             && (user.is_empty() || user.contains(['\0', '/', ':']))
         {
@@ -197,7 +211,23 @@ impl Cli {
             )));
         }
         let local = addr::parse_local(&self.local)?;
-        let peer = self.peer.as_deref().map(addr::parse_peer).transpose()?;
+        let arg = self.peer.as_deref().map(addr::parse_peer_arg).transpose()?;
+        let (peer, peer_name) = match arg {
+            None => (None, None),
+            Some(addr::PeerArg::Addr(a)) => (Some(a), None),
+            // A name that does not resolve yet (DNS not up at boot) does
+            // not stop the tunnel: the engine keeps resolving it.
+            Some(addr::PeerArg::Name(n)) => match n.resolve() {
+                Ok(a) => (Some(a), Some(n)),
+                Err(e) => {
+                    log::warn!(
+                        "{e}; starting without the peer's address, resolving again every {} s",
+                        self.resolve_every
+                    );
+                    (None, Some(n))
+                }
+            },
+        };
         let ipv6 = match (peer, local) {
             (Some(p), _) => p.is_ipv6(),
             (None, Local::Addr(a)) => a.is_ipv6(),
@@ -225,6 +255,9 @@ impl Cli {
             key,
             local,
             peer,
+            peer_name,
+            resolve_every: Duration::from_secs(self.resolve_every),
+            fwmark: self.fwmark,
             dev: self.dev.clone(),
             mtu,
             addresses: self.address.clone(),
@@ -239,6 +272,23 @@ impl Cli {
             cipher: self.cipher,
         };
         Ok((cfg, created))
+    }
+}
+
+/// `--fwmark`: a mark in decimal or 0x hex, not 0 (0 is "no mark").
+fn parse_mark(value: &str) -> Result<u32, String> {
+    let n = match value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => value.parse(),
+    };
+    match n {
+        Ok(m) if m != 0 => Ok(m),
+        _ => Err(format!(
+            "{value:?}: expected a mark from 1 to 4294967295, decimal or 0x hex (as ip rule's fwmark)"
+        )),
     }
 }
 

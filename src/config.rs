@@ -18,8 +18,15 @@ pub struct Config {
     pub key: Key,
     /// Where to bind the UDP socket.
     pub local: Local,
-    /// The peer, when configured.
+    /// The peer, when configured (and, given by name, resolved at start).
     pub peer: Option<SocketAddr>,
+    /// The peer's name when given as `HOST:PORT`: resolved again while the
+    /// peer is silent (`resolve`).
+    pub peer_name: Option<crate::addr::PeerName>,
+    /// The least time between two resolutions of `peer_name`.
+    pub resolve_every: Duration,
+    /// `--fwmark`: the mark (SO_MARK) on the UDP socket, for policy routing.
+    pub fwmark: Option<u32>,
     /// TAP name; the kernel picks `tapN` when absent.
     pub dev: Option<String>,
     /// TAP MTU.

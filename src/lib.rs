@@ -27,6 +27,8 @@ pub mod offload;
 pub mod peer;
 pub mod published;
 pub mod replay;
+pub mod resolve;
+pub mod route;
 pub mod rx;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]

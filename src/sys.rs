@@ -584,6 +584,104 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
     }
 }
 
+/// Marks every datagram the socket sends with `mark` (`SO_MARK`, for
+/// policy routing: `ip rule ... fwmark`). Needs CAP_NET_ADMIN.
+pub fn set_mark(sock: &impl AsRawFd, mark: u32) -> io::Result<()> {
+    setsockopt_int(
+        sock.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_MARK,
+        mark as libc::c_int,
+    )
+}
+
+/// A `NETLINK_ROUTE` socket for route lookups (`route.rs` builds and
+/// parses the messages). Lookups need no privilege. Reads wait at most a
+/// second: the kernel answers at once, and the caller is the main thread.
+#[derive(Debug)]
+pub struct RouteSocket(std::os::fd::OwnedFd);
+
+impl RouteSocket {
+    /// Opens the socket.
+    pub fn open() -> io::Result<RouteSocket> {
+        // SAFETY: socket takes no pointers; a non-negative result is a new
+        // fd that nothing else owns.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh fd that we own from here on.
+        let sock = RouteSocket(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        let tv = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        // SAFETY: tv points to a timeval of the stated size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.0.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(sock)
+    }
+
+    /// Sends one request to the kernel.
+    pub fn send(&self, msg: &[u8]) -> io::Result<()> {
+        // SAFETY: reads msg.len() bytes from a valid slice; an unconnected
+        // netlink socket sends to the kernel.
+        let rc = unsafe { libc::send(self.0.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Receives one read of the kernel's answer (one or more messages).
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: writes at most buf.len() bytes into a valid slice.
+        let rc = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as usize)
+    }
+}
+
+/// The index of the interface `name` in this network namespace.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: c is a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(io::Error::last_os_error()),
+        i => Ok(i),
+    }
+}
+
+/// The name of the interface of index `index`.
+pub fn ifname(index: u32) -> io::Result<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: buf has the IF_NAMESIZE bytes if_indextoname may write.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,6 +749,27 @@ mod tests {
         }];
         assert!(send_messages(&tx, &data, &bad, to).is_err());
         assert_eq!(send_messages(&tx, &data, &[], to).unwrap(), 0);
+    }
+
+    /// `ip route get 127.0.0.1` through the socket: the loopback's index
+    /// (no privilege needed, any namespace has `lo`).
+    #[test]
+    fn route_lookup_of_loopback() {
+        let sock = RouteSocket::open().unwrap();
+        let lo = ifindex("lo").unwrap();
+        assert_eq!(ifname(lo).unwrap(), "lo");
+        assert!(ifindex("no-such-if0").is_err());
+        sock.send(&crate::route::get_request(
+            "127.0.0.1".parse().unwrap(),
+            None,
+            3,
+        ))
+        .unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = sock.recv(&mut buf).unwrap();
+        let a = crate::route::parse(&buf[..n], 3).unwrap();
+        assert!(a.done);
+        assert_eq!(a.routes[0].oif, Some(lo));
     }
 
     #[test]
