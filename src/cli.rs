@@ -372,6 +372,7 @@ mod tests {
             vec![k, ":1", "--stats", "99999999999"],
             vec![k, "1.2.3.4"],
             vec![k, ":1", "1.2.3.4:0"],
+            vec![k, ":1", "--resolve-every", "0"],
         ] {
             let e = parse(&args).unwrap().to_config().unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
@@ -389,6 +390,45 @@ mod tests {
             e.status.is_err() && e.output.contains("--clamp-mss"),
             "{}",
             e.output
+        );
+    }
+
+    #[test]
+    fn fwmark_values() {
+        let mark = |v: &str| parse(&["k", ":1", "--fwmark", v]).map(|c| c.fwmark);
+        assert_eq!(mark("51820").ok(), Some(Some(51820)));
+        assert_eq!(mark("0xca6c").ok(), Some(Some(0xca6c)));
+        for bad in ["0", "-1", "x", "0x", "4294967296"] {
+            assert!(mark(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse(&["k", ":1"]).unwrap().fwmark, None);
+    }
+
+    /// A peer name that does not resolve (DNS not up yet) is kept, and the
+    /// tunnel starts without its address.
+    #[test]
+    fn unresolved_peer_name_kept() {
+        let dir = std::env::temp_dir().join(format!("taptun-cli-name-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("k.b64");
+        let k = key.to_str().unwrap();
+        let (cfg, _) = parse(&[k, ":1", "no-such-host.invalid:9", "--resolve-every", "5"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert_eq!(cfg.peer, None);
+        assert_eq!(
+            cfg.peer_name.map(|n| n.to_string()).as_deref(),
+            Some("no-such-host.invalid:9")
+        );
+        assert_eq!(cfg.resolve_every, Duration::from_secs(5));
+        let (cfg, _) = parse(&[k, ":1", "10.0.0.2:9"])
+            .unwrap()
+            .to_config()
+            .unwrap();
+        assert_eq!(
+            (cfg.peer_name, cfg.resolve_every),
+            (None, Duration::from_secs(30))
         );
     }
 

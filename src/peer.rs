@@ -40,6 +40,13 @@ impl Peer {
         self.current
     }
 
+    /// Takes `addr` as the peer, whatever it was: the address its name
+    /// resolves to once it fell silent. Learning goes on from there: a
+    /// valid, newest datagram from elsewhere moves it again.
+    pub fn set(&mut self, addr: SocketAddr) {
+        self.current = Some(crate::addr::canonical(addr));
+    }
+
     /// Called for a datagram that passed MAC, freshness and replay checks.
     pub fn observe(&mut self, src: SocketAddr, newest: bool) -> PeerUpdate {
         let src = crate::addr::canonical(src);
@@ -64,6 +71,22 @@ mod tests {
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn set_by_name_then_roams_again() {
+        let mut p = Peer::new(Some(a("1.1.1.1:1")));
+        p.set(a("[::ffff:2.2.2.2]:1"));
+        assert_eq!(p.current(), Some(a("2.2.2.2:1")));
+        assert_eq!(p.observe(a("2.2.2.2:1"), true), PeerUpdate::Unchanged);
+        // The old address speaks again, newest: it wins.
+        assert_eq!(
+            p.observe(a("1.1.1.1:1"), true),
+            PeerUpdate::Moved {
+                from: a("2.2.2.2:1"),
+                to: a("1.1.1.1:1")
+            }
+        );
     }
 
     #[test]

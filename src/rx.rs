@@ -165,6 +165,11 @@ impl Inbound {
         self.peer.current()
     }
 
+    /// Takes `peer` as the peer, whatever it was (see [`Peer::set`]).
+    pub fn set_peer(&mut self, peer: SocketAddr) {
+        self.peer.set(peer);
+    }
+
     /// Switches to a new key at `now_ns`. The old one stays accepted for
     /// the maximum age, so that nothing in flight is lost; the replay
     /// window is kept, as timestamps do not depend on the key.

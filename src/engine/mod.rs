@@ -24,6 +24,7 @@ pub mod control;
 mod io;
 #[cfg(test)]
 mod mem;
+mod name;
 mod out;
 mod recv;
 mod role;
@@ -52,8 +53,8 @@ use out::Out;
 use role::Role;
 use send::Reader;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tun_rs::SyncDevice;
@@ -87,6 +88,14 @@ struct Shared {
     announce: AtomicBool,
     /// The threads are to end (the engine's tests; the program exits instead).
     stop: AtomicBool,
+    /// The peer's name, when it was given as `HOST:PORT`.
+    peer_name: Option<String>,
+    /// What resolving the name last gave, for the status views (written by
+    /// the main thread).
+    name: Mutex<name::NameStatus>,
+    /// An address the name now resolves to, for the receiving thread to
+    /// take as the peer (written by the main thread; see `name.rs`).
+    redirect: Published<Option<name::Redirect>>,
 }
 
 /// A fresh keying under `key`: in the confidential mode, a new random
@@ -139,6 +148,8 @@ pub struct Tunnel<T: Tap = SyncDevice, S: Socket = UdpSocket> {
     setup: Setup,
     role: Arc<Role>,
     watch: watch::TickWatch,
+    /// The peer's name, resolved again while the peer is silent.
+    name: Option<name::NameWatch>,
     /// The status socket, until `start` hands it to its thread; its path
     /// is removed when the tunnel is dropped.
     control: Option<std::os::unix::net::UnixListener>,
@@ -220,6 +231,19 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             peer_learned: AtomicBool::new(false),
             announce: AtomicBool::new(setup.peer.is_some()),
             stop: AtomicBool::new(false),
+            peer_name: cfg.peer_name.as_ref().map(|n| n.to_string()),
+            name: Mutex::new(name::NameStatus {
+                answer: cfg
+                    .peer_name
+                    .as_ref()
+                    .and(setup.peer)
+                    .map(|a| (a, unix_nanos())),
+                error: None,
+            }),
+            redirect: Published::new(None),
+        });
+        let name = cfg.peer_name.clone().map(|n| {
+            name::NameWatch::new(n, cfg.resolve_every, cfg.keepalive, setup.peer.is_some())
         });
         Ok(Tunnel {
             tap: Arc::new(tap),
@@ -232,7 +256,8 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             role: Arc::new(Role::new(
                 crate::sys::Wake::new().map_err(TunnelError::Thread)?,
             )),
-            watch: watch::TickWatch::new(),
+            watch: watch::TickWatch::new(name.is_some()),
+            name,
             control: None,
             control_path: None,
             threads: Vec::new(),
@@ -330,6 +355,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             }),
             role: self.role.clone(),
             buf: vec![0u8; recv::RECV_BUF],
+            redirect: Cached::new(&self.shared.redirect),
             errlog: Throttle::per_minute(),
             taplog: Throttle::per_minute(),
             droplog: Throttle::new(Duration::from_secs(1)),
@@ -362,6 +388,9 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
     /// nothing does. (Keepalives are the sending thread's own timer.)
     pub fn tick(&mut self) {
         self.follow_mtu();
+        if let Some(n) = self.name.as_mut() {
+            n.tick(&self.shared, unix_nanos());
+        }
         let port = self.facts.local.port();
         self.watch
             .tick(&self.shared, unix_nanos(), self.cfg.keepalive, port);

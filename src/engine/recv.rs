@@ -6,6 +6,7 @@
 //! learned or moved is published for the TAP→UDP thread, which is woken.
 
 use super::io::{Socket, Tap};
+use super::name::Redirect;
 use super::out::Out;
 use super::role::Role;
 use super::send::Reader;
@@ -51,6 +52,8 @@ pub(super) struct Receiver<T, S> {
     /// The debug line about single drops (the warn lines are `watch`'s).
     pub droplog: Throttle,
     pub watch: RecvWatch,
+    /// A new address from the peer's name (see `name.rs`).
+    pub redirect: Cached<Option<Redirect>>,
 }
 
 impl<T: Tap, S: Socket> Receiver<T, S> {
@@ -59,6 +62,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
         let mut look_after = 0u64;
         while !self.shared.stop.load(Relaxed) {
+            self.follow_name();
             let r = match self.socket.recv(&mut self.buf) {
                 Ok(r) => r,
                 Err(e) => {
@@ -102,6 +106,44 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 look_after = now + REPLY_LOOK_PAUSE_NS;
             }
         }
+    }
+
+    /// Takes the address the peer's name now resolves to, unless a valid
+    /// datagram came since the peer was judged silent: the address the
+    /// peer talks from wins. (With a name, the socket's receive times out
+    /// every second, so this runs while the peer is silent.)
+    fn follow_name(&mut self) {
+        let Some(Some(r)) = self.redirect.changed(&self.shared.redirect) else {
+            return;
+        };
+        let r = r.clone();
+        let name = self.shared.peer_name.as_deref().unwrap_or("");
+        if self.shared.last_valid_ns.load(Relaxed) != r.heard {
+            debug!(
+                "peer {name} resolves to {}, but the peer spoke meanwhile: its address stays",
+                r.to
+            );
+            return;
+        }
+        match self.rx.peer() {
+            Some(was) => info!("peer {name} now resolves to {} (was {was})", r.to),
+            None => info!("peer {name} resolves to {}", r.to),
+        }
+        self.rx.set_peer(r.to);
+        self.shared.peer_learned.store(false, Relaxed);
+        // A new host, maybe: announce the TAP to it, as to a learned peer.
+        self.shared.announce.store(true, Relaxed);
+        self.publish(r.to);
+    }
+
+    /// Publishes `p` as the peer for the sending halves, and wakes the
+    /// TAP→UDP thread.
+    fn publish(&mut self, p: SocketAddr) {
+        self.shared.peer.set(Some(p));
+        if let Some((tx, ..)) = self.replies.as_mut() {
+            tx.set_peer(Some(p));
+        }
+        self.role.wake.signal();
     }
 
     /// Sends the replies the TAP holds, if the TAP read role is free; says
@@ -160,11 +202,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         };
         if let Some(p) = learned {
             shared.peer_learned.store(true, Relaxed);
-            shared.peer.set(Some(p));
-            if let Some((tx, ..)) = self.replies.as_mut() {
-                tx.set_peer(Some(p));
-            }
-            self.role.wake.signal();
+            self.publish(p);
         }
         self.watch.saw(&t, src, self.rx.peer());
         let dropped: u64 = t.drops.iter().sum();

@@ -24,6 +24,8 @@ pub enum TunnelError {
     Thread(io::Error),
     /// The OS random source failed (a confidential-mode session id).
     Random(crate::aead::AeadError),
+    /// `--fwmark` could not be set on the socket.
+    Mark(u32, io::Error),
 }
 
 impl fmt::Display for TunnelError {
@@ -67,6 +69,10 @@ impl fmt::Display for TunnelError {
             ),
             TunnelError::Thread(e) => write!(f, "cannot start a thread: {e}"),
             TunnelError::Random(e) => write!(f, "cannot draw a session id: {e}"),
+            TunnelError::Mark(m, e) => write!(
+                f,
+                "--fwmark {m}: cannot mark the UDP socket: {e}; SO_MARK needs CAP_NET_ADMIN (run as root, or AmbientCapabilities=CAP_NET_ADMIN)"
+            ),
         }
     }
 }
@@ -117,6 +123,19 @@ pub(super) fn open(cfg: &Config) -> Result<Devices, TunnelError> {
     let local = socket
         .local_addr()
         .map_err(|e| TunnelError::Bind(cfg.local.candidates()[0], e))?;
+    // Before anything is sent, and before --user drops the capability.
+    if let Some(m) = cfg.fwmark {
+        sys::set_mark(&socket, m).map_err(|e| TunnelError::Mark(m, e))?;
+    }
+    // With a peer name, the receiving thread looks every second for an
+    // address the name now resolves to, also while nothing arrives.
+    if cfg.peer_name.is_some()
+        && let Err(e) = socket.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+    {
+        warn!(
+            "cannot set a receive timeout on the UDP socket ({e}): a new address of the peer's name is taken only when a datagram arrives"
+        );
+    }
     for (which, name) in [(sys::Buf::Recv, "receive"), (sys::Buf::Send, "send")] {
         match sys::set_socket_buffer(&socket, which, cfg.sockbuf) {
             Ok(got) if got < cfg.sockbuf => warn!(
@@ -219,9 +238,11 @@ pub(super) fn open(cfg: &Config) -> Result<Devices, TunnelError> {
         cfg.mtu,
         addr::canonical(local),
         if offload { "on" } else { "off" },
-        match cfg.peer {
-            Some(p) => format!("peer {}", addr::canonical(p)),
-            None => "waiting for peer".to_string(),
+        match (cfg.peer, &cfg.peer_name) {
+            (Some(p), None) => format!("peer {}", addr::canonical(p)),
+            (Some(p), Some(n)) => format!("peer {n} ({})", addr::canonical(p)),
+            (None, Some(n)) => format!("peer {n} (not resolved yet)"),
+            (None, None) => "waiting for peer".to_string(),
         }
     );
     for c in &cfg.addresses {

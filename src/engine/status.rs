@@ -67,6 +67,16 @@ impl View<'_> {
             .then(|| self.shared.peer_offset_ns.load(Relaxed) as f64 / 1e9)
     }
 
+    /// The name's last answer (and its age, s) and the last error, when
+    /// the peer was given by name.
+    fn name_answer(&self, now: u64) -> (Option<(std::net::SocketAddr, f64)>, Option<String>) {
+        let n = self.shared.name.lock().unwrap_or_else(|p| p.into_inner());
+        let answer = n
+            .answer
+            .map(|(a, t)| (a, now.saturating_sub(t) as f64 / 1e9));
+        (answer, n.error.clone())
+    }
+
     fn peer_source(&self) -> &'static str {
         if self.shared.peer_learned.load(Relaxed) {
             "learned"
@@ -78,11 +88,17 @@ impl View<'_> {
     /// The counters, the peer and the last valid datagram, as one line.
     pub(super) fn line(&self) -> String {
         let mut s = self.shared.counters.summary();
-        match self.shared.peer.get() {
-            Some(p) => {
+        match (self.shared.peer.get(), &self.shared.peer_name) {
+            (Some(p), None) => {
                 let _ = write!(s, ", peer {p}");
             }
-            None => s.push_str(", peer none"),
+            (Some(p), Some(n)) => {
+                let _ = write!(s, ", peer {n} ({p})");
+            }
+            (None, Some(n)) => {
+                let _ = write!(s, ", peer {n} (not resolved)");
+            }
+            (None, None) => s.push_str(", peer none"),
         }
         match self.last_valid_age(unix_nanos()) {
             Some(age) => {
@@ -141,7 +157,26 @@ impl View<'_> {
             Some(p) => {
                 let _ = writeln!(s, "\npeer: {p} ({})", self.peer_source());
             }
+            None if sh.peer_name.is_some() => {
+                s.push_str("\npeer: none yet (its name does not resolve)\n")
+            }
             None => s.push_str("\npeer: none yet (learned from the first valid datagram)\n"),
+        }
+        if let Some(name) = &sh.peer_name {
+            let (answer, error) = self.name_answer(now);
+            let _ = write!(s, "  name: {name}");
+            match answer {
+                Some((a, age)) => {
+                    let _ = write!(s, ", resolved to {a} {age:.0} s ago");
+                }
+                None => s.push_str(", never resolved"),
+            }
+            match error {
+                Some(e) => {
+                    let _ = writeln!(s, "; the last try failed: {e}");
+                }
+                None => s.push('\n'),
+            }
         }
         match self.last_valid_age(now) {
             Some(a) => {
@@ -249,6 +284,16 @@ impl View<'_> {
             }
             None => s.push_str("null,\"peer_source\":null"),
         }
+        s.push_str(",\"peer_name\":");
+        match &sh.peer_name {
+            Some(n) => json_string(&mut s, n),
+            None => s.push_str("null"),
+        }
+        s.push_str(",\"peer_name_address\":");
+        match self.name_answer(now).0 {
+            Some((a, _)) => json_string(&mut s, &a.to_string()),
+            None => s.push_str("null"),
+        }
         s.push(',');
         sh.counters.write_json_members(&mut s);
         s.push('}');
@@ -338,6 +383,16 @@ impl View<'_> {
                 "gauge",
                 "The peer's clock less this host's, less the one-way transit time.",
                 format!("{o:.3}"),
+            );
+        }
+        let peer = sh.peer.get();
+        if peer.is_some() || sh.peer_name.is_some() {
+            let label = |v: &str| v.replace(['\\', '"', '\n'], "_");
+            let _ = writeln!(
+                s,
+                "# HELP taptun_peer_info The peer: its name as given (empty: given as an address, or learned) and the address in use (empty: none).\n# TYPE taptun_peer_info gauge\ntaptun_peer_info{{dev=\"{dev}\",name=\"{}\",address=\"{}\"}} 1",
+                label(sh.peer_name.as_deref().unwrap_or("")),
+                peer.map_or_else(String::new, |p| p.to_string())
             );
         }
         let _ = writeln!(

@@ -348,3 +348,38 @@ fn the_old_key_is_accepted_for_max_age_from_the_rotation() {
     a.tap.inject(&frame(1, 3, 80));
     assert_eq!(recv_tags(&b.tap, 1, WAIT), vec![3]);
 }
+
+/// An address the peer's name now resolves to is taken by the receiving
+/// thread (which owns the peer), even while nothing arrives, and only if
+/// no valid datagram came since the peer was judged silent.
+#[test]
+fn resolved_address_taken_only_while_silent() {
+    let net = Arc::new(MemNet::default());
+    // A's peer is where nobody is (the name's old answer).
+    let mut a = side(&net, 1, ":9123", Some("192.0.2.9:9123"), None);
+    let mut b = side(&net, 2, ":9123", None, None);
+    a.start().unwrap();
+    b.start().unwrap();
+    let redirect = |to: &str, heard: u64| {
+        a.shared.redirect.set(Some(super::name::Redirect {
+            to: addr(to),
+            heard,
+        }))
+    };
+    // Judged silent before a datagram that has come since: refused.
+    redirect("192.0.2.3:9123", 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(a.peer(), Some(addr("192.0.2.9:9123")));
+    redirect("192.0.2.2:9123", a.shared.last_valid_ns.load(SeqCst));
+    let moved = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        a.peer() == Some(addr("192.0.2.2:9123"))
+    });
+    assert!(moved, "the resolved address was not taken");
+    a.tap.inject(&frame(1, 5, 80));
+    assert_eq!(recv_tags(&b.tap, 1, WAIT), vec![5]);
+    // B learned A from it and answers; A's receiving half knows B.
+    b.tap.inject(&frame(2, 6, 80));
+    assert_eq!(recv_tags(&a.tap, 1, WAIT), vec![6]);
+    assert_eq!(a.peer(), Some(addr("192.0.2.2:9123")));
+}

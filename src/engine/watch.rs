@@ -137,14 +137,18 @@ pub(super) struct TickWatch {
     /// When the peer went silent, and the frames counted then.
     silence: Option<(u64, u64)>,
     last_no_peer: u64,
+    /// The peer was given by name: without an address, the name did not
+    /// resolve, and `name.rs` says so.
+    named: bool,
 }
 
 /// How long without a peer before saying so.
 const NO_PEER_GRACE: Duration = Duration::from_secs(10);
 
 impl TickWatch {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(named: bool) -> Self {
         TickWatch {
+            named,
             started: Instant::now(),
             no_peer: Throttle::per_minute(),
             silent: Throttle::per_minute(),
@@ -158,6 +162,9 @@ impl TickWatch {
     pub(super) fn tick(&mut self, shared: &Shared, now: u64, keepalive: Duration, port: u16) {
         let c = &shared.counters;
         let Some(peer) = shared.peer.get() else {
+            if self.named {
+                return;
+            }
             let held = c.drops(DropReason::NoPeer);
             if self.started.elapsed() >= NO_PEER_GRACE
                 && let Some(_) = self.no_peer.note(1, Instant::now())

@@ -51,6 +51,12 @@ impl RecvHalf {
         self.inbound.peer()
     }
 
+    /// Takes `peer` as the peer (the address its name now resolves to);
+    /// datagrams from elsewhere move it again, as from any address.
+    pub fn set_peer(&mut self, peer: SocketAddr) {
+        self.inbound.set_peer(peer);
+    }
+
     /// Opens with the new key from now on; the old one is accepted for the
     /// maximum age, for what the peer sealed before it switched.
     pub fn rotate(&mut self, keying: &Keying, now: u64) {
