@@ -266,6 +266,47 @@ pub fn bypass<'a>(routes: &'a [Route], ip: IpAddr, avoid: &[u32]) -> Option<&'a 
         .max_by_key(|r| (r.dst_len, std::cmp::Reverse(r.priority)))
 }
 
+/// The MAC address `/proc/net/arp` holds for `ip` on `dev` (complete
+/// entries only: flag `ATF_COM`).
+pub fn arp_mac(table: &str, ip: Ipv4Addr, dev: &str) -> Option<[u8; 6]> {
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [addr, _, flags, mac, _, d] = f.as_slice() else {
+            return None;
+        };
+        let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).ok()?;
+        if addr.parse::<Ipv4Addr>().ok()? != ip || *d != dev || flags & 0x2 == 0 {
+            return None;
+        }
+        parse_mac(mac)
+    })
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// The bridge port a MAC address was learned on, from the bridge's
+/// forwarding table as `/sys/class/net/BRIDGE/brforward` gives it (an
+/// array of the kernel's 16-byte `struct __fdb_entry`); local entries
+/// (the bridge's own addresses) are not ports.
+pub fn fdb_port(brforward: &[u8], mac: [u8; 6]) -> Option<u16> {
+    brforward.chunks_exact(16).find_map(|e| {
+        let is_local = e[7] != 0;
+        (e[..6] == mac && !is_local).then(|| u16::from(e[12]) << 8 | u16::from(e[6]))
+    })
+}
+
+/// A bridge port's number as `/sys/class/net/PORT/brport/port_no` gives it ("0x2").
+pub fn port_no(text: &str) -> Option<u16> {
+    u16::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +398,46 @@ mod tests {
         let r = bypass(&a.routes, ip("192.0.2.77"), &[5]).unwrap();
         assert_eq!((r.gateway, r.dst_len), (None, 24));
         assert!(bypass(&a.routes, ip("198.51.100.7"), &[3, 5]).is_none());
+    }
+
+    #[test]
+    fn arp_entries() {
+        let table = "IP address       HW type     Flags       HW address            Mask     Device
+192.0.2.1        0x1         0x2         02:fc:00:00:00:05     *        eth0
+192.0.2.7        0x1         0x0         00:00:00:00:00:00     *        br0
+10.1.0.1         0x1         0x2         52:54:00:aa:bb:cc     *        br0
+";
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            arp_mac(table, ip("10.1.0.1"), "br0"),
+            Some([0x52, 0x54, 0, 0xaa, 0xbb, 0xcc])
+        );
+        assert_eq!(arp_mac(table, ip("10.1.0.1"), "eth0"), None);
+        // Incomplete: no answer yet.
+        assert_eq!(arp_mac(table, ip("192.0.2.7"), "br0"), None);
+        assert_eq!(arp_mac("", ip("192.0.2.1"), "eth0"), None);
+    }
+
+    #[test]
+    fn bridge_forwarding_table() {
+        // Captured: /sys/class/net/br0/brforward of a bridge with a veth
+        // v0 (port 1, 02:…:01) and a TAP t0 (port 2, 02:…:02): a
+        // neighbour (52:54:00:aa:bb:cc, v0's other end) learned on port
+        // 1, then the two ports' own addresses (local).
+        let fdb = hex(concat!(
+            "525400aabbcc01009700000000000000",
+            "02000000000202010000000000000000",
+            "02000000000101010000000000000000"
+        ));
+        assert_eq!(fdb_port(&fdb, [0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]), Some(1));
+        assert_eq!(fdb_port(&fdb, [2, 0, 0, 0, 0, 2]), None);
+        let mut hi = fdb.clone();
+        hi[12] = 1; // port_hi: port 257
+        assert_eq!(fdb_port(&hi, [0x52, 0x54, 0, 0xaa, 0xbb, 0xcc]), Some(257));
+        assert_eq!(fdb_port(&fdb, [9; 6]), None);
+        assert_eq!(port_no("0x2\n"), Some(2));
+        assert_eq!(port_no("0x10"), Some(16));
+        assert_eq!(port_no("x"), None);
     }
 
     #[test]

@@ -155,3 +155,159 @@ fn e2e_peer_name_follows_a_move() {
         "{status}"
     );
 }
+
+/// A's address for the tunnel, on its loopback: B reaches it only through
+/// its default route (via A's underlay address), as a host reaches a peer
+/// on the Internet.
+const PUB_A: &str = "198.18.0.1";
+/// An address on A's side that only the tunnel reaches (B's underlay
+/// datagrams to it are dropped at A).
+const FAR: &str = "203.0.113.77";
+
+/// A (bound to PUB_A, learning its peer) and B (peer PUB_A, default
+/// route via A's underlay address), each with its status socket; B gets
+/// `b_extra`. Returns once a ping crosses.
+fn routed_pair(p: &Pair, b_extra: &[&str]) -> (Peer, Peer) {
+    p.a.exec(&format!(
+        "ip addr add {PUB_A}/32 dev lo && ip addr add {FAR}/32 dev lo && iptables -I INPUT -i u0 -d {FAR} -j DROP"
+    ));
+    p.b.exec(&format!("ip route add default via {UNDERLAY_A} dev u0"));
+    let key = p.key("k.b64", KEY);
+    let (sock_a, sock_b) = (p.dir.join("a.sock"), p.dir.join("b.sock"));
+    let (tap_a, tap_b) = (format!("{TAP_A}/24"), format!("{TAP_B}/24"));
+    let a = Peer::start(
+        &p.a,
+        &p.dir,
+        &key,
+        &[
+            &format!("{PUB_A}:{PORT}"),
+            "-i",
+            "tap0",
+            "-a",
+            &tap_a,
+            "--status-socket",
+            sock_a.to_str().unwrap(),
+        ],
+    );
+    let (local, peer) = (format!(":{PORT}"), format!("{PUB_A}:{PORT}"));
+    let b_args = [
+        &[
+            local.as_str(),
+            &peer,
+            "-i",
+            "tap0",
+            "-a",
+            &tap_b,
+            "--status-socket",
+            sock_b.to_str().unwrap(),
+        ],
+        b_extra,
+    ]
+    .concat();
+    let b = Peer::start(&p.b, &p.dir, &key, &b_args);
+    assert!(
+        p.b.ping_until(TAP_A, Duration::from_secs(10)),
+        "no ping across the tunnel:\n{}",
+        b.log_text()
+    );
+    (a, b)
+}
+
+fn warn_lines(log: &str, what: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(" WARN ") && l.contains(what))
+        .map(str::to_string)
+        .collect()
+}
+
+/// B's default route is replaced by one through its TAP (as `dhclient
+/// tap0` or `ip route add default via 10.99.0.1` do): within 2 s one warn
+/// line names the route and gives the fix, no wrong MTU advice follows a
+/// large ping, and the fix it gives, run as given, brings the tunnel back.
+#[test]
+fn e2e_route_into_tap_is_named_with_its_fix() {
+    require_e2e!();
+    let p = Pair::new();
+    let (_a, b) = routed_pair(&p, &[]);
+    p.b.exec(&format!("ip route replace default via {TAP_A} dev tap0"));
+    let changed = Instant::now();
+    let what = format!(
+        "the route to the peer {PUB_A} (via {TAP_A} dev tap0) leads into this tunnel's own TAP"
+    );
+    let named = until(Duration::from_secs(2), POLL, || {
+        !warn_lines(&b.log_text(), &what).is_empty()
+    });
+    assert!(named, "no warn line within 2 s:\n{}", b.log_text());
+    eprintln!(
+        "named {:.2} s after the change",
+        changed.elapsed().as_secs_f64()
+    );
+    // Frames now loop; a large one is refused as too long somewhere.
+    let _ =
+        p.b.exec_out(&format!("ping -c 2 -i 0.2 -W 1 -s 1300 {TAP_A}"));
+    std::thread::sleep(Duration::from_millis(2500));
+    let log = b.log_text();
+    let lines = warn_lines(&log, "the route to the peer");
+    assert_eq!(lines.len(), 1, "not exactly one line:\n{log}");
+    assert!(
+        !log.contains("lower the TAP MTU"),
+        "MTU advice for a routing loop:\n{log}"
+    );
+    let fix = lines[0]
+        .split("fix: ")
+        .nth(1)
+        .and_then(|f| f.split(" (").next())
+        .unwrap_or_else(|| panic!("no fix in {}", lines[0]));
+    assert_eq!(
+        fix,
+        format!("ip route add {PUB_A}/32 via {UNDERLAY_A} dev u0"),
+        "{log}"
+    );
+    p.b.exec(fix);
+    assert!(
+        p.b.ping_until(TAP_A, Duration::from_secs(5)),
+        "the fix given did not bring the tunnel back:\n{}",
+        b.log_text()
+    );
+    let back = format!("the route to the peer {PUB_A} no longer leads into tap0");
+    assert!(
+        until(Duration::from_secs(2), POLL, || b
+            .log_text()
+            .contains(&back)),
+        "{}",
+        b.log_text()
+    );
+}
+
+/// With --fwmark and the policy routing of docs/networking.md (as
+/// wg-quick does), B's default route goes through the tunnel and the
+/// tunnel keeps working: a ping to A's TAP, and one to an address only
+/// the far side of the tunnel reaches. No line about the route.
+#[test]
+fn e2e_fwmark_keeps_the_tunnel_out_of_itself() {
+    require_e2e!();
+    let p = Pair::new();
+    let (_a, b) = routed_pair(&p, &["--fwmark", "51820"]);
+    assert!(
+        !p.b.exec_out(&format!("ping -c 1 -W 1 {FAR}"))
+            .status
+            .success(),
+        "{FAR} is reachable without the tunnel"
+    );
+    // The recipe of docs/networking.md ("A default route through the tunnel").
+    p.b.exec(&format!(
+        "ip rule add not fwmark 51820 table 51820 && ip route add default via {TAP_A} dev tap0 table 51820 && ip rule add table main suppress_prefixlength 0"
+    ));
+    assert!(
+        p.b.ping_until(FAR, Duration::from_secs(5)),
+        "no ping through the default route in the tunnel:\n{}",
+        b.log_text()
+    );
+    assert!(p.b.ping(TAP_A, 5), "{}", b.log_text());
+    std::thread::sleep(Duration::from_millis(1500));
+    let log = b.log_text();
+    assert!(
+        warn_lines(&log, "the route to the peer").is_empty(),
+        "{log}"
+    );
+}

@@ -28,6 +28,7 @@ mod name;
 mod out;
 mod recv;
 mod role;
+mod routing;
 mod send;
 mod setup;
 pub mod status;
@@ -93,6 +94,13 @@ struct Shared {
     /// What resolving the name last gave, for the status views (written by
     /// the main thread).
     name: Mutex<name::NameStatus>,
+    /// The route to the peer leads into the TAP (written by the main
+    /// thread's route watch).
+    self_routed: AtomicBool,
+    /// Datagrams the kernel refused as too long since the main thread
+    /// last looked, and the size of the last one (`routing.rs` says why).
+    refused: AtomicU64,
+    refused_len: std::sync::atomic::AtomicUsize,
     /// An address the name now resolves to, for the receiving thread to
     /// take as the peer (written by the main thread; see `name.rs`).
     redirect: Published<Option<name::Redirect>>,
@@ -150,6 +158,8 @@ pub struct Tunnel<T: Tap = SyncDevice, S: Socket = UdpSocket> {
     watch: watch::TickWatch,
     /// The peer's name, resolved again while the peer is silent.
     name: Option<name::NameWatch>,
+    /// Whether the route to the peer leads into the TAP.
+    routing: routing::RouteWatch,
     /// The status socket, until `start` hands it to its thread; its path
     /// is removed when the tunnel is dropped.
     control: Option<std::os::unix::net::UnixListener>,
@@ -241,7 +251,11 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
                 error: None,
             }),
             redirect: Published::new(None),
+            self_routed: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
+            refused_len: std::sync::atomic::AtomicUsize::new(0),
         });
+        let routing = routing::RouteWatch::new(&facts.name, cfg.fwmark);
         let name = cfg.peer_name.clone().map(|n| {
             name::NameWatch::new(n, cfg.resolve_every, cfg.keepalive, setup.peer.is_some())
         });
@@ -258,6 +272,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             )),
             watch: watch::TickWatch::new(name.is_some()),
             name,
+            routing,
             control: None,
             control_path: None,
             threads: Vec::new(),
@@ -328,9 +343,12 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
                 false
             }
         };
+        // Says at once whether the route to the peer leads into the TAP
+        // (and remembers the way out if it does not).
+        self.routing.tick(&self.shared);
         let (tx, rx) = session.split();
         let v6 = self.facts.local.is_ipv6();
-        let out = || Out::new(self.socket.clone(), self.shared.counters.clone(), v6);
+        let out = || Out::new(self.socket.clone(), self.shared.clone(), v6);
         let sender = send::Sender {
             tap: self.tap.clone(),
             tx,
@@ -391,6 +409,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
         if let Some(n) = self.name.as_mut() {
             n.tick(&self.shared, unix_nanos());
         }
+        self.routing.tick(&self.shared);
         let port = self.facts.local.port();
         self.watch
             .tick(&self.shared, unix_nanos(), self.cfg.keepalive, port);

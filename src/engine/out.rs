@@ -4,6 +4,7 @@
 //! what the kernel taught), the counters, and the warn lines about sends
 //! that fail. Each sending thread has its own `Out`.
 
+use super::Shared;
 use super::io::Socket;
 use crate::addr;
 use crate::session::{Taught, Transmit};
@@ -21,25 +22,27 @@ use std::time::Instant;
 pub(super) struct Out<S> {
     socket: Arc<S>,
     counters: Arc<Counters>,
+    /// Where datagrams refused as too long are counted, for the main
+    /// thread to explain (`routing.rs`: the route or the MTU).
+    shared: Arc<Shared>,
     /// The socket is IPv6 (peers are given in its family).
     v6: bool,
     /// Whether this thread has not yet said that the socket refuses GSO
     /// (the limits themselves are the session's: `Taught`).
     gso: bool,
-    /// One warn line a minute each: send errors, sizes the kernel refuses.
+    /// One warn line a minute: send errors.
     send_errors: Throttle,
-    too_long: Throttle,
 }
 
 impl<S: Socket> Out<S> {
-    pub(super) fn new(socket: Arc<S>, counters: Arc<Counters>, v6: bool) -> Self {
+    pub(super) fn new(socket: Arc<S>, shared: Arc<Shared>, v6: bool) -> Self {
         Out {
             socket,
-            counters,
+            counters: shared.counters.clone(),
+            shared,
             v6,
             gso: true,
             send_errors: Throttle::per_minute(),
-            too_long: Throttle::per_minute(),
         }
     }
 
@@ -126,13 +129,9 @@ impl<S: Socket> Out<S> {
 
     fn failed(&mut self, e: &io::Error, len: usize, to: SocketAddr) {
         if e.raw_os_error() == Some(libc::EMSGSIZE) {
-            if let Some(n) = self.too_long.note(1, Instant::now()) {
-                warn!(
-                    "UDP send to {}: the kernel refuses {len}-byte datagrams ({e}; {n} refused): lower the TAP MTU (--mtu) below {}, or allow fragments on this route; smaller frames still cross",
-                    addr::canonical(to),
-                    len.saturating_sub(HEADER_LEN + 14),
-                );
-            }
+            // Said by the main thread once it has looked at the route: into
+            // the TAP, the MTU advice would be wrong.
+            super::routing::refused(&self.shared, len);
             return;
         }
         if let Some(n) = self.send_errors.note(1, Instant::now()) {
