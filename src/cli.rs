@@ -21,7 +21,7 @@ use std::time::Duration;
     error_code(0, "clean stop (SIGINT/SIGTERM), --help, --version"),
     error_code(
         1,
-        "the environment must change: no /dev/net/tun or CAP_NET_ADMIN, port in use, peer does not resolve, key file unreadable, --up hook failed, --user drop failed"
+        "the environment must change: no /dev/net/tun or CAP_NET_ADMIN, port in use, local address does not resolve, key file unreadable, --up hook failed, --user drop failed"
     ),
     error_code(
         2,
@@ -37,7 +37,7 @@ pub struct Cli {
     #[argh(positional)]
     pub local: String,
 
-    /// peer UDP address (IP:PORT, [IPv6]:PORT or HOST:PORT; a HOST is resolved at start, and again while the peer is silent, see --resolve-every; one that does not resolve yet is retried); without it the peer is learned from the first valid datagram
+    /// peer UDP address (IP:PORT, [IPv6]:PORT or HOST:PORT; a HOST is resolved at start and again once the peer is silent, see --resolve-every, while the address the peer talks from wins as long as it talks; one that does not resolve yet is retried); without it the peer is learned from the first valid datagram
     #[argh(positional)]
     pub peer: Option<String>,
 
