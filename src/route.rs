@@ -255,14 +255,14 @@ pub fn parse(buf: &[u8], seq: u32) -> Result<Answer, RouteError> {
 }
 
 /// The route of the main table that `ip route get` would pick for `ip` if
-/// no route through an interface of `avoid` existed: the longest unicast
-/// prefix covering it, lowest metric first. Where the fix for a route
-/// through the TAP can send the peer's datagrams instead.
-pub fn bypass<'a>(routes: &'a [Route], ip: IpAddr, avoid: &[u32]) -> Option<&'a Route> {
+/// the routes `avoid` picks did not exist: the longest unicast prefix
+/// covering it, lowest metric first. Where the fix for a route through
+/// the TAP can send the peer's datagrams instead.
+pub fn bypass(routes: &[Route], ip: IpAddr, avoid: impl Fn(&Route) -> bool) -> Option<&Route> {
     routes
         .iter()
         .filter(|r| r.table == RT_TABLE_MAIN && r.kind == RTN_UNICAST && r.covers(ip))
-        .filter(|r| r.oif.is_some_and(|o| !avoid.contains(&o)))
+        .filter(|r| r.oif.is_some() && !avoid(r))
         .max_by_key(|r| (r.dst_len, std::cmp::Reverse(r.priority)))
 }
 
@@ -389,15 +389,20 @@ mod tests {
         let main: Vec<_> = a.routes.iter().filter(|r| r.table == 254).collect();
         assert_eq!(main.len(), 4);
         // Without d1 (the "TAP"), the peer goes via 192.0.2.1 on d0.
-        let r = bypass(&a.routes, ip("198.51.100.7"), &[5]).unwrap();
+        let not_d1 = |r: &Route| r.oif == Some(5);
+        let r = bypass(&a.routes, ip("198.51.100.7"), not_d1).unwrap();
         assert_eq!((r.gateway, r.oif), (Some(ip("192.0.2.1")), Some(3)));
         // With everything allowed: the metric-10 default via d1.
-        let r = bypass(&a.routes, ip("198.51.100.7"), &[]).unwrap();
+        let r = bypass(&a.routes, ip("198.51.100.7"), |_| false).unwrap();
         assert_eq!(r.oif, Some(5));
+        // Only that hop avoided (a bridge: other routes on it stay).
+        let hop = |r: &Route| r.oif == Some(5) && r.gateway == Some(ip("10.99.0.1"));
+        let r = bypass(&a.routes, ip("198.51.100.7"), hop).unwrap();
+        assert_eq!(r.oif, Some(3));
         // On-link: the connected /24, no gateway.
-        let r = bypass(&a.routes, ip("192.0.2.77"), &[5]).unwrap();
+        let r = bypass(&a.routes, ip("192.0.2.77"), not_d1).unwrap();
         assert_eq!((r.gateway, r.dst_len), (None, 24));
-        assert!(bypass(&a.routes, ip("198.51.100.7"), &[3, 5]).is_none());
+        assert!(bypass(&a.routes, ip("198.51.100.7"), |r| r.oif.is_some()).is_none());
     }
 
     #[test]

@@ -311,3 +311,95 @@ fn e2e_fwmark_keeps_the_tunnel_out_of_itself() {
         "{log}"
     );
 }
+
+/// B's TAP is a port of a bridge that also holds its underlay (as
+/// `l2_bridge_up.sh` does on the bridging host): the route to the peer
+/// leaves by the bridge, towards a gateway on the underlay's port, and
+/// taptun says nothing. Then the default route goes via A's TAP address
+/// on that bridge: its next hop sits behind the TAP's port, and one warn
+/// line names the bridge within 2 s; the fix it gives brings the tunnel
+/// back.
+#[test]
+fn e2e_route_into_a_bridge_holding_the_tap() {
+    require_e2e!();
+    let p = Pair::new();
+    // A answers ARP only on the interface that holds the address: B's
+    // bridge floods A's TAP network onto the underlay too.
+    p.a.exec(&format!(
+        "ip addr add {PUB_A}/32 dev lo && sysctl -qw net.ipv4.conf.all.arp_ignore=1"
+    ));
+    p.b.exec(&format!(
+        "ip link add br0 type bridge && ip link set br0 up && ip addr del {UNDERLAY_B}/24 dev u0 && ip link set u0 master br0 && ip addr add {UNDERLAY_B}/24 dev br0 && ip route add default via {UNDERLAY_A} dev br0"
+    ));
+    let key = p.key("k.b64", KEY);
+    let (sock_a, sock_b) = (p.dir.join("a.sock"), p.dir.join("b.sock"));
+    let tap_a = format!("{TAP_A}/24");
+    let _a = Peer::start(
+        &p.a,
+        &p.dir,
+        &key,
+        &[
+            &format!("{PUB_A}:{PORT}"),
+            "-i",
+            "tap0",
+            "-a",
+            &tap_a,
+            "--status-socket",
+            sock_a.to_str().unwrap(),
+        ],
+    );
+    let b = Peer::start(
+        &p.b,
+        &p.dir,
+        &key,
+        &[
+            &format!(":{PORT}"),
+            &format!("{PUB_A}:{PORT}"),
+            "-i",
+            "tap0",
+            "--status-socket",
+            sock_b.to_str().unwrap(),
+        ],
+    );
+    p.b.exec(&format!(
+        "ip link set tap0 master br0 && ip addr add {TAP_B}/24 dev br0"
+    ));
+    assert!(
+        p.b.ping_until(TAP_A, Duration::from_secs(10)),
+        "no ping across the bridged tunnel:\n{}",
+        b.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        warn_lines(&b.log_text(), "the route to the peer").is_empty(),
+        "a route by the bridge's underlay port taken for one into the TAP:\n{}",
+        b.log_text()
+    );
+    p.b.exec(&format!("ip route replace default via {TAP_A} dev br0"));
+    let what = format!(
+        "the route to the peer {PUB_A} (via {TAP_A} dev br0) leads into a bridge holding tap0"
+    );
+    let named = until(Duration::from_secs(2), POLL, || {
+        !warn_lines(&b.log_text(), &what).is_empty()
+    });
+    let log = b.log_text();
+    assert!(named, "no warn line within 2 s:\n{log}");
+    let lines = warn_lines(&log, "the route to the peer");
+    assert_eq!(lines.len(), 1, "{log}");
+    let fix = lines[0]
+        .split("fix: ")
+        .nth(1)
+        .and_then(|f| f.split(" (").next())
+        .unwrap_or_else(|| panic!("no fix in {}", lines[0]));
+    assert_eq!(
+        fix,
+        format!("ip route add {PUB_A}/32 via {UNDERLAY_A} dev br0"),
+        "{log}"
+    );
+    p.b.exec(fix);
+    assert!(
+        p.b.ping_until(TAP_A, Duration::from_secs(5)),
+        "the fix given did not bring the tunnel back:\n{}",
+        b.log_text()
+    );
+}

@@ -166,7 +166,7 @@ impl RouteWatch {
                 let changed = self.into.as_ref() != Some(&(ip, into.clone()));
                 self.into = Some((ip, into.clone()));
                 if let Some(n) = self.warned.note(1, Instant::now()) {
-                    let fix = self.fix(ip, tap, r.oif);
+                    let fix = self.fix(ip, tap, &r);
                     let (dev, how) = match &into {
                         Entry::Tap => (self.tap.clone(), "this tunnel's own TAP".to_string()),
                         Entry::Bridge(b) => (
@@ -235,7 +235,7 @@ impl RouteWatch {
     }
 
     /// The fix, as a command where taptun can tell the way out.
-    fn fix(&mut self, ip: IpAddr, tap: u32, oif: Option<u32>) -> String {
+    fn fix(&mut self, ip: IpAddr, tap: u32, bad: &Route) -> String {
         if let Some(m) = self.mark {
             return format!(
                 "--fwmark {m} is set, but marked datagrams still take this route: put the route through {} in a table of its own that marked traffic skips (ip rule add not fwmark {m} table {m}; ip route add default dev {} table {m}; ip rule add table main suppress_prefixlength 0; see docs/networking.md)",
@@ -246,13 +246,16 @@ impl RouteWatch {
             IpAddr::V4(_) => format!("{ip}/32"),
             IpAddr::V6(_) => format!("{ip}/128"),
         };
-        let avoid: Vec<u32> = [Some(tap), oif].into_iter().flatten().collect();
+        // Not through the TAP, nor by the hop that leads into it (through
+        // a bridge, other routes on the bridge are fine).
+        let avoid =
+            |r: &Route| r.oif == Some(tap) || (r.oif == bad.oif && r.gateway == bad.gateway);
         self.seq = self.seq.wrapping_add(1);
         let dumped = self
             .lookup(&route::dump_request(ip.is_ipv6(), self.seq))
             .ok()
             .and_then(|rs| {
-                let r = route::bypass(&rs, ip, &avoid)?;
+                let r = route::bypass(&rs, ip, avoid)?;
                 Some(Hop {
                     gateway: r.gateway,
                     dev: sys::ifname(r.oif?).ok()?,
