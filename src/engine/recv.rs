@@ -117,6 +117,11 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             return;
         };
         let r = r.clone();
+        // The main thread may hand the same answer again before this one
+        // was taken.
+        if self.rx.peer() == Some(r.to) {
+            return;
+        }
         let name = self.shared.peer_name.as_deref().unwrap_or("");
         if self.shared.last_valid_ns.load(Relaxed) != r.heard {
             debug!(
