@@ -8,6 +8,8 @@
 //!   sending a sealed batch (the GSO fallback); `role`: the TAP read role
 //!   the two threads hand each other for the replies.
 //! - `watch`: the warn lines; `status`, `control`: `taptun status`.
+//! - `name`: the peer's name, resolved again while the peer is silent;
+//!   `routing`: whether the route to the peer leads into the TAP.
 //!
 //! This file is the tunnel's lifetime: open, start, key rotation, the MTU.
 //!
@@ -402,8 +404,10 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
     }
 
     /// Called by the main thread between signals, about once a second
-    /// ([`TICK`]): follows the TAP's MTU and says why nothing crosses when
-    /// nothing does. (Keepalives are the sending thread's own timer.)
+    /// ([`TICK`]): follows the TAP's MTU, resolves the peer's name again
+    /// when due, checks the route to the peer, and says why nothing
+    /// crosses when nothing does. (Keepalives are the sending thread's
+    /// own timer.)
     pub fn tick(&mut self) {
         self.follow_mtu();
         if let Some(n) = self.name.as_mut() {
