@@ -96,9 +96,6 @@ struct Shared {
     /// What resolving the name last gave, for the status views (written by
     /// the main thread).
     name: Mutex<name::NameStatus>,
-    /// The route to the peer leads into the TAP (written by the main
-    /// thread's route watch).
-    self_routed: AtomicBool,
     /// Datagrams the kernel refused as too long since the main thread
     /// last looked, and the size of the last one (`routing.rs` says why).
     refused: AtomicU64,
@@ -253,7 +250,6 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
                 error: None,
             }),
             redirect: Published::new(None),
-            self_routed: AtomicBool::new(false),
             refused: AtomicU64::new(0),
             refused_len: std::sync::atomic::AtomicUsize::new(0),
         });

@@ -78,8 +78,8 @@ pub(super) struct RouteWatch {
     tap_index: Option<u32>,
     mark: Option<u32>,
     seq: u32,
-    /// The peer and how its route enters the TAP, while it does.
-    into: Option<(IpAddr, Entry)>,
+    /// The peer and how its route enters the TAP, while it does, and since when.
+    into: Option<(IpAddr, Entry, Instant)>,
     /// The last route to the peer that did not enter the TAP.
     last_good: Option<Hop>,
     warned: Throttle,
@@ -107,7 +107,7 @@ impl RouteWatch {
     pub(super) fn tick(&mut self, shared: &Shared) {
         let peer = shared.peer.get().map(addr::canonical);
         if let (Some(p), Some(tap)) = (peer, self.tap_index) {
-            self.check(shared, p.ip(), tap);
+            self.check(p.ip(), tap);
         }
         let n = shared.refused.swap(0, Relaxed);
         if n == 0 {
@@ -146,7 +146,7 @@ impl RouteWatch {
         Err(LookupError::Endless)
     }
 
-    fn check(&mut self, shared: &Shared, ip: IpAddr, tap: u32) {
+    fn check(&mut self, ip: IpAddr, tap: u32) {
         self.seq = self.seq.wrapping_add(1);
         let r = match self.lookup(&route::get_request(ip, self.mark, self.seq)) {
             Ok(mut rs) if !rs.is_empty() => rs.swap_remove(0),
@@ -162,10 +162,13 @@ impl RouteWatch {
         };
         match self.enters(&r, ip, tap) {
             Some(into) => {
-                shared.self_routed.store(true, Relaxed);
-                let changed = self.into.as_ref() != Some(&(ip, into.clone()));
-                self.into = Some((ip, into.clone()));
-                if let Some(n) = self.warned.note(1, Instant::now()) {
+                let now = Instant::now();
+                let since = match &self.into {
+                    Some((p, e, t)) if *p == ip && *e == into => *t,
+                    _ => now,
+                };
+                self.into = Some((ip, into.clone(), since));
+                if self.warned.note(1, now).is_some() {
                     let fix = self.fix(ip, tap, &r);
                     let (dev, how) = match &into {
                         Entry::Tap => (self.tap.clone(), "this tunnel's own TAP".to_string()),
@@ -175,10 +178,10 @@ impl RouteWatch {
                         ),
                     };
                     let gw = r.gateway.map_or_else(String::new, |g| format!("via {g} "));
-                    let again = if changed || n <= 1 {
-                        String::new()
-                    } else {
-                        format!(" ({n} checks since the last line)")
+                    // Said again once a minute while it lasts.
+                    let again = match now.duration_since(since).as_secs() {
+                        0 => String::new(),
+                        s => format!(" (for {s} s now)"),
                     };
                     warn!(
                         "the route to the peer {ip} ({gw}dev {dev}) leads into {how}: taptun's datagrams would enter the tunnel that carries them, and nothing crosses; {fix}{again}"
@@ -186,8 +189,7 @@ impl RouteWatch {
                 }
             }
             None => {
-                if let Some((_, into)) = self.into.take() {
-                    shared.self_routed.store(false, Relaxed);
+                if let Some((_, into, _)) = self.into.take() {
                     let dev = match into {
                         Entry::Tap => self.tap.clone(),
                         Entry::Bridge(b) => b,
