@@ -326,7 +326,7 @@ fn e2e_route_into_a_bridge_holding_the_tap() {
     // A answers ARP only on the interface that holds the address: B's
     // bridge floods A's TAP network onto the underlay too.
     p.a.exec(&format!(
-        "ip addr add {PUB_A}/32 dev lo && sysctl -qw net.ipv4.conf.all.arp_ignore=1"
+        "ip addr add {PUB_A}/32 dev lo && echo 1 > /proc/sys/net/ipv4/conf/all/arp_ignore"
     ));
     p.b.exec(&format!(
         "ip link add br0 type bridge && ip link set br0 up && ip addr del {UNDERLAY_B}/24 dev u0 && ip link set u0 master br0 && ip addr add {UNDERLAY_B}/24 dev br0 && ip route add default via {UNDERLAY_A} dev br0"
