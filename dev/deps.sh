@@ -12,7 +12,7 @@
 # gcc-aarch64-linux-gnu, libc6-dev-arm64-cross and qemu-user build and run
 # the unit tests for aarch64 (no SHA-NI lanes there: the portable paths),
 # with rustup's aarch64-unknown-linux-gnu standard library (added last).
-# zsh and fish check the syntax of their completions (tests/completions.rs).
+# zsh and fish check their completions (tests/package.rs).
 set -eu
 demo="iproute2 iputils-ping socat"
 case "${1:-test}" in
