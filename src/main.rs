@@ -85,7 +85,7 @@ fn genkey(args: &[&str]) -> ExitCode {
 }
 
 /// `taptun status [DEV|PATH] [--json|--prometheus]`: asks a running
-/// tunnel over its status socket.
+/// tunnel over its status socket; without DEV, every tunnel of the host.
 fn status(args: &[&str]) -> ExitCode {
     use engine::status::Form;
     let mut form = Form::Text;
@@ -96,21 +96,32 @@ fn status(args: &[&str]) -> ExitCode {
             "--prometheus" => form = Form::Prometheus,
             "-h" | "--help" => {
                 println!(
-                    "usage: taptun status [DEV|SOCKET] [--json|--prometheus]\n\nAsks a running taptun how it is, over its status socket (default {}/DEV.sock;\nwithout DEV, the only one there). Exit code 1 when none answers.",
+                    "usage: taptun status [DEV|SOCKET|FOLDER] [--json|--prometheus]\n\nAsks a running taptun how it is, over its status socket (default {0}/DEV.sock).\nWithout DEV, every tunnel with a socket in {0} (a FOLDER: every socket in\nit): the reports one after another, {{\"tunnels\":[...]}} with --json, or one\nPrometheus document; a socket that does not answer is skipped with a note on\nstderr. Exit code 1 when none answers.",
                     engine::control::RUN_DIR
                 );
                 return ExitCode::SUCCESS;
             }
             a if a.starts_with('-') || target.is_some() => {
                 eprintln!(
-                    "taptun status: unexpected {a:?}; usage: taptun status [DEV|SOCKET] [--json|--prometheus]"
+                    "taptun status: unexpected {a:?}; usage: taptun status [DEV|SOCKET|FOLDER] [--json|--prometheus]"
                 );
                 return ExitCode::from(2);
             }
             a => target = Some(a),
         }
     }
-    let answer = engine::control::resolve(target).and_then(|p| engine::control::query(&p, form));
+    use engine::control::{StatusError, Target};
+    let answer = match engine::control::resolve(target) {
+        Target::One(p) => engine::control::query(&p, form),
+        Target::All(dir) => engine::control::query_all(&dir, form).and_then(|l| {
+            let n = l.skipped.len();
+            for e in l.skipped {
+                // A stale socket (a crashed tunnel) must not hide the others.
+                eprintln!("taptun status: {e}; skipped");
+            }
+            l.output.ok_or(StatusError::NoneAnswers(dir, n))
+        }),
+    };
     match answer {
         Ok(text) => {
             print!("{text}");
