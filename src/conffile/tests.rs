@@ -299,3 +299,18 @@ fn property_arbitrary_bytes_never_panic() {
         }
     }
 }
+
+#[test]
+fn the_shipped_example_parses() {
+    let example = include_bytes!("../../dist/taptun.conf.example");
+    let s = pairs(&parse(example).unwrap_or_else(|e| panic!("taptun.conf.example:{e}")));
+    assert!(s.contains(&p("key", "/etc/taptun/home.key")), "{s:?}");
+    assert!(s.contains(&p("local", ":9123")), "{s:?}");
+    // The commented-out hook, uncommented, is one command.
+    let up = String::from_utf8_lossy(example)
+        .lines()
+        .find_map(|l| l.strip_prefix("#up = "))
+        .map(|v| format!("up = {v}\n"))
+        .unwrap();
+    assert_eq!(ok(&up), [p("up", "ip link set \"$TAPTUN_DEV\" master br0")]);
+}
