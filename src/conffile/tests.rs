@@ -61,6 +61,11 @@ fn lines_comments_quotes() {
     assert_eq!((s[0].line, s[1].line, s[10].line), (3, 4, 13));
     assert_eq!(ok(""), []);
     assert_eq!(ok("\n\n# only comments\n   # indented\n"), []);
+    // `quote` writes what `parse` reads back.
+    for v in ["a\\", "\\\"", " # x ", "\\\\", "\"x\"", "\ta", ""] {
+        let line = format!("up = {}\n", quote(v));
+        assert_eq!(ok(&line), [p("up", v)], "{line:?}");
+    }
     // Backslashes other than \" and \\ stay as they are.
     assert_eq!(ok(r#"up = "a\nb\\c\"""#), [p("up", r#"a\nb\c""#)]);
 }
@@ -239,10 +244,10 @@ fn line(rng: &mut XorShift, names: &[(&'static str, Kind)]) -> String {
                 _ if sample(name).is_empty() => text(rng),
                 _ => sample(name).to_string(),
             };
-            let value = if rng.below(2) == 0 {
-                quote(&value)
-            } else {
-                value
+            // Quoted as a person would, independently of `quote`.
+            let value = match rng.below(3) {
+                0 => format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\"")),
+                _ => value,
             };
             let sep = [" = ", "=", " =\t", "  =  "][rng.below(4)];
             let comment = ["", " # c", "#", "\r"][rng.below(4)];
