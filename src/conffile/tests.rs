@@ -289,18 +289,40 @@ fn property_accepted_files_render_back_to_the_same_settings() {
 #[test]
 fn property_arbitrary_bytes_never_panic() {
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
-    const BYTES: &[u8] = b"=#\"\\ \t\r\nabkeymtu-0123456789:/\xff\xc3\xa9";
-    for _ in 0..5000 {
-        let len = rng.below(60);
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| match rng.below(3) {
-                0 => rng.next() as u8,
-                _ => BYTES[rng.below(BYTES.len())],
-            })
-            .collect();
+    // Pieces of the syntax, names, multi-byte characters (whole and cut)
+    // and single random bytes.
+    const PIECES: [&[u8]; 18] = [
+        b"=",
+        b"#",
+        b"\"",
+        b"\\",
+        b" ",
+        b"\t",
+        b"\r",
+        b"\n",
+        b"mtu",
+        b"up",
+        b"key",
+        b"no-offload",
+        "é".as_bytes(),
+        "€".as_bytes(),
+        b"\xe2\x82",
+        b"\xff",
+        b"1400",
+        b"\0",
+    ];
+    for _ in 0..20000 {
+        let mut bytes = Vec::new();
+        for _ in 0..rng.below(24) {
+            match rng.below(4) {
+                0 => bytes.push(rng.next() as u8),
+                _ => bytes.extend_from_slice(PIECES[rng.below(PIECES.len())]),
+            }
+        }
         if let Err(e) = parse(&bytes) {
             assert!(!e.message.contains('\n'), "{bytes:?}: {e}");
-            assert!(e.line >= 1 && e.line <= bytes.len() + 1, "{bytes:?}: {e}");
+            let lines = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
+            assert!(e.line >= 1 && e.line <= lines, "{bytes:?}: {e}");
         }
     }
 }
