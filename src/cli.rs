@@ -1,4 +1,6 @@
-//! Command-line arguments, and their translation into a tunnel [`Config`].
+//! Command-line arguments, and their translation into a tunnel [`Config`];
+//! the names of the config file (`--config`, parsed in `conffile`) and
+//! how the command line and the file are merged.
 
 use crate::addr::{self, AddrError, Cidr, Local};
 use crate::config::{ClampMss, Config};
@@ -12,9 +14,9 @@ use std::time::Duration;
 /// taptun: a Layer-2 tunnel over UDP, authenticated with HMAC-SHA256,
 /// wire-compatible with tinytaptunnel v1.4.
 ///
-/// Create a key once and copy it to both hosts:  taptun genkey key.b64
-/// Or put the arguments in a file, one `name = value` a line (taptun.conf(5)):
-/// taptun --config /etc/taptun/home.conf
+/// Create a key once and copy it to both hosts:  taptun genkey key.b64;
+/// the arguments may also come from a file, one `name = value` a line:
+/// taptun --config /etc/taptun/home.conf (see taptun.conf(5)).
 #[derive(FromArgs, ArgsInfo, Debug, Clone, PartialEq)]
 #[argh(
     help_triggers("-h", "--help"),
