@@ -178,9 +178,7 @@ impl Cli {
     /// flag says whether the key was created.
     pub fn to_config(&self) -> Result<(Config, bool), CliError> {
         if let Some(second) = self.address.iter().filter(|c| c.ip.is_ipv4()).nth(1) {
-            return Err(CliError::Value(format!(
-                "--address {second}: only one IPv4 address can be set; add more with `ip addr add` (IPv6 may repeat)"
-            )));
+            return Err(CliError::Value(format!("--address {second}: {TWO_IPV4}")));
         }
         let local = addr::parse_local(&self.local)?;
         let peer = self
@@ -225,6 +223,24 @@ impl Cli {
         };
         Ok((cfg, created))
     }
+}
+
+/// Why a second IPv4 `--address` is refused.
+const TWO_IPV4: &str =
+    "only one IPv4 address can be set; add more with `ip addr add` (IPv6 may repeat)";
+
+/// Checks what the config file's settings (name, value pairs, each valid
+/// alone) cannot be together; on error, the index of the setting at fault
+/// and why. The same rules as [`Cli::to_config`], so that a file's mistake
+/// is reported with its line.
+pub fn check_together(settings: &[(&str, &str)]) -> Result<(), (usize, String)> {
+    let ipv4 = settings.iter().enumerate().filter(|(_, (name, value))| {
+        *name == "address" && value.parse::<Cidr>().is_ok_and(|c| c.ip.is_ipv4())
+    });
+    if let Some((i, _)) = ipv4.clone().nth(1) {
+        return Err((i, TWO_IPV4.to_string()));
+    }
+    Ok(())
 }
 
 /// Smallest TAP MTU: IPv4's minimum datagram size.

@@ -177,6 +177,10 @@ fn every_error_is_one_line_on_stderr_with_its_status() {
     let c_old_args2 = conf("oldargs2.conf", "# old\nARGS=-i tap1 --stats-json\n");
     let c_quote = conf("quote.conf", "up = \"echo\n");
     let c_local = conf("local.conf", "key = /k\nlocal = 9123\n");
+    let c_ipv4 = conf(
+        "ipv4.conf",
+        &format!("key = {k}\nlocal = :1\naddress = 10.0.0.1/24\naddress = 10.0.0.2/24\n"),
+    );
     let c_missing = d.join("missing.conf");
     let c_missing = c_missing.to_str().unwrap();
     let c_nolocal = conf("nolocal.conf", &format!("key = {k}\n"));
@@ -272,6 +276,13 @@ fn every_error_is_one_line_on_stderr_with_its_status() {
             vec!["--config", &c_local],
             2,
             vec![format!("{c_local}:2: local = \"9123\": expected :PORT")],
+        ),
+        (
+            vec!["--config", &c_ipv4],
+            2,
+            vec![format!(
+                "{c_ipv4}:4: address = \"10.0.0.2/24\": only one IPv4"
+            )],
         ),
         (
             vec!["--config", c_missing],

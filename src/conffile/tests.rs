@@ -72,7 +72,7 @@ fn lines_comments_quotes() {
 
 #[test]
 fn each_error_names_its_line() {
-    let cases: [(&str, usize, &str); 14] = [
+    let cases: [(&str, usize, &str); 15] = [
         (
             "mtu = 1400\n\nmtuu = 3\n",
             3,
@@ -102,6 +102,11 @@ fn each_error_names_its_line() {
             "log-level = loud\n",
             1,
             "expected error, warn, info, debug, trace or off",
+        ),
+        (
+            "address = 10.0.0.1/24\naddress = fd00::1/64\naddress = 10.0.0.2/24\n",
+            3,
+            "address = \"10.0.0.2/24\": only one IPv4 address can be set",
         ),
     ];
     for (text, line, want) in cases {
