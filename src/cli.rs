@@ -181,12 +181,7 @@ impl Cli {
             return Err(CliError::Value(format!("--address {second}: {TWO_IPV4}")));
         }
         let local = addr::parse_local(&self.local)?;
-        let peer = self
-            .peer
-            .as_deref()
-            .filter(|p| !p.is_empty())
-            .map(addr::parse_peer)
-            .transpose()?;
+        let peer = self.peer.as_deref().map(addr::parse_peer).transpose()?;
         let ipv6 = match (peer, local) {
             (Some(p), _) => p.is_ipv6(),
             (None, Local::Addr(a)) => a.is_ipv6(),
@@ -365,7 +360,8 @@ fn peer_syntax(v: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
 
-/// Parses argv (without the program name); an error is one line.
+/// Parses argv (without the program name) with argh's messages;
+/// [`one_line`] makes an error one line.
 pub fn parse(args: &[&str]) -> Result<Cli, argh::EarlyExit> {
     Cli::from_args(&["taptun"], args)
 }

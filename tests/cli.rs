@@ -221,6 +221,11 @@ fn every_error_is_one_line_on_stderr_with_its_status() {
             vec!["--address 10.0.0.2/24: only one IPv4".into()],
         ),
         (
+            vec![k, "127.0.0.1:0", "--user", "no-such-user-taptun"],
+            2,
+            vec!["--user no-such-user-taptun: no such user".into()],
+        ),
+        (
             vec![ro_key.to_str().unwrap(), "127.0.0.1:0"],
             2,
             vec![format!("key file {}: cannot create it", ro_key.display())],
