@@ -58,7 +58,29 @@ fn init_logging(level: Option<log::LevelFilter>) {
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or(log::LevelFilter::Info);
-    let _ = simple_logger::SimpleLogger::new().with_level(level).init();
+    let logger = simple_logger::SimpleLogger::new().with_level(level);
+    // The journal stamps every line itself: a second timestamp only
+    // lengthens the one line an error gets.
+    let logger = if stderr_is_journal() {
+        logger.without_timestamps()
+    } else {
+        logger
+    };
+    let _ = logger.init();
+}
+
+/// Whether stderr is systemd's journal stream: `JOURNAL_STREAM` names its
+/// device and inode (systemd.exec(5)), which a redirected stderr no longer
+/// matches.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream == format!("{}:{}", meta.dev(), meta.ino())
 }
 
 /// The usage line of `taptun genkey`.
