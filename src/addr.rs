@@ -116,6 +116,17 @@ fn resolve(
         .ok_or_else(|| err("no addresses".to_string()))
 }
 
+/// Checks the syntax of a local address without resolving it.
+pub fn check_local(value: &str) -> Result<(), AddrError> {
+    split_host_port(value, "local").map(drop)
+}
+
+/// Checks the syntax of a peer address without resolving it: a host and
+/// a port other than 0.
+pub fn check_peer(value: &str) -> Result<(), AddrError> {
+    parse_peer_arg(value).map(drop)
+}
+
 /// Parses the local address argument (`:9123`, `0.0.0.0:9123`, `[::1]:9123`, `host:9123`).
 pub fn parse_local(value: &str) -> Result<Local, AddrError> {
     let (host, port) = split_host_port(value, "local")?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use taptun::hook::{DOWN_HOOK_LIMIT, HookEnd, run_hook};
-use taptun::{cli, engine, key, sys};
+use taptun::{cli, conffile, engine, key, sys};
 
 /// Logs the counters (and prints them as one JSON line when asked).
 fn report(tun: &engine::Tunnel, what: &str, json: bool) {
@@ -58,11 +58,41 @@ fn init_logging(level: Option<log::LevelFilter>) {
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or(log::LevelFilter::Info);
-    let _ = simple_logger::SimpleLogger::new().with_level(level).init();
+    let logger = simple_logger::SimpleLogger::new().with_level(level);
+    // The journal stamps every line itself: a second timestamp only
+    // lengthens the one line an error gets.
+    let logger = if stderr_is_journal() {
+        logger.without_timestamps()
+    } else {
+        logger
+    };
+    let _ = logger.init();
 }
+
+/// Whether stderr is systemd's journal stream: `JOURNAL_STREAM` names its
+/// device and inode (systemd.exec(5)), which a redirected stderr no longer
+/// matches.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream == format!("{}:{}", meta.dev(), meta.ino())
+}
+
+/// The usage line of `taptun genkey`.
+const GENKEY_USAGE: &str =
+    "taptun genkey FILE (writes base64 of 32 random bytes, mode 0600; never overwrites)";
 
 fn genkey(args: &[&str]) -> ExitCode {
     match args {
+        ["-h" | "--help"] => {
+            println!("usage: {GENKEY_USAGE}");
+            ExitCode::SUCCESS
+        }
         [path] if !path.starts_with('-') => match key::create(std::path::Path::new(path)) {
             Ok(_) => {
                 println!(
@@ -75,17 +105,23 @@ fn genkey(args: &[&str]) -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        _ => {
-            eprintln!(
-                "usage: taptun genkey FILE   (writes base64 of 32 random bytes, mode 0600; never overwrites)"
-            );
+        [] => {
+            eprintln!("taptun genkey: missing FILE; usage: {GENKEY_USAGE}");
+            ExitCode::from(2)
+        }
+        [a] => {
+            eprintln!("taptun genkey: unknown option {a}; usage: {GENKEY_USAGE}");
+            ExitCode::from(2)
+        }
+        [_, extra, ..] => {
+            eprintln!("taptun genkey: unexpected {extra:?} after FILE; usage: {GENKEY_USAGE}");
             ExitCode::from(2)
         }
     }
 }
 
 /// `taptun status [DEV|PATH] [--json|--prometheus]`: asks a running
-/// tunnel over its status socket.
+/// tunnel over its status socket; without DEV, every tunnel of the host.
 fn status(args: &[&str]) -> ExitCode {
     use engine::status::Form;
     let mut form = Form::Text;
@@ -96,21 +132,32 @@ fn status(args: &[&str]) -> ExitCode {
             "--prometheus" => form = Form::Prometheus,
             "-h" | "--help" => {
                 println!(
-                    "usage: taptun status [DEV|SOCKET] [--json|--prometheus]\n\nAsks a running taptun how it is, over its status socket (default {}/DEV.sock;\nwithout DEV, the only one there). Exit code 1 when none answers.",
+                    "usage: taptun status [DEV|SOCKET|FOLDER] [--json|--prometheus]\n\nAsks a running taptun how it is, over its status socket (default {0}/DEV.sock).\nWithout DEV, every tunnel with a socket in {0} (a FOLDER: every socket in\nit): the reports one after another, {{\"tunnels\":[...]}} with --json, or one\nPrometheus document; a socket that does not answer is skipped with a note on\nstderr. Exit code 1 when none answers.",
                     engine::control::RUN_DIR
                 );
                 return ExitCode::SUCCESS;
             }
             a if a.starts_with('-') || target.is_some() => {
                 eprintln!(
-                    "taptun status: unexpected {a:?}; usage: taptun status [DEV|SOCKET] [--json|--prometheus]"
+                    "taptun status: unexpected {a:?}; usage: taptun status [DEV|SOCKET|FOLDER] [--json|--prometheus]"
                 );
                 return ExitCode::from(2);
             }
             a => target = Some(a),
         }
     }
-    let answer = engine::control::resolve(target).and_then(|p| engine::control::query(&p, form));
+    use engine::control::{StatusError, Target};
+    let answer = match engine::control::resolve(target) {
+        Target::One(p) => engine::control::query(&p, form),
+        Target::All(dir) => engine::control::query_all(&dir, form).and_then(|l| {
+            let n = l.skipped.len();
+            for e in l.skipped {
+                // A stale socket (a crashed tunnel) must not hide the others.
+                eprintln!("taptun status: {e}; skipped");
+            }
+            l.output.ok_or(StatusError::NoneAnswers(dir, n))
+        }),
+    };
     match answer {
         Ok(text) => {
             print!("{text}");
@@ -126,32 +173,77 @@ fn status(args: &[&str]) -> ExitCode {
     }
 }
 
+/// A bad command line or config file: one line on stderr, exit code 2.
+fn config_error(msg: &str) -> ExitCode {
+    eprintln!("taptun: {msg}");
+    ExitCode::from(2)
+}
+
+/// The command line, completed by the --config file if it names one.
+fn arguments(args: &[&str]) -> Result<cli::Cli, ExitCode> {
+    let line = cli::parse_command_line(args).map_err(|exit| {
+        if exit.status.is_ok() {
+            println!("{}", exit.output);
+            ExitCode::SUCCESS
+        } else {
+            config_error(&format!(
+                "{}; run taptun --help for usage",
+                cli::one_line(args, &exit.output)
+            ))
+        }
+    })?;
+    let Some(path) = line.cli.config.clone() else {
+        return Ok(line.cli);
+    };
+    let name = path.display();
+    let bytes = std::fs::read(&path)
+        .map_err(|e| config_error(&format!("config file {name}: cannot read it: {e}")))?;
+    let settings = conffile::parse(&bytes)
+        .map_err(|e| config_error(&format!("{name}:{}: {}", e.line, e.message)))?;
+    let pairs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|s| (s.name.as_str(), s.value.as_str()))
+        .collect();
+    line.merge(&pairs)
+        .map_err(|msg| config_error(&format!("{name}: {msg}")))
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let args: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
-    match args.first() {
-        Some(&"--version") | Some(&"-V") => {
+    match args.as_slice() {
+        ["--version" | "-V"] => {
             println!("taptun {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Some(&"genkey") => return genkey(&args[1..]),
-        Some(&"status") => return status(&args[1..]),
+        ["--version" | "-V", extra, ..] => {
+            return config_error(&format!(
+                "unexpected {extra:?} after --version, which takes no arguments"
+            ));
+        }
+        ["genkey", rest @ ..] => return genkey(rest),
+        ["status", rest @ ..] => return status(rest),
         _ => {}
     }
-    let cli = match cli::parse(&args) {
+    let cli = match arguments(&args) {
         Ok(c) => c,
-        Err(exit) => {
-            return if exit.status.is_ok() {
-                println!("{}", exit.output);
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("taptun: {}", exit.output.trim_end());
-                eprintln!("Run taptun --help for usage.");
-                ExitCode::from(2)
-            };
-        }
+        Err(code) => return code,
     };
     init_logging(cli.log_level);
+    // Resolve --user now: a typo must fail before anything is created
+    // (the key file included).
+    let user = match cli.user.as_deref().map(|n| (n, sys::lookup_user(n))) {
+        None => None,
+        Some((_, Ok(Some(u)))) => Some(u),
+        Some((n, Ok(None))) => {
+            error!("--user {n}: no such user");
+            return ExitCode::from(2);
+        }
+        Some((n, Err(e))) => {
+            error!("--user {n}: cannot look it up: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let (cfg, created) = match cli.to_config() {
         Ok(r) => r,
         Err(e) => {
@@ -171,19 +263,6 @@ fn main() -> ExitCode {
             cli.key_file.display()
         );
     }
-    // Resolve --user now: a typo must fail before anything is created.
-    let user = match cli.user.as_deref().map(|n| (n, sys::lookup_user(n))) {
-        None => None,
-        Some((_, Ok(Some(u)))) => Some(u),
-        Some((n, Ok(None))) => {
-            error!("--user {n}: no such user");
-            return ExitCode::from(2);
-        }
-        Some((n, Err(e))) => {
-            error!("--user {n}: cannot look it up: {e}");
-            return ExitCode::from(1);
-        }
-    };
     let notifier = sys::Notifier::from_env().unwrap_or_else(|e| {
         warn!("{e}; not notifying the service manager");
         None

@@ -240,7 +240,7 @@ impl RouteWatch {
     fn fix(&mut self, ip: IpAddr, tap: u32, bad: &Route) -> String {
         if let Some(m) = self.mark {
             return format!(
-                "--fwmark {m} is set, but marked datagrams still take this route: put the route through {} in a table of its own that marked traffic skips (ip rule add not fwmark {m} table {m}; ip route add default dev {} table {m}; ip rule add table main suppress_prefixlength 0; see docs/networking.md)",
+                "--fwmark {m} is set, but marked datagrams still take this route: put the route through {} in a table of its own that marked traffic skips (ip rule add not fwmark {m} table {m}; ip route add default dev {} table {m}; ip rule add table main suppress_prefixlength 0; see --fwmark in man taptun)",
                 self.tap, self.tap
             );
         }
@@ -268,12 +268,12 @@ impl RouteWatch {
             (None, Some(h)) => (h.clone(), "the route to the peer before it went through"),
             (None, None) => {
                 return format!(
-                    "fix: a host route to the peer through the underlay's gateway (ip route add {host} via GATEWAY dev ETH), or keep taptun's datagrams out of the tunnel with --fwmark and policy routing (docs/networking.md)"
+                    "fix: a host route to the peer through the underlay's gateway (ip route add {host} via GATEWAY dev ETH), or keep taptun's datagrams out of the tunnel with --fwmark and policy routing (see --fwmark in man taptun)"
                 );
             }
         };
         format!(
-            "fix: ip route add {host} {hop} ({whence} {}), or keep taptun's datagrams out of the tunnel with --fwmark and policy routing (docs/networking.md)",
+            "fix: ip route add {host} {hop} ({whence} {}), or keep taptun's datagrams out of the tunnel with --fwmark and policy routing (see --fwmark in man taptun)",
             self.tap
         )
     }
