@@ -716,9 +716,12 @@ fn check_routes(c: &Container, when: &str) {
          --up \"ip route add 198.51.100.0/24 via 10.78.0.1 dev tfnat\"",
     );
     let t = Instant::now();
-    // Bridged: a 1500-byte packet with DF from the far peer to the LAN
-    // host and back; its reply crosses the bridge into the TAP, which only
-    // takes it if the up hook raised the TAP's MTU to the LAN's.
+    // Bridged: 1500-byte packets with DF both ways between the far peer
+    // and the LAN host. From the LAN host, the request crosses the bridge
+    // into the TAP, which takes it only if the up hook raised the TAP's MTU
+    // to the LAN's (a bridge drops a frame longer than the port's MTU, or,
+    // with br_netfilter, fragments it unless DF is set: echo replies have
+    // no DF, so the far peer's own pings alone would not tell).
     let ping = ping_through(
         c,
         "far",
@@ -726,7 +729,19 @@ fn check_routes(c: &Container, when: &str) {
         Duration::from_secs(20),
     );
     eprintln!(
-        "{when}: bridged, 1500-byte pings to the LAN host: {}",
+        "{when}: bridged, 1500-byte pings far peer -> LAN host: {}",
+        ping.lines()
+            .find(|l| l.contains("packet loss"))
+            .unwrap_or("")
+    );
+    let ping = ping_through(
+        c,
+        "lanhost",
+        "-M do -s 1472 10.77.0.2",
+        Duration::from_secs(5),
+    );
+    eprintln!(
+        "{when}: bridged, 1500-byte pings LAN host -> far peer: {}",
         ping.lines()
             .find(|l| l.contains("packet loss"))
             .unwrap_or("")
