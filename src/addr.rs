@@ -116,17 +116,14 @@ fn resolve(
         .ok_or_else(|| err("no addresses".to_string()))
 }
 
-/// Parses the local address argument (`:9123`, `0.0.0.0:9123`, `[::1]:9123`, `host:9123`).
-pub fn parse_local(value: &str) -> Result<Local, AddrError> {
-    let (host, port) = split_host_port(value, "local")?;
-    if host.is_empty() {
-        return Ok(Local::Any(port));
-    }
-    resolve(host, port, "local", value).map(Local::Addr)
+/// Checks the syntax of a local address without resolving it.
+pub fn check_local(value: &str) -> Result<(), AddrError> {
+    split_host_port(value, "local").map(drop)
 }
 
-/// Parses and resolves (once) the peer address argument; port 0 is refused.
-pub fn parse_peer(value: &str) -> Result<SocketAddr, AddrError> {
+/// Checks the syntax of a peer address without resolving it: a host and
+/// a port other than 0.
+pub fn check_peer(value: &str) -> Result<(), AddrError> {
     let (host, port) = split_host_port(value, "peer")?;
     if host.is_empty() {
         return Err(AddrError::Syntax {
@@ -140,6 +137,22 @@ pub fn parse_peer(value: &str) -> Result<SocketAddr, AddrError> {
             value: value.to_string(),
         });
     }
+    Ok(())
+}
+
+/// Parses the local address argument (`:9123`, `0.0.0.0:9123`, `[::1]:9123`, `host:9123`).
+pub fn parse_local(value: &str) -> Result<Local, AddrError> {
+    let (host, port) = split_host_port(value, "local")?;
+    if host.is_empty() {
+        return Ok(Local::Any(port));
+    }
+    resolve(host, port, "local", value).map(Local::Addr)
+}
+
+/// Parses and resolves (once) the peer address argument; port 0 is refused.
+pub fn parse_peer(value: &str) -> Result<SocketAddr, AddrError> {
+    check_peer(value)?;
+    let (host, port) = split_host_port(value, "peer")?;
     resolve(host, port, "peer", value)
 }
 

@@ -4,7 +4,7 @@ use crate::addr::{self, AddrError, Cidr, Local};
 use crate::config::{ClampMss, Config};
 use crate::key::{self, KeyError};
 use crate::tx::MAX_MTU;
-use argh::FromArgs;
+use argh::{ArgsInfo, FromArgs};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +13,9 @@ use std::time::Duration;
 /// wire-compatible with tinytaptunnel v1.4.
 ///
 /// Create a key once and copy it to both hosts:  taptun genkey key.b64
-#[derive(FromArgs, Debug, Clone, PartialEq)]
+/// Or put the arguments in a file, one `name = value` a line (taptun.conf(5)):
+/// taptun --config /etc/taptun/home.conf
+#[derive(FromArgs, ArgsInfo, Debug, Clone, PartialEq)]
 #[argh(
     help_triggers("-h", "--help"),
     example = "taptun genkey /etc/taptun/home.key\ntaptun /etc/taptun/home.key :9123 203.0.113.15:9123 -i tap-home -a 10.1.2.1/24\ntaptun key.b64 :9123 --user nobody --up 'ip link set \"$TAPTUN_DEV\" master br0' --stats 300 --stats-json",
@@ -21,64 +23,68 @@ use std::time::Duration;
     error_code(0, "clean stop (SIGINT/SIGTERM), --help, --version"),
     error_code(
         1,
-        "the environment must change: no /dev/net/tun or CAP_NET_ADMIN, port in use, peer does not resolve, key file unreadable, --up hook failed, --user drop failed"
+        "the environment must change: no /dev/net/tun or CAP_NET_ADMIN, port in use, peer does not resolve, --up hook failed, --user switch failed; systemd restarts the unit"
     ),
     error_code(
         2,
-        "bad arguments or a bad key file (content, permissions), unknown --user"
+        "the configuration must change: arguments, --config file, key file (content, permissions, cannot be created), unknown --user; systemd does not restart the unit"
     )
 )]
 pub struct Cli {
-    /// key file: base64 of at least 16 secret bytes; created (mode 0600) with 32 random bytes if missing
+    /// key file: base64 of at least 16 secret bytes; created (mode 0600) with 32 random bytes if missing (here or key = in the --config file)
     #[argh(positional)]
     pub key_file: PathBuf,
 
-    /// local UDP address: :PORT (every address), IP:PORT, [IPv6]:PORT or HOST:PORT
-    #[argh(positional)]
+    /// local UDP address: :PORT (every address), IP:PORT, [IPv6]:PORT or HOST:PORT (here or local = in the --config file)
+    #[argh(positional, from_str_fn(local_syntax))]
     pub local: String,
 
     /// peer UDP address (IP:PORT, [IPv6]:PORT or HOST:PORT, resolved once); without it the peer is learned from the first valid datagram
-    #[argh(positional)]
+    #[argh(positional, from_str_fn(peer_syntax))]
     pub peer: Option<String>,
 
+    /// read the arguments from FILE, one `name = value` a line (see taptun.conf(5)); the command line's options and arguments win over the file's
+    #[argh(option, arg_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// TAP interface name (default: the kernel picks tapN)
-    #[argh(option, short = 'i')]
+    #[argh(option, short = 'i', from_str_fn(interface_name))]
     pub dev: Option<String>,
 
     /// TAP MTU, 576 to 9000 (default: underlay MTU - IP - 8 UDP - 40 taptun - 14 Ethernet = 1418 on IPv4, 1398 on IPv6; larger ones are fragmented on the underlay)
-    #[argh(option)]
+    #[argh(option, from_str_fn(tap_mtu))]
     pub mtu: Option<u16>,
 
     /// MTU of the path between the hosts, used for the default TAP MTU and --clamp-mss auto (default 1500)
-    #[argh(option, default = "1500")]
+    #[argh(option, default = "1500", from_str_fn(underlay_mtu))]
     pub underlay_mtu: u16,
 
     /// address with prefix to put on the TAP, e.g. 10.1.2.3/24 or fd00::1/64 (repeatable; one IPv4 at most)
-    #[argh(option, short = 'a')]
+    #[argh(option, short = 'a', from_str_fn(cidr))]
     pub address: Vec<Cidr>,
 
     /// accept timestamps at most this many seconds old or in the future (default 3; clocks must agree this well)
-    #[argh(option, default = "3.0")]
+    #[argh(option, default = "3.0", from_str_fn(max_age))]
     pub max_age: f64,
 
     /// send an empty authenticated datagram after this many seconds without sending (default 25, 0 = off)
-    #[argh(option, default = "25")]
+    #[argh(option, default = "25", from_str_fn(keepalive))]
     pub keepalive: u64,
 
     /// UDP socket buffer size in bytes, each way (default 4194304)
-    #[argh(option, default = "4 << 20")]
+    #[argh(option, default = "4 << 20", from_str_fn(sockbuf))]
     pub sockbuf: usize,
 
     /// lower the MSS option of TCP SYN and SYN-ACK segments crossing the tunnel: auto (default: so that full segments fit one unfragmented datagram on the --underlay-mtu path), off, or a number
-    #[argh(option, default = "ClampMss::Auto")]
+    #[argh(option, default = "ClampMss::Auto", from_str_fn(clamp_mss))]
     pub clamp_mss: ClampMss,
 
     /// encrypt: aes-256-gcm or chacha20-poly1305, the same on both sides (default: none, tinytaptunnel's authenticated but readable wire); the key file stays the same
-    #[argh(option)]
+    #[argh(option, from_str_fn(cipher))]
     pub cipher: Option<crate::aead::Cipher>,
 
     /// the TAP's MAC address, e.g. 02:00:00:00:00:01 (default: derived from /etc/machine-id, the TAP name and the network namespace, the same on every start)
-    #[argh(option)]
+    #[argh(option, from_str_fn(mac))]
     pub mac: Option<crate::mac::MacAddr>,
 
     /// where `taptun status` reaches this tunnel: a Unix socket, mode 0600 (default /run/taptun/DEV.sock)
@@ -89,12 +95,12 @@ pub struct Cli {
     #[argh(switch)]
     pub no_offload: bool,
 
-    /// log level: error, warn, info, debug or trace (default: $RUST_LOG, else info)
-    #[argh(option)]
+    /// log level: error, warn, info, debug or trace (default: $RUST_LOG, else info); logs go to stderr
+    #[argh(option, from_str_fn(log_level))]
     pub log_level: Option<log::LevelFilter>,
 
     /// when started as root: switch to this user (and its groups) once the TAP and socket exist and --up has run; the TAP can then not be reconfigured, --down runs unprivileged, and the key file must be readable by the user for SIGHUP
-    #[argh(option)]
+    #[argh(option, from_str_fn(user_name))]
     pub user: Option<String>,
 
     /// shell command (sh -c) run once the TAP is up, before forwarding starts; if it fails, taptun stops with exit code 1. Environment: TAPTUN_DEV, TAPTUN_MTU, TAPTUN_PEER, TAPTUN_LOCAL, TAPTUN_EVENT=up
@@ -106,7 +112,7 @@ pub struct Cli {
     pub down: Option<String>,
 
     /// log the counters every SECS seconds as well as on SIGUSR1 and at exit (default 0 = off)
-    #[argh(option, default = "0")]
+    #[argh(option, default = "0", from_str_fn(stats_interval))]
     pub stats: u64,
 
     /// with each counters report, also print one JSON object on one line to stdout (for monitoring scripts)
@@ -121,7 +127,7 @@ pub enum CliError {
     Addr(AddrError),
     /// A bad key file.
     Key(KeyError),
-    /// A number out of range.
+    /// A number out of range, a missing argument, values that clash.
     Value(String),
 }
 
@@ -150,54 +156,37 @@ impl From<KeyError> for CliError {
 }
 
 impl CliError {
-    /// The process exit code: 1 for what the environment must fix (DNS), 2 for bad input.
+    /// The process exit code: 1 for what the environment must fix (DNS,
+    /// the OS random source), 2 for what the configuration must fix:
+    /// values, and the key file, also one that cannot be read or created
+    /// (a restart would meet the same file).
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Addr(AddrError::Resolve { .. }) => 1,
-            CliError::Key(KeyError::Io(..)) | CliError::Key(KeyError::Random(_)) => 1,
+            CliError::Key(KeyError::Random(_)) => 1,
             _ => 2,
         }
     }
 }
 
 impl Cli {
-    /// Checks the values and builds the tunnel configuration. Loads or
-    /// creates the key; the flag says whether it was created.
+    /// Checks what single values cannot (presence, combinations) and
+    /// builds the tunnel configuration. Loads or creates the key, last:
+    /// nothing is created for a configuration that is refused anyway. The
+    /// flag says whether the key was created.
     pub fn to_config(&self) -> Result<(Config, bool), CliError> {
-        if !(self.max_age.is_finite() && self.max_age > 0.0 && self.max_age <= 86400.0) {
+        if let Some(second) = self.address.iter().filter(|c| c.ip.is_ipv4()).nth(1) {
             return Err(CliError::Value(format!(
-                "--max-age {}: expected seconds, more than 0 and at most 86400",
-                self.max_age
-            )));
-        }
-        if self.keepalive > 86400 {
-            return Err(CliError::Value(format!(
-                "--keepalive {}: expected seconds from 0 (off) to 86400",
-                self.keepalive
-            )));
-        }
-        if self.stats > 86400 * 366 {
-            return Err(CliError::Value(format!(
-                "--stats {}: expected seconds from 0 (off) to 31622400",
-                self.stats
-            )));
-        }
-        if let Some(user) = &self.user
-            && (user.is_empty() || user.contains(['\0', '/', ':']))
-        {
-            return Err(CliError::Value(format!(
-                "--user {user:?}: expected a user name"
-            )));
-        }
-        if let Some(dev) = &self.dev
-            && (dev.is_empty() || dev.len() > 15 || dev.contains(['/', ' ', ':']))
-        {
-            return Err(CliError::Value(format!(
-                "--dev {dev:?}: expected an interface name of 1 to 15 characters without '/', ':' or spaces"
+                "--address {second}: only one IPv4 address can be set; add more with `ip addr add` (IPv6 may repeat)"
             )));
         }
         let local = addr::parse_local(&self.local)?;
-        let peer = self.peer.as_deref().map(addr::parse_peer).transpose()?;
+        let peer = self
+            .peer
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(addr::parse_peer)
+            .transpose()?;
         let ipv6 = match (peer, local) {
             (Some(p), _) => p.is_ipv6(),
             (None, Local::Addr(a)) => a.is_ipv6(),
@@ -208,13 +197,7 @@ impl Cli {
             None => addr::default_tap_mtu(self.underlay_mtu, ipv6),
         };
         let ip_udp = if ipv6 { 48 } else { 28 };
-        if self.underlay_mtu < 576 {
-            return Err(CliError::Value(format!(
-                "--underlay-mtu {}: expected 576 or more (IPv4's minimum)",
-                self.underlay_mtu
-            )));
-        }
-        let path_payload = usize::from(self.underlay_mtu) - ip_udp;
+        let path_payload = usize::from(self.underlay_mtu).saturating_sub(ip_udp);
         if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
             return Err(CliError::Value(format!(
                 "TAP MTU {mtu}: expected {MIN_MTU} to {MAX_MTU} (check --mtu and --underlay-mtu)"
@@ -245,9 +228,407 @@ impl Cli {
 /// Smallest TAP MTU: IPv4's minimum datagram size.
 pub const MIN_MTU: u16 = 576;
 
-/// Parses argv (without the program name) with argh's messages.
+// The values' parsers (argh's from_str_fn). Each says what it expected,
+// without the value: `one_line` and the config file put the flag or name
+// and the value in front.
+
+/// A whole number from `min` to `max`.
+fn number<T>(v: &str, min: T, max: T) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display,
+{
+    match v.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(format!("expected a number from {min} to {max}")),
+    }
+}
+
+fn tap_mtu(v: &str) -> Result<u16, String> {
+    number(v, MIN_MTU, MAX_MTU)
+}
+
+fn underlay_mtu(v: &str) -> Result<u16, String> {
+    number(v, 576, u16::MAX).map_err(|e| format!("{e} (576: IPv4's minimum)"))
+}
+
+fn max_age(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86400.0 => Ok(s),
+        _ => Err("expected seconds, more than 0 and at most 86400".into()),
+    }
+}
+
+fn keepalive(v: &str) -> Result<u64, String> {
+    number(v, 0, 86400).map_err(|_| "expected seconds from 0 (off) to 86400".into())
+}
+
+fn stats_interval(v: &str) -> Result<u64, String> {
+    number(v, 0, 86400 * 366).map_err(|_| "expected seconds from 0 (off) to 31622400".into())
+}
+
+fn sockbuf(v: &str) -> Result<usize, String> {
+    // setsockopt takes an int.
+    number(v, 0, i32::MAX as usize)
+        .map_err(|_| "expected a size in bytes, at most 2147483647".into())
+}
+
+fn cidr(v: &str) -> Result<Cidr, String> {
+    v.parse()
+        .map_err(|_| "expected IP/PREFIX, e.g. 10.1.2.3/24 or fd00::1/64".into())
+}
+
+fn clamp_mss(v: &str) -> Result<ClampMss, String> {
+    v.parse().map_err(|_| {
+        format!(
+            "expected off, auto or an MSS from {} to 65535",
+            crate::config::MIN_CLAMP_MSS
+        )
+    })
+}
+
+fn cipher(v: &str) -> Result<crate::aead::Cipher, String> {
+    v.parse().map_err(|_| {
+        let names: Vec<String> = crate::aead::Cipher::ALL
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        format!("expected {}", names.join(" or "))
+    })
+}
+
+fn mac(v: &str) -> Result<crate::mac::MacAddr, String> {
+    // Its messages start with the value, which `one_line` puts in front.
+    v.parse::<crate::mac::MacAddr>().map_err(|e| {
+        e.strip_prefix(&format!("{v:?}: "))
+            .map(str::to_string)
+            .unwrap_or(e)
+    })
+}
+
+fn log_level(v: &str) -> Result<log::LevelFilter, String> {
+    v.parse()
+        .map_err(|_| "expected error, warn, info, debug, trace or off".into())
+}
+
+fn user_name(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.contains(['\0', '/', ':']) {
+        return Err("expected a user name".into());
+    }
+    Ok(v.to_string())
+}
+
+fn interface_name(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.len() > 15 || v.contains(['/', ' ', ':']) || v == "." || v == ".." {
+        return Err(
+            "expected an interface name of 1 to 15 characters without '/', ':' or spaces".into(),
+        );
+    }
+    Ok(v.to_string())
+}
+
+/// What an address of this syntax error should have looked like.
+fn addr_expected(e: AddrError) -> String {
+    match e {
+        AddrError::Port { .. } => "expected a port number from 1 to 65535".into(),
+        AddrError::Syntax { what: "peer", .. } => {
+            "expected IP:PORT, [IPv6]:PORT or HOST:PORT".into()
+        }
+        _ => "expected :PORT, IP:PORT, [IPv6]:PORT or HOST:PORT".into(),
+    }
+}
+
+fn local_syntax(v: &str) -> Result<String, String> {
+    addr::check_local(v).map_err(addr_expected)?;
+    Ok(v.to_string())
+}
+
+fn peer_syntax(v: &str) -> Result<String, String> {
+    addr::check_peer(v).map_err(addr_expected)?;
+    Ok(v.to_string())
+}
+
+/// Parses argv (without the program name); an error is one line.
 pub fn parse(args: &[&str]) -> Result<Cli, argh::EarlyExit> {
     Cli::from_args(&["taptun"], args)
+}
+
+/// How the config file sets one of the command line's arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The positional argument at this index (key, local, peer).
+    Positional(usize),
+    /// A switch: `true`/`yes` gives it, `false`/`no` leaves it out.
+    Switch,
+    /// An option with a value, at most once.
+    Value,
+    /// An option with a value that may be repeated (`address`).
+    Repeated,
+}
+
+/// The names a config file accepts, with their kinds: the positionals
+/// (`key`, `local`, `peer`) and every long option of [`Cli`] without its
+/// dashes, but `help` and `config`. Read from argh's description of
+/// `Cli`, so that a new option is a config name too.
+pub fn config_names() -> Vec<(&'static str, Kind)> {
+    let info = Cli::get_args_info();
+    let mut names: Vec<(&'static str, Kind)> = info
+        .positionals
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let name = if p.name == "key_file" { "key" } else { p.name };
+            (name, Kind::Positional(i))
+        })
+        .collect();
+    for f in info.flags {
+        let Some(name) = f.long.strip_prefix("--") else {
+            continue;
+        };
+        if name == "help" || name == "config" {
+            continue;
+        }
+        let kind = match (&f.kind, &f.optionality) {
+            (argh::FlagInfoKind::Switch, _) => Kind::Switch,
+            (_, argh::Optionality::Repeating) => Kind::Repeated,
+            _ => Kind::Value,
+        };
+        names.push((name, kind));
+    }
+    names
+}
+
+/// Checks the value of the config file's setting `name`, of kind `kind`,
+/// as the command line would take it (argh parses `--name value` with
+/// placeholders for the positionals);
+/// on error, what was expected.
+pub fn check_setting(name: &str, kind: Kind, value: &str) -> Result<(), String> {
+    match kind {
+        Kind::Switch => switch_value(value).map(drop),
+        Kind::Positional(_) => match name {
+            "local" => local_syntax(value).map(drop),
+            "peer" if value.is_empty() => Ok(()),
+            "peer" => peer_syntax(value).map(drop),
+            _ if value.is_empty() => Err("expected a file name".into()),
+            _ => Ok(()),
+        },
+        Kind::Value | Kind::Repeated => {
+            let flag = format!("--{name}");
+            let [key, local] = PLACEHOLDERS;
+            match parse(&[&flag, value, key, local]) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(value_message(&flag, value, &e.output)
+                    .unwrap_or_else(|| e.output.trim().replace('\n', "; "))),
+            }
+        }
+    }
+}
+
+/// A switch's value in the config file: true/yes or false/no.
+pub fn switch_value(value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "yes" => Ok(true),
+        "false" | "no" => Ok(false),
+        _ => Err("expected true, false, yes or no".into()),
+    }
+}
+
+/// The message argh gave for `flag value`, without its frame.
+fn value_message(flag: &str, value: &str, output: &str) -> Option<String> {
+    let msg = output
+        .strip_prefix(&format!(
+            "Error parsing option '{flag}' with value '{value}': "
+        ))?
+        .trim_end();
+    Some(msg.to_string())
+}
+
+/// The long name, without dashes, of a flag as typed (`-i`, `--dev`).
+pub fn long_name(flag: &str) -> Option<&'static str> {
+    Cli::get_args_info()
+        .flags
+        .iter()
+        .find(|f| f.long == flag || f.short.is_some_and(|c| flag == format!("-{c}")))
+        .and_then(|f| f.long.strip_prefix("--"))
+}
+
+/// The long options given in `args` (a command line argh accepts), by
+/// long name without dashes, as argh itself parsed them.
+fn options_given(args: &[&str]) -> Result<Vec<&'static str>, argh::EarlyExit> {
+    Ok(Cli::redact_arg_values(&["taptun"], args)?
+        .iter()
+        .filter_map(|w| long_name(w))
+        .collect())
+}
+
+/// Placeholders for the positionals a command line with `--config`
+/// leaves to the file, valid for their parsers; [`CommandLine::merge`]
+/// replaces them.
+const PLACEHOLDERS: [&str; 2] = ["KEY_FILE", ":1"];
+
+/// A command line argh accepted, perhaps with placeholders for the
+/// positionals it lacks when it names a config file.
+#[derive(Debug)]
+pub struct CommandLine<'a> {
+    /// The arguments, with the placeholders at the end.
+    words: Vec<&'a str>,
+    /// How many positionals the command line itself gave.
+    given: usize,
+    /// What argh made of `words`.
+    pub cli: Cli,
+}
+
+/// Parses argv (without the program name). A command line with
+/// `--config` may leave the key file and the local address to the file.
+pub fn parse_command_line<'a>(args: &[&'a str]) -> Result<CommandLine<'a>, argh::EarlyExit> {
+    match parse(args) {
+        Ok(cli) => {
+            let given = 2 + usize::from(cli.peer.is_some());
+            Ok(CommandLine {
+                words: args.to_vec(),
+                given,
+                cli,
+            })
+        }
+        Err(e)
+            if e.output
+                .starts_with("Required positional arguments not provided:") =>
+        {
+            // Every option parsed (argh checks what is missing last), so
+            // words that do not start with '-' appended at the end are
+            // taken as the missing positionals, also after a `--`.
+            let missing = e.output.lines().skip(1).count().min(2);
+            let given = 2 - missing;
+            let mut words = args.to_vec();
+            words.extend_from_slice(&PLACEHOLDERS[given..]);
+            match parse(&words) {
+                Ok(cli) if cli.config.is_some() => Ok(CommandLine { words, given, cli }),
+                _ => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl CommandLine<'_> {
+    /// The command line completed with the config file's `settings`
+    /// (name, value pairs that [`crate::conffile::parse`] accepted): an
+    /// option given on the command line replaces the file's (for
+    /// `address`, the whole list), and so does a positional argument, each
+    /// in its place (the first one the file's `key`, ...). An error is one
+    /// line.
+    pub fn merge(self, settings: &[(&str, &str)]) -> Result<Cli, String> {
+        let names = config_names();
+        let on_cli = options_given(&self.words).map_err(|e| one_line(&self.words, &e.output))?;
+        let mut words: Vec<String> = Vec::new();
+        let mut positionals: [Option<&str>; 3] = [None; 3];
+        for &(name, value) in settings {
+            let Some(&(_, kind)) = names.iter().find(|(n, _)| *n == name) else {
+                return Err(format!("unknown setting {name:?}"));
+            };
+            if on_cli.contains(&name) {
+                continue;
+            }
+            match kind {
+                Kind::Positional(i) => {
+                    if let Some(p) = positionals.get_mut(i) {
+                        *p = Some(value).filter(|v| !v.is_empty());
+                    }
+                }
+                Kind::Switch => {
+                    if switch_value(value)? {
+                        words.push(format!("--{name}"));
+                    }
+                }
+                Kind::Value | Kind::Repeated => {
+                    words.push(format!("--{name}"));
+                    words.push(value.to_string());
+                }
+            }
+        }
+        let mut all: Vec<&str> = words.iter().map(String::as_str).collect();
+        all.extend_from_slice(&self.words);
+        let mut cli = parse(&all).map_err(|e| one_line(&all, &e.output))?;
+        let missing = |what: &str, name: &str| {
+            format!("missing {what}: give it on the command line or as {name} = in the config file")
+        };
+        if self.given < 1 {
+            cli.key_file =
+                PathBuf::from(positionals[0].ok_or_else(|| missing("the key file", "key"))?);
+        }
+        if self.given < 2 {
+            cli.local = positionals[1]
+                .ok_or_else(|| missing("the local address", "local"))?
+                .to_string();
+        }
+        if self.given < 3 {
+            cli.peer = positionals[2].map(str::to_string);
+        }
+        Ok(cli)
+    }
+}
+
+/// argh's message for a command line it refused, as one line that names
+/// the flag or argument and the value, and says what was expected.
+pub fn one_line(args: &[&str], output: &str) -> String {
+    let output = output.trim_end();
+    if let Some(rest) = output.strip_prefix("Error parsing option '") {
+        for w in args.windows(2) {
+            if let Some(msg) = value_message(w[0], w[1], output) {
+                return if msg == "duplicate values provided" {
+                    format!("{} given twice; only -a/--address may repeat", w[0])
+                } else {
+                    format!("{} {:?}: {msg}", w[0], w[1])
+                };
+            }
+        }
+        return rest.replace('\n', "; ");
+    }
+    if let Some(rest) = output.strip_prefix("Error parsing positional argument '")
+        && let Some((name, rest)) = rest.split_once("' with value '")
+    {
+        for v in args {
+            if let Some(msg) = rest.strip_prefix(&format!("{v}': ")) {
+                let what = match name {
+                    "key_file" => "key file",
+                    "local" => "local address",
+                    _ => "peer address",
+                };
+                return format!("{what} {v:?}: {msg}");
+            }
+        }
+    }
+    if let Some(arg) = output.strip_prefix("Unrecognized argument: ") {
+        if arg.starts_with('-') {
+            let known: Vec<String> = Cli::get_args_info()
+                .flags
+                .iter()
+                .map(|f| f.long.to_string())
+                .collect();
+            let close = crate::conffile::close_names(arg, known.iter().map(String::as_str));
+            return match close.as_slice() {
+                [] => format!("unknown option {arg}"),
+                c => format!("unknown option {arg} (did you mean {}?)", c.join(" or ")),
+            };
+        }
+        return format!(
+            "unexpected argument {arg:?}: taptun takes KEY_FILE LOCAL [PEER] and options"
+        );
+    }
+    if output.starts_with("Required positional arguments not provided:") {
+        let what = if output.contains("key_file") {
+            "the key file and the local address"
+        } else {
+            "the local address"
+        };
+        return format!(
+            "missing {what}: taptun KEY_FILE LOCAL [PEER] [OPTIONS], or taptun --config FILE"
+        );
+    }
+    if let Some(rest) = output.strip_prefix("No value provided for option '") {
+        let flag = rest.trim_end_matches("'.");
+        return format!("{flag} needs a value");
+    }
+    output.lines().map(str::trim).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]
@@ -322,11 +703,118 @@ mod tests {
             vec![k, ":1", "--stats", "99999999999"],
             vec![k, "1.2.3.4"],
             vec![k, ":1", "1.2.3.4:0"],
+            vec![
+                k,
+                ":1",
+                "-a",
+                "10.0.0.1/24",
+                "-a",
+                "fd00::1/64",
+                "-a",
+                "10.0.0.2/24",
+            ],
         ] {
-            let e = parse(&args).unwrap().to_config().unwrap_err();
-            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+            // Refused by argh with a message, or by to_config with code 2.
+            match parse(&args) {
+                Err(e) => {
+                    assert!(e.status.is_err(), "{args:?}");
+                    let line = one_line(&args, &e.output);
+                    assert!(line.contains("expected") && !line.contains('\n'), "{line}");
+                }
+                Ok(c) => {
+                    let e = c.to_config().unwrap_err();
+                    assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+                }
+            }
         }
         assert!(!key.exists());
+    }
+
+    #[test]
+    fn command_line_errors_are_one_line() {
+        let cases: [(&[&str], &str); 9] = [
+            (
+                &["k", ":1", "--mtu", "abc"],
+                "--mtu \"abc\": expected a number from 576 to 9000",
+            ),
+            (&["k", ":1", "--bogus"], "unknown option --bogus"),
+            (
+                &["k", ":1", "--mtuu", "1"],
+                "unknown option --mtuu (did you mean --mtu?)",
+            ),
+            (&[], "missing the key file and the local address"),
+            (&["k"], "missing the local address"),
+            (
+                &["k", ":1", "--log-level", "loud"],
+                "expected error, warn, info, debug, trace or off",
+            ),
+            (&["k", ":1", "--mtu"], "--mtu needs a value"),
+            (&["k", ":1", "p:1", "x"], "unexpected argument \"x\""),
+            (&["k", "9123"], "local address \"9123\": expected :PORT"),
+        ];
+        for (args, want) in cases {
+            let e = parse_command_line(args).unwrap_err();
+            let line = one_line(args, &e.output);
+            assert!(
+                line.contains(want) && !line.contains('\n'),
+                "{args:?}: {line}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_file_fills_what_the_command_line_leaves() {
+        let file = [
+            ("key", "/etc/taptun/home.key"),
+            ("local", ":9123"),
+            ("peer", "192.0.2.1:9123"),
+            ("dev", "tap-home"),
+            ("mtu", "1400"),
+            ("address", "10.0.0.1/24"),
+            ("address", "fd00::1/64"),
+            ("no-offload", "true"),
+            ("stats-json", "no"),
+        ];
+        let merged = |args: &[&str]| parse_command_line(args).unwrap().merge(&file).unwrap();
+        let c = merged(&["--config", "f"]);
+        assert_eq!(c.key_file, PathBuf::from("/etc/taptun/home.key"));
+        assert_eq!(
+            (c.local.as_str(), c.peer.as_deref()),
+            (":9123", Some("192.0.2.1:9123"))
+        );
+        assert_eq!((c.dev.as_deref(), c.mtu), (Some("tap-home"), Some(1400)));
+        assert_eq!(c.address.len(), 2);
+        assert!(c.no_offload && !c.stats_json);
+        // The command line wins: options (a list as a whole), positionals in order.
+        let c = merged(&[
+            "other.key",
+            "--config",
+            "f",
+            "-i",
+            "tap9",
+            "-a",
+            "10.9.9.9/8",
+        ]);
+        assert_eq!(c.key_file, PathBuf::from("other.key"));
+        assert_eq!(
+            (c.local.as_str(), c.dev.as_deref()),
+            (":9123", Some("tap9"))
+        );
+        assert_eq!(c.address, ["10.9.9.9/8".parse().unwrap()]);
+        assert_eq!(c.mtu, Some(1400));
+        let c = merged(&["--config", "f", "--", "k2", ":7", "198.51.100.1:7"]);
+        assert_eq!(
+            (c.local.as_str(), c.peer.as_deref()),
+            (":7", Some("198.51.100.1:7"))
+        );
+        // What neither gives is missing.
+        let e = parse_command_line(&["--config", "f"])
+            .unwrap()
+            .merge(&[])
+            .unwrap_err();
+        assert!(e.contains("missing the key file"), "{e}");
+        // Without --config, missing positionals stay an error.
+        assert!(parse_command_line(&["-i", "tap0"]).is_err());
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub const GENERATED_KEY_LEN: usize = 32;
 pub enum KeyError {
     /// The file could not be read or written.
     Io(PathBuf, io::Error),
+    /// A new key file could not be created (directory missing, read-only
+    /// or not writable).
+    Create(PathBuf, io::Error),
     /// The file holds nothing but whitespace.
     Empty(PathBuf),
     /// The content is not standard base64.
@@ -36,6 +39,11 @@ impl fmt::Display for KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeyError::Io(p, e) => write!(f, "key file {}: {e}", p.display()),
+            KeyError::Create(p, e) => write!(
+                f,
+                "key file {}: cannot create it: {e}; fix the path, or create the key beforehand with taptun genkey FILE where it may be written (under systemd /etc is read-only)",
+                p.display()
+            ),
             KeyError::Empty(p) => write!(
                 f,
                 "key file {}: is empty; expected the base64 of at least {MIN_KEY_LEN} random bytes (delete it to have one generated)",
@@ -138,7 +146,7 @@ pub fn create(path: &Path) -> Result<Key, KeyError> {
         .open(path)
         .map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => KeyError::Exists(path.to_path_buf()),
-            _ => KeyError::Io(path.to_path_buf(), e),
+            _ => KeyError::Create(path.to_path_buf(), e),
         })?;
     writeln!(file, "{}", key.to_base64())
         .and_then(|_| file.sync_all())
@@ -239,7 +247,7 @@ mod tests {
         let missing_dir = tmp("no/such/dir/k.b64");
         assert!(matches!(
             load_or_create(&missing_dir),
-            Err(KeyError::Io(..))
+            Err(KeyError::Create(..))
         ));
     }
 }

@@ -15,6 +15,7 @@ pub mod announce;
 pub mod batch;
 pub mod clamp;
 pub mod cli;
+pub mod conffile;
 pub mod config;
 pub mod engine;
 pub mod hook;

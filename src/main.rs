@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use taptun::hook::{DOWN_HOOK_LIMIT, HookEnd, run_hook};
-use taptun::{cli, engine, key, sys};
+use taptun::{cli, conffile, engine, key, sys};
 
 /// Logs the counters (and prints them as one JSON line when asked).
 fn report(tun: &engine::Tunnel, what: &str, json: bool) {
@@ -61,8 +61,16 @@ fn init_logging(level: Option<log::LevelFilter>) {
     let _ = simple_logger::SimpleLogger::new().with_level(level).init();
 }
 
+/// The usage line of `taptun genkey`.
+const GENKEY_USAGE: &str =
+    "taptun genkey FILE (writes base64 of 32 random bytes, mode 0600; never overwrites)";
+
 fn genkey(args: &[&str]) -> ExitCode {
     match args {
+        ["-h" | "--help"] => {
+            println!("usage: {GENKEY_USAGE}");
+            ExitCode::SUCCESS
+        }
         [path] if !path.starts_with('-') => match key::create(std::path::Path::new(path)) {
             Ok(_) => {
                 println!(
@@ -75,10 +83,16 @@ fn genkey(args: &[&str]) -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        _ => {
-            eprintln!(
-                "usage: taptun genkey FILE   (writes base64 of 32 random bytes, mode 0600; never overwrites)"
-            );
+        [] => {
+            eprintln!("taptun genkey: missing FILE; usage: {GENKEY_USAGE}");
+            ExitCode::from(2)
+        }
+        [a] => {
+            eprintln!("taptun genkey: unknown option {a}; usage: {GENKEY_USAGE}");
+            ExitCode::from(2)
+        }
+        [_, extra, ..] => {
+            eprintln!("taptun genkey: unexpected {extra:?} after FILE; usage: {GENKEY_USAGE}");
             ExitCode::from(2)
         }
     }
@@ -126,30 +140,61 @@ fn status(args: &[&str]) -> ExitCode {
     }
 }
 
+/// A bad command line or config file: one line on stderr, exit code 2.
+fn config_error(msg: &str) -> ExitCode {
+    eprintln!("taptun: {msg}");
+    ExitCode::from(2)
+}
+
+/// The command line, completed by the --config file if it names one.
+fn arguments(args: &[&str]) -> Result<cli::Cli, ExitCode> {
+    let line = cli::parse_command_line(args).map_err(|exit| {
+        if exit.status.is_ok() {
+            println!("{}", exit.output);
+            ExitCode::SUCCESS
+        } else {
+            config_error(&format!(
+                "{}; run taptun --help for usage",
+                cli::one_line(args, &exit.output)
+            ))
+        }
+    })?;
+    let Some(path) = line.cli.config.clone() else {
+        return Ok(line.cli);
+    };
+    let name = path.display();
+    let bytes = std::fs::read(&path)
+        .map_err(|e| config_error(&format!("config file {name}: cannot read it: {e}")))?;
+    let settings = conffile::parse(&bytes)
+        .map_err(|e| config_error(&format!("{name}:{}: {}", e.line, e.message)))?;
+    let pairs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|s| (s.name.as_str(), s.value.as_str()))
+        .collect();
+    line.merge(&pairs)
+        .map_err(|msg| config_error(&format!("{name}: {msg}")))
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let args: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
-    match args.first() {
-        Some(&"--version") | Some(&"-V") => {
+    match args.as_slice() {
+        ["--version" | "-V"] => {
             println!("taptun {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Some(&"genkey") => return genkey(&args[1..]),
-        Some(&"status") => return status(&args[1..]),
+        ["--version" | "-V", extra, ..] => {
+            return config_error(&format!(
+                "unexpected {extra:?} after --version, which takes no arguments"
+            ));
+        }
+        ["genkey", rest @ ..] => return genkey(rest),
+        ["status", rest @ ..] => return status(rest),
         _ => {}
     }
-    let cli = match cli::parse(&args) {
+    let cli = match arguments(&args) {
         Ok(c) => c,
-        Err(exit) => {
-            return if exit.status.is_ok() {
-                println!("{}", exit.output);
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("taptun: {}", exit.output.trim_end());
-                eprintln!("Run taptun --help for usage.");
-                ExitCode::from(2)
-            };
-        }
+        Err(code) => return code,
     };
     init_logging(cli.log_level);
     let (cfg, created) = match cli.to_config() {
@@ -165,10 +210,11 @@ fn main() -> ExitCode {
             cfg.mtu
         );
     }
+    let key_file = cli.key_file.clone();
     if created {
         info!(
             "created a new key in {} (mode 0600): copy it to the peer",
-            cli.key_file.display()
+            key_file.display()
         );
     }
     // Resolve --user now: a typo must fail before anything is created.
@@ -277,7 +323,7 @@ fn main() -> ExitCode {
         match sys::wait_signal(&sys::HANDLED_SIGNALS, engine::TICK) {
             Ok(Some(libc::SIGINT)) | Ok(Some(libc::SIGTERM)) => break,
             Ok(Some(libc::SIGUSR1)) => report(&tun, "stats", cli.stats_json),
-            Ok(Some(libc::SIGHUP)) => reload_key(&mut tun, &cli.key_file, max_age),
+            Ok(Some(libc::SIGHUP)) => reload_key(&mut tun, &key_file, max_age),
             Ok(_) => {}
             Err(e) => {
                 error!("waiting for signals: {e}");

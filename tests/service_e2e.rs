@@ -655,7 +655,8 @@ fn systemd_unit_verifies() {
     let root = env!("CARGO_MANIFEST_DIR");
     let unit = fs::read_to_string(format!("{root}/dist/systemd/taptun@.service")).unwrap();
     // A bare name, found in /usr/local/bin (by hand) or /usr/bin (the .deb).
-    assert!(unit.contains("ExecStart=taptun ${KEY} ${LOCAL} $PEER $ARGS"));
+    assert!(unit.contains("ExecStart=taptun --config /etc/taptun/%i.conf\n"));
+    assert!(!unit.contains("EnvironmentFile"));
     assert!(unit.contains("Type=notify") && unit.contains("AmbientCapabilities=CAP_NET_ADMIN"));
     // Point it at the binary under test and a copy of the example config.
     let unit = unit

@@ -4,7 +4,9 @@
 //! READY via Type=notify, the user and capabilities it runs with, reload
 //! (SIGHUP) rotating the key, stop running the --down hook while the TAP
 //! still exists (KillMode=mixed), 20 clean start/stop cycles, two instances
-//! side by side, and `systemd-analyze security` exposure at most 2.0.
+//! side by side, `systemd-analyze security` exposure at most 2.0, and a
+//! configuration error (config file, missing key in read-only /etc) that
+//! stops the unit in "failed", not restarted, with one line in the journal.
 //!
 //! The container's root is debootstrapped once per machine into
 //! /var/cache/taptun-e2e/ (keyed by a hash of suite, mirror and package
@@ -488,6 +490,7 @@ fn check_deb_contents(deb: &Path) {
         "./lib/systemd/system/taptun@.service",
         "./usr/lib/sysusers.d/taptun.conf",
         "./usr/share/man/man1/taptun.1.gz",
+        "./usr/share/man/man5/taptun.conf.5.gz",
         "./usr/share/bash-completion/completions/taptun",
         "./usr/share/doc/taptun/examples/taptun.conf.example",
         "./usr/share/doc/taptun/examples/taptun.up.example",
@@ -525,8 +528,8 @@ fn configure(c: &Container, name: &str, port: u16) {
     fs::write(
         etc.join(format!("{name}.conf")),
         format!(
-            "KEY=/etc/taptun/{name}.key\nLOCAL=:{port}\nPEER=\nARGS=-i tap{name}\n\
-             UP=\nDOWN=/etc/taptun/test.down\n"
+            "# taptun@{name}\nkey = /etc/taptun/{name}.key\nlocal = :{port}  # every address\n\
+             dev = tap{name}\ndown = /etc/taptun/test.down\n"
         ),
     )
     .unwrap();
@@ -1065,6 +1068,51 @@ fn e2e_systemd_unit_in_container() {
             let s = c.run("taptun status tapa");
             assert!(s.contains("interface: tapa"), "after b stopped: {s}");
         }
+    }
+
+    // Configuration errors stop the unit: exit status 2, which
+    // RestartPreventExitStatus=2 keeps from restarting (RestartSec=5), and
+    // the line that says what to change in the journal.
+    let etc = c.merged.join("etc/taptun");
+    let bad = [
+        (
+            "badconf",
+            "key = /etc/taptun/a.key\nlocal = :9203\n\nmtu = abc\n",
+            "/etc/taptun/badconf.conf:4: mtu = \"abc\": expected a number",
+        ),
+        (
+            "nokey",
+            "key = /etc/taptun/nokey.key\nlocal = :9204\n",
+            "key file /etc/taptun/nokey.key: cannot create it",
+        ),
+    ];
+    for (name, conf, _) in bad {
+        fs::write(etc.join(format!("{name}.conf")), conf).unwrap();
+        let o = c.run_out(&format!("systemctl start taptun@{name}"));
+        assert!(!o.status.success(), "taptun@{name} started");
+    }
+    // Past RestartSec: a restart would have happened by now.
+    std::thread::sleep(Duration::from_secs(7));
+    for (name, _, line) in bad {
+        let unit = format!("taptun@{name}");
+        let show = c.run(&format!(
+            "systemctl show --property=ActiveState,NRestarts,ExecMainStatus {unit}"
+        ));
+        let mut props: Vec<&str> = show.split_whitespace().collect();
+        props.sort();
+        assert_eq!(
+            props,
+            ["ActiveState=failed", "ExecMainStatus=2", "NRestarts=0"],
+            "{unit}"
+        );
+        let mut log = String::new();
+        let logged = until(Duration::from_secs(5), || {
+            log = c.run(&format!("journalctl --no-pager -o cat -u {unit}"));
+            log.contains(line)
+        });
+        assert!(logged, "{unit}: no {line:?} in the journal:\n{log}");
+        eprintln!("{unit}: {}", log.trim().replace('\n', " | "));
+        c.run(&format!("systemctl reset-failed {unit}"));
     }
 
     // Hardening, as systemd rates it.
