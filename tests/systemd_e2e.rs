@@ -630,7 +630,7 @@ WantedBy=multi-user.target\n";
 fn configure_route(c: &Container, name: &str, lines: &[(&str, &str)]) {
     let mut conf = String::new();
     for (k, v) in lines {
-        conf.push_str(&format!("{k}={v}\n"));
+        conf.push_str(&format!("{k} = {v}\n"));
     }
     fs::write(c.merged.join(format!("etc/taptun/{name}.conf")), conf).unwrap();
     c.run(&format!(
@@ -804,24 +804,23 @@ fn routes_as_services(c: &mut Container) {
         c,
         "br",
         &[
-            ("KEY", "/etc/taptun/br.key"),
-            ("LOCAL", ":9301"),
-            ("PEER", ""),
-            ("ARGS", "-i tapbr"),
-            ("UP", "/usr/share/taptun/l2_bridge_up.sh tapbr lan0 br0"),
-            ("DOWN", "/usr/share/taptun/l2_bridge_down.sh tapbr lan0 br0"),
+            ("key", "/etc/taptun/br.key"),
+            ("local", ":9301"),
+            ("dev", "tapbr"),
+            ("up", "/usr/share/taptun/l2_bridge_up.sh tapbr lan0 br0"),
+            ("down", "/usr/share/taptun/l2_bridge_down.sh tapbr lan0 br0"),
         ],
     );
     configure_route(
         c,
         "nat",
         &[
-            ("KEY", "/etc/taptun/nat.key"),
-            ("LOCAL", ":9302"),
-            ("PEER", ""),
-            ("ARGS", "-i tapnat -a 10.78.0.1/24"),
-            ("UP", "/usr/share/taptun/l3_nat_up.sh tapnat out0"),
-            ("DOWN", "/usr/share/taptun/l3_nat_down.sh tapnat out0"),
+            ("key", "/etc/taptun/nat.key"),
+            ("local", ":9302"),
+            ("dev", "tapnat"),
+            ("address", "10.78.0.1/24"),
+            ("up", "/usr/share/taptun/l3_nat_up.sh tapnat out0"),
+            ("down", "/usr/share/taptun/l3_nat_down.sh tapnat out0"),
         ],
     );
 
