@@ -121,7 +121,7 @@ do_up() {
     fwd_ok 1 || exit 1
     for f in "$(pa_file "$tap")" "$(pa_file "$lan")"; do
         [ "$(cat "$f")" = 1 ] || [ -w "$f" ] ||
-            die "$f is read-only here (not root, or a service with ProtectKernelTunables=): run $prog as root, not from taptun@.service's up hook"
+            die "$f is read-only here (a service with ProtectKernelTunables=, or no CAP_NET_ADMIN): run $prog as root, not from taptun@.service's up hook"
     done
     tag="${prefix}fwd=$fwd:nf=$(new_tables f):pa=$pt$pl"
 

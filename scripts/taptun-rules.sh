@@ -8,6 +8,12 @@
 
 command -v iptables >/dev/null 2>&1 || die "iptables is not installed"
 command -v iptables-save >/dev/null 2>&1 || die "iptables-save is not installed"
+# iptables-legacy needs CAP_NET_RAW and a lock file in /run: not available to
+# taptun@.service's hooks (user taptun, CAP_NET_ADMIN, read-only /run); the
+# nftables one (Debian's default) talks netlink and needs CAP_NET_ADMIN only.
+if [ "$(id -u)" != 0 ] && iptables -V 2>/dev/null | grep -q legacy; then
+    die "iptables is iptables-legacy, which needs root (CAP_NET_RAW, /run/xtables.lock); for taptun@.service's hooks use the nftables one: update-alternatives --set iptables /usr/sbin/iptables-nft"
+fi
 fwd_file=/proc/sys/net/ipv4/ip_forward
 
 ipt() { iptables -w "$@"; }
@@ -101,7 +107,7 @@ new_tables() {
 # that names the fix.
 fwd_ok() {
     [ "$(cat "$fwd_file")" = "$1" ] || [ -w "$fwd_file" ] && return 0
-    echo "$prog: net.ipv4.ip_forward is $(cat "$fwd_file") and $fwd_file is read-only here (not root, or a service with ProtectKernelTunables=); set it at boot, as root: echo net.ipv4.ip_forward=$1 >/etc/sysctl.d/90-taptun.conf && sysctl -p /etc/sysctl.d/90-taptun.conf" >&2
+    echo "$prog: net.ipv4.ip_forward is $(cat "$fwd_file") and $fwd_file is read-only here (a service with ProtectKernelTunables=, or no CAP_NET_ADMIN); set it at boot, as root: echo net.ipv4.ip_forward=$1 >/etc/sysctl.d/90-taptun.conf && sysctl -p /etc/sysctl.d/90-taptun.conf" >&2
     return 1
 }
 
