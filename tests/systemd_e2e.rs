@@ -7,6 +7,11 @@
 //! side by side, `systemd-analyze security` exposure at most 2.0, and a
 //! configuration error (config file, missing key in read-only /etc) that
 //! stops the unit in "failed", not restarted, with one line in the journal.
+//! Then the bridging and NAT routes as services (`routes_as_services`): two
+//! enabled tunnels configured only by /etc/taptun/NAME.conf, whose hooks are
+//! the shipped scripts, carry full-size bridged and masqueraded traffic to
+//! far peers, and do again after the container is powered off and booted on
+//! the same overlay (`Container::reboot`).
 //!
 //! The container's root is debootstrapped once per machine into
 //! /var/cache/taptun-e2e/ (keyed by a hash of suite, mirror and package
