@@ -1,4 +1,6 @@
-//! Command-line arguments, and their translation into a tunnel [`Config`].
+//! Command-line arguments, and their translation into a tunnel [`Config`];
+//! the names of the config file (`--config`, parsed in `conffile`) and
+//! how the command line and the file are merged.
 
 use crate::addr::{self, AddrError, Cidr, Local};
 use crate::config::{ClampMss, Config};
@@ -12,9 +14,9 @@ use std::time::Duration;
 /// taptun: a Layer-2 tunnel over UDP, authenticated with HMAC-SHA256,
 /// wire-compatible with tinytaptunnel v1.4.
 ///
-/// Create a key once and copy it to both hosts:  taptun genkey key.b64
-/// Or put the arguments in a file, one `name = value` a line (taptun.conf(5)):
-/// taptun --config /etc/taptun/home.conf
+/// Create a key once and copy it to both hosts:  taptun genkey key.b64;
+/// the arguments may also come from a file, one `name = value` a line:
+/// taptun --config /etc/taptun/home.conf (see taptun.conf(5)).
 #[derive(FromArgs, ArgsInfo, Debug, Clone, PartialEq)]
 #[argh(
     help_triggers("-h", "--help"),
@@ -176,17 +178,10 @@ impl Cli {
     /// flag says whether the key was created.
     pub fn to_config(&self) -> Result<(Config, bool), CliError> {
         if let Some(second) = self.address.iter().filter(|c| c.ip.is_ipv4()).nth(1) {
-            return Err(CliError::Value(format!(
-                "--address {second}: only one IPv4 address can be set; add more with `ip addr add` (IPv6 may repeat)"
-            )));
+            return Err(CliError::Value(format!("--address {second}: {TWO_IPV4}")));
         }
         let local = addr::parse_local(&self.local)?;
-        let peer = self
-            .peer
-            .as_deref()
-            .filter(|p| !p.is_empty())
-            .map(addr::parse_peer)
-            .transpose()?;
+        let peer = self.peer.as_deref().map(addr::parse_peer).transpose()?;
         let ipv6 = match (peer, local) {
             (Some(p), _) => p.is_ipv6(),
             (None, Local::Addr(a)) => a.is_ipv6(),
@@ -223,6 +218,24 @@ impl Cli {
         };
         Ok((cfg, created))
     }
+}
+
+/// Why a second IPv4 `--address` is refused.
+const TWO_IPV4: &str =
+    "only one IPv4 address can be set; add more with `ip addr add` (IPv6 may repeat)";
+
+/// Checks what the config file's settings (name, value pairs, each valid
+/// alone) cannot be together; on error, the index of the setting at fault
+/// and why. The same rules as [`Cli::to_config`], so that a file's mistake
+/// is reported with its line.
+pub fn check_together(settings: &[(&str, &str)]) -> Result<(), (usize, String)> {
+    let ipv4 = settings.iter().enumerate().filter(|(_, (name, value))| {
+        *name == "address" && value.parse::<Cidr>().is_ok_and(|c| c.ip.is_ipv4())
+    });
+    if let Some((i, _)) = ipv4.clone().nth(1) {
+        return Err((i, TWO_IPV4.to_string()));
+    }
+    Ok(())
 }
 
 /// Smallest TAP MTU: IPv4's minimum datagram size.
@@ -347,7 +360,8 @@ fn peer_syntax(v: &str) -> Result<String, String> {
     Ok(v.to_string())
 }
 
-/// Parses argv (without the program name); an error is one line.
+/// Parses argv (without the program name) with argh's messages;
+/// [`one_line`] makes an error one line.
 pub fn parse(args: &[&str]) -> Result<Cli, argh::EarlyExit> {
     Cli::from_args(&["taptun"], args)
 }

@@ -118,6 +118,17 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Setting>, ConfError> {
             value,
         });
     }
+    let pairs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|s| (s.name.as_str(), s.value.as_str()))
+        .collect();
+    if let Err((i, why)) = cli::check_together(&pairs) {
+        let s = &settings[i];
+        return Err(ConfError {
+            line: s.line,
+            message: format!("{} = {:?}: {why}", s.name, s.value),
+        });
+    }
     Ok(settings)
 }
 

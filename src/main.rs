@@ -197,6 +197,20 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     init_logging(cli.log_level);
+    // Resolve --user now: a typo must fail before anything is created
+    // (the key file included).
+    let user = match cli.user.as_deref().map(|n| (n, sys::lookup_user(n))) {
+        None => None,
+        Some((_, Ok(Some(u)))) => Some(u),
+        Some((n, Ok(None))) => {
+            error!("--user {n}: no such user");
+            return ExitCode::from(2);
+        }
+        Some((n, Err(e))) => {
+            error!("--user {n}: cannot look it up: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let (cfg, created) = match cli.to_config() {
         Ok(r) => r,
         Err(e) => {
@@ -210,26 +224,12 @@ fn main() -> ExitCode {
             cfg.mtu
         );
     }
-    let key_file = cli.key_file.clone();
     if created {
         info!(
             "created a new key in {} (mode 0600): copy it to the peer",
-            key_file.display()
+            cli.key_file.display()
         );
     }
-    // Resolve --user now: a typo must fail before anything is created.
-    let user = match cli.user.as_deref().map(|n| (n, sys::lookup_user(n))) {
-        None => None,
-        Some((_, Ok(Some(u)))) => Some(u),
-        Some((n, Ok(None))) => {
-            error!("--user {n}: no such user");
-            return ExitCode::from(2);
-        }
-        Some((n, Err(e))) => {
-            error!("--user {n}: cannot look it up: {e}");
-            return ExitCode::from(1);
-        }
-    };
     let notifier = sys::Notifier::from_env().unwrap_or_else(|e| {
         warn!("{e}; not notifying the service manager");
         None
@@ -323,7 +323,7 @@ fn main() -> ExitCode {
         match sys::wait_signal(&sys::HANDLED_SIGNALS, engine::TICK) {
             Ok(Some(libc::SIGINT)) | Ok(Some(libc::SIGTERM)) => break,
             Ok(Some(libc::SIGUSR1)) => report(&tun, "stats", cli.stats_json),
-            Ok(Some(libc::SIGHUP)) => reload_key(&mut tun, &key_file, max_age),
+            Ok(Some(libc::SIGHUP)) => reload_key(&mut tun, &cli.key_file, max_age),
             Ok(_) => {}
             Err(e) => {
                 error!("waiting for signals: {e}");

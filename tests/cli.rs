@@ -129,3 +129,213 @@ fn port_in_use_exits_1_and_says_so() {
     // The key was created on the way, with a note saying so.
     assert!(out.contains("created a new key"), "{out}");
 }
+
+/// Runs taptun; its exit code, stdout and stderr.
+fn run3(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// True when this process runs as root (which ignores directory modes).
+fn root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        == Some("0")
+}
+
+/// Every error a newcomer met: one line on stderr, nothing on stdout, the
+/// documented exit status, and the words that say what to change.
+#[test]
+fn every_error_is_one_line_on_stderr_with_its_status() {
+    let d = dir("table");
+    let key = d.join("k.b64");
+    let k = key.to_str().unwrap();
+    // A directory where a missing key cannot be created: mode 0555 and,
+    // since root ignores that, run as nobody (uid 65534) when root.
+    let ro = d.join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ro_key = ro.join("k.b64");
+    let conf = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let c_unknown = conf("unknown.conf", "# x\nkey = /k\nmtuu = 1400\n");
+    let c_value = conf("value.conf", "mtu = abc\n");
+    let c_twice = conf("twice.conf", "dev = a\n\ndev = b\n");
+    let c_no_eq = conf("noeq.conf", "key = /k\nno-offload\n");
+    let c_old_args = conf("oldargs.conf", "KEY=/k\nARGS=-i tap1 --stats-json\n");
+    let c_old_args2 = conf("oldargs2.conf", "# old\nARGS=-i tap1 --stats-json\n");
+    let c_quote = conf("quote.conf", "up = \"echo\n");
+    let c_local = conf("local.conf", "key = /k\nlocal = 9123\n");
+    let c_ipv4 = conf(
+        "ipv4.conf",
+        &format!("key = {k}\nlocal = :1\naddress = 10.0.0.1/24\naddress = 10.0.0.2/24\n"),
+    );
+    let c_missing = d.join("missing.conf");
+    let c_missing = c_missing.to_str().unwrap();
+    let c_nolocal = conf("nolocal.conf", &format!("key = {k}\n"));
+    let cases: Vec<(Vec<&str>, i32, Vec<String>)> = vec![
+        (
+            vec![k, ":1", "--mtu", "abc"],
+            2,
+            vec!["--mtu \"abc\"".into(), "576 to 9000".into()],
+        ),
+        (
+            vec![k, ":1", "--bogus"],
+            2,
+            vec!["unknown option --bogus".into()],
+        ),
+        (
+            vec![],
+            2,
+            vec!["missing the key file and the local address".into()],
+        ),
+        (vec![k], 2, vec!["missing the local address".into()]),
+        (
+            vec![k, ":1", "--log-level", "loud"],
+            2,
+            vec!["error, warn, info, debug, trace".into()],
+        ),
+        (vec!["--version", "extra"], 2, vec!["\"extra\"".into()]),
+        (
+            vec!["genkey"],
+            2,
+            vec!["taptun genkey: missing FILE".into()],
+        ),
+        (vec!["genkey", "a", "b"], 2, vec!["\"b\"".into()]),
+        (vec!["status", "a", "b"], 2, vec!["\"b\"".into()]),
+        (vec!["status", "--bogus"], 2, vec!["--bogus".into()]),
+        (
+            vec![k, "127.0.0.1:0", "-a", "10.0.0.1/24", "-a", "10.0.0.2/24"],
+            2,
+            vec!["--address 10.0.0.2/24: only one IPv4".into()],
+        ),
+        (
+            vec![k, "127.0.0.1:0", "--user", "no-such-user-taptun"],
+            2,
+            vec!["--user no-such-user-taptun: no such user".into()],
+        ),
+        (
+            vec![ro_key.to_str().unwrap(), "127.0.0.1:0"],
+            2,
+            vec![format!("key file {}: cannot create it", ro_key.display())],
+        ),
+        (
+            vec!["--config", &c_unknown],
+            2,
+            vec![format!(
+                "{c_unknown}:3: unknown name \"mtuu\"; did you mean mtu?"
+            )],
+        ),
+        (
+            vec!["--config", &c_value],
+            2,
+            vec![format!(
+                "{c_value}:1: mtu = \"abc\": expected a number from 576 to 9000"
+            )],
+        ),
+        (
+            vec!["--config", &c_twice],
+            2,
+            vec![format!("{c_twice}:3: dev is already set on line 1")],
+        ),
+        (
+            vec!["--config", &c_no_eq],
+            2,
+            vec![format!(
+                "{c_no_eq}:2: \"no-offload\": expected no-offload = true"
+            )],
+        ),
+        (
+            vec!["--config", &c_old_args],
+            2,
+            vec![
+                format!("{c_old_args}:1: KEY= is the old EnvironmentFile format"),
+                "write key = /k".into(),
+            ],
+        ),
+        (
+            vec!["--config", &c_old_args2],
+            2,
+            vec![
+                format!("{c_old_args2}:2: ARGS= is the old"),
+                "dev = tap1; stats-json = true".into(),
+            ],
+        ),
+        (
+            vec!["--config", &c_quote],
+            2,
+            vec![format!("{c_quote}:1: no closing double quote")],
+        ),
+        (
+            vec!["--config", &c_local],
+            2,
+            vec![format!("{c_local}:2: local = \"9123\": expected :PORT")],
+        ),
+        (
+            vec!["--config", &c_ipv4],
+            2,
+            vec![format!(
+                "{c_ipv4}:4: address = \"10.0.0.2/24\": only one IPv4"
+            )],
+        ),
+        (
+            vec!["--config", c_missing],
+            2,
+            vec![format!("config file {c_missing}: cannot read it")],
+        ),
+        (
+            vec!["--config", &c_nolocal],
+            2,
+            vec![format!("{c_nolocal}: missing the local address")],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (args, want_code, wants) in &cases {
+        let mut cmd = if root() && args.first() == Some(&ro_key.to_str().unwrap()) {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid",
+                "65534",
+                "--regid",
+                "65534",
+                "--clear-groups",
+                TAPTUN,
+            ]);
+            c
+        } else {
+            Command::new(TAPTUN)
+        };
+        let (code, out, err) = run3(cmd.args(args));
+        let lines = err.lines().count();
+        if code != *want_code
+            || !out.is_empty()
+            || lines != 1
+            || !wants.iter().all(|w| err.contains(w.as_str()))
+        {
+            failures.push(format!(
+                "{args:?}: exit {code} (want {want_code}), {lines} lines on stderr, stdout {out:?}\n  stderr: {err}  want: {wants:?}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    // Refused before anything was opened or created.
+    assert!(!key.exists(), "the key file was created");
+    assert!(!ro_key.exists());
+}

@@ -111,3 +111,62 @@ fn e2e_sigterm_removes_tap_within_a_second() {
         "{log}"
     );
 }
+
+/// `taptun --config FILE`: the TAP's name, addresses and hook come from
+/// the file, an option on the command line (`--mtu`) wins over the file's,
+/// and the tunnel carries traffic.
+#[test]
+fn e2e_config_file_sets_the_tunnel_and_command_line_wins() {
+    require_e2e!();
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    let dev = unique("tcf");
+    let conf = p.dir.join("a.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "# tunnel A\nkey = {}\nlocal = :{PORT}   # every address\ndev = {dev}\n\
+             mtu = 1400\naddress = {TAP_A}/24\naddress = fd00:99::1/64\n\
+             up = \"echo \\\"TT-UP $TAPTUN_DEV # $TAPTUN_MTU\\\"\"\n",
+            k.display()
+        ),
+    )
+    .unwrap();
+    let conf = conf.to_str().unwrap();
+    // Peer::spawn_with puts its `key` first: here that is --config FILE.
+    let mut a = Peer::spawn_with(
+        &p.a,
+        &p.dir,
+        &[],
+        std::path::Path::new("--config"),
+        &[conf, "--mtu", "1300"],
+        &[],
+    );
+    a.dev = dev.clone();
+    a.wait_up(&p.a);
+    let _b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&[])));
+    assert_eq!(
+        p.a.exec(&format!("cat /sys/class/net/{dev}/mtu")).trim(),
+        "1300",
+        "--mtu on the command line did not win"
+    );
+    let addrs = p.a.exec(&format!("ip -o addr show dev {dev}"));
+    assert!(
+        addrs.contains(&format!("{TAP_A}/24")) && addrs.contains("fd00:99::1/64"),
+        "{addrs}"
+    );
+    assert!(
+        until(Duration::from_secs(5), POLL, || a
+            .log_text()
+            .contains(&format!("TT-UP {dev} # 1300"))),
+        "the file's up hook did not run as written:\n{}",
+        a.log_text()
+    );
+    assert!(
+        p.b.ping_until(TAP_A, Duration::from_secs(5)),
+        "{}",
+        a.log_text()
+    );
+    let (code, _) = a.stop(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{}", a.log_text());
+}

@@ -29,14 +29,14 @@ _taptun() {
         --up|--down)
             mapfile -t COMPREPLY < <(compgen -c -- "$cur")
             return ;;
-        --status-socket)
+        --status-socket|--config)
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             return ;;
         -i|--dev|--mtu|--underlay-mtu|--clamp-mss|-a|--address|--max-age|--keepalive|--sockbuf|--stats|--mac)
             return ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --help --version" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "--config --dev --mtu --underlay-mtu --clamp-mss --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --help --version" -- "$cur")
     elif [[ $COMP_CWORD -eq 1 ]]; then
         mapfile -t COMPREPLY < <(compgen -W "genkey status" -- "$cur"; compgen -f -- "$cur")
     else

@@ -61,13 +61,18 @@ fn lines_comments_quotes() {
     assert_eq!((s[0].line, s[1].line, s[10].line), (3, 4, 13));
     assert_eq!(ok(""), []);
     assert_eq!(ok("\n\n# only comments\n   # indented\n"), []);
+    // `quote` writes what `parse` reads back.
+    for v in ["a\\", "\\\"", " # x ", "\\\\", "\"x\"", "\ta", ""] {
+        let line = format!("up = {}\n", quote(v));
+        assert_eq!(ok(&line), [p("up", v)], "{line:?}");
+    }
     // Backslashes other than \" and \\ stay as they are.
     assert_eq!(ok(r#"up = "a\nb\\c\"""#), [p("up", r#"a\nb\c""#)]);
 }
 
 #[test]
 fn each_error_names_its_line() {
-    let cases: [(&str, usize, &str); 14] = [
+    let cases: [(&str, usize, &str); 15] = [
         (
             "mtu = 1400\n\nmtuu = 3\n",
             3,
@@ -97,6 +102,11 @@ fn each_error_names_its_line() {
             "log-level = loud\n",
             1,
             "expected error, warn, info, debug, trace or off",
+        ),
+        (
+            "address = 10.0.0.1/24\naddress = fd00::1/64\naddress = 10.0.0.2/24\n",
+            3,
+            "address = \"10.0.0.2/24\": only one IPv4 address can be set",
         ),
     ];
     for (text, line, want) in cases {
@@ -239,10 +249,10 @@ fn line(rng: &mut XorShift, names: &[(&'static str, Kind)]) -> String {
                 _ if sample(name).is_empty() => text(rng),
                 _ => sample(name).to_string(),
             };
-            let value = if rng.below(2) == 0 {
-                quote(&value)
-            } else {
-                value
+            // Quoted as a person would, independently of `quote`.
+            let value = match rng.below(3) {
+                0 => format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\"")),
+                _ => value,
             };
             let sep = [" = ", "=", " =\t", "  =  "][rng.below(4)];
             let comment = ["", " # c", "#", "\r"][rng.below(4)];
@@ -284,18 +294,40 @@ fn property_accepted_files_render_back_to_the_same_settings() {
 #[test]
 fn property_arbitrary_bytes_never_panic() {
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
-    const BYTES: &[u8] = b"=#\"\\ \t\r\nabkeymtu-0123456789:/\xff\xc3\xa9";
-    for _ in 0..5000 {
-        let len = rng.below(60);
-        let bytes: Vec<u8> = (0..len)
-            .map(|_| match rng.below(3) {
-                0 => rng.next() as u8,
-                _ => BYTES[rng.below(BYTES.len())],
-            })
-            .collect();
+    // Pieces of the syntax, names, multi-byte characters (whole and cut)
+    // and single random bytes.
+    const PIECES: [&[u8]; 18] = [
+        b"=",
+        b"#",
+        b"\"",
+        b"\\",
+        b" ",
+        b"\t",
+        b"\r",
+        b"\n",
+        b"mtu",
+        b"up",
+        b"key",
+        b"no-offload",
+        "é".as_bytes(),
+        "€".as_bytes(),
+        b"\xe2\x82",
+        b"\xff",
+        b"1400",
+        b"\0",
+    ];
+    for _ in 0..20000 {
+        let mut bytes = Vec::new();
+        for _ in 0..rng.below(24) {
+            match rng.below(4) {
+                0 => bytes.push(rng.next() as u8),
+                _ => bytes.extend_from_slice(PIECES[rng.below(PIECES.len())]),
+            }
+        }
         if let Err(e) = parse(&bytes) {
             assert!(!e.message.contains('\n'), "{bytes:?}: {e}");
-            assert!(e.line >= 1 && e.line <= bytes.len() + 1, "{bytes:?}: {e}");
+            let lines = bytes.iter().filter(|&&b| b == b'\n').count() + 1;
+            assert!(e.line >= 1 && e.line <= lines, "{bytes:?}: {e}");
         }
     }
 }
