@@ -930,6 +930,11 @@ fn routes_as_services(c: &mut Container) {
     // that bridge as it is (not create one) and still raise the MTU.
     c.run("systemctl disable --now taptun@br");
     assert!(!c.has_link("br0"), "br0 left after the down hook");
+    let lan = c.run("ip -o -4 addr show dev lan0");
+    assert!(
+        lan.contains("10.77.0.1/24"),
+        "lan0 after the down hook: {lan}"
+    );
     let network = c.merged.join("etc/systemd/network");
     fs::create_dir_all(&network).unwrap();
     for (file, text) in [
@@ -988,6 +993,13 @@ fn routes_as_services(c: &mut Container) {
         "the up hook made br0 although networkd had:\n{state}"
     );
     check_routes(c, "networkd's bridge, the example hook");
+
+    // Stopped, the NAT unit's down hook takes its rules away (and leaves
+    // ip_forward alone: it was 1 before the rules).
+    c.run("systemctl stop taptun@nat");
+    let rules = c.run("iptables-save");
+    assert!(!rules.contains("taptun:"), "rules left:\n{rules}");
+    assert_eq!(c.run("cat /proc/sys/net/ipv4/ip_forward").trim(), "1");
     eprintln!("routes as services: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
