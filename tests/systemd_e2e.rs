@@ -11,7 +11,8 @@
 //! enabled tunnels configured only by /etc/taptun/NAME.conf, whose hooks are
 //! the shipped scripts, carry full-size bridged and masqueraded traffic to
 //! far peers, and do again after the container is powered off and booted on
-//! the same overlay (`Container::reboot`).
+//! the same overlay (`Container::reboot`), and once more with the bridge made
+//! by systemd-networkd and the shipped example hook.
 //!
 //! The container's root is debootstrapped once per machine into
 //! /var/cache/taptun-e2e/ (keyed by a hash of suite, mirror and package
