@@ -4,7 +4,8 @@
 # removes everything it made. Needs root. Traffic stays inside the namespaces.
 set -eu
 cd "$(dirname "$0")/.."
-sh dev/deps.sh
+# Only what the demo runs (ip, ping, socat), not the test suite's tools.
+sh dev/deps.sh demo
 cargo build --release --quiet
 bin=$PWD/target/release/taptun
 
@@ -41,9 +42,11 @@ step "one key for both sides"
 "$bin" genkey "$work/key.b64"
 
 step "start taptun: A learns its peer, B knows A's address"
-ip netns exec "$nsa" "$bin" "$work/key.b64" :9123 -i tap0 -a 10.10.0.1/24 >"$work/a.log" 2>&1 &
+# Both TAPs are tap0, in two namespaces that share /run: each status socket
+# gets a path of its own (the default, /run/taptun/tap0.sock, would clash).
+ip netns exec "$nsa" "$bin" "$work/key.b64" :9123 -i tap0 -a 10.10.0.1/24 --status-socket "$work/a.sock" >"$work/a.log" 2>&1 &
 pa=$!
-ip netns exec "$nsb" "$bin" "$work/key.b64" :9123 192.0.2.1:9123 -i tap0 -a 10.10.0.2/24 >"$work/b.log" 2>&1 &
+ip netns exec "$nsb" "$bin" "$work/key.b64" :9123 192.0.2.1:9123 -i tap0 -a 10.10.0.2/24 --status-socket "$work/b.sock" >"$work/b.log" 2>&1 &
 pb=$!
 i=0
 until ip -n "$nsa" link show tap0 >/dev/null 2>&1 && ip -n "$nsb" link show tap0 >/dev/null 2>&1; do
@@ -69,6 +72,9 @@ echo "sent     $sent"
 echo "received $got"
 [ "$sent" = "$got" ] || { echo "MISMATCH"; exit 1; }
 awk -v s="$start" -v e="$end" 'BEGIN { t = e - s; printf "20 MB intact in %.2f s (%.0f Mbit/s)\n", t, 160 / t }'
+
+step "taptun status FOLDER: both tunnels, A then B (their sockets, in name order)"
+"$bin" status "$work"
 
 step "stop both peers (SIGTERM): counters are logged and the TAPs removed"
 kill "$pa" "$pb"

@@ -58,7 +58,29 @@ fn init_logging(level: Option<log::LevelFilter>) {
                 .and_then(|v| v.trim().parse().ok())
         })
         .unwrap_or(log::LevelFilter::Info);
-    let _ = simple_logger::SimpleLogger::new().with_level(level).init();
+    let logger = simple_logger::SimpleLogger::new().with_level(level);
+    // The journal stamps every line itself: a second timestamp only
+    // lengthens the one line an error gets.
+    let logger = if stderr_is_journal() {
+        logger.without_timestamps()
+    } else {
+        logger
+    };
+    let _ = logger.init();
+}
+
+/// Whether stderr is systemd's journal stream: `JOURNAL_STREAM` names its
+/// device and inode (systemd.exec(5)), which a redirected stderr no longer
+/// matches.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    stream == format!("{}:{}", meta.dev(), meta.ino())
 }
 
 /// The usage line of `taptun genkey`.
@@ -99,7 +121,7 @@ fn genkey(args: &[&str]) -> ExitCode {
 }
 
 /// `taptun status [DEV|PATH] [--json|--prometheus]`: asks a running
-/// tunnel over its status socket.
+/// tunnel over its status socket; without DEV, every tunnel of the host.
 fn status(args: &[&str]) -> ExitCode {
     use engine::status::Form;
     let mut form = Form::Text;
@@ -110,21 +132,32 @@ fn status(args: &[&str]) -> ExitCode {
             "--prometheus" => form = Form::Prometheus,
             "-h" | "--help" => {
                 println!(
-                    "usage: taptun status [DEV|SOCKET] [--json|--prometheus]\n\nAsks a running taptun how it is, over its status socket (default {}/DEV.sock;\nwithout DEV, the only one there). Exit code 1 when none answers.",
+                    "usage: taptun status [DEV|SOCKET|FOLDER] [--json|--prometheus]\n\nAsks a running taptun how it is, over its status socket (default {0}/DEV.sock).\nWithout DEV, every tunnel with a socket in {0} (a FOLDER: every socket in\nit): the reports one after another, {{\"tunnels\":[...]}} with --json, or one\nPrometheus document; a socket that does not answer is skipped with a note on\nstderr. Exit code 1 when none answers.",
                     engine::control::RUN_DIR
                 );
                 return ExitCode::SUCCESS;
             }
             a if a.starts_with('-') || target.is_some() => {
                 eprintln!(
-                    "taptun status: unexpected {a:?}; usage: taptun status [DEV|SOCKET] [--json|--prometheus]"
+                    "taptun status: unexpected {a:?}; usage: taptun status [DEV|SOCKET|FOLDER] [--json|--prometheus]"
                 );
                 return ExitCode::from(2);
             }
             a => target = Some(a),
         }
     }
-    let answer = engine::control::resolve(target).and_then(|p| engine::control::query(&p, form));
+    use engine::control::{StatusError, Target};
+    let answer = match engine::control::resolve(target) {
+        Target::One(p) => engine::control::query(&p, form),
+        Target::All(dir) => engine::control::query_all(&dir, form).and_then(|l| {
+            let n = l.skipped.len();
+            for e in l.skipped {
+                // A stale socket (a crashed tunnel) must not hide the others.
+                eprintln!("taptun status: {e}; skipped");
+            }
+            l.output.ok_or(StatusError::NoneAnswers(dir, n))
+        }),
+    };
     match answer {
         Ok(text) => {
             print!("{text}");

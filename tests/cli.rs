@@ -339,3 +339,35 @@ fn every_error_is_one_line_on_stderr_with_its_status() {
     assert!(!key.exists(), "the key file was created");
     assert!(!ro_key.exists());
 }
+
+/// Under systemd (stderr is the stream `JOURNAL_STREAM` names) the journal
+/// stamps each line, so taptun's own timestamp goes; elsewhere it stays.
+#[test]
+fn no_second_timestamp_in_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let d = dir("journal");
+    let two_ipv4 = ["k", ":1", "-a", "10.0.0.1/24", "-a", "10.0.0.2/24"];
+    let line = |stream: Option<&str>, file: &std::path::Path| {
+        let err = std::fs::File::create(file).unwrap();
+        let mut cmd = Command::new(TAPTUN);
+        cmd.args(two_ipv4).stderr(err).env_remove("JOURNAL_STREAM");
+        if let Some(s) = stream {
+            cmd.env("JOURNAL_STREAM", s);
+        }
+        let st = cmd.status().unwrap();
+        assert_eq!(st.code(), Some(2));
+        std::fs::read_to_string(file).unwrap()
+    };
+    let file = d.join("err");
+    std::fs::File::create(&file).unwrap();
+    let meta = std::fs::metadata(&file).unwrap();
+    let journal = line(Some(&format!("{}:{}", meta.dev(), meta.ino())), &file);
+    assert!(journal.starts_with("ERROR "), "{journal:?}");
+    let other = line(Some("1:2"), &d.join("err2"));
+    let plain = line(None, &d.join("err3"));
+    for text in [other, plain] {
+        assert!(text.starts_with("20"), "a timestamp first: {text:?}");
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+    }
+    let _ = std::fs::remove_dir_all(d);
+}

@@ -401,6 +401,122 @@ fn e2e_status_text_json_prometheus() {
     }
 }
 
+/// `taptun status ARGS...`: exit code, stdout, stderr.
+fn status_of(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(TAPTUN)
+        .arg("status")
+        .args(args)
+        .output()
+        .expect("run taptun status");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn e2e_status_lists_every_tunnel() {
+    require_e2e!();
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    // Names of their own: both sockets land in /run/taptun (DEV.sock),
+    // where other tunnels of the host may be too (or stale sockets).
+    let (da, db) = (unique("tla"), unique("tlb"));
+    let tap = |ip: &str| format!("{ip}/24");
+    let (ta, tb) = (tap(TAP_A), tap(TAP_B));
+    let port = format!(":{PORT}");
+    let _a = Peer::start(&p.a, &p.dir, &k, &[&port, "-i", &da, "-a", &ta]);
+    let _b = Peer::start(&p.b, &p.dir, &k, &[&port, &peer_a(), "-i", &db, "-a", &tb]);
+    assert!(
+        p.b.ping_until(TAP_A, Duration::from_secs(5)),
+        "tunnel not up"
+    );
+    // No name: every tunnel, each report headed by its interface line,
+    // a blank line between reports.
+    let (code, text, err) = status_of(&[]);
+    assert_eq!(code, 0, "{err}");
+    for d in [&da, &db] {
+        let head = format!("interface: {d}\n");
+        assert_eq!(text.matches(&head).count(), 1, "{head:?} once in:\n{text}");
+    }
+    assert!(
+        text.contains("\n\ninterface: "),
+        "no blank line between reports:\n{text}"
+    );
+    // JSON: one object, {"tunnels":[...]}, each tunnel's object in it.
+    let (code, json, err) = status_of(&["--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json.trim().lines().count(), 1, "one line: {json}");
+    let devs = jq(&json, "[.tunnels[].dev] | join(\" \")");
+    for d in [&da, &db] {
+        assert!(devs.split(' ').any(|x| x == d.as_str()), "no {d} in {json}");
+        let peer = jq(
+            &json,
+            &format!(".tunnels[] | select(.dev == \"{d}\") | .peer"),
+        );
+        let want = if *d == da { peer_b() } else { peer_a() };
+        assert_eq!(peer, want, "{json}");
+    }
+    // Prometheus: every series of both, each HELP and TYPE line once.
+    let (code, prom, err) = status_of(&["--prometheus"]);
+    assert_eq!(code, 0, "{err}");
+    for d in [&da, &db] {
+        let series = format!("taptun_rx_bytes_total{{dev=\"{d}\"}} ");
+        assert!(prom.contains(&series), "no {series:?} in:\n{prom}");
+    }
+    let meta: Vec<&str> = prom.lines().filter(|l| l.starts_with("# ")).collect();
+    for m in &meta {
+        assert_eq!(
+            prom.lines().filter(|l| l == m).count(),
+            1,
+            "{m:?} twice:\n{prom}"
+        );
+    }
+    // A folder: every socket in it. A stale socket (its tunnel crashed)
+    // is skipped with a note on stderr; only when none answers, exit 1.
+    let run = p.dir.join("run");
+    std::fs::create_dir(&run).unwrap();
+    sh(&format!(
+        "python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind(\"{}\")'",
+        run.join("gone.sock").display()
+    ));
+    std::fs::write(run.join("notes.txt"), "not a socket").unwrap();
+    let dc = unique("tlc");
+    let c_sock = run.join("c.sock");
+    let mut c = Peer::start(
+        &p.a,
+        &p.dir,
+        &k,
+        &[
+            &format!(":{}", PORT + 1),
+            "-i",
+            &dc,
+            "--status-socket",
+            c_sock.to_str().unwrap(),
+        ],
+    );
+    let folder = run.to_str().unwrap();
+    let (code, text, err) = status_of(&[folder]);
+    assert_eq!(code, 0, "{err}");
+    assert!(text.starts_with(&format!("interface: {dc}\n")), "{text}");
+    assert_eq!(text.matches("interface: ").count(), 1, "{text}");
+    assert_eq!(err.lines().count(), 1, "one note: {err}");
+    assert!(
+        err.contains("gone.sock") && err.contains("skipped"),
+        "{err}"
+    );
+    let (code, json, err) = status_of(&[folder, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(jq(&json, ".tunnels | map(.dev) | join(\" \")"), dc);
+    c.stop(Duration::from_secs(5));
+    let (code, out, err) = status_of(&[folder]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.lines().count(), 2, "the note and the verdict: {err}");
+    assert!(err.contains("none of the 1 status sockets"), "{err}");
+}
+
 /// Sends random 200-byte datagrams from `src` to `dst:port` for `secs`
 /// seconds at about `pps` a second; prints how many.
 const JUNK: &str = "

@@ -1,10 +1,12 @@
 # bash completion for taptun; install as
 # /usr/share/bash-completion/completions/taptun
+# tests/completions.rs checks its options against `taptun --help` and
+# `taptun status --help`.
 _taptun() {
     local cur prev
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
-    # taptun status [DEV|SOCKET] [--json|--prometheus]: the running
+    # taptun status [DEV|SOCKET|FOLDER] [--json|--prometheus]: the running
     # tunnels' TAP names (their sockets in /run/taptun), a socket path, a form.
     if [[ ${COMP_WORDS[1]} == status && $COMP_CWORD -ge 2 ]]; then
         if [[ $cur == -* ]]; then
@@ -32,11 +34,11 @@ _taptun() {
         --status-socket|--config)
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             return ;;
-        -i|--dev|--mtu|--underlay-mtu|--clamp-mss|-a|--address|--max-age|--keepalive|--sockbuf|--stats|--mac)
+        -i|--dev|--mtu|--underlay-mtu|--clamp-mss|-a|--address|--max-age|--keepalive|--sockbuf|--stats|--mac|--fwmark)
             return ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "--config --dev --mtu --underlay-mtu --clamp-mss --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --help --version" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --config --fwmark --help --version" -- "$cur")
     elif [[ $COMP_CWORD -eq 1 ]]; then
         mapfile -t COMPREPLY < <(compgen -W "genkey status" -- "$cur"; compgen -f -- "$cur")
     else
