@@ -14,7 +14,7 @@ export TAPTUN_E2E_RAN="$ran_dir"
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-shellcheck -S warning scripts/*.sh dev/*.sh
+shellcheck -S warning scripts/*.sh dev/*.sh dist/taptun.up.example
 
 # The HMAC lanes' SHA-NI code runs only on a CPU with SHA-NI; elsewhere its
 # unit tests can only say that they skipped it. Where /proc/cpuinfo shows

@@ -81,6 +81,8 @@ do_up() {
     # shellcheck disable=SC2046
     fwd=$(first_field fwd $(all_tags))
     [ -n "$fwd" ] || fwd=$(cat "$fwd_file")
+    # Before any rule: a forwarding that cannot be switched on fails here.
+    fwd_ok 1 || exit 1
     tag="${prefix}fwd=$fwd:nf=$(new_tables fn)"
 
     rule_out="FORWARD -i $tap -o $out -m comment --comment $tag -j ACCEPT"

@@ -117,6 +117,12 @@ do_up() {
     [ -n "$pt" ] || pt=$(cat "$(pa_file "$tap")")
     pl=$(saved_pa "$lan")
     [ -n "$pl" ] || pl=$(cat "$(pa_file "$lan")")
+    # Before any change: sysctls that cannot be set fail here.
+    fwd_ok 1 || exit 1
+    for f in "$(pa_file "$tap")" "$(pa_file "$lan")"; do
+        [ "$(cat "$f")" = 1 ] || [ -w "$f" ] ||
+            die "$f is read-only here (a service with ProtectKernelTunables=, or no CAP_NET_ADMIN): run $prog as root, not from taptun@.service's up hook"
+    done
     tag="${prefix}fwd=$fwd:nf=$(new_tables f):pa=$pt$pl"
 
     rule_out="FORWARD -i $tap -o $lan -m comment --comment $tag -j ACCEPT"

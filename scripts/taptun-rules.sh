@@ -8,8 +8,13 @@
 
 command -v iptables >/dev/null 2>&1 || die "iptables is not installed"
 command -v iptables-save >/dev/null 2>&1 || die "iptables-save is not installed"
+# iptables-legacy needs CAP_NET_RAW and a lock file in /run: not available to
+# taptun@.service's hooks (user taptun, CAP_NET_ADMIN, read-only /run); the
+# nftables one (Debian's default) talks netlink and needs CAP_NET_ADMIN only.
+if [ "$(id -u)" != 0 ] && iptables -V 2>/dev/null | grep -q legacy; then
+    die "iptables is iptables-legacy, which needs root (CAP_NET_RAW, /run/xtables.lock); for taptun@.service's hooks use the nftables one: update-alternatives --set iptables /usr/sbin/iptables-nft"
+fi
 fwd_file=/proc/sys/net/ipv4/ip_forward
-[ -w "$fwd_file" ] || die "cannot write $fwd_file (not root?)"
 
 ipt() { iptables -w "$@"; }
 
@@ -96,7 +101,21 @@ new_tables() {
     echo "${res:--}"
 }
 
-set_fwd() { [ "$(cat "$fwd_file")" = "$1" ] || echo "$1" >"$fwd_file"; }
+# Under taptun@.service (user taptun, ProtectKernelTunables=yes) /proc/sys is
+# read-only: there net.ipv4.ip_forward must come from a sysctl.d file.
+# fwd_ok VALUE: true when ip_forward is VALUE or can be made so; else one line
+# that names the fix.
+fwd_ok() {
+    [ "$(cat "$fwd_file")" = "$1" ] || [ -w "$fwd_file" ] && return 0
+    echo "$prog: net.ipv4.ip_forward is $(cat "$fwd_file") and $fwd_file is read-only here (a service with ProtectKernelTunables=, or no CAP_NET_ADMIN); set it at boot, as root: echo net.ipv4.ip_forward=$1 >/etc/sysctl.d/90-taptun.conf && sysctl -p /etc/sysctl.d/90-taptun.conf" >&2
+    return 1
+}
+
+# set_fwd VALUE: net.ipv4.ip_forward to VALUE; no write when it already is.
+set_fwd() {
+    fwd_ok "$1" || return 1
+    [ "$(cat "$fwd_file")" = "$1" ] || echo "$1" >"$fwd_file"
+}
 
 # undo_common TAG: after our rules are gone, give ip_forward and the
 # tables back unless another taptun rule still relies on them.
@@ -105,7 +124,9 @@ undo_common() {
     nf=$(field "$1" nf)
     # shellcheck disable=SC2046
     if [ -z "$(first_field fwd $(all_tags))" ] && [ -n "$fwd" ]; then
-        set_fwd "$fwd"
+        # The rules are gone already: a value that cannot go back is said
+        # (set_fwd), not fatal.
+        set_fwd "$fwd" || true
     fi
     for l in $(printf '%s\n' "$nf" | sed 's/./& /g'); do
         case $l in f) t=filter ;; n) t=nat ;; *) continue ;; esac

@@ -346,5 +346,11 @@ fn the_shipped_example_parses() {
         .find_map(|l| l.strip_prefix("#up = "))
         .map(|v| format!("up = {v}\n"))
         .unwrap();
-    assert_eq!(ok(&up), [p("up", "ip link set \"$TAPTUN_DEV\" master br0")]);
+    assert_eq!(
+        ok(&up),
+        [p(
+            "up",
+            "/usr/share/taptun/l2_bridge_up.sh tap-home eth0 br0"
+        )]
+    );
 }
