@@ -95,8 +95,18 @@ fn resolve(
     what: &'static str,
     value: &str,
 ) -> Result<SocketAddr, AddrError> {
+    resolve_all(host, port, what, value).map(|addrs| preferred(&addrs))
+}
+
+/// Every address `host` resolves to (at least one), in the resolver's order.
+fn resolve_all(
+    host: &str,
+    port: u16,
+    what: &'static str,
+    value: &str,
+) -> Result<Vec<SocketAddr>, AddrError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
+        return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let err = |reason: String| AddrError::Resolve {
         what,
@@ -107,13 +117,22 @@ fn resolve(
         .to_socket_addrs()
         .map_err(|e| err(e.to_string()))?
         .collect();
-    // Prefer IPv4 like most tools do when a name has both; the underlay MTU follows.
+    if addrs.is_empty() {
+        return Err(err("no addresses".to_string()));
+    }
+    Ok(addrs)
+}
+
+/// The address taken from a name's answers (not empty): the first IPv4
+/// one, like most tools when a name has both (the underlay MTU follows),
+/// else the first.
+pub fn preferred(addrs: &[SocketAddr]) -> SocketAddr {
     addrs
         .iter()
         .find(|a| a.is_ipv4())
         .or_else(|| addrs.first())
         .copied()
-        .ok_or_else(|| err("no addresses".to_string()))
+        .unwrap_or_else(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
 }
 
 /// Checks the syntax of a local address without resolving it.
@@ -159,8 +178,13 @@ pub struct PeerName {
 impl PeerName {
     /// Resolves the name (blocking: `getaddrinfo`); IPv4 first.
     pub fn resolve(&self) -> Result<SocketAddr, AddrError> {
+        self.resolve_all().map(|addrs| preferred(&addrs))
+    }
+
+    /// Every address the name resolves to (blocking; at least one).
+    pub fn resolve_all(&self) -> Result<Vec<SocketAddr>, AddrError> {
         let value = self.to_string();
-        resolve(&self.host, self.port, "peer", &value)
+        resolve_all(&self.host, self.port, "peer", &value)
     }
 }
 

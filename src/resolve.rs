@@ -88,13 +88,18 @@ pub enum Verdict {
     },
 }
 
-/// Judges the name's `answer` against the address `in_use` (canonical
-/// forms compared), the peer being `silent` or not.
-pub fn judge(answer: SocketAddr, in_use: Option<SocketAddr>, silent: bool) -> Verdict {
-    let to = crate::addr::canonical(answer);
-    if in_use.map(crate::addr::canonical) == Some(to) {
-        Verdict::Same
-    } else if in_use.is_some() && !silent {
+/// Judges the name's `answers` (not empty) against the address `in_use`
+/// (canonical forms compared), the peer being `silent` or not. An address
+/// in use that is among the answers stays (a name with several addresses
+/// must not make the peer hop between them); else the preferred answer
+/// (`addr::preferred`) is the one to send to.
+pub fn judge(answers: &[SocketAddr], in_use: Option<SocketAddr>, silent: bool) -> Verdict {
+    let in_use = in_use.map(crate::addr::canonical);
+    if in_use.is_some_and(|u| answers.iter().any(|&a| crate::addr::canonical(a) == u)) {
+        return Verdict::Same;
+    }
+    let to = crate::addr::canonical(crate::addr::preferred(answers));
+    if in_use.is_some() && !silent {
         Verdict::Talking
     } else {
         Verdict::Switch { from: in_use, to }
@@ -148,14 +153,14 @@ mod tests {
     fn verdicts() {
         let old = a("192.0.2.2:9123");
         let new = a("198.51.100.2:9123");
-        assert_eq!(judge(old, Some(old), true), Verdict::Same);
+        assert_eq!(judge(&[old], Some(old), true), Verdict::Same);
         assert_eq!(
-            judge(a("[::ffff:192.0.2.2]:9123"), Some(old), true),
+            judge(&[a("[::ffff:192.0.2.2]:9123")], Some(old), true),
             Verdict::Same
         );
-        assert_eq!(judge(new, Some(old), false), Verdict::Talking);
+        assert_eq!(judge(&[new], Some(old), false), Verdict::Talking);
         assert_eq!(
-            judge(new, Some(old), true),
+            judge(&[new], Some(old), true),
             Verdict::Switch {
                 from: Some(old),
                 to: new
@@ -163,11 +168,32 @@ mod tests {
         );
         // No address yet (the name did not resolve at start): taken at once.
         assert_eq!(
-            judge(new, None, false),
+            judge(&[new], None, false),
             Verdict::Switch {
                 from: None,
                 to: new
             }
+        );
+    }
+
+    #[test]
+    fn several_answers_keep_the_one_in_use() {
+        let (one, two) = (a("192.0.2.2:9123"), a("192.0.2.3:9123"));
+        let v6 = a("[2001:db8::2]:9123");
+        // Round-robin DNS: whatever comes first, the address in use stays.
+        assert_eq!(judge(&[two, one], Some(one), true), Verdict::Same);
+        assert_eq!(judge(&[v6, one], Some(one), true), Verdict::Same);
+        // None in use is among them: the first IPv4 answer.
+        assert_eq!(
+            judge(&[v6, two, one], Some(a("203.0.113.1:9123")), true),
+            Verdict::Switch {
+                from: Some(a("203.0.113.1:9123")),
+                to: two
+            }
+        );
+        assert_eq!(
+            judge(&[v6], None, true),
+            Verdict::Switch { from: None, to: v6 }
         );
     }
 }

@@ -37,7 +37,7 @@ pub(super) struct NameStatus {
     pub error: Option<String>,
 }
 
-type Answer = Result<SocketAddr, AddrError>;
+type Answer = Result<Vec<SocketAddr>, AddrError>;
 
 /// The main thread's side: when to resolve, the resolution under way.
 pub(super) struct NameWatch {
@@ -92,7 +92,7 @@ impl NameWatch {
         let spawned = thread::Builder::new()
             .name("resolve".into())
             .spawn(move || {
-                let _ = tx.send(name.resolve());
+                let _ = tx.send(name.resolve_all());
             });
         match spawned {
             Ok(_) => self.pending = Some(rx),
@@ -110,8 +110,9 @@ impl NameWatch {
     /// Acts on an answer.
     fn take(&mut self, shared: &Shared, answer: Answer, now: u64) {
         let in_use = shared.peer.get();
-        let a = match answer {
-            Ok(a) => a,
+        let answers = match answer {
+            Ok(a) if !a.is_empty() => a,
+            Ok(_) => return,
             Err(e) => {
                 let reason = e.to_string();
                 if let Some(n) = self.failed.note(1, Instant::now()) {
@@ -129,13 +130,18 @@ impl NameWatch {
                 return;
             }
         };
+        let last = shared.last_valid_ns.load(Relaxed);
+        let heard = if last == 0 { self.started_ns } else { last };
+        let verdict = judge(&answers, in_use, self.schedule.silent(now, heard));
+        // The answer that counts: the address in use when it is among them.
+        let a = match (verdict, in_use) {
+            (Verdict::Same, Some(u)) => u,
+            _ => crate::addr::preferred(&answers),
+        };
         shared.name_status(|s| {
             s.answer = Some((crate::addr::canonical(a), now));
             s.error = None;
         });
-        let last = shared.last_valid_ns.load(Relaxed);
-        let heard = if last == 0 { self.started_ns } else { last };
-        let verdict = judge(a, in_use, self.schedule.silent(now, heard));
         if self.failing {
             self.failing = false;
             self.failed.reset();
