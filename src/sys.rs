@@ -770,6 +770,19 @@ mod tests {
         let a = crate::route::parse(&buf[..n], 3).unwrap();
         assert!(a.done);
         assert_eq!(a.routes[0].oif, Some(lo));
+        // The same for ::1, where this kernel has IPv6.
+        if std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|t| t.contains(" lo")) {
+            sock.send(&crate::route::get_request(
+                "::1".parse().unwrap(),
+                Some(7),
+                4,
+            ))
+            .unwrap();
+            let n = sock.recv(&mut buf).unwrap();
+            let a = crate::route::parse(&buf[..n], 4).unwrap();
+            assert_eq!(a.routes[0].oif, Some(lo));
+            assert_eq!(a.routes[0].dst, Some("::1".parse().unwrap()));
+        }
     }
 
     #[test]
