@@ -305,30 +305,30 @@ where
     }
 }
 
-fn tap_mtu(v: &str) -> Result<u16, String> {
+pub(crate) fn tap_mtu(v: &str) -> Result<u16, String> {
     number(v, MIN_MTU, MAX_MTU)
 }
 
-fn underlay_mtu(v: &str) -> Result<u16, String> {
+pub(crate) fn underlay_mtu(v: &str) -> Result<u16, String> {
     number(v, 576, u16::MAX).map_err(|e| format!("{e} (576: IPv4's minimum)"))
 }
 
-fn max_age(v: &str) -> Result<f64, String> {
+pub(crate) fn max_age(v: &str) -> Result<f64, String> {
     match v.parse::<f64>() {
         Ok(s) if s.is_finite() && s > 0.0 && s <= 86400.0 => Ok(s),
         _ => Err("expected seconds, more than 0 and at most 86400".into()),
     }
 }
 
-fn keepalive(v: &str) -> Result<u64, String> {
+pub(crate) fn keepalive(v: &str) -> Result<u64, String> {
     number(v, 0, 86400).map_err(|_| "expected seconds from 0 (off) to 86400".into())
 }
 
-fn stats_interval(v: &str) -> Result<u64, String> {
+pub(crate) fn stats_interval(v: &str) -> Result<u64, String> {
     number(v, 0, 86400 * 366).map_err(|_| "expected seconds from 0 (off) to 31622400".into())
 }
 
-fn sockbuf(v: &str) -> Result<usize, String> {
+pub(crate) fn sockbuf(v: &str) -> Result<usize, String> {
     // setsockopt takes an int.
     number(v, 0, i32::MAX as usize)
         .map_err(|_| "expected a size in bytes, at most 2147483647".into())
@@ -339,7 +339,7 @@ fn cidr(v: &str) -> Result<Cidr, String> {
         .map_err(|_| "expected IP/PREFIX, e.g. 10.1.2.3/24 or fd00::1/64".into())
 }
 
-fn clamp_mss(v: &str) -> Result<ClampMss, String> {
+pub(crate) fn clamp_mss(v: &str) -> Result<ClampMss, String> {
     v.parse().map_err(|_| {
         format!(
             "expected off, auto or an MSS from {} to 65535",
@@ -348,7 +348,7 @@ fn clamp_mss(v: &str) -> Result<ClampMss, String> {
     })
 }
 
-fn cipher(v: &str) -> Result<crate::aead::Cipher, String> {
+pub(crate) fn cipher(v: &str) -> Result<crate::aead::Cipher, String> {
     v.parse().map_err(|_| {
         let names: Vec<String> = crate::aead::Cipher::ALL
             .iter()
@@ -367,12 +367,12 @@ fn mac(v: &str) -> Result<crate::mac::MacAddr, String> {
     })
 }
 
-fn log_level(v: &str) -> Result<log::LevelFilter, String> {
+pub(crate) fn log_level(v: &str) -> Result<log::LevelFilter, String> {
     v.parse()
         .map_err(|_| "expected error, warn, info, debug, trace or off".into())
 }
 
-fn user_name(v: &str) -> Result<String, String> {
+pub(crate) fn user_name(v: &str) -> Result<String, String> {
     if v.is_empty() || v.contains(['\0', '/', ':']) {
         return Err("expected a user name".into());
     }
@@ -399,7 +399,7 @@ fn addr_expected(e: AddrError) -> String {
     }
 }
 
-fn local_syntax(v: &str) -> Result<String, String> {
+pub(crate) fn local_syntax(v: &str) -> Result<String, String> {
     addr::check_local(v).map_err(addr_expected)?;
     Ok(v.to_string())
 }
