@@ -73,6 +73,15 @@ pub(super) struct Receiver {
     budgetlog: Throttle,
 }
 
+/// What trying a run against the spokes' keys found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trial {
+    /// A spoke's key opened it (its half delivered or refused it).
+    Owned,
+    /// No key opened it (or the budget was spent first).
+    NoKey,
+}
+
 /// Whether a run failed only for want of a key that opens it.
 fn unopened(t: &Tally) -> bool {
     !t.valid()
@@ -83,7 +92,7 @@ fn unopened(t: &Tally) -> bool {
 
 impl Receiver {
     pub(super) fn new(socket: Arc<UdpSocket>, shared: Arc<HubShared>) -> Receiver {
-        Receiver {
+        let mut r = Receiver {
             list: Cached::new(&shared.spokes),
             socket,
             slots: Vec::new(),
@@ -97,22 +106,30 @@ impl Receiver {
             taplog: Throttle::per_minute(),
             budgetlog: Throttle::per_minute(),
             shared,
-        }
+        };
+        // The set published before the thread starts (the cache holds it
+        // already, so `follow` would not see it as a change).
+        let list = r.shared.spokes.get();
+        r.rebuild(&list);
+        r
     }
 
     /// Follows the published spoke set: keeps the halves of the spokes
     /// that stay, makes new ones for new spokes, drops the removed ones.
     fn follow(&mut self) {
-        let Some(list) = self.list.changed(&self.shared.spokes) else {
-            return;
-        };
-        let list = list.clone();
+        if let Some(list) = self.list.changed(&self.shared.spokes) {
+            let list = list.clone();
+            self.rebuild(&list);
+        }
+    }
+
+    fn rebuild(&mut self, list: &[Arc<Spoke>]) {
         let mut old: Vec<Option<Slot>> = std::mem::take(&mut self.slots)
             .into_iter()
             .map(Some)
             .collect();
         let mut addrs = Vec::new();
-        for s in list.iter() {
+        for s in list {
             let kept = old
                 .iter_mut()
                 .find(|o| o.as_ref().is_some_and(|o| o.spoke.id == s.id))
@@ -191,12 +208,12 @@ impl Receiver {
             if saved {
                 self.buf[..len].copy_from_slice(&self.saved[..len]);
             }
-            if !self.trial(Some(i), len, segment, src, now) {
+            if self.trial(Some(i), len, segment, src, now) == Trial::NoKey {
                 self.mismatch(i, &t);
             }
             return;
         }
-        if !self.trial(None, len, segment, src, now) {
+        if self.trial(None, len, segment, src, now) == Trial::NoKey {
             self.shared.unmatched.fetch_add(1, Relaxed);
         }
     }
@@ -212,7 +229,9 @@ impl Receiver {
     }
 
     /// Tries the run against each spoke but `skip` (already tried), within
-    /// the budget; the first whose key opens it owns it. Says whether one did.
+    /// the budget; the first whose key opens it owns it: its half delivers
+    /// it, or refuses it (a replay, a stale timestamp), counted as that
+    /// spoke's drop, with no address moved.
     fn trial(
         &mut self,
         skip: Option<usize>,
@@ -220,7 +239,7 @@ impl Receiver {
         segment: Option<usize>,
         src: SocketAddr,
         now: u64,
-    ) -> bool {
+    ) -> Trial {
         for i in 0..self.slots.len() {
             if Some(i) == skip {
                 continue;
@@ -232,17 +251,19 @@ impl Receiver {
                         "trial budget spent ({TRIALS_PER_SECOND} verifications a second): datagrams from unknown addresses dropped untried ({n} since the last such line); many spokes roaming at once, or junk flooding the port"
                     );
                 }
-                return false;
+                return Trial::NoKey;
             }
             self.shared.trials.fetch_add(1, Relaxed);
             self.scratch[..len].copy_from_slice(&self.buf[..len]);
             let t = self.receive(i, true, len, segment, src, now);
-            if t.valid() {
+            if !unopened(&t) {
+                // Valid, or authentic under this spoke's key but refused
+                // by its own checks (its replay window, its freshness).
                 self.account(i, &t, src, now);
-                return true;
+                return Trial::Owned;
             }
         }
-        false
+        Trial::NoKey
     }
 
     /// Spoke `i`'s receiving half checks the run (from `scratch` when
