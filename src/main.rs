@@ -242,6 +242,15 @@ fn hub_main(args: &[&str]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // A bad file name or key file: one line naming the file, exit code 2,
+    // before any socket or TAP exists.
+    if let Err(e) = hub::check_dir(&cfg.dir) {
+        if e.exit_code() == 2 {
+            return config_error(&e.to_string());
+        }
+        error!("{e}");
+        return ExitCode::from(e.exit_code());
+    }
     let notifier = sys::Notifier::from_env().unwrap_or_else(|e| {
         warn!("{e}; not notifying the service manager");
         None

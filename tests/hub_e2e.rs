@@ -575,3 +575,68 @@ fn e2e_hub_restart_reaches_spokes_at_once_through_the_state_file() {
             .contains("(state file): sending to it at once")
     );
 }
+
+/// `systemd-analyze verify` of the hub's unit (as `systemd_unit_verifies`
+/// in service_e2e.rs does for taptun@.service), pointed at the binary
+/// under test and a folder of its own.
+#[test]
+fn hub_unit_verifies() {
+    if !installed("systemd-analyze") {
+        assert_ne!(
+            std::env::var("TAPTUN_E2E").as_deref(),
+            Ok("require"),
+            "systemd-analyze is missing (package systemd)"
+        );
+        eprintln!("SKIPPED hub_unit_verifies: systemd-analyze is not installed");
+        return;
+    }
+    let dir = TempDir::new("taptun-hub-unit-");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let unit = fs::read_to_string(format!("{root}/dist/systemd/taptun-hub@.service")).unwrap();
+    let exec = "ExecStart=taptun hub /etc/taptun/hub-%i.d ${LOCAL} $OPTIONS\n";
+    assert!(unit.contains(exec), "{unit}");
+    assert!(unit.contains("StateDirectory=taptun/hub-%i\n"));
+    assert!(unit.contains("Type=notify") && unit.contains("AmbientCapabilities=CAP_NET_ADMIN"));
+    let unit = unit
+        .replace("ExecStart=taptun ", &format!("ExecStart={TAPTUN} "))
+        .replace("/etc/taptun/", &format!("{}/", dir.display()));
+    fs::write(dir.join("taptun-hub@main.service"), unit).unwrap();
+    fs::create_dir_all(dir.join("hub-main.d")).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(dir.join("taptun-hub@main.service"))
+        .current_dir(&*dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+}
+
+/// A `.key` file whose name is no spoke name: one line naming the file,
+/// exit code 2, before anything is created (no root needed).
+#[test]
+fn hub_bad_key_file_name_is_one_line_naming_it() {
+    let dir = TempDir::new("taptun-hub-names-");
+    write_key(&dir, "ok.key", KEY_A);
+    write_key(&dir, "much-too-long-name.key", KEY_B);
+    fs::write(dir.join("notes.txt"), "ignored\n").unwrap();
+    let out = Command::new(TAPTUN)
+        .args(["hub", dir.to_str().unwrap(), ":0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("much-too-long-name.key"), "{err}");
+    // A bad key in a good name: the same.
+    fs::remove_file(dir.join("much-too-long-name.key")).unwrap();
+    fs::write(dir.join("bad.key"), "not base64!\n").unwrap();
+    let out = Command::new(TAPTUN)
+        .args(["hub", dir.to_str().unwrap(), ":0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.key"), "{err}");
+}

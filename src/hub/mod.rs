@@ -235,6 +235,16 @@ impl Drop for Hub {
     }
 }
 
+/// Checks the folder before anything is created: every `.key` file's name
+/// and contents (a configuration error, exit code 2, names its file).
+pub fn check_dir(dir: &Path) -> Result<usize, HubError> {
+    let (list, _) = spokes::scan(dir).map_err(HubError::Spokes)?;
+    for (_, path) in &list {
+        key::load(path).map_err(HubError::Key)?;
+    }
+    Ok(list.len())
+}
+
 /// The default status socket of a hub on `local`.
 pub fn default_status_socket(local: SocketAddr) -> PathBuf {
     Path::new(engine::control::RUN_DIR).join(format!("hub-{}.sock", local.port()))
