@@ -25,7 +25,7 @@
 pub mod control;
 mod io;
 #[cfg(test)]
-mod mem;
+pub(crate) mod mem;
 mod name;
 mod out;
 mod recv;

@@ -33,6 +33,8 @@ pub mod spokes;
 pub mod state;
 mod status;
 mod tap;
+#[cfg(test)]
+mod tests;
 
 pub use budget::Budget;
 pub use demux::Demux;
@@ -40,7 +42,7 @@ pub use demux::Demux;
 use crate::addr::{self, Local};
 use crate::aead::{Cipher, SessionId};
 use crate::config::ClampMss;
-use crate::engine::{self, TunnelError};
+use crate::engine::{self, Socket, Tap, TunnelError};
 use crate::hook::{HookEnd, run_hook_env};
 use crate::key::{self, Key, KeyError};
 use crate::published::Published;
@@ -152,13 +154,13 @@ impl HubError {
 
 /// One spoke as the threads and the status views share it. Its halves
 /// are the threads' own; this holds what they publish and count.
-pub(crate) struct Spoke {
+pub(crate) struct Spoke<T = SyncDevice> {
     /// Unique for the hub's lifetime: a spoke removed and added again is
     /// another spoke (fresh halves).
     id: u64,
     name: String,
     dev: String,
-    tap: SyncDevice,
+    tap: T,
     offload: bool,
     /// How its halves are made (the key: `key` is the current one).
     setup: Setup,
@@ -181,9 +183,9 @@ pub(crate) struct Spoke {
 }
 
 /// What the hub's threads share.
-pub(crate) struct HubShared {
+pub(crate) struct HubShared<T = SyncDevice> {
     /// The spokes, as the main thread last published them.
-    spokes: Published<Arc<Vec<Arc<Spoke>>>>,
+    spokes: Published<Arc<Vec<Arc<Spoke<T>>>>>,
     /// Wakes the TAP→UDP thread (spokes, keys, addresses, MTUs changed).
     wake: sys::Wake,
     /// Trials made, trials refused (budget spent), datagrams no spoke's
@@ -212,13 +214,13 @@ fn keying(key: &Key, cipher: Option<Cipher>) -> Result<Keying, HubError> {
 
 /// The running hub: the socket, the spokes, the threads. Owned by the
 /// main thread.
-pub struct Hub {
+pub struct Hub<T: Tap = SyncDevice, S: Socket = UdpSocket> {
     cfg: HubConfig,
-    socket: Arc<UdpSocket>,
+    socket: Arc<S>,
     gso: bool,
-    shared: Arc<HubShared>,
+    shared: Arc<HubShared<T>>,
     /// The spokes by name, with the key each uses.
-    spokes: BTreeMap<String, (Arc<Spoke>, Key)>,
+    spokes: BTreeMap<String, (Arc<Spoke<T>>, Key)>,
     next_id: u64,
     /// The addresses the state file holds now.
     written: state::Table,
@@ -227,7 +229,7 @@ pub struct Hub {
     threads: Vec<thread::JoinHandle<()>>,
 }
 
-impl Drop for Hub {
+impl<T: Tap, S: Socket> Drop for Hub<T, S> {
     fn drop(&mut self) {
         if let Some(p) = &self.control_path {
             let _ = std::fs::remove_file(p);
@@ -302,6 +304,17 @@ impl Hub {
                 (None, None)
             }
         };
+        let mut hub = Hub::with_io(cfg, socket, local, gso)?;
+        hub.control = control;
+        hub.control_path = control_path;
+        Ok(hub)
+    }
+}
+
+impl<T: Tap, S: Socket> Hub<T, S> {
+    /// A hub on a socket already bound to `local` (`gso`: whether it takes
+    /// UDP GSO messages), with no spoke yet; reads the state file.
+    fn with_io(cfg: HubConfig, socket: S, local: SocketAddr, gso: bool) -> Result<Self, HubError> {
         let written = match &cfg.state {
             Some(p) => load_state(p),
             None => state::Table::new(),
@@ -324,8 +337,8 @@ impl Hub {
             spokes: BTreeMap::new(),
             next_id: 0,
             written,
-            control,
-            control_path,
+            control: None,
+            control_path: None,
             threads: Vec::new(),
         })
     }
@@ -349,7 +362,9 @@ impl Hub {
     pub fn is_empty(&self) -> bool {
         self.spokes.is_empty()
     }
+}
 
+impl Hub {
     /// Creates every spoke the folder names (at start): any failure stops.
     pub fn add_all(&mut self) -> Result<(), HubError> {
         let (list, other) = spokes::scan(&self.cfg.dir).map_err(HubError::Spokes)?;
@@ -385,7 +400,81 @@ impl Hub {
         if let Some(br) = &self.cfg.bridge {
             tap::join_bridge(&dev, br).map_err(HubError::Tap)?;
         }
-        use crate::engine::Tap as _;
+        self.insert(name, key, opened)
+    }
+
+    /// SIGHUP: reads the folder again. A new file adds a spoke, a removed
+    /// one removes it (`--down` first), a changed one rotates its key (the
+    /// old one accepted for `--max-age`). Errors are logged; what they
+    /// concern is left as it was.
+    pub fn reload(&mut self) {
+        let (list, _) = match spokes::scan(&self.cfg.dir) {
+            Ok(l) => l,
+            Err(e) => {
+                error!("SIGHUP: {e}; the spokes stay as they are");
+                return;
+            }
+        };
+        let names: BTreeMap<String, PathBuf> = list.into_iter().collect();
+        let gone: Vec<String> = self
+            .spokes
+            .keys()
+            .filter(|n| !names.contains_key(*n))
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for name in gone {
+            if let Some((spoke, _)) = self.spokes.get(&name) {
+                self.down(spoke);
+            }
+            self.spokes.remove(&name);
+            changed = true;
+            info!("SIGHUP: spoke {name} removed");
+        }
+        for (name, path) in &names {
+            let k = match key::load(path) {
+                Ok(k) => k,
+                Err(e) => {
+                    error!("SIGHUP: spoke {name}: {e}; left as it was");
+                    continue;
+                }
+            };
+            match self.spokes.get_mut(name) {
+                Some((spoke, key)) if *key != k => match keying(&k, self.cfg.cipher) {
+                    Ok(ky) => {
+                        spoke.key_since_ns.store(engine::unix_nanos(), Relaxed);
+                        spoke.key.set(ky);
+                        spoke.key_rotations.fetch_add(1, Relaxed);
+                        *key = k;
+                        self.shared.wake.signal();
+                        info!(
+                            "SIGHUP: spoke {name}: new key in use; the old one is still accepted for {:.1} s",
+                            self.cfg.max_age.as_secs_f64()
+                        );
+                    }
+                    Err(e) => error!("SIGHUP: spoke {name}: {e}; keeping its key"),
+                },
+                Some(_) => {}
+                None => match self.add(name, k) {
+                    Ok(()) => {
+                        changed = true;
+                        info!("SIGHUP: spoke {name} added");
+                    }
+                    Err(e) => error!("SIGHUP: spoke {name} not added: {e}"),
+                },
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+}
+
+impl<T: Tap, S: Socket> Hub<T, S> {
+    /// Adds spoke `name` with `key` on its opened TAP: its session's
+    /// setup, the state file's address, the `--up` hook.
+    fn insert(&mut self, name: &str, key: Key, opened: tap::Opened<T>) -> Result<(), HubError> {
+        let dev = spokes::dev_name(name);
         let mtu = opened.tap.mtu().unwrap_or(self.cfg.mtu);
         if let Err(e) = opened.tap.set_nonblocking(true) {
             // Both threads need it: the sender drains each TAP in turn.
@@ -469,7 +558,7 @@ impl Hub {
     /// Runs `cmd` for `spoke` with its environment.
     fn hook(
         &self,
-        spoke: &Spoke,
+        spoke: &Spoke<T>,
         event: &str,
         cmd: &str,
         limit: Option<Duration>,
@@ -489,7 +578,7 @@ impl Hub {
     }
 
     /// Runs `--down` for `spoke` (its TAP still there).
-    fn down(&self, spoke: &Spoke) {
+    fn down(&self, spoke: &Spoke<T>) {
         let Some(cmd) = self.cfg.down.as_deref() else {
             return;
         };
@@ -518,75 +607,9 @@ impl Hub {
 
     /// Publishes the spoke set for the threads.
     fn publish(&self) {
-        let list: Vec<Arc<Spoke>> = self.spokes.values().map(|(s, _)| s.clone()).collect();
+        let list: Vec<Arc<Spoke<T>>> = self.spokes.values().map(|(s, _)| s.clone()).collect();
         self.shared.spokes.set(Arc::new(list));
         self.shared.wake.signal();
-    }
-
-    /// SIGHUP: reads the folder again. A new file adds a spoke, a removed
-    /// one removes it (`--down` first), a changed one rotates its key (the
-    /// old one accepted for `--max-age`). Errors are logged; what they
-    /// concern is left as it was.
-    pub fn reload(&mut self) {
-        let (list, _) = match spokes::scan(&self.cfg.dir) {
-            Ok(l) => l,
-            Err(e) => {
-                error!("SIGHUP: {e}; the spokes stay as they are");
-                return;
-            }
-        };
-        let names: BTreeMap<String, PathBuf> = list.into_iter().collect();
-        let gone: Vec<String> = self
-            .spokes
-            .keys()
-            .filter(|n| !names.contains_key(*n))
-            .cloned()
-            .collect();
-        let mut changed = false;
-        for name in gone {
-            if let Some((spoke, _)) = self.spokes.get(&name) {
-                self.down(spoke);
-            }
-            self.spokes.remove(&name);
-            changed = true;
-            info!("SIGHUP: spoke {name} removed");
-        }
-        for (name, path) in &names {
-            let k = match key::load(path) {
-                Ok(k) => k,
-                Err(e) => {
-                    error!("SIGHUP: spoke {name}: {e}; left as it was");
-                    continue;
-                }
-            };
-            match self.spokes.get_mut(name) {
-                Some((spoke, key)) if *key != k => match keying(&k, self.cfg.cipher) {
-                    Ok(ky) => {
-                        spoke.key_since_ns.store(engine::unix_nanos(), Relaxed);
-                        spoke.key.set(ky);
-                        spoke.key_rotations.fetch_add(1, Relaxed);
-                        *key = k;
-                        self.shared.wake.signal();
-                        info!(
-                            "SIGHUP: spoke {name}: new key in use; the old one is still accepted for {:.1} s",
-                            self.cfg.max_age.as_secs_f64()
-                        );
-                    }
-                    Err(e) => error!("SIGHUP: spoke {name}: {e}; keeping its key"),
-                },
-                Some(_) => {}
-                None => match self.add(name, k) {
-                    Ok(()) => {
-                        changed = true;
-                        info!("SIGHUP: spoke {name} added");
-                    }
-                    Err(e) => error!("SIGHUP: spoke {name} not added: {e}"),
-                },
-            }
-        }
-        if changed {
-            self.publish();
-        }
     }
 
     /// Starts the two forwarding threads and the status socket's.
@@ -614,7 +637,6 @@ impl Hub {
     /// MTUs, writes the state file when an address changed, and says what
     /// is wrong (a spoke whose key does not match).
     pub fn tick(&mut self, watch: &mut status::Watch) {
-        use crate::engine::Tap as _;
         let mut table = state::Table::new();
         let mut wake = false;
         for (name, (s, _)) in &self.spokes {
@@ -649,13 +671,24 @@ impl Hub {
                 }
             }
         }
-        let list: Vec<&Arc<Spoke>> = self.spokes.values().map(|(s, _)| s).collect();
-        watch.tick(&self.shared, &list, self.cfg.max_age);
+        let list: Vec<&Arc<Spoke<T>>> = self.spokes.values().map(|(s, _)| s).collect();
+        watch.tick(&list, self.cfg.max_age);
     }
 
     /// One line per spoke with its counters, for SIGUSR1, `--stats` and exit.
     pub fn report(&self) -> String {
         status::render(&self.shared, status::Form::Text)
+    }
+
+    /// Stops the threads and waits for them (the hub's tests; the program
+    /// exits instead).
+    #[cfg(test)]
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Relaxed);
+        self.shared.wake.signal();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 
     /// Runs `--down` for every spoke (at exit).

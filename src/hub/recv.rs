@@ -17,7 +17,7 @@ use crate::session::{Keying, RecvHalf, Setup};
 use crate::stats::{DropReason, Throttle};
 use log::{info, warn};
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::thread;
@@ -27,14 +27,14 @@ use std::time::{Duration, Instant};
 const RECV_BUF: usize = 65536;
 
 /// One spoke as this thread runs it.
-struct Slot {
-    spoke: Arc<Spoke>,
+struct Slot<T> {
+    spoke: Arc<Spoke<T>>,
     rx: RecvHalf,
     key: Cached<Keying>,
 }
 
-impl Slot {
-    fn new(spoke: Arc<Spoke>) -> Slot {
+impl<T: Tap> Slot<T> {
+    fn new(spoke: Arc<Spoke<T>>) -> Slot<T> {
         // The key in use now (a rotation may have come before this thread
         // saw the spoke); the address is learned, never fixed: the state
         // file's is only where the sending half starts.
@@ -52,11 +52,11 @@ impl Slot {
 }
 
 /// The thread's state; everything lives as long as the thread.
-pub(super) struct Receiver {
-    socket: Arc<UdpSocket>,
-    shared: Arc<HubShared>,
-    list: Cached<Arc<Vec<Arc<Spoke>>>>,
-    slots: Vec<Slot>,
+pub(super) struct Receiver<T, S> {
+    socket: Arc<S>,
+    shared: Arc<HubShared<T>>,
+    list: Cached<Arc<Vec<Arc<Spoke<T>>>>>,
+    slots: Vec<Slot<T>>,
     demux: Demux,
     budget: Budget,
     buf: Vec<u8>,
@@ -90,8 +90,8 @@ fn unopened(t: &Tally) -> bool {
             || t.drops[DropReason::WrongMode as usize] > 0)
 }
 
-impl Receiver {
-    pub(super) fn new(socket: Arc<UdpSocket>, shared: Arc<HubShared>) -> Receiver {
+impl<T: Tap, S: Socket> Receiver<T, S> {
+    pub(super) fn new(socket: Arc<S>, shared: Arc<HubShared<T>>) -> Self {
         let mut r = Receiver {
             list: Cached::new(&shared.spokes),
             socket,
@@ -123,8 +123,8 @@ impl Receiver {
         }
     }
 
-    fn rebuild(&mut self, list: &[Arc<Spoke>]) {
-        let mut old: Vec<Option<Slot>> = std::mem::take(&mut self.slots)
+    fn rebuild(&mut self, list: &[Arc<Spoke<T>>]) {
+        let mut old: Vec<Option<Slot<T>>> = std::mem::take(&mut self.slots)
             .into_iter()
             .map(Some)
             .collect();

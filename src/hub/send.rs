@@ -6,7 +6,7 @@
 //! also each spoke's keepalives.
 
 use super::{HubShared, Spoke};
-use crate::engine::{Drained, Out, Reader, Tap, unix_nanos};
+use crate::engine::{Drained, Out, Reader, Socket, Tap, unix_nanos};
 use crate::published::Cached;
 use crate::session::{KeepaliveDue, Keying, SendHalf, Setup};
 use crate::stats::Throttle;
@@ -14,7 +14,7 @@ use crate::sys;
 use crate::wire::HEADER_LEN;
 use log::warn;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -25,20 +25,20 @@ use std::time::{Duration, Instant};
 const ROUND_FRAMES: usize = 256;
 
 /// One spoke as this thread runs it.
-struct Slot {
-    spoke: Arc<Spoke>,
+struct Slot<T, S> {
+    spoke: Arc<Spoke<T>>,
     tx: SendHalf,
     key: Cached<Keying>,
     peer: Cached<Option<SocketAddr>>,
     reader: Reader,
-    out: Out<UdpSocket>,
+    out: Out<S>,
     mtu: u16,
     /// The TAP had more than a turn's frames: read it again before waiting.
     more: bool,
 }
 
-impl Slot {
-    fn new(spoke: Arc<Spoke>, socket: &Arc<UdpSocket>, v6: bool) -> Slot {
+impl<T: Tap, S: Socket> Slot<T, S> {
+    fn new(spoke: Arc<Spoke<T>>, socket: &Arc<S>, v6: bool) -> Self {
         let setup = Setup {
             keying: spoke.key.get(),
             peer: spoke.peer.get(),
@@ -91,17 +91,17 @@ impl Slot {
 }
 
 /// The thread's state.
-pub(super) struct Sender {
-    socket: Arc<UdpSocket>,
-    shared: Arc<HubShared>,
-    list: Cached<Arc<Vec<Arc<Spoke>>>>,
-    slots: Vec<Slot>,
+pub(super) struct Sender<T, S> {
+    socket: Arc<S>,
+    shared: Arc<HubShared<T>>,
+    list: Cached<Arc<Vec<Arc<Spoke<T>>>>>,
+    slots: Vec<Slot<T, S>>,
     /// The eventfd first, then each slot's TAP, in slot order.
     fds: Vec<libc::pollfd>,
 }
 
-impl Sender {
-    pub(super) fn new(socket: Arc<UdpSocket>, shared: Arc<HubShared>) -> Sender {
+impl<T: Tap, S: Socket> Sender<T, S> {
+    pub(super) fn new(socket: Arc<S>, shared: Arc<HubShared<T>>) -> Self {
         Sender {
             list: Cached::new(&shared.spokes),
             socket,
@@ -119,9 +119,9 @@ impl Sender {
     }
 
     /// Follows the published spoke set (halves of staying spokes kept).
-    fn rebuild(&mut self, list: &[Arc<Spoke>]) {
+    fn rebuild(&mut self, list: &[Arc<Spoke<T>>]) {
         let v6 = self.shared.local.is_ipv6();
-        let mut old: Vec<Option<Slot>> = std::mem::take(&mut self.slots)
+        let mut old: Vec<Option<Slot<T, S>>> = std::mem::take(&mut self.slots)
             .into_iter()
             .map(Some)
             .collect();

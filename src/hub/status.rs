@@ -7,7 +7,7 @@
 
 use super::{HubShared, Spoke};
 pub use crate::engine::status::Form;
-use crate::engine::unix_nanos;
+use crate::engine::{Tap, unix_nanos};
 use crate::stats::{DropReason, Throttle};
 use log::{debug, warn};
 use std::fmt::Write as _;
@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 /// Answers status requests until the process exits.
-pub(super) fn serve(listener: UnixListener, shared: Arc<HubShared>) {
+pub(super) fn serve<T: Tap>(listener: UnixListener, shared: Arc<HubShared<T>>) {
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
         let form = crate::engine::control::read_form(&mut conn);
@@ -29,7 +29,7 @@ pub(super) fn serve(listener: UnixListener, shared: Arc<HubShared>) {
 }
 
 /// The hub's status in `form`.
-pub(super) fn render(shared: &HubShared, form: Form) -> String {
+pub(super) fn render<T: Tap>(shared: &HubShared<T>, form: Form) -> String {
     let list = shared.spokes.get();
     let now = unix_nanos();
     match form {
@@ -43,13 +43,13 @@ fn age(t: u64, now: u64) -> Option<f64> {
     (t != 0).then(|| now.saturating_sub(t) as f64 / 1e9)
 }
 
-fn offset(s: &Spoke) -> Option<f64> {
+fn offset<T>(s: &Spoke<T>) -> Option<f64> {
     s.has_offset
         .load(Relaxed)
         .then(|| s.offset_ns.load(Relaxed) as f64 / 1e9)
 }
 
-fn text(sh: &HubShared, list: &[Arc<Spoke>], now: u64) -> String {
+fn text<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
     let mut s = format!(
         "hub: {}, {} spoke{}\n  mode: {}\n  uptime: {:.0} s\n  unknown addresses: {} trials, {} refused (budget spent), {} datagrams no key opened\n",
         sh.local,
@@ -103,7 +103,7 @@ fn json_opt(v: Option<f64>) -> String {
     v.map_or("null".into(), |v| format!("{v:.3}"))
 }
 
-fn json(sh: &HubShared, list: &[Arc<Spoke>], now: u64) -> String {
+fn json<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
     let mut s = format!(
         "{{\"hub\":\"{}\",\"mode\":\"{}\",\"uptime_s\":{:.3},\"trials\":{},\"trials_refused\":{},\"unmatched\":{},\"spokes\":[",
         sh.local,
@@ -136,7 +136,7 @@ fn json(sh: &HubShared, list: &[Arc<Spoke>], now: u64) -> String {
     s
 }
 
-fn prometheus(sh: &HubShared, list: &[Arc<Spoke>], now: u64) -> String {
+fn prometheus<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
     let mut s = String::new();
     let port = sh.local.port();
     let mut family = |name: &str, kind: &str, help: &str, values: Vec<(String, String)>| {
@@ -145,7 +145,7 @@ fn prometheus(sh: &HubShared, list: &[Arc<Spoke>], now: u64) -> String {
             let _ = writeln!(s, "{name}{{{labels}}} {v}");
         }
     };
-    let per = |f: &dyn Fn(&Spoke) -> Option<String>| -> Vec<(String, String)> {
+    let per = |f: &dyn Fn(&Spoke<T>) -> Option<String>| -> Vec<(String, String)> {
         list.iter()
             .filter_map(|sp| {
                 f(sp).map(|v| {
@@ -157,8 +157,9 @@ fn prometheus(sh: &HubShared, list: &[Arc<Spoke>], now: u64) -> String {
             })
             .collect()
     };
-    type Counter = (&'static str, &'static str, fn(&Spoke) -> u64);
-    let counters: [Counter; 6] = [
+
+    #[allow(clippy::type_complexity)]
+    let counters: [(&str, &str, fn(&Spoke<T>) -> u64); 6] = [
         (
             "rx_frames",
             "Frames received from the spoke and written to its TAP.",
@@ -282,7 +283,7 @@ impl Watch {
         self.state.note(1, Instant::now()).is_some()
     }
 
-    pub(super) fn tick(&mut self, _sh: &HubShared, list: &[&Arc<Spoke>], max_age: Duration) {
+    pub(super) fn tick<T: Tap>(&mut self, list: &[&Arc<Spoke<T>>], max_age: Duration) {
         let now = Instant::now();
         self.spokes
             .retain(|name, _| list.iter().any(|s| &s.name == name));

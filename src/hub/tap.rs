@@ -51,9 +51,9 @@ impl fmt::Display for TapError {
 impl std::error::Error for TapError {}
 
 /// An opened TAP, up, and what it allows.
-pub struct Opened {
+pub struct Opened<T = SyncDevice> {
     /// The device.
-    pub tap: SyncDevice,
+    pub tap: T,
     /// TAP offloads on (virtio_net_hdr on every read and write).
     pub offload: bool,
     /// Whether UDP runs may be written as USO super-frames.
