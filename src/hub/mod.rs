@@ -439,19 +439,12 @@ impl Hub {
                     continue;
                 }
             };
-            match self.spokes.get_mut(name) {
-                Some((spoke, key)) if *key != k => match keying(&k, self.cfg.cipher) {
-                    Ok(ky) => {
-                        spoke.key_since_ns.store(engine::unix_nanos(), Relaxed);
-                        spoke.key.set(ky);
-                        spoke.key_rotations.fetch_add(1, Relaxed);
-                        *key = k;
-                        self.shared.wake.signal();
-                        info!(
-                            "SIGHUP: spoke {name}: new key in use; the old one is still accepted for {:.1} s",
-                            self.cfg.max_age.as_secs_f64()
-                        );
-                    }
+            match self.spokes.get(name) {
+                Some((_, key)) if *key != k => match self.rekey(name, k) {
+                    Ok(()) => info!(
+                        "SIGHUP: spoke {name}: new key in use; the old one is still accepted for {:.1} s",
+                        self.cfg.max_age.as_secs_f64()
+                    ),
                     Err(e) => error!("SIGHUP: spoke {name}: {e}; keeping its key"),
                 },
                 Some(_) => {}
@@ -552,6 +545,23 @@ impl<T: Tap, S: Socket> Hub<T, S> {
             }
         }
         self.spokes.insert(name.to_string(), (spoke, key));
+        Ok(())
+    }
+
+    /// Rotates spoke `name`'s key to `k`: its sending half seals with it
+    /// at once, its receiving half accepts the old one for `--max-age`
+    /// more (counted from now); the other spokes are not touched.
+    fn rekey(&mut self, name: &str, k: Key) -> Result<(), HubError> {
+        let ky = keying(&k, self.cfg.cipher)?;
+        if let Some((spoke, key)) = self.spokes.get_mut(name) {
+            // Before the key: the receiving thread reads it with the key
+            // (the Published's lock orders them).
+            spoke.key_since_ns.store(engine::unix_nanos(), Relaxed);
+            spoke.key.set(ky);
+            spoke.key_rotations.fetch_add(1, Relaxed);
+            *key = k;
+            self.shared.wake.signal();
+        }
         Ok(())
     }
 

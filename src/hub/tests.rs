@@ -253,3 +253,50 @@ fn a_restarted_hub_sends_to_the_state_files_addresses_at_once() {
     assert_eq!(a.frames(1, WAIT), vec![frame(7)]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_spokes_key_rotates_alone_and_a_wrong_key_is_counted_as_its_mismatch() {
+    let net = Arc::new(MemNet::default());
+    let mut hub = MemHub::new(&net, &[("a", KEY_A), ("b", KEY_B)], None);
+    let mut a = TestSpoke::new(&net, "198.51.100.1:9123", KEY_A);
+    let mut b = TestSpoke::new(&net, "203.0.113.2:4000", KEY_B);
+    a.send(&frame(1));
+    b.send(&frame(2));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT).len(), 1);
+    assert_eq!(hub.spoke("b").tap.written(1, WAIT).len(), 1);
+    // The hub takes a new key for a (SIGHUP after a.key changed); a frame
+    // a sealed under the old one before it switched still passes.
+    const NEW: &str = "TmV3TmV3TmV3TmV3TmV3TmV3TmV3TmV3TmV3TmV3TmU=";
+    hub.0.rekey("a", key(NEW)).expect("rekey");
+    a.send(&frame(3));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT), vec![frame(3)]);
+    // Then a switches too: the new key passes; b never noticed.
+    a.session
+        .rotate(&Keying::new(&key(NEW), None), engine::unix_nanos());
+    a.send(&frame(4));
+    b.send(&frame(5));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT), vec![frame(4)]);
+    assert_eq!(hub.spoke("b").tap.written(1, WAIT), vec![frame(5)]);
+    hub.spoke("a").tap.inject(&frame(6));
+    assert_eq!(a.frames(1, WAIT), vec![frame(6)]);
+    assert_eq!(hub.spoke("a").key_rotations.load(Relaxed), 1);
+    assert_eq!(hub.spoke("b").key_rotations.load(Relaxed), 0);
+    // From b's address, a key no spoke has (b's host got a wrong key file):
+    // nothing passes, counted as b's mismatch (its warn line), b's address
+    // stays.
+    let mut wrong = TestSpoke::new(
+        &net,
+        "192.0.2.99:1",
+        "V1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1c=",
+    );
+    wrong.socket = net.bind(addr("203.0.113.2:4000"));
+    wrong.send(&frame(7));
+    let until = Instant::now() + WAIT;
+    while hub.spoke("b").auth_failed.load(Relaxed) == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(hub.spoke("b").auth_failed.load(Relaxed), 1);
+    assert!(hub.spoke("b").tap.written(1, QUIET).is_empty());
+    assert!(hub.spoke("a").tap.written(1, QUIET).is_empty());
+    assert_eq!(hub.spoke("b").peer.get(), Some(addr("203.0.113.2:4000")));
+}
