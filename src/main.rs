@@ -218,10 +218,12 @@ fn hub_main(args: &[&str]) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(exit) => {
-            return config_error(&format!(
-                "hub: {}; run taptun hub --help for usage",
+            let what = if exit.output.starts_with("Required positional") {
+                "missing DIR or LOCAL: taptun hub DIR LOCAL [OPTIONS]".to_string()
+            } else {
                 cli::one_line(args, &exit.output)
-            ));
+            };
+            return config_error(&format!("hub: {what}; run taptun hub --help for usage"));
         }
     };
     init_logging(cli.log_level);
