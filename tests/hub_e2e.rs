@@ -306,6 +306,23 @@ fn three_sites(cipher: Option<&str>) {
         "{}",
         hub.status("")
     );
+    // ARP: with its neighbour table flushed, the LAN host's ARP requests
+    // (broadcasts) reach each spoke, which answers with its TAP's MAC.
+    lab.lan.exec("ip neigh flush dev e0");
+    for s in &lab.spokes {
+        assert!(
+            lab.lan.ping(s.tap_ip, 1),
+            "LAN host cannot reach spoke {}",
+            s.name
+        );
+        let mac = s.ns.exec("cat /sys/class/net/tap0/address");
+        let neigh = lab.lan.exec(&format!("ip neigh show {}", s.tap_ip));
+        assert!(
+            neigh.contains(mac.trim()),
+            "spoke {}: {neigh} (want {mac})",
+            s.name
+        );
+    }
     // A broadcast from the LAN reaches every spoke: each answers it.
     let out = lab.lan.exec_out("ping -b -c 3 -i 0.3 -W 2 10.50.0.255");
     let text = String::from_utf8_lossy(&out.stdout);
