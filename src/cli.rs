@@ -21,7 +21,7 @@ use std::time::Duration;
 #[argh(
     help_triggers("-h", "--help"),
     example = "taptun genkey /etc/taptun/home.key\ntaptun /etc/taptun/home.key :9123 203.0.113.15:9123 -i tap-home -a 10.1.2.1/24\ntaptun key.b64 :9123 --user nobody --up '/usr/share/taptun/l2_bridge_up.sh \"$TAPTUN_DEV\" eth0 br0' --stats 300 --stats-json",
-    note = "Also: taptun genkey FILE writes a new key (32 random bytes, base64, mode\n0600). taptun status [DEV] [--json|--prometheus] asks a running tunnel how\nit is; without DEV, every tunnel of the host. taptun --version (-V) prints\nthe version.\n\nStart-up: bind the socket, create the TAP (up, MTU, addresses), run --up,\ndrop to --user, start forwarding, then tell systemd READY=1 when\n$NOTIFY_SOCKET is set (path or @abstract). Hooks run with sh -c and get\nTAPTUN_DEV, TAPTUN_MTU, TAPTUN_PEER (IP:PORT or empty), TAPTUN_LOCAL and\nTAPTUN_EVENT (up/down) in their environment.\n\nSignals: SIGINT/SIGTERM: STOPPING=1, log the counters, run --down, remove\nthe TAP, exit 0 (within a second when there is no --down). SIGHUP: re-read\nthe key file; the new key is used for sending at once and the old one still\naccepted for --max-age; a bad file is logged and the old key kept. SIGUSR1:\nlog the counters (and a JSON line with --stats-json).\n\nRun as root or with CAP_NET_ADMIN only (e.g. systemd\nAmbientCapabilities=CAP_NET_ADMIN). The key file must then be readable by\nthat user. See taptun(1), the unit taptun@.service (systemctl cat\ntaptun@.service) and /usr/share/doc/taptun/.",
+    note = "Also: taptun genkey FILE writes a new key (32 random bytes, base64, mode\n0600). taptun status [DEV] [--json|--prometheus] asks a running tunnel how\nit is; without DEV, every tunnel of the host. taptun hub DIR LOCAL serves\na spoke per DIR/NAME.key on one port (taptun hub --help). taptun\n--version (-V) prints the version.\n\nStart-up: bind the socket, create the TAP (up, MTU, addresses), run --up,\ndrop to --user, start forwarding, then tell systemd READY=1 when\n$NOTIFY_SOCKET is set (path or @abstract). Hooks run with sh -c and get\nTAPTUN_DEV, TAPTUN_MTU, TAPTUN_PEER (IP:PORT or empty), TAPTUN_LOCAL and\nTAPTUN_EVENT (up/down) in their environment.\n\nSignals: SIGINT/SIGTERM: STOPPING=1, log the counters, run --down, remove\nthe TAP, exit 0 (within a second when there is no --down). SIGHUP: re-read\nthe key file; the new key is used for sending at once and the old one still\naccepted for --max-age; a bad file is logged and the old key kept. SIGUSR1:\nlog the counters (and a JSON line with --stats-json).\n\nRun as root or with CAP_NET_ADMIN only (e.g. systemd\nAmbientCapabilities=CAP_NET_ADMIN). The key file must then be readable by\nthat user. See taptun(1), the unit taptun@.service (systemctl cat\ntaptun@.service) and /usr/share/doc/taptun/.",
     error_code(0, "clean stop (SIGINT/SIGTERM), --help, --version"),
     error_code(
         1,
@@ -305,30 +305,30 @@ where
     }
 }
 
-fn tap_mtu(v: &str) -> Result<u16, String> {
+pub(crate) fn tap_mtu(v: &str) -> Result<u16, String> {
     number(v, MIN_MTU, MAX_MTU)
 }
 
-fn underlay_mtu(v: &str) -> Result<u16, String> {
+pub(crate) fn underlay_mtu(v: &str) -> Result<u16, String> {
     number(v, 576, u16::MAX).map_err(|e| format!("{e} (576: IPv4's minimum)"))
 }
 
-fn max_age(v: &str) -> Result<f64, String> {
+pub(crate) fn max_age(v: &str) -> Result<f64, String> {
     match v.parse::<f64>() {
         Ok(s) if s.is_finite() && s > 0.0 && s <= 86400.0 => Ok(s),
         _ => Err("expected seconds, more than 0 and at most 86400".into()),
     }
 }
 
-fn keepalive(v: &str) -> Result<u64, String> {
+pub(crate) fn keepalive(v: &str) -> Result<u64, String> {
     number(v, 0, 86400).map_err(|_| "expected seconds from 0 (off) to 86400".into())
 }
 
-fn stats_interval(v: &str) -> Result<u64, String> {
+pub(crate) fn stats_interval(v: &str) -> Result<u64, String> {
     number(v, 0, 86400 * 366).map_err(|_| "expected seconds from 0 (off) to 31622400".into())
 }
 
-fn sockbuf(v: &str) -> Result<usize, String> {
+pub(crate) fn sockbuf(v: &str) -> Result<usize, String> {
     // setsockopt takes an int.
     number(v, 0, i32::MAX as usize)
         .map_err(|_| "expected a size in bytes, at most 2147483647".into())
@@ -339,7 +339,7 @@ fn cidr(v: &str) -> Result<Cidr, String> {
         .map_err(|_| "expected IP/PREFIX, e.g. 10.1.2.3/24 or fd00::1/64".into())
 }
 
-fn clamp_mss(v: &str) -> Result<ClampMss, String> {
+pub(crate) fn clamp_mss(v: &str) -> Result<ClampMss, String> {
     v.parse().map_err(|_| {
         format!(
             "expected off, auto or an MSS from {} to 65535",
@@ -348,7 +348,7 @@ fn clamp_mss(v: &str) -> Result<ClampMss, String> {
     })
 }
 
-fn cipher(v: &str) -> Result<crate::aead::Cipher, String> {
+pub(crate) fn cipher(v: &str) -> Result<crate::aead::Cipher, String> {
     v.parse().map_err(|_| {
         let names: Vec<String> = crate::aead::Cipher::ALL
             .iter()
@@ -367,12 +367,12 @@ fn mac(v: &str) -> Result<crate::mac::MacAddr, String> {
     })
 }
 
-fn log_level(v: &str) -> Result<log::LevelFilter, String> {
+pub(crate) fn log_level(v: &str) -> Result<log::LevelFilter, String> {
     v.parse()
         .map_err(|_| "expected error, warn, info, debug, trace or off".into())
 }
 
-fn user_name(v: &str) -> Result<String, String> {
+pub(crate) fn user_name(v: &str) -> Result<String, String> {
     if v.is_empty() || v.contains(['\0', '/', ':']) {
         return Err("expected a user name".into());
     }
@@ -399,7 +399,7 @@ fn addr_expected(e: AddrError) -> String {
     }
 }
 
-fn local_syntax(v: &str) -> Result<String, String> {
+pub(crate) fn local_syntax(v: &str) -> Result<String, String> {
     addr::check_local(v).map_err(addr_expected)?;
     Ok(v.to_string())
 }

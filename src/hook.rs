@@ -28,14 +28,27 @@ pub fn run_hook(
     limit: Option<Duration>,
 ) -> std::io::Result<HookEnd> {
     let peer = tun.peer().map(|p| p.to_string()).unwrap_or_default();
+    let env = [
+        ("TAPTUN_EVENT", event.to_string()),
+        ("TAPTUN_DEV", tun.name().to_string()),
+        ("TAPTUN_MTU", tun.mtu().to_string()),
+        ("TAPTUN_PEER", peer),
+        ("TAPTUN_LOCAL", tun.local_addr().to_string()),
+    ];
+    run_hook_env(cmd, &env, limit)
+}
+
+/// Runs `cmd` with `sh -c` and `env` added to the environment (the hub's
+/// hooks, one run per spoke), as [`run_hook`] does.
+pub fn run_hook_env(
+    cmd: &str,
+    env: &[(&str, String)],
+    limit: Option<Duration>,
+) -> std::io::Result<HookEnd> {
     let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(cmd)
-        .env("TAPTUN_EVENT", event)
-        .env("TAPTUN_DEV", tun.name())
-        .env("TAPTUN_MTU", tun.mtu().to_string())
-        .env("TAPTUN_PEER", peer)
-        .env("TAPTUN_LOCAL", tun.local_addr().to_string())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         // The service manager must hear READY/STOPPING from taptun only.
         .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())

@@ -19,6 +19,7 @@ pub mod conffile;
 pub mod config;
 pub mod engine;
 pub mod hook;
+pub mod hub;
 pub mod key;
 // Multi-lane HMAC: SHA-NI intrinsics, each unsafe block with its SAFETY note.
 #[allow(unsafe_code)]

@@ -208,6 +208,134 @@ fn arguments(args: &[&str]) -> Result<cli::Cli, ExitCode> {
         .map_err(|msg| config_error(&format!("{name}: {msg}")))
 }
 
+/// `taptun hub DIR LOCAL [options]`: many spokes on one port (`taptun::hub`).
+fn hub_main(args: &[&str]) -> ExitCode {
+    use taptun::hub::{self, Hub};
+    let cli = match hub::cli::parse(args) {
+        Ok(c) => c,
+        Err(exit) if exit.status.is_ok() => {
+            println!("{}", exit.output);
+            return ExitCode::SUCCESS;
+        }
+        Err(exit) => {
+            let what = if exit.output.starts_with("Required positional") {
+                "missing DIR or LOCAL: taptun hub DIR LOCAL [OPTIONS]".to_string()
+            } else {
+                cli::one_line(args, &exit.output)
+            };
+            return config_error(&format!("hub: {what}; run taptun hub --help for usage"));
+        }
+    };
+    init_logging(cli.log_level);
+    let state_dir = std::env::var("STATE_DIRECTORY").ok();
+    let cfg = match cli.to_config(state_dir.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return config_error(&format!("hub: {e}")),
+    };
+    let user = match cli.user.as_deref().map(|n| (n, sys::lookup_user(n))) {
+        None => None,
+        Some((_, Ok(Some(u)))) => Some(u),
+        Some((n, Ok(None))) => {
+            error!("--user {n}: no such user");
+            return ExitCode::from(2);
+        }
+        Some((n, Err(e))) => {
+            error!("--user {n}: cannot look it up: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // A bad file name or key file: one line naming the file, exit code 2,
+    // before any socket or TAP exists.
+    if let Err(e) = hub::check_dir(&cfg.dir) {
+        if e.exit_code() == 2 {
+            return config_error(&e.to_string());
+        }
+        error!("{e}");
+        return ExitCode::from(e.exit_code());
+    }
+    let notifier = sys::Notifier::from_env().unwrap_or_else(|e| {
+        warn!("{e}; not notifying the service manager");
+        None
+    });
+    if let Err(e) = sys::block_signals(&sys::HANDLED_SIGNALS) {
+        error!("cannot block signals: {e}");
+        return ExitCode::from(1);
+    }
+    let mut hub = match Hub::open(cfg).and_then(|mut h| h.add_all().map(|()| h)) {
+        Ok(h) => h,
+        Err(e) => {
+            // A bad file name or key file: one line naming the file.
+            if e.exit_code() == 2 {
+                return config_error(&e.to_string());
+            }
+            error!("{e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    if let Some(u) = &user {
+        if let Some(p) = hub.status_socket()
+            && let Err(e) = std::os::unix::fs::chown(p, Some(u.uid), Some(u.gid))
+        {
+            warn!(
+                "status socket {}: cannot hand it to --user {}: {e}",
+                p.display(),
+                u.name
+            );
+        }
+        if u.uid != sys::euid() {
+            if let Err(e) = sys::drop_privileges(u) {
+                error!(
+                    "--user {}: cannot switch to uid {}: {e}; --user needs root",
+                    u.name, u.uid
+                );
+                return ExitCode::from(1);
+            }
+            info!(
+                "now running as {} (uid {}): spokes added by SIGHUP cannot get a TAP",
+                u.name, u.uid
+            );
+        }
+    }
+    if let Err(e) = hub.start() {
+        error!("{e}");
+        return ExitCode::from(1);
+    }
+    info!("hub on UDP {}: {} spokes", hub.local_addr(), hub.len());
+    notify(
+        &notifier,
+        &format!(
+            "READY=1\nSTATUS=hub on UDP {}, {} spokes",
+            hub.local_addr(),
+            hub.len()
+        ),
+    );
+    let every = Duration::from_secs(cli.stats);
+    let mut next_stats = Instant::now() + every;
+    let mut watch = hub::Watch::default();
+    loop {
+        match sys::wait_signal(&sys::HANDLED_SIGNALS, engine::TICK) {
+            Ok(Some(libc::SIGINT)) | Ok(Some(libc::SIGTERM)) => break,
+            Ok(Some(libc::SIGUSR1)) => info!("stats:\n{}", hub.report()),
+            Ok(Some(libc::SIGHUP)) => hub.reload(),
+            Ok(_) => {}
+            Err(e) => {
+                error!("waiting for signals: {e}");
+                break;
+            }
+        }
+        hub.tick(&mut watch);
+        if cli.stats > 0 && Instant::now() >= next_stats {
+            info!("stats:\n{}", hub.report());
+            next_stats = Instant::now() + every;
+        }
+    }
+    notify(&notifier, "STOPPING=1");
+    info!("stopping the hub:\n{}", hub.report());
+    hub.shutdown();
+    // Exiting closes the TAPs, which removes them.
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let args: Vec<&str> = argv.iter().skip(1).map(String::as_str).collect();
@@ -223,6 +351,7 @@ fn main() -> ExitCode {
         }
         ["genkey", rest @ ..] => return genkey(rest),
         ["status", rest @ ..] => return status(rest),
+        ["hub", rest @ ..] => return hub_main(rest),
         _ => {}
     }
     let cli = match arguments(&args) {

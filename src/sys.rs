@@ -473,6 +473,22 @@ pub fn wait_either(
     })
 }
 
+/// Blocks until one of `fds` is readable (each `revents` says which),
+/// `timeout` passes (`None`: no limit), or a signal interrupts the wait;
+/// says how many are ready. The hub waits on all its spokes' TAPs at once.
+pub fn poll_readable(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let ms = timeout.map_or(-1, |t| {
+        libc::c_int::try_from(t.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
+    });
+    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfds for
+    // the duration of the call, and its length is what poll is told.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
 /// A wake-up another thread can send to one that waits in [`wait_either`]
 /// (an eventfd: a counter the kernel makes readable when non-zero).
 #[derive(Debug)]

@@ -69,25 +69,35 @@ fn long_options(text: &str) -> BTreeSet<String> {
 /// `--version`, which it names in its notes.
 fn help_options() -> BTreeSet<String> {
     let out = help(&["--help"]);
-    let section = out
-        .split("\nOptions:\n")
-        .nth(1)
-        .and_then(|s| s.split("\n\n").next())
-        .unwrap_or_else(|| panic!("no Options section in --help:\n{out}"));
-    let mut set: BTreeSet<String> = section
-        .lines()
-        // An option's own line starts with it after two spaces; wrapped help
-        // text is indented further.
-        .filter(|l| l.starts_with("  -"))
-        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("--")))
-        .map(str::to_string)
-        .collect();
+    let mut set = options_section(&out);
     assert!(
         out.contains("--version"),
         "--help does not name --version:\n{out}"
     );
     set.insert("--version".into());
     set
+}
+
+/// What the completions must offer for `taptun hub --`: its Options section.
+fn expected_hub() -> BTreeSet<String> {
+    options_section(&help(&["hub", "--help"]))
+}
+
+/// The long options of a --help text's Options section.
+fn options_section(out: &str) -> BTreeSet<String> {
+    let section = out
+        .split("\nOptions:\n")
+        .nth(1)
+        .and_then(|s| s.split("\n\n").next())
+        .unwrap_or_else(|| panic!("no Options section in --help:\n{out}"));
+    section
+        .lines()
+        // An option's own line starts with it after two spaces; wrapped help
+        // text is indented further.
+        .filter(|l| l.starts_with("  -"))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("--")))
+        .map(str::to_string)
+        .collect()
 }
 
 /// What the completions must offer for `taptun --`.
@@ -175,8 +185,12 @@ fn bash_completion_offers_every_option_and_subcommand() {
         only_long(bash_offers(&["taptun", "status", "--"])),
         expected_status()
     );
+    assert_eq!(
+        only_long(bash_offers(&["taptun", "hub", "--"])),
+        expected_hub()
+    );
     let first = bash_offers(&["taptun", ""]);
-    for sub in ["genkey", "status"] {
+    for sub in ["genkey", "status", "hub"] {
         assert!(first.contains(sub), "no {sub} in {first:?}");
     }
     let (ok, out) = run("bash", &["-n", "dist/completions/taptun.bash"]);
@@ -193,8 +207,9 @@ fn fish_completion_offers_every_option_and_subcommand() {
     assert!(ok, "fish --no-execute: {out}");
     assert_eq!(fish_offers("taptun --"), expected_main());
     assert_eq!(fish_offers("taptun status --"), expected_status());
+    assert_eq!(fish_offers("taptun hub --"), expected_hub());
     let first = fish_offers("taptun ");
-    for sub in ["genkey", "status"] {
+    for sub in ["genkey", "status", "hub"] {
         assert!(first.contains(sub), "no {sub} in {first:?}");
     }
 }
@@ -209,8 +224,9 @@ fn zsh_completion_offers_every_option_and_subcommand() {
     assert!(ok, "zsh -n: {out}");
     assert_eq!(zsh_array("opts"), expected_main());
     assert_eq!(zsh_array("status_opts"), expected_status());
+    assert_eq!(zsh_array("hub_opts"), expected_hub());
     let text = read("dist/completions/taptun.zsh");
-    for sub in ["genkey\\:", "status\\:"] {
+    for sub in ["genkey\\:", "status\\:", "hub\\:"] {
         assert!(text.contains(sub), "no subcommand {sub} in taptun.zsh");
     }
 }
@@ -249,6 +265,24 @@ fn help_and_man_page_name_the_subcommands_and_no_source_path() {
         let roff = opt.replace('-', "\\-");
         assert!(man.contains(&roff), "the man page lacks {opt}");
     }
+    // And every option of `taptun hub --help`, in its HUB section.
+    let hub = man
+        .split(".SH HUB")
+        .nth(1)
+        .and_then(|s| s.split("\n.SH ").next())
+        .expect("the man page has no HUB section");
+    for opt in expected_hub() {
+        let roff = opt.replace('-', "\\-");
+        assert!(
+            hub.contains(&roff),
+            "the man page's HUB section lacks {opt}"
+        );
+    }
+    assert_eq!(
+        source_paths(&help(&["hub", "--help"])),
+        Vec::<String>::new(),
+        "in hub --help"
+    );
     for want in [
         "unknown_session",
         "wrong_mode",

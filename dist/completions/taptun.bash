@@ -1,7 +1,7 @@
 # bash completion for taptun; install as
 # /usr/share/bash-completion/completions/taptun
-# tests/completions.rs checks its options against `taptun --help` and
-# `taptun status --help`.
+# tests/package.rs checks its options against `taptun --help`,
+# `taptun status --help` and `taptun hub --help`.
 _taptun() {
     local cur prev
     cur=${COMP_WORDS[COMP_CWORD]}
@@ -16,6 +16,31 @@ _taptun() {
             [[ -e ${socks[0]} ]] && devs=("${socks[@]##*/}") && devs=("${devs[@]%.sock}")
             mapfile -t COMPREPLY < <(compgen -W "${devs[*]}" -- "$cur"; compgen -f -- "$cur")
         fi
+        return
+    fi
+    # taptun hub DIR LOCAL [options]: the spokes' key folder, then options.
+    if [[ ${COMP_WORDS[1]} == hub && $COMP_CWORD -ge 2 ]]; then
+        case $prev in
+            --log-level)
+                mapfile -t COMPREPLY < <(compgen -W "error warn info debug trace" -- "$cur") ;;
+            --cipher)
+                mapfile -t COMPREPLY < <(compgen -W "aes-256-gcm chacha20-poly1305" -- "$cur") ;;
+            --clamp-mss)
+                mapfile -t COMPREPLY < <(compgen -W "auto off" -- "$cur") ;;
+            --user)
+                mapfile -t COMPREPLY < <(compgen -u -- "$cur") ;;
+            --up|--down)
+                mapfile -t COMPREPLY < <(compgen -c -- "$cur") ;;
+            --status-socket|--state)
+                mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
+            --bridge|--mtu|--underlay-mtu|--max-age|--keepalive|--stats) ;;
+            *)
+                if [[ $cur == -* ]]; then
+                    mapfile -t COMPREPLY < <(compgen -W "--bridge --mtu --underlay-mtu --max-age --keepalive --clamp-mss --cipher --status-socket --state --no-offload --log-level --user --up --down --stats --help" -- "$cur")
+                else
+                    mapfile -t COMPREPLY < <(compgen -d -- "$cur")
+                fi ;;
+        esac
         return
     fi
     case $prev in
@@ -40,7 +65,7 @@ _taptun() {
     if [[ $cur == -* ]]; then
         mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --config --resolve-every --fwmark --help --version" -- "$cur")
     elif [[ $COMP_CWORD -eq 1 ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "genkey status" -- "$cur"; compgen -f -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "genkey status hub" -- "$cur"; compgen -f -- "$cur")
     else
         mapfile -t COMPREPLY < <(compgen -f -- "$cur")
     fi

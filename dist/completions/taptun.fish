@@ -1,12 +1,12 @@
 # fish completion for taptun; installed as
 # /usr/share/fish/vendor_completions.d/taptun.fish
 #
-# tests/completions.rs checks these options against `taptun --help` and
-# `taptun status --help`.
+# tests/package.rs checks these options against `taptun --help`,
+# `taptun status --help` and `taptun hub --help`.
 
-# True until a subcommand (genkey, status) is on the line.
+# True until a subcommand (genkey, status, hub) is on the line.
 function __taptun_main
-    not __fish_seen_subcommand_from genkey status
+    not __fish_seen_subcommand_from genkey status hub
 end
 
 # The running tunnels: their TAP names, from the sockets in /run/taptun.
@@ -18,6 +18,7 @@ end
 
 complete -c taptun -n __fish_use_subcommand -a genkey -d 'write a new key file'
 complete -c taptun -n __fish_use_subcommand -a status -d 'ask the running tunnels how they are'
+complete -c taptun -n __fish_use_subcommand -a hub -d 'serve many spokes on one port'
 
 # taptun KEY_FILE LOCAL [PEER] [OPTIONS]
 complete -c taptun -n __taptun_main -s i -l dev -x -d 'TAP interface name'
@@ -52,3 +53,22 @@ complete -c taptun -n '__fish_seen_subcommand_from status' -s h -l help -d usage
 
 # taptun genkey FILE
 complete -c taptun -n '__fish_seen_subcommand_from genkey' -r -F
+
+# taptun hub DIR LOCAL [OPTIONS]
+set -l hub '__fish_seen_subcommand_from hub'
+complete -c taptun -n $hub -l bridge -x -d 'the bridge every spoke TAP joins'
+complete -c taptun -n $hub -l mtu -x -d 'the TAPs MTU, 576 to 9000'
+complete -c taptun -n $hub -l underlay-mtu -x -d 'MTU of the paths to the spokes'
+complete -c taptun -n $hub -l max-age -x -d 'accept timestamps at most this many seconds off'
+complete -c taptun -n $hub -l keepalive -x -d 'keepalive after this many idle seconds, 0 = off'
+complete -c taptun -n $hub -l clamp-mss -x -a 'auto off' -d 'lower the MSS of TCP SYNs'
+complete -c taptun -n $hub -l cipher -x -a 'aes-256-gcm chacha20-poly1305' -d 'encrypt, one mode for every spoke'
+complete -c taptun -n $hub -l status-socket -r -F -d 'where taptun status reaches the hub'
+complete -c taptun -n $hub -l state -r -F -d 'the state file of the spokes addresses'
+complete -c taptun -n $hub -l no-offload -d 'do not use TAP and UDP offloads'
+complete -c taptun -n $hub -l log-level -x -a 'error warn info debug trace' -d 'log level'
+complete -c taptun -n $hub -l user -x -a '(__fish_complete_users)' -d 'switch to this user once started'
+complete -c taptun -n $hub -l up -x -d 'shell command run for each spoke once its TAP is up'
+complete -c taptun -n $hub -l down -x -d 'shell command run for each spoke before its TAP goes'
+complete -c taptun -n $hub -l stats -x -d 'log the counters every SECS seconds'
+complete -c taptun -n $hub -s h -l help -d usage

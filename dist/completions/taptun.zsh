@@ -2,8 +2,9 @@
 # zsh completion for taptun; installed as
 # /usr/share/zsh/vendor-completions/_taptun
 #
-# The option lists below are checked against `taptun --help` and
-# `taptun status --help` by tests/completions.rs: keep one spec a line.
+# The option lists below are checked against `taptun --help`,
+# `taptun status --help` and `taptun hub --help` by tests/package.rs: keep
+# one spec a line.
 # argh takes an option's value as the next word only (--mtu 1400, -i tap0),
 # so no spec uses `=` or `+`.
 
@@ -19,12 +20,12 @@ _taptun_tunnels() {
 # The first word: a subcommand or the key file.
 _taptun_first() {
     _alternative \
-        'subcommands:subcommand:((genkey\:"write a new key file" status\:"ask the running tunnels how they are"))' \
+        'subcommands:subcommand:((genkey\:"write a new key file" status\:"ask the running tunnels how they are" hub\:"serve many spokes on one port"))' \
         'files:key file:_files'
 }
 
 _taptun() {
-    local -a opts status_opts
+    local -a opts status_opts hub_opts
     opts=(
         '(-i --dev)'{-i,--dev}'[TAP interface name]:name: '
         '--mtu[TAP MTU, 576 to 9000]:bytes: '
@@ -55,13 +56,34 @@ _taptun() {
         '(--json)--prometheus[Prometheus text]'
         '(- *)'{-h,--help}'[usage]'
     )
-    if (( CURRENT > 2 )) && [[ $words[2] == (status|genkey) ]]; then
+    hub_opts=(
+        '--bridge[the bridge every spoke TAP joins]:bridge: '
+        '--mtu[the TAPs MTU, 576 to 9000]:bytes: '
+        '--underlay-mtu[MTU of the paths to the spokes]:bytes: '
+        '--max-age[accept timestamps at most this many seconds off]:seconds: '
+        '--keepalive[keepalive after this many idle seconds, 0 = off]:seconds: '
+        '--clamp-mss[lower the MSS of TCP SYNs]:mss:(auto off)'
+        '--cipher[encrypt, one mode for every spoke]:cipher:(aes-256-gcm chacha20-poly1305)'
+        '--status-socket[where taptun status reaches the hub]:socket:_files'
+        '--state[the state file of the spokes addresses]:file:_files'
+        '--no-offload[do not use TAP and UDP offloads]'
+        '--log-level[log level]:level:(error warn info debug trace)'
+        '--user[switch to this user once started]:user:_users'
+        '--up[shell command run for each spoke once its TAP is up]:command:_cmdstring'
+        '--down[shell command run for each spoke before its TAP goes]:command:_cmdstring'
+        '--stats[log the counters every SECS seconds]:seconds: '
+        '(- *)'{-h,--help}'[usage]'
+    )
+    if (( CURRENT > 2 )) && [[ $words[2] == (status|genkey|hub) ]]; then
         local sub=$words[2]
         # The subcommand becomes the command, its arguments the positionals.
         words=("${(@)words[2,-1]}")
         (( CURRENT-- ))
         if [[ $sub == status ]]; then
             _arguments -s $status_opts '1:tunnel (TAP name, socket or folder):_taptun_tunnels'
+        elif [[ $sub == hub ]]; then
+            _arguments -s $hub_opts '1:folder of NAME.key files:_files -/' \
+                '2:local UDP address (\:PORT, IP\:PORT):'
         else
             _arguments '1:new key file:_files'
         fi

@@ -27,7 +27,7 @@ pub fn socket_path(dev: &str) -> PathBuf {
 
 /// Creates the socket at `path` (and its folder), replacing a stale one
 /// left by a crash, never one another instance still answers on.
-pub(super) fn bind(path: &Path) -> io::Result<UnixListener> {
+pub(crate) fn bind(path: &Path) -> io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir)?;
     }
@@ -49,9 +49,24 @@ pub(super) fn bind(path: &Path) -> io::Result<UnixListener> {
 pub(super) fn serve(listener: UnixListener, facts: Arc<Facts>, shared: Arc<Shared>) {
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
-        // A client that sends nothing cannot hold the thread.
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
-        let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+        let form = read_form(&mut conn);
+        let view = View {
+            facts: &facts,
+            shared: &shared,
+        };
+        if let Err(e) = conn.write_all(view.render(form).as_bytes()) {
+            debug!("status socket: {e}");
+        }
+    }
+}
+
+/// Reads one request word from a status connection (text when it says
+/// nothing sensible within a second).
+pub(crate) fn read_form(conn: &mut UnixStream) -> Form {
+    // A client that sends nothing cannot hold the thread.
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+    {
         let mut req = [0u8; 32];
         let mut n = 0;
         while n < req.len() {
@@ -67,14 +82,7 @@ pub(super) fn serve(listener: UnixListener, facts: Arc<Facts>, shared: Arc<Share
             }
         }
         let word = std::str::from_utf8(&req[..n]).unwrap_or("").trim();
-        let form = Form::from_word(word).unwrap_or(Form::Text);
-        let view = View {
-            facts: &facts,
-            shared: &shared,
-        };
-        if let Err(e) = conn.write_all(view.render(form).as_bytes()) {
-            debug!("status socket: {e}");
-        }
+        Form::from_word(word).unwrap_or(Form::Text)
     }
 }
 

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 /// How the "kernel" answers a frame written to the TAP: a frame to queue
 /// for the engine to read, or none.
-pub(super) type Answer = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+pub(crate) type Answer = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
 
 /// An in-memory TAP.
-pub(super) struct MemTap {
+pub(crate) struct MemTap {
     engine: UnixDatagram,
     kernel: UnixDatagram,
     mtu: AtomicU16,
@@ -35,7 +35,7 @@ pub(super) struct MemTap {
 }
 
 impl MemTap {
-    pub(super) fn new(mtu: u16, addrs: Vec<IpAddr>, answer: Option<Answer>) -> MemTap {
+    pub(crate) fn new(mtu: u16, addrs: Vec<IpAddr>, answer: Option<Answer>) -> MemTap {
         let (engine, kernel) = UnixDatagram::pair().expect("socketpair");
         // Room for a few hundred frames queued either way.
         for s in [&engine, &kernel] {
@@ -55,12 +55,12 @@ impl MemTap {
     }
 
     /// The kernel sends a frame out of the TAP (the engine reads it).
-    pub(super) fn inject(&self, frame: &[u8]) {
+    pub(crate) fn inject(&self, frame: &[u8]) {
         self.kernel.send(frame).expect("inject");
     }
 
     /// Frames the engine wrote to the TAP, until `n` came or `within` passed.
-    pub(super) fn written(&self, n: usize, within: Duration) -> Vec<Vec<u8>> {
+    pub(crate) fn written(&self, n: usize, within: Duration) -> Vec<Vec<u8>> {
         let end = Instant::now() + within;
         let mut got = Vec::new();
         let mut buf = vec![0u8; 70_000];
@@ -73,7 +73,7 @@ impl MemTap {
     }
 
     /// Changes the interface's MTU (as `ip link set … mtu` would).
-    pub(super) fn set_mtu(&self, mtu: u16) {
+    pub(crate) fn set_mtu(&self, mtu: u16) {
         self.mtu.store(mtu, SeqCst);
     }
 }
@@ -107,13 +107,13 @@ type Datagram = (Vec<u8>, SocketAddr);
 
 /// The network: who listens at which address.
 #[derive(Default)]
-pub(super) struct MemNet {
+pub(crate) struct MemNet {
     ports: Mutex<HashMap<SocketAddr, Sender<Datagram>>>,
 }
 
 impl MemNet {
     /// A socket bound to `addr`.
-    pub(super) fn bind(self: &Arc<Self>, addr: SocketAddr) -> MemSocket {
+    pub(crate) fn bind(self: &Arc<Self>, addr: SocketAddr) -> MemSocket {
         let (tx, rx) = channel();
         self.ports.lock().expect("ports").insert(addr, tx);
         MemSocket {
@@ -135,14 +135,14 @@ impl MemNet {
 /// One datagram as it left a socket: which thread sent it, whether it was
 /// part of a GSO message, and its length.
 #[derive(Debug, Clone)]
-pub(super) struct Sent {
+pub(crate) struct Sent {
     pub thread: String,
     pub gso: bool,
     pub len: usize,
 }
 
 /// A UDP socket on the [`MemNet`].
-pub(super) struct MemSocket {
+pub(crate) struct MemSocket {
     addr: SocketAddr,
     net: Arc<MemNet>,
     rx: Mutex<Receiver<Datagram>>,

@@ -25,7 +25,7 @@
 pub mod control;
 mod io;
 #[cfg(test)]
-mod mem;
+pub(crate) mod mem;
 mod name;
 mod out;
 mod recv;
@@ -40,6 +40,11 @@ mod watch;
 
 pub use io::{Socket, Tap};
 pub use setup::TunnelError;
+// Shared with the hub (`crate::hub`), which runs many sessions on the same parts.
+
+pub(crate) use out::Out;
+pub(crate) use send::{Drained, Reader};
+pub(crate) use setup::{bind_udp, machine_mac};
 
 use crate::addr;
 use crate::aead::{Cipher, SessionId};
@@ -52,9 +57,9 @@ use crate::stats::{Counters, Throttle};
 use crate::tx::MAX_FRAME;
 use crate::wire::HEADER_LEN;
 use log::{info, warn};
-use out::Out;
+
 use role::Role;
-use send::Reader;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -458,4 +463,4 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
 pub const TICK: Duration = Duration::from_secs(1);
 
 /// Size of one TAP read: the largest frame and its virtio_net_hdr.
-const TAP_BUF: usize = MAX_FRAME + VNET_HDR_LEN;
+pub(crate) const TAP_BUF: usize = MAX_FRAME + VNET_HDR_LEN;

@@ -19,12 +19,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 /// One thread's way to the socket.
-pub(super) struct Out<S> {
+pub(crate) struct Out<S> {
     socket: Arc<S>,
     counters: Arc<Counters>,
     /// Where datagrams refused as too long are counted, for the main
-    /// thread to explain (`routing.rs`: the route or the MTU).
-    shared: Arc<Shared>,
+    /// thread to explain (`routing.rs`: the route or the MTU); `None`
+    /// for the hub, which says so in the send error's warn line.
+    shared: Option<Arc<Shared>>,
     /// The socket is IPv6 (peers are given in its family).
     v6: bool,
     /// Whether this thread has not yet said that the socket refuses GSO
@@ -39,7 +40,20 @@ impl<S: Socket> Out<S> {
         Out {
             socket,
             counters: shared.counters.clone(),
-            shared,
+            shared: Some(shared),
+            v6,
+            gso: true,
+            send_errors: Throttle::per_minute(),
+        }
+    }
+
+    /// A way to the socket that counts into `counters` only (the hub:
+    /// one per spoke).
+    pub(crate) fn bare(socket: Arc<S>, counters: Arc<Counters>, v6: bool) -> Self {
+        Out {
+            socket,
+            counters,
+            shared: None,
             v6,
             gso: true,
             send_errors: Throttle::per_minute(),
@@ -47,7 +61,7 @@ impl<S: Socket> Out<S> {
     }
 
     /// Sends a batch; says what the kernel taught about GSO.
-    pub(super) fn send(&mut self, t: Transmit<'_>) -> Taught {
+    pub(crate) fn send(&mut self, t: Transmit<'_>) -> Taught {
         let to = addr::for_socket(t.to, self.v6);
         let msgs = t.messages;
         let mut taught = Taught::default();
@@ -100,7 +114,7 @@ impl<S: Socket> Out<S> {
 
     /// Sends one sealed datagram and counts it (a keepalive, when
     /// `keepalive`: counted as one, not as a frame).
-    pub(super) fn send_one_of(&mut self, dg: &[u8], to: SocketAddr, keepalive: bool) {
+    pub(crate) fn send_one_of(&mut self, dg: &[u8], to: SocketAddr, keepalive: bool) {
         let to = addr::for_socket(to, self.v6);
         match self.socket.send_to(dg, to) {
             Ok(()) if keepalive => {
@@ -128,10 +142,12 @@ impl<S: Socket> Out<S> {
     }
 
     fn failed(&mut self, e: &io::Error, len: usize, to: SocketAddr) {
-        if e.raw_os_error() == Some(libc::EMSGSIZE) {
+        if e.raw_os_error() == Some(libc::EMSGSIZE)
+            && let Some(shared) = &self.shared
+        {
             // Said by the main thread once it has looked at the route: into
             // the TAP, the MTU advice would be wrong.
-            super::routing::refused(&self.shared, len);
+            super::routing::refused(shared, len);
             return;
         }
         if let Some(n) = self.send_errors.note(1, Instant::now()) {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 /// What [`Reader::drain`] stopped at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Drained {
+pub(crate) enum Drained {
     /// The TAP has nothing more to read (or its reads block: one at a
     /// time, after a wait).
     Empty,
@@ -37,7 +37,7 @@ pub(super) enum Drained {
 
 /// Reads the TAP into a sending half: one per thread that reads the TAP,
 /// with the buffer of one read.
-pub(super) struct Reader {
+pub(crate) struct Reader {
     /// One TAP read, with its virtio_net_hdr when offloads are on.
     buf: Vec<u8>,
     offload: bool,
@@ -49,7 +49,8 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    pub(super) fn new(offload: bool, nonblocking: bool) -> Reader {
+    /// A reader of a TAP with (`offload`) or without a virtio_net_hdr.
+    pub(crate) fn new(offload: bool, nonblocking: bool) -> Reader {
         Reader {
             buf: vec![0u8; TAP_BUF],
             offload,
@@ -61,7 +62,7 @@ impl Reader {
 
     /// Reads at most `limit` frames, stopping early when the TAP is empty,
     /// and sends them all before returning; also says how many it read.
-    pub(super) fn drain<T: Tap, S: Socket>(
+    pub(crate) fn drain<T: Tap, S: Socket>(
         &mut self,
         tap: &T,
         tx: &mut SendHalf,

@@ -97,7 +97,9 @@ pub(super) struct Devices {
     pub udp_gso: bool,
 }
 
-fn bind(local: Local) -> Result<UdpSocket, TunnelError> {
+/// Binds the UDP socket to the first of `local`'s candidates that the
+/// host has (the hub's socket too).
+pub(crate) fn bind_udp(local: Local) -> Result<UdpSocket, TunnelError> {
     let mut last = None;
     for a in local.candidates() {
         match UdpSocket::bind(a) {
@@ -119,7 +121,7 @@ fn bind(local: Local) -> Result<UdpSocket, TunnelError> {
 
 /// Binds the socket, creates the TAP and brings it up.
 pub(super) fn open(cfg: &Config) -> Result<Devices, TunnelError> {
-    let socket = bind(cfg.local)?;
+    let socket = bind_udp(cfg.local)?;
     let local = socket
         .local_addr()
         .map_err(|e| TunnelError::Bind(cfg.local.candidates()[0], e))?;
@@ -266,6 +268,12 @@ fn mac_for(cfg: &Config, name: &str) -> MacAddr {
     if let Some(m) = cfg.mac {
         return m;
     }
+    machine_mac(name)
+}
+
+/// The persistent MAC of the TAP `name` (machine id, name, network
+/// namespace), or a random one without a machine id.
+pub(crate) fn machine_mac(name: &str) -> MacAddr {
     use std::os::unix::fs::MetadataExt;
     let id = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
         .iter()

@@ -1,0 +1,221 @@
+//! `taptun hub`'s command line: its own argh struct (its own `--help`),
+//! with the point-to-point tunnel's value parsers, so that each option
+//! means and checks what it means there.
+
+use super::HubConfig;
+use crate::addr;
+use crate::cli::{self as p2p, MIN_MTU};
+use crate::config::ClampMss;
+use crate::tx::MAX_MTU;
+use argh::{ArgsInfo, FromArgs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// taptun hub: one UDP port, many spokes, each with its own key and TAP;
+/// the kernel's bridge switches between them.
+///
+/// Each file DIR/NAME.key (NAME: 1 to 12 letters, digits, '-' or '_') is a
+/// spoke: a host running `taptun NAME.key :PORT HUB:PORT` (or tinytaptunnel
+/// v1.4) with the same key. Its TAP is tt-NAME; its address is learned from
+/// its first valid datagram. Other files in DIR are ignored.
+#[derive(FromArgs, ArgsInfo, Debug, Clone, PartialEq)]
+#[argh(
+    help_triggers("-h", "--help"),
+    example = "taptun hub /etc/taptun/hub.d :9123 --bridge br0\ntaptun hub /etc/taptun/hub.d :9123 --bridge br0 --cipher aes-256-gcm --state /var/lib/taptun/hub.state",
+    note = "Spokes live in their own trust domains: each has its own replay window,\nfreshness check, address and counters; a datagram from an address no spoke\nhas is tried against the spokes' keys (at most 4096 verifications a\nsecond), so roaming and NAT rebinding work per spoke.\n\nSignals: SIGHUP re-reads DIR: a new file adds a spoke (TAP, bridge port,\n--up), a removed one removes it (--down first), a changed one rotates that\nspoke's key (the old one accepted for --max-age). SIGINT/SIGTERM: --down\nfor each spoke, then exit. SIGUSR1: log the counters.\n\nHooks run once per spoke with TAPTUN_DEV=tt-NAME, TAPTUN_SPOKE=NAME,\nTAPTUN_PEER, TAPTUN_MTU, TAPTUN_LOCAL and TAPTUN_EVENT (up/down).\n\nThe state file keeps each spoke's last address, so that a restarted hub\nsends to every spoke at once. taptun status (default socket\n/run/taptun/hub-PORT.sock) lists every spoke. See taptun(1), section HUB.",
+    error_code(0, "clean stop (SIGINT/SIGTERM), --help"),
+    error_code(
+        1,
+        "the environment must change: no CAP_NET_ADMIN, port in use, no such bridge, --up hook failed"
+    ),
+    error_code(
+        2,
+        "the configuration must change: arguments, a key file, a key file's name"
+    )
+)]
+pub struct HubCli {
+    /// folder of the spokes' key files, one NAME.key per spoke
+    #[argh(positional)]
+    pub dir: PathBuf,
+
+    /// local UDP address: :PORT (every address), IP:PORT, [IPv6]:PORT or HOST:PORT
+    #[argh(positional, from_str_fn(p2p_local))]
+    pub local: String,
+
+    /// the bridge every spoke's TAP joins (it must exist); each TAP's MTU is raised to the bridge's first, so that the bridge keeps its MTU
+    #[argh(option, from_str_fn(bridge_name))]
+    pub bridge: Option<String>,
+
+    /// the TAPs' MTU, 576 to 9000 (default: underlay MTU - IP - 8 UDP - 40 taptun - 14 Ethernet = 1418 on IPv4)
+    #[argh(option, from_str_fn(p2p_tap_mtu))]
+    pub mtu: Option<u16>,
+
+    /// MTU of the paths to the spokes, for the default TAP MTU and --clamp-mss auto (default 1500)
+    #[argh(option, default = "1500", from_str_fn(p2p_underlay_mtu))]
+    pub underlay_mtu: u16,
+
+    /// accept timestamps at most this many seconds old or in the future (default 3)
+    #[argh(option, default = "3.0", from_str_fn(p2p_max_age))]
+    pub max_age: f64,
+
+    /// send a keepalive to each spoke after this many seconds without sending to it (default 25, 0 = off)
+    #[argh(option, default = "25", from_str_fn(p2p_keepalive))]
+    pub keepalive: u64,
+
+    /// lower the MSS of TCP SYN and SYN-ACK segments: auto (default), off, or a number
+    #[argh(option, default = "ClampMss::Auto", from_str_fn(p2p_clamp_mss))]
+    pub clamp_mss: ClampMss,
+
+    /// encrypt: aes-256-gcm or chacha20-poly1305, one mode for every spoke (default: the HMAC wire)
+    #[argh(option, from_str_fn(p2p_cipher))]
+    pub cipher: Option<crate::aead::Cipher>,
+
+    /// where `taptun status` reaches the hub (default /run/taptun/hub-PORT.sock)
+    #[argh(option)]
+    pub status_socket: Option<PathBuf>,
+
+    /// the state file: each spoke's last address, read at start and written when one changes (default $STATE_DIRECTORY/hub.state when systemd sets STATE_DIRECTORY, else none)
+    #[argh(option)]
+    pub state: Option<PathBuf>,
+
+    /// do not use TAP checksum/segmentation offloads
+    #[argh(switch)]
+    pub no_offload: bool,
+
+    /// log level: error, warn, info, debug or trace (default: $RUST_LOG, else info)
+    #[argh(option, from_str_fn(p2p_log_level))]
+    pub log_level: Option<log::LevelFilter>,
+
+    /// when started as root: switch to this user once the spokes' TAPs exist and --up ran (spokes added by SIGHUP then cannot get a TAP)
+    #[argh(option, from_str_fn(p2p_user_name))]
+    pub user: Option<String>,
+
+    /// shell command (sh -c) run for each spoke once its TAP is up; environment: TAPTUN_DEV, TAPTUN_SPOKE, TAPTUN_PEER, TAPTUN_MTU, TAPTUN_LOCAL, TAPTUN_EVENT=up
+    #[argh(option)]
+    pub up: Option<String>,
+
+    /// shell command (sh -c) run for each spoke before its TAP is removed (at exit, or when its key file goes); TAPTUN_EVENT=down
+    #[argh(option)]
+    pub down: Option<String>,
+
+    /// log the counters every SECS seconds as well as on SIGUSR1 and at exit (default 0 = off)
+    #[argh(option, default = "0", from_str_fn(p2p_stats))]
+    pub stats: u64,
+}
+
+fn p2p_local(v: &str) -> Result<String, String> {
+    p2p::local_syntax(v)
+}
+fn p2p_tap_mtu(v: &str) -> Result<u16, String> {
+    p2p::tap_mtu(v)
+}
+fn p2p_underlay_mtu(v: &str) -> Result<u16, String> {
+    p2p::underlay_mtu(v)
+}
+fn p2p_max_age(v: &str) -> Result<f64, String> {
+    p2p::max_age(v)
+}
+fn p2p_keepalive(v: &str) -> Result<u64, String> {
+    p2p::keepalive(v)
+}
+fn p2p_clamp_mss(v: &str) -> Result<ClampMss, String> {
+    p2p::clamp_mss(v)
+}
+fn p2p_cipher(v: &str) -> Result<crate::aead::Cipher, String> {
+    p2p::cipher(v)
+}
+fn p2p_log_level(v: &str) -> Result<log::LevelFilter, String> {
+    p2p::log_level(v)
+}
+fn p2p_user_name(v: &str) -> Result<String, String> {
+    p2p::user_name(v)
+}
+fn p2p_stats(v: &str) -> Result<u64, String> {
+    p2p::stats_interval(v)
+}
+
+fn bridge_name(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.len() > 15 || v.contains(['/', ' ', ':']) || v == "." || v == ".." {
+        return Err(
+            "expected an interface name of 1 to 15 characters without '/', ':' or spaces".into(),
+        );
+    }
+    Ok(v.to_string())
+}
+
+/// Parses `taptun hub`'s arguments (after `hub`).
+pub fn parse(args: &[&str]) -> Result<HubCli, argh::EarlyExit> {
+    HubCli::from_args(&["taptun hub"], args)
+}
+
+impl HubCli {
+    /// The hub's configuration; `state_directory` is systemd's
+    /// `$STATE_DIRECTORY` (the default state file's folder).
+    pub fn to_config(&self, state_directory: Option<&str>) -> Result<HubConfig, String> {
+        let local = addr::parse_local(&self.local).map_err(|e| e.to_string())?;
+        let ipv6 = matches!(local, addr::Local::Addr(a) if a.is_ipv6());
+        let mtu = self
+            .mtu
+            .unwrap_or_else(|| addr::default_tap_mtu(self.underlay_mtu, ipv6));
+        if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+            return Err(format!(
+                "TAP MTU {mtu}: expected {MIN_MTU} to {MAX_MTU} (check --mtu and --underlay-mtu)"
+            ));
+        }
+        let ip_udp = if ipv6 { 48 } else { 28 };
+        // systemd may list several folders (StateDirectory=a b): the first.
+        let state = self.state.clone().or_else(|| {
+            state_directory
+                .and_then(|d| d.split(':').next())
+                .filter(|d| !d.is_empty())
+                .map(|d| PathBuf::from(d).join("hub.state"))
+        });
+        Ok(HubConfig {
+            dir: self.dir.clone(),
+            local,
+            bridge: self.bridge.clone(),
+            mtu,
+            path_payload: usize::from(self.underlay_mtu).saturating_sub(ip_udp),
+            cipher: self.cipher,
+            clamp_mss: self.clamp_mss,
+            keepalive: Duration::from_secs(self.keepalive),
+            max_age: Duration::from_secs_f64(self.max_age),
+            sockbuf: 4 << 20,
+            offload: !self.no_offload,
+            status_socket: self.status_socket.clone(),
+            state,
+            up: self.up.clone().filter(|c| !c.trim().is_empty()),
+            down: self.down.clone().filter(|c| !c.trim().is_empty()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_state_directory() {
+        let c = parse(&["/d", ":9123"]).unwrap();
+        let cfg = c.to_config(None).unwrap();
+        assert_eq!(cfg.mtu, 1418);
+        assert_eq!(cfg.state, None);
+        let cfg = c.to_config(Some("/var/lib/taptun")).unwrap();
+        assert_eq!(cfg.state, Some(PathBuf::from("/var/lib/taptun/hub.state")));
+        let c = parse(&["/d", ":9123", "--state", "/x"]).unwrap();
+        assert_eq!(
+            c.to_config(Some("/var/lib/taptun")).unwrap().state,
+            Some(PathBuf::from("/x"))
+        );
+    }
+
+    #[test]
+    fn values_checked_as_the_tunnel_checks_them() {
+        assert!(parse(&["/d", ":9123", "--cipher", "rot13"]).is_err());
+        assert!(parse(&["/d", "nonsense"]).is_err());
+        assert!(parse(&["/d", ":9123", "--mtu", "100"]).is_err());
+        assert!(parse(&["/d", ":9123", "--bridge", "a/b"]).is_err());
+        let c = parse(&["/d", ":9123", "--cipher", "aes-256-gcm", "--bridge", "br0"]).unwrap();
+        assert_eq!(c.bridge.as_deref(), Some("br0"));
+    }
+}

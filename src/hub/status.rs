@@ -1,0 +1,322 @@
+//! `taptun status` of a hub: a header line (`hub: ADDRESS, N spokes`) and
+//! one block per spoke; one JSON object with a `spokes` array; Prometheus
+//! text with one series per spoke (label `spoke`). Served on the hub's
+//! status socket, in the point-to-point tunnel's protocol
+//! (`engine::control`), so that `taptun status` without a name lists a
+//! hub among the tunnels. Also the hub's warn lines (`Watch`).
+
+use super::{HubShared, Spoke};
+pub use crate::engine::status::Form;
+use crate::engine::{Tap, unix_nanos};
+use crate::stats::{DropReason, Throttle};
+use log::{debug, warn};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::os::unix::net::UnixListener;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+/// Answers status requests until the process exits.
+pub(super) fn serve<T: Tap>(listener: UnixListener, shared: Arc<HubShared<T>>) {
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let form = crate::engine::control::read_form(&mut conn);
+        if let Err(e) = conn.write_all(render(&shared, form).as_bytes()) {
+            debug!("status socket: {e}");
+        }
+    }
+}
+
+/// The hub's status in `form`.
+pub(super) fn render<T: Tap>(shared: &HubShared<T>, form: Form) -> String {
+    let list = shared.spokes.get();
+    let now = unix_nanos();
+    match form {
+        Form::Text => text(shared, &list, now),
+        Form::Json => json(shared, &list, now),
+        Form::Prometheus => prometheus(shared, &list, now),
+    }
+}
+
+fn age(t: u64, now: u64) -> Option<f64> {
+    (t != 0).then(|| now.saturating_sub(t) as f64 / 1e9)
+}
+
+fn offset<T>(s: &Spoke<T>) -> Option<f64> {
+    s.has_offset
+        .load(Relaxed)
+        .then(|| s.offset_ns.load(Relaxed) as f64 / 1e9)
+}
+
+fn text<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
+    let mut s = format!(
+        "hub: {}, {} spoke{}\n  mode: {}\n  uptime: {:.0} s\n  unknown addresses: {} trials, {} refused (budget spent), {} datagrams no key opened\n",
+        sh.local,
+        list.len(),
+        if list.len() == 1 { "" } else { "s" },
+        sh.cipher
+            .map_or("hmac-sha256".to_string(), |c| c.to_string()),
+        now.saturating_sub(sh.started_ns) as f64 / 1e9,
+        sh.trials.load(Relaxed),
+        sh.trials_refused.load(Relaxed),
+        sh.unmatched.load(Relaxed),
+    );
+    for sp in list {
+        let c = &sp.counters;
+        let _ = write!(
+            s,
+            "\nspoke: {}\n  tap: {}\n  address: {}\n  last valid datagram: {}\n  clock offset: {}\n  key rotations: {}\n  rx: {} frames, {} bytes; tx: {} frames, {} bytes; keepalives rx {} tx {}\n  drops:",
+            sp.name,
+            sp.dev,
+            sp.peer
+                .get()
+                .map_or("(not known yet)".into(), |p| p.to_string()),
+            age(sp.last_valid_ns.load(Relaxed), now)
+                .map_or("never".into(), |a| format!("{a:.1} s ago")),
+            offset(sp).map_or("-".into(), |o| format!("{o:+.3} s")),
+            sp.key_rotations.load(Relaxed),
+            c.rx_frames.load(Relaxed),
+            c.rx_bytes.load(Relaxed),
+            c.tx_frames.load(Relaxed),
+            c.tx_bytes.load(Relaxed),
+            c.keepalives_rx.load(Relaxed),
+            c.keepalives_tx.load(Relaxed),
+        );
+        let mut any = false;
+        for r in DropReason::ALL {
+            let n = c.drops(r);
+            if n > 0 {
+                let _ = write!(s, " {} {n}", r.name());
+                any = true;
+            }
+        }
+        if !any {
+            s.push_str(" none");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn json_opt(v: Option<f64>) -> String {
+    v.map_or("null".into(), |v| format!("{v:.3}"))
+}
+
+fn json<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
+    let mut s = format!(
+        "{{\"hub\":\"{}\",\"mode\":\"{}\",\"uptime_s\":{:.3},\"trials\":{},\"trials_refused\":{},\"unmatched\":{},\"spokes\":[",
+        sh.local,
+        sh.cipher
+            .map_or("hmac-sha256".to_string(), |c| c.to_string()),
+        now.saturating_sub(sh.started_ns) as f64 / 1e9,
+        sh.trials.load(Relaxed),
+        sh.trials_refused.load(Relaxed),
+        sh.unmatched.load(Relaxed),
+    );
+    for (i, sp) in list.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        // Names are letters, digits, '-' and '_': nothing to escape.
+        let _ = write!(
+            s,
+            "{{\"name\":\"{}\",\"dev\":\"{}\",\"peer\":{},\"last_valid_age_s\":{},\"peer_offset_s\":{},\"key_rotations\":{},",
+            sp.name,
+            sp.dev,
+            sp.peer.get().map_or("null".into(), |p| format!("\"{p}\"")),
+            json_opt(age(sp.last_valid_ns.load(Relaxed), now)),
+            json_opt(offset(sp)),
+            sp.key_rotations.load(Relaxed),
+        );
+        sp.counters.write_json_members(&mut s);
+        s.push('}');
+    }
+    s.push_str("]}\n");
+    s
+}
+
+fn prometheus<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
+    let mut s = String::new();
+    let port = sh.local.port();
+    let mut family = |name: &str, kind: &str, help: &str, values: Vec<(String, String)>| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in values {
+            let _ = writeln!(s, "{name}{{{labels}}} {v}");
+        }
+    };
+    let per = |f: &dyn Fn(&Spoke<T>) -> Option<String>| -> Vec<(String, String)> {
+        list.iter()
+            .filter_map(|sp| {
+                f(sp).map(|v| {
+                    (
+                        format!("hub=\"{port}\",spoke=\"{}\",dev=\"{}\"", sp.name, sp.dev),
+                        v,
+                    )
+                })
+            })
+            .collect()
+    };
+
+    #[allow(clippy::type_complexity)]
+    let counters: [(&str, &str, fn(&Spoke<T>) -> u64); 6] = [
+        (
+            "rx_frames",
+            "Frames received from the spoke and written to its TAP.",
+            |s| s.counters.rx_frames.load(Relaxed),
+        ),
+        ("rx_bytes", "Frame bytes received from the spoke.", |s| {
+            s.counters.rx_bytes.load(Relaxed)
+        }),
+        (
+            "tx_frames",
+            "Frames read from the spoke's TAP and sent.",
+            |s| s.counters.tx_frames.load(Relaxed),
+        ),
+        ("tx_bytes", "Frame bytes sent to the spoke.", |s| {
+            s.counters.tx_bytes.load(Relaxed)
+        }),
+        (
+            "keepalives_received",
+            "Keepalives received from the spoke.",
+            |s| s.counters.keepalives_rx.load(Relaxed),
+        ),
+        (
+            "auth_failed",
+            "Runs from the spoke's address its key did not open.",
+            |s| s.auth_failed.load(Relaxed),
+        ),
+    ];
+    for (name, help, f) in counters {
+        family(
+            &format!("taptun_hub_spoke_{name}_total"),
+            "counter",
+            help,
+            per(&|sp| Some(f(sp).to_string())),
+        );
+    }
+    family(
+        "taptun_hub_spoke_peer_known",
+        "gauge",
+        "1 when the spoke's address is known.",
+        per(&|sp| Some(u8::from(sp.peer.get().is_some()).to_string())),
+    );
+    family(
+        "taptun_hub_spoke_last_valid_age_seconds",
+        "gauge",
+        "Seconds since the spoke's last valid datagram.",
+        per(&|sp| age(sp.last_valid_ns.load(Relaxed), now).map(|a| format!("{a:.3}"))),
+    );
+    family(
+        "taptun_hub_spoke_clock_offset_seconds",
+        "gauge",
+        "The spoke's clock offset less the transit time, from its last authentic datagram.",
+        per(&|sp| offset(sp).map(|o| format!("{o:.3}"))),
+    );
+    let mut drops = Vec::new();
+    for sp in list {
+        for r in DropReason::ALL {
+            drops.push((
+                format!(
+                    "hub=\"{port}\",spoke=\"{}\",dev=\"{}\",reason=\"{}\"",
+                    sp.name,
+                    sp.dev,
+                    r.name()
+                ),
+                sp.counters.drops(r).to_string(),
+            ));
+        }
+    }
+    family(
+        "taptun_hub_spoke_drops_total",
+        "counter",
+        "Datagrams and frames of the spoke dropped, by reason.",
+        drops,
+    );
+    family(
+        "taptun_hub_spokes",
+        "gauge",
+        "Spokes the hub serves.",
+        vec![(format!("hub=\"{port}\""), list.len().to_string())],
+    );
+    family(
+        "taptun_hub_trials_total",
+        "counter",
+        "Verifications of datagrams from unknown addresses against the spokes' keys.",
+        vec![(
+            format!("hub=\"{port}\""),
+            sh.trials.load(Relaxed).to_string(),
+        )],
+    );
+    family(
+        "taptun_hub_trials_refused_total",
+        "counter",
+        "Trials refused because the budget of the second was spent.",
+        vec![(
+            format!("hub=\"{port}\""),
+            sh.trials_refused.load(Relaxed).to_string(),
+        )],
+    );
+    s
+}
+
+/// The main thread's warn lines about spokes: at most one a minute per
+/// cause and spoke, each with the fix.
+pub struct Watch {
+    /// Per spoke name: key mismatch, clock offset; with what was seen.
+    spokes: std::collections::HashMap<String, (Throttle, Throttle, u64)>,
+    state: Throttle,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            spokes: Default::default(),
+            state: Throttle::per_minute(),
+        }
+    }
+}
+
+impl Watch {
+    /// Whether to say that the state file cannot be written (once a minute).
+    pub(super) fn state_error(&mut self) -> bool {
+        self.state.note(1, Instant::now()).is_some()
+    }
+
+    pub(super) fn tick<T: Tap>(&mut self, list: &[&Arc<Spoke<T>>], max_age: Duration) {
+        let now = Instant::now();
+        self.spokes
+            .retain(|name, _| list.iter().any(|s| &s.name == name));
+        for sp in list {
+            let (keylog, clocklog, seen) = self
+                .spokes
+                .entry(sp.name.clone())
+                .or_insert_with(|| (Throttle::per_minute(), Throttle::per_minute(), 0));
+            let failed = sp.auth_failed.load(Relaxed);
+            if failed > *seen {
+                let n = failed - *seen;
+                *seen = failed;
+                if let Some(all) = keylog.note(n, now) {
+                    warn!(
+                        "spoke {}: {all} datagrams from its address {} fail authentication under its key (and every other spoke's): the key files differ, or the spoke runs another --cipher; copy {}.key to the spoke again",
+                        sp.name,
+                        sp.peer.get().map_or("?".into(), |p| p.to_string()),
+                        sp.name
+                    );
+                }
+            }
+            let stale =
+                sp.counters.drops(DropReason::Stale) + sp.counters.drops(DropReason::Future);
+            if let Some(off) = offset(sp)
+                && off.abs() > max_age.as_secs_f64() / 2.0
+                && stale > 0
+                && let Some(all) = clocklog.note(1, now)
+            {
+                warn!(
+                    "spoke {}: its clock is {off:+.1} s off this host's ({stale} datagrams refused as stale or future, {all} warnings); sync both clocks (NTP), or raise --max-age",
+                    sp.name
+                );
+            }
+        }
+    }
+}

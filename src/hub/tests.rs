@@ -1,0 +1,302 @@
+//! The hub's threads and loops on in-memory I/O (`engine/mem.rs`), without
+//! root: two and more spokes, each a pure [`Session`] the test drives
+//! over the in-memory network, through one hub.
+
+use super::*;
+use crate::addr::parse_local;
+use crate::engine::mem::{MemNet, MemSocket, MemTap};
+use crate::offload::VnetHdr;
+use crate::session::{Flushed, Session, Taught, Transmit};
+use crate::stats::DropReason;
+use status::Form;
+use std::time::Instant;
+
+const HUB: &str = "192.0.2.1:9123";
+const KEY_A: &str = "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=";
+const KEY_B: &str = "QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=";
+const WAIT: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(300);
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+fn key(b64: &str) -> Key {
+    Key::parse(b64, Path::new("test key")).expect("key")
+}
+
+fn config(state: Option<PathBuf>) -> HubConfig {
+    HubConfig {
+        dir: PathBuf::from("/nonexistent"),
+        local: parse_local(":9123").expect("local"),
+        bridge: None,
+        mtu: 1418,
+        path_payload: 1472,
+        cipher: None,
+        clamp_mss: ClampMss::Off,
+        keepalive: Duration::from_secs(25),
+        max_age: Duration::from_secs(3),
+        sockbuf: 0,
+        offload: false,
+        status_socket: None,
+        state,
+        up: None,
+        down: None,
+    }
+}
+
+/// A hub on the in-memory network with spokes `names` (keys in order),
+/// started; its threads end when it is dropped.
+struct MemHub(Hub<MemTap, MemSocket>);
+
+impl Drop for MemHub {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+impl MemHub {
+    fn new(net: &Arc<MemNet>, spokes: &[(&str, &str)], state: Option<PathBuf>) -> MemHub {
+        let socket = net.bind(addr(HUB));
+        let mut hub = Hub::with_io(config(state), socket, addr(HUB), false).expect("hub");
+        for (name, k) in spokes {
+            let opened = tap::Opened {
+                tap: MemTap::new(1418, Vec::new(), None),
+                offload: false,
+                udp_coalesce: false,
+            };
+            hub.insert(name, key(k), opened).expect("spoke");
+        }
+        hub.publish();
+        hub.start().expect("start");
+        MemHub(hub)
+    }
+
+    fn spoke(&self, name: &str) -> &Arc<Spoke<MemTap>> {
+        &self.0.spokes[name].0
+    }
+}
+
+/// A spoke: a whole session on its own socket, driven by the test.
+struct TestSpoke {
+    session: Session,
+    socket: MemSocket,
+}
+
+impl TestSpoke {
+    fn new(net: &Arc<MemNet>, at: &str, k: &str) -> TestSpoke {
+        let setup = Setup {
+            keying: Keying::new(&key(k), None),
+            mtu: 1418,
+            path: 1472,
+            gso: false,
+            coalesce: None,
+            clamp: None,
+            max_age_ns: 3_000_000_000,
+            keepalive_ns: 0,
+            peer: Some(addr(HUB)),
+        };
+        TestSpoke {
+            session: Session::new(&setup),
+            socket: net.bind(addr(at)),
+        }
+    }
+
+    /// Sends `frame` to the hub; returns the datagrams as sent.
+    fn send(&mut self, frame: &[u8]) -> Vec<Vec<u8>> {
+        let now = engine::unix_nanos();
+        let mut sent = Vec::new();
+        let sock = &self.socket;
+        let mut send = |t: Transmit<'_>| {
+            for m in t.messages {
+                for one in m.split() {
+                    sent.push(t.bytes[one.range].to_vec());
+                }
+            }
+            let _ = sock.send_messages(t.bytes, t.messages, t.to);
+            Taught::default()
+        };
+        let mut done = Flushed::default();
+        self.session
+            .push(&VnetHdr::default(), frame, now, &mut send, &mut done);
+        self.session.flush(now, &mut send);
+        sent
+    }
+
+    /// Frames the hub sent this spoke, until `n` came or `within` passed.
+    fn frames(&mut self, n: usize, within: Duration) -> Vec<Vec<u8>> {
+        let end = Instant::now() + within;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 70_000];
+        while got.len() < n && Instant::now() < end {
+            let Ok(r) = Socket::recv(&self.socket, &mut buf) else {
+                continue;
+            };
+            let from = r.from.expect("from");
+            self.session.receive(
+                &mut buf[..r.len],
+                None,
+                from,
+                engine::unix_nanos(),
+                &mut |f: &[u8]| got.push(f.to_vec()),
+            );
+        }
+        got
+    }
+}
+
+/// An Ethernet frame (an experimental EtherType) carrying `tag`.
+fn frame(tag: u8) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, tag]);
+    f.extend_from_slice(&[0x88, 0xb5]);
+    f.extend(std::iter::repeat_n(tag, 50));
+    f
+}
+
+#[test]
+fn two_spokes_each_reach_their_own_tap_and_get_their_own_frames() {
+    let net = Arc::new(MemNet::default());
+    let hub = MemHub::new(&net, &[("a", KEY_A), ("b", KEY_B)], None);
+    let mut a = TestSpoke::new(&net, "198.51.100.1:9123", KEY_A);
+    let mut b = TestSpoke::new(&net, "203.0.113.2:4000", KEY_B);
+    a.send(&frame(1));
+    b.send(&frame(2));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT), vec![frame(1)]);
+    assert_eq!(hub.spoke("b").tap.written(1, WAIT), vec![frame(2)]);
+    assert!(hub.spoke("a").tap.written(1, QUIET).is_empty());
+    assert_eq!(hub.spoke("a").peer.get(), Some(addr("198.51.100.1:9123")));
+    assert_eq!(hub.spoke("b").peer.get(), Some(addr("203.0.113.2:4000")));
+    // Frames from each spoke's TAP go to that spoke only.
+    hub.spoke("a").tap.inject(&frame(3));
+    hub.spoke("b").tap.inject(&frame(4));
+    assert_eq!(a.frames(1, WAIT), vec![frame(3)]);
+    assert_eq!(b.frames(1, WAIT), vec![frame(4)]);
+    assert!(a.frames(1, QUIET).is_empty());
+    // Status: one block per spoke.
+    let text = status::render(&hub.0.shared, Form::Text);
+    assert!(
+        text.starts_with("hub: 192.0.2.1:9123, 2 spokes\n"),
+        "{text}"
+    );
+    let json = status::render(&hub.0.shared, Form::Json);
+    assert!(json.contains("\"spokes\":[{\"name\":\"a\""), "{json}");
+}
+
+#[test]
+fn a_replay_from_another_spokes_address_moves_nothing() {
+    let net = Arc::new(MemNet::default());
+    let hub = MemHub::new(&net, &[("a", KEY_A), ("b", KEY_B)], None);
+    let mut a = TestSpoke::new(&net, "198.51.100.1:9123", KEY_A);
+    let mut b = TestSpoke::new(&net, "203.0.113.2:4000", KEY_B);
+    let dgs = a.send(&frame(1));
+    b.send(&frame(2));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT).len(), 1);
+    assert_eq!(hub.spoke("b").tap.written(1, WAIT).len(), 1);
+    // a's datagram again, from b's address.
+    for dg in &dgs {
+        b.socket.send_to(dg, addr(HUB)).expect("send");
+    }
+    assert!(hub.spoke("a").tap.written(1, QUIET).is_empty());
+    assert!(hub.spoke("b").tap.written(1, QUIET).is_empty());
+    assert_eq!(hub.spoke("a").peer.get(), Some(addr("198.51.100.1:9123")));
+    assert_eq!(hub.spoke("b").peer.get(), Some(addr("203.0.113.2:4000")));
+    // Refused by a's own replay window; b's key never opened it.
+    let until = Instant::now() + WAIT;
+    while hub.spoke("a").counters.drops(DropReason::Replay) == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(hub.spoke("a").counters.drops(DropReason::Replay), 1);
+    assert_eq!(hub.spoke("b").auth_failed.load(Relaxed), 0);
+    // Both still get their frames.
+    hub.spoke("b").tap.inject(&frame(5));
+    assert_eq!(b.frames(1, WAIT), vec![frame(5)]);
+}
+
+#[test]
+fn a_spoke_that_roams_is_found_by_its_key_and_followed() {
+    let net = Arc::new(MemNet::default());
+    let hub = MemHub::new(&net, &[("a", KEY_A), ("b", KEY_B)], None);
+    let mut a = TestSpoke::new(&net, "198.51.100.1:9123", KEY_A);
+    a.send(&frame(1));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT).len(), 1);
+    // Its NAT rebinds: the same session from another port.
+    a.socket = net.bind(addr("198.51.100.1:40000"));
+    a.send(&frame(2));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT), vec![frame(2)]);
+    assert_eq!(hub.spoke("a").peer.get(), Some(addr("198.51.100.1:40000")));
+    assert!(hub.0.shared.trials.load(Relaxed) >= 2);
+    hub.spoke("a").tap.inject(&frame(3));
+    assert_eq!(a.frames(1, WAIT), vec![frame(3)]);
+}
+
+#[test]
+fn a_restarted_hub_sends_to_the_state_files_addresses_at_once() {
+    let dir = std::env::temp_dir().join(format!("taptun-hub-mem-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let state = dir.join("hub.state");
+    let _ = std::fs::remove_file(&state);
+    let net = Arc::new(MemNet::default());
+    let mut a = TestSpoke::new(&net, "198.51.100.1:9123", KEY_A);
+    {
+        let mut hub = MemHub::new(&net, &[("a", KEY_A)], Some(state.clone()));
+        a.send(&frame(1));
+        assert_eq!(hub.spoke("a").tap.written(1, WAIT).len(), 1);
+        let mut watch = Watch::default();
+        hub.0.tick(&mut watch);
+        let text = std::fs::read_to_string(&state).expect("state file");
+        assert!(text.contains("a 198.51.100.1:9123\n"), "{text}");
+    }
+    // A new hub: before the spoke says anything, a frame for it leaves.
+    let hub = MemHub::new(&net, &[("a", KEY_A)], Some(state.clone()));
+    hub.spoke("a").tap.inject(&frame(7));
+    assert_eq!(a.frames(1, WAIT), vec![frame(7)]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_spokes_key_rotates_alone_and_a_wrong_key_is_counted_as_its_mismatch() {
+    let net = Arc::new(MemNet::default());
+    let mut hub = MemHub::new(&net, &[("a", KEY_A), ("b", KEY_B)], None);
+    let mut a = TestSpoke::new(&net, "198.51.100.1:9123", KEY_A);
+    let mut b = TestSpoke::new(&net, "203.0.113.2:4000", KEY_B);
+    a.send(&frame(1));
+    b.send(&frame(2));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT).len(), 1);
+    assert_eq!(hub.spoke("b").tap.written(1, WAIT).len(), 1);
+    // The hub takes a new key for a (SIGHUP after a.key changed); a frame
+    // a sealed under the old one before it switched still passes.
+    const NEW: &str = "TmV3TmV3TmV3TmV3TmV3TmV3TmV3TmV3TmV3TmV3TmU=";
+    hub.0.rekey("a", key(NEW)).expect("rekey");
+    a.send(&frame(3));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT), vec![frame(3)]);
+    // Then a switches too: the new key passes; b never noticed.
+    a.session
+        .rotate(&Keying::new(&key(NEW), None), engine::unix_nanos());
+    a.send(&frame(4));
+    b.send(&frame(5));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT), vec![frame(4)]);
+    assert_eq!(hub.spoke("b").tap.written(1, WAIT), vec![frame(5)]);
+    hub.spoke("a").tap.inject(&frame(6));
+    assert_eq!(a.frames(1, WAIT), vec![frame(6)]);
+    assert_eq!(hub.spoke("a").key_rotations.load(Relaxed), 1);
+    assert_eq!(hub.spoke("b").key_rotations.load(Relaxed), 0);
+    // From b's address, a key no spoke has (b's host got a wrong key file):
+    // nothing passes, counted as b's mismatch (its warn line), b's address
+    // stays.
+    let mut wrong = TestSpoke::new(
+        &net,
+        "192.0.2.99:1",
+        "V1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1dXV1c=",
+    );
+    wrong.socket = net.bind(addr("203.0.113.2:4000"));
+    wrong.send(&frame(7));
+    let until = Instant::now() + WAIT;
+    while hub.spoke("b").auth_failed.load(Relaxed) == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(hub.spoke("b").auth_failed.load(Relaxed), 1);
+    assert!(hub.spoke("b").tap.written(1, QUIET).is_empty());
+    assert!(hub.spoke("a").tap.written(1, QUIET).is_empty());
+    assert_eq!(hub.spoke("b").peer.get(), Some(addr("203.0.113.2:4000")));
+}
