@@ -340,7 +340,9 @@ start_spoke() {
     spawn "$1" "$work/spoke-$1-$3.log" "$bin" "$2" ":$3" "$4" -i tt0 -a "$5" \
         --status-socket "$work/spoke-$1.sock"
     last_spoke=$last_pid
-    wait_link "$1" tt0 && wait_ping "$1" 10.77.0.1
+    wait_link "$1" tt0 && wait_ping "$1" 10.77.0.1 && return 0
+    stop_spoke "$last_spoke"
+    return 1
 }
 stop_spoke() { stop_pid "$1"; forget "$1"; }
 
@@ -360,11 +362,18 @@ tcp_round() { # round candidate
             start_spoke "$ns1" "$work/p2p.key" 9124 198.51.100.1:9124 10.77.201.1/16 || { say "  $2: spoke 1 cannot reach the LAN host"; return 0; }
         fi
         sp1=$last_spoke
+        # The hub's side: the hub, or the point-to-point taptun on the bridge.
+        hp=$hub
+        [ "$2" = hub ] || hp=$p2p
+        k0=$(cpu_ticks "$hp")
         if iperf "$ns1" "$work/up.json" -p 5201 && iperf "$ns1" "$work/down.json" -p 5201 -R; then
+            k1=$(cpu_ticks "$hp")
             up=$(gbps "$work/up.json") down=$(gbps "$work/down.json")
             rec "${2}_up" "$up"
             rec "${2}_down" "$down"
-            say "  round $1 $2: spoke->LAN $(printf %.2f "$up") Gbit/s, LAN->spoke $(printf %.2f "$down") Gbit/s"
+            gb=$(jq -s 'map(.end.sum_received.bytes) | add / 1e9' "$work/up.json" "$work/down.json")
+            rec "${2}_cpu" "$(awk -v t="$((k1 - k0))" -v hz="$clk" -v g="$gb" 'BEGIN { print t / hz / g }')"
+            say "  round $1 $2: spoke->LAN $(printf %.2f "$up") Gbit/s, LAN->spoke $(printf %.2f "$down") Gbit/s, hub side $((k1 - k0)) CPU ticks"
         else
             say "  round $1 $2: iperf3 failed: $(tail -c 200 "$work/up.json" "$work/down.json" | tr '\n' ' ')"
         fi
@@ -461,6 +470,7 @@ mkdir -p "$(dirname "$OUT")"
     say "| TCP LAN→spoke through the hub, Gbit/s | $(med hub_down) | – |"
     say "| TCP LAN→spoke point-to-point taptun, Gbit/s | $(med p2p_down) | – |"
     say "| hub ÷ point-to-point, LAN→spoke | $(ratio hub_down p2p_down) | ≥ 0.9× |"
+    say "| CPU s per GB on the hub's side: hub / point-to-point taptun | $(med hub_cpu) / $(med p2p_cpu) | – |"
     say "| two spokes sending at once: sum, Gbit/s | $(med pair_sum) | – |"
     say "| two spokes sending at once: the smaller share, % | $(med pair_min %.1f) | ≥ 40 |"
     say ""
