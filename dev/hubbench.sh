@@ -523,8 +523,9 @@ mkdir -p "$(dirname "$OUT")"
     say "Medians of $ROUNDS rounds (min–max) for TCP; the restart times count from the new hub's start to the LAN host's last first answer."
 } >"$OUT"
 say ""
-say "== hub log (last lines)"
-tail -n 8 "$work/hub-silent.log" 2>/dev/null | sed 's/^/  /' || true
+say "== hub logs: warnings and errors (at most 10), the trials of unknown addresses at each exit"
+cat "$work"/hub-*.log 2>/dev/null | grep -E ' (WARN|ERROR) ' | head -n 10 | sed 's/^/  /' || true
+cat "$work"/hub-*.log 2>/dev/null | grep 'unknown addresses:' | sed 's/^ */  /' || true
 say ""
 say "== report ($OUT)"
 cat "$OUT"
