@@ -466,6 +466,25 @@ while [ "$r" -le "$ROUNDS" ] && [ $# -gt 0 ]; do
     set -- "$@" "$x"
     r=$((r + 1))
 done
+# The reference for the hub's CPU under the spokes' pings: the
+# point-to-point taptun carrying as many pings a second from one spoke.
+case " $PARTS " in
+*" scale "*)
+    if start_spoke "$ns1" "$work/p2p.key" 9124 198.51.100.1:9124 10.77.201.1/16; then
+        sp1=$last_spoke
+        iv=$(awk -v n="$SPOKES" 'BEGIN { printf "%.4f", 1 / n }')
+        k0=$(cpu_ticks "$p2p")
+        w0=$(now)
+        timeout 60 ip netns exec "$ns1" ping -q -i "$iv" -c $((SPOKES * 10)) 10.77.0.1 >"$work/ping-ref.txt" 2>&1 || true
+        k1=$(cpu_ticks "$p2p")
+        w1=$(now)
+        ref=$(awk -v t="$((k1 - k0))" -v hz="$clk" -v a="$w0" -v b="$w1" 'BEGIN { printf "%.2f", 100 * t / hz / (b - a) }')
+        say "  reference: the point-to-point taptun carrying $SPOKES pings a second from one spoke: $ref % of one core ($(grep -o '[0-9.]*% packet loss' "$work/ping-ref.txt"))"
+        rec ref "$ref"
+        stop_spoke "$sp1"
+    fi
+    ;;
+esac
 if [ -n "$hub" ]; then
     hub_hwm=$(awk -v k="$(status_kb "$hub" VmHWM)" 'BEGIN { printf "%.1f", k / 1024 }')
     stop_pid "$hub" 100
@@ -503,6 +522,7 @@ mkdir -p "$(dirname "$OUT")"
     say "| first start, no state: all spokes have echo replies after, s (each learned by trial of the keys) | $(medv cold) | – |"
     say "| hub CPU with keepalives + a ping a second per spoke, % of one core ($IDLE s) | $(medv cpu) | ≤ 2 |"
     say "| hub CPU with every spoke silent, % of one core ($IDLE s) | $(medv quiet) | – |"
+    say "| reference: point-to-point taptun carrying $SPOKES pings a second from one spoke, % of one core (10 s) | $(medv ref) | – |"
     say "| hub RSS, MiB (peak during the scale part; peak after TCP) | $(medv rss) ($(medv hwm); $hub_hwm) | ≤ 64 |"
     say "| fewest spokes reachable in any second of the window (echo reply in the last 3 s) | $(medv wmin) | all |"
     say "| spokes' ping loss in the window, % | $(medv wloss) | – |"
