@@ -91,6 +91,7 @@ else
     fi
 fi
 [ -x "$bin" ] || die "no taptun binary at $bin"
+"$bin" hub --help >/dev/null 2>&1 || die "$bin has no 'taptun hub' (issue #20): build a revision that has it"
 
 id=$$
 nsh="tthb-h-$id"
