@@ -4,11 +4,11 @@
 
 use super::HubConfig;
 use crate::addr;
-use crate::cli::{self as p2p, MIN_MTU};
+use crate::cli::{self as p2p, ConfigArgs, MIN_MTU};
 use crate::config::ClampMss;
 use crate::tx::MAX_MTU;
 use argh::{ArgsInfo, FromArgs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// taptun hub: one UDP port, many spokes, each with its own key and TAP;
@@ -34,13 +34,17 @@ use std::time::Duration;
     )
 )]
 pub struct HubCli {
-    /// folder of the spokes' key files, one NAME.key per spoke
+    /// folder of the spokes' key files, one NAME.key per spoke (here or dir = in the --config file)
     #[argh(positional)]
     pub dir: PathBuf,
 
-    /// local UDP address: :PORT (every address), IP:PORT, [IPv6]:PORT or HOST:PORT
+    /// local UDP address: :PORT (every address), IP:PORT, [IPv6]:PORT or HOST:PORT (here or local = in the --config file)
     #[argh(positional, from_str_fn(p2p_local))]
     pub local: String,
+
+    /// read the arguments from FILE, one `name = value` a line: dir, local and the options below without their dashes (see taptun.conf(5)); the command line's options and arguments win over the file's
+    #[argh(option, arg_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// the bridge every spoke's TAP joins (it must exist); each TAP's MTU is raised to the bridge's first, so that the bridge keeps its MTU
     #[argh(option, from_str_fn(bridge_name))]
@@ -145,7 +149,41 @@ fn bridge_name(v: &str) -> Result<String, String> {
 
 /// Parses `taptun hub`'s arguments (after `hub`).
 pub fn parse(args: &[&str]) -> Result<HubCli, argh::EarlyExit> {
-    HubCli::from_args(&["taptun hub"], args)
+    HubCli::from_args(&[HubCli::COMMAND], args)
+}
+
+/// `taptun hub --config FILE` reads the point-to-point tunnel's file
+/// syntax with the hub's names: `dir`, `local` and its long options.
+impl ConfigArgs for HubCli {
+    const COMMAND: &'static str = "taptun hub";
+    const POSITIONALS: &'static [&'static str] = &["dir", "local"];
+    const POSITIONAL_WHAT: &'static [&'static str] =
+        &["the folder of the spokes' keys", "the local address"];
+    const REQUIRED: usize = 2;
+    const PLACEHOLDERS: &'static [&'static str] = &["DIR", ":1"];
+    const USAGE: &'static str = "taptun hub DIR LOCAL [OPTIONS], or taptun hub --config FILE";
+
+    fn config_file(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+    fn positionals_given(&self) -> usize {
+        2
+    }
+    fn set_positional(&mut self, i: usize, value: Option<&str>) -> Result<(), String> {
+        match (i, value) {
+            (0, Some(v)) => self.dir = PathBuf::from(v),
+            (1, Some(v)) => self.local = v.to_string(),
+            _ => return Err(p2p::missing_positional::<HubCli>(i)),
+        }
+        Ok(())
+    }
+    fn check_positional(name: &str, value: &str) -> Result<(), String> {
+        match name {
+            "local" => p2p::local_syntax(value).map(drop),
+            _ if value.is_empty() => Err("expected a folder name".into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl HubCli {
