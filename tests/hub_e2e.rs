@@ -639,8 +639,10 @@ fn hub_unit_verifies() {
     let dir = TempDir::new("taptun-hub-unit-");
     let root = env!("CARGO_MANIFEST_DIR");
     let unit = fs::read_to_string(format!("{root}/dist/systemd/taptun-hub@.service")).unwrap();
-    let exec = "ExecStart=taptun hub /etc/taptun/hub-%i.d ${LOCAL} $OPTIONS\n";
+    let exec = "ExecStart=taptun hub --config /etc/taptun/hub-%i.conf\n";
     assert!(unit.contains(exec), "{unit}");
+    assert!(unit.contains("ConditionPathExists=/etc/taptun/hub-%i.conf\n"));
+    assert!(!unit.contains("EnvironmentFile"), "{unit}");
     assert!(unit.contains("StateDirectory=taptun/hub-%i\n"));
     assert!(unit.contains("Type=notify") && unit.contains("AmbientCapabilities=CAP_NET_ADMIN"));
     let unit = unit
@@ -648,6 +650,11 @@ fn hub_unit_verifies() {
         .replace("/etc/taptun/", &format!("{}/", dir.display()));
     fs::write(dir.join("taptun-hub@main.service"), unit).unwrap();
     fs::create_dir_all(dir.join("hub-main.d")).unwrap();
+    fs::write(
+        dir.join("hub-main.conf"),
+        format!("dir = {}/hub-main.d\nlocal = :9123\n", dir.display()),
+    )
+    .unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(dir.join("taptun-hub@main.service"))
