@@ -30,7 +30,7 @@ use std::time::Duration;
     ),
     error_code(
         2,
-        "the configuration must change: arguments, a key file, a key file's name"
+        "the configuration must change: arguments, --config file, a key file, a key file's name"
     )
 )]
 pub struct HubCli {
