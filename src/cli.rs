@@ -428,18 +428,114 @@ pub enum Kind {
     Repeated,
 }
 
+/// A command line that a config file (taptun.conf(5)) can complete:
+/// `taptun`'s [`Cli`] and `taptun hub`'s `HubCli`. The config file's
+/// machinery (its names, the check of a value, the merge with the command
+/// line, the one-line errors) is written once over this trait, from
+/// argh's description of the struct, so that a new option of either
+/// command is a config name of that command's file too.
+pub trait ConfigArgs: FromArgs + ArgsInfo + Sized {
+    /// The command's name as argh shows it in messages (`taptun`, `taptun hub`).
+    const COMMAND: &'static str;
+    /// The config file's names of the positionals, in order (argh's
+    /// names but where a shorter one reads better: `key` for `key_file`).
+    const POSITIONALS: &'static [&'static str];
+    /// What each positional is, for messages (`the key file`, ...).
+    const POSITIONAL_WHAT: &'static [&'static str];
+    /// How many positionals are required (the first ones).
+    const REQUIRED: usize;
+    /// Valid values for the required positionals, put in their places
+    /// when a command line with `--config` leaves them to the file, so
+    /// that argh parses the rest; [`CommandLine::merge`] replaces them.
+    const PLACEHOLDERS: &'static [&'static str];
+    /// The usage line in the message for missing positionals.
+    const USAGE: &'static str;
+    /// The variables of an old EnvironmentFile that the file must not
+    /// hold (they get a message that says how to write them now).
+    const OLD_NAMES: &'static [&'static str] = &[];
+
+    /// The `--config` FILE given, if any.
+    fn config_file(&self) -> Option<&std::path::Path>;
+    /// How many positionals the command line gave.
+    fn positionals_given(&self) -> usize;
+    /// Sets positional `i` from the file (None: the file has none, or an
+    /// empty one); an error when a required one is then missing.
+    fn set_positional(&mut self, i: usize, value: Option<&str>) -> Result<(), String>;
+    /// Checks the value of positional `name` as argh would.
+    fn check_positional(name: &str, value: &str) -> Result<(), String>;
+    /// Checks what several settings only together can break: the index
+    /// of the setting to blame and why.
+    fn check_together(_settings: &[(&str, &str)]) -> Result<(), (usize, String)> {
+        Ok(())
+    }
+}
+
+impl ConfigArgs for Cli {
+    const COMMAND: &'static str = "taptun";
+    const POSITIONALS: &'static [&'static str] = &["key", "local", "peer"];
+    const POSITIONAL_WHAT: &'static [&'static str] =
+        &["the key file", "the local address", "the peer address"];
+    const REQUIRED: usize = 2;
+    const PLACEHOLDERS: &'static [&'static str] = &["KEY_FILE", ":1"];
+    const USAGE: &'static str = "taptun KEY_FILE LOCAL [PEER] [OPTIONS], or taptun --config FILE";
+    const OLD_NAMES: &'static [&'static str] = &["KEY", "LOCAL", "PEER", "ARGS", "UP", "DOWN"];
+
+    fn config_file(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+    fn positionals_given(&self) -> usize {
+        2 + usize::from(self.peer.is_some())
+    }
+    fn set_positional(&mut self, i: usize, value: Option<&str>) -> Result<(), String> {
+        match (i, value) {
+            (0, Some(v)) => self.key_file = PathBuf::from(v),
+            (1, Some(v)) => self.local = v.to_string(),
+            (2, v) => self.peer = v.map(str::to_string),
+            _ => return Err(missing_positional::<Cli>(i)),
+        }
+        Ok(())
+    }
+    fn check_positional(name: &str, value: &str) -> Result<(), String> {
+        match name {
+            "local" => local_syntax(value).map(drop),
+            "peer" if value.is_empty() => Ok(()),
+            "peer" => peer_syntax(value).map(drop),
+            _ if value.is_empty() => Err("expected a file name".into()),
+            _ => Ok(()),
+        }
+    }
+    fn check_together(settings: &[(&str, &str)]) -> Result<(), (usize, String)> {
+        check_together(settings)
+    }
+}
+
+/// The message for required positional `i` that neither the command
+/// line nor the config file gives.
+pub fn missing_positional<A: ConfigArgs>(i: usize) -> String {
+    let what = A::POSITIONAL_WHAT.get(i).copied().unwrap_or("an argument");
+    let name = A::POSITIONALS.get(i).copied().unwrap_or("?");
+    format!("missing {what}: give it on the command line or as {name} = in the config file")
+}
+
 /// The names a config file accepts, with their kinds: the positionals
 /// (`key`, `local`, `peer`) and every long option of [`Cli`] without its
-/// dashes, but `help` and `config`. Read from argh's description of
-/// `Cli`, so that a new option is a config name too.
+/// dashes, but `help` and `config`.
 pub fn config_names() -> Vec<(&'static str, Kind)> {
-    let info = Cli::get_args_info();
+    config_names_of::<Cli>()
+}
+
+/// The names the config file of command `A` accepts, with their kinds:
+/// [`ConfigArgs::POSITIONALS`] and every long option of `A` without its
+/// dashes, but `help` and `config`. Read from argh's description of `A`,
+/// so that a new option is a config name too.
+pub fn config_names_of<A: ConfigArgs>() -> Vec<(&'static str, Kind)> {
+    let info = A::get_args_info();
     let mut names: Vec<(&'static str, Kind)> = info
         .positionals
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let name = if p.name == "key_file" { "key" } else { p.name };
+            let name = A::POSITIONALS.get(i).copied().unwrap_or(p.name);
             (name, Kind::Positional(i))
         })
         .collect();
@@ -465,19 +561,19 @@ pub fn config_names() -> Vec<(&'static str, Kind)> {
 /// placeholders for the positionals);
 /// on error, what was expected.
 pub fn check_setting(name: &str, kind: Kind, value: &str) -> Result<(), String> {
+    check_setting_of::<Cli>(name, kind, value)
+}
+
+/// [`check_setting`] for the config file of command `A`.
+pub fn check_setting_of<A: ConfigArgs>(name: &str, kind: Kind, value: &str) -> Result<(), String> {
     match kind {
         Kind::Switch => switch_value(value).map(drop),
-        Kind::Positional(_) => match name {
-            "local" => local_syntax(value).map(drop),
-            "peer" if value.is_empty() => Ok(()),
-            "peer" => peer_syntax(value).map(drop),
-            _ if value.is_empty() => Err("expected a file name".into()),
-            _ => Ok(()),
-        },
+        Kind::Positional(_) => A::check_positional(name, value),
         Kind::Value | Kind::Repeated => {
             let flag = format!("--{name}");
-            let [key, local] = PLACEHOLDERS;
-            match parse(&[&flag, value, key, local]) {
+            let mut args = vec![flag.as_str(), value];
+            args.extend_from_slice(A::PLACEHOLDERS);
+            match A::from_args(&[A::COMMAND], &args) {
                 Ok(_) => Ok(()),
                 Err(e) => Err(value_message(&flag, value, &e.output)
                     .unwrap_or_else(|| e.output.trim().replace('\n', "; "))),
@@ -507,7 +603,12 @@ fn value_message(flag: &str, value: &str, output: &str) -> Option<String> {
 
 /// The long name, without dashes, of a flag as typed (`-i`, `--dev`).
 pub fn long_name(flag: &str) -> Option<&'static str> {
-    Cli::get_args_info()
+    long_name_of::<Cli>(flag)
+}
+
+/// [`long_name`] among the flags of command `A`.
+pub fn long_name_of<A: ConfigArgs>(flag: &str) -> Option<&'static str> {
+    A::get_args_info()
         .flags
         .iter()
         .find(|f| f.long == flag || f.short.is_some_and(|c| flag == format!("-{c}")))
@@ -516,42 +617,42 @@ pub fn long_name(flag: &str) -> Option<&'static str> {
 
 /// The long options given in `args` (a command line argh accepts), by
 /// long name without dashes, as argh itself parsed them.
-fn options_given(args: &[&str]) -> Result<Vec<&'static str>, argh::EarlyExit> {
-    Ok(Cli::redact_arg_values(&["taptun"], args)?
+fn options_given<A: ConfigArgs>(args: &[&str]) -> Result<Vec<&'static str>, argh::EarlyExit> {
+    Ok(A::redact_arg_values(&[A::COMMAND], args)?
         .iter()
-        .filter_map(|w| long_name(w))
+        .filter_map(|w| long_name_of::<A>(w))
         .collect())
 }
-
-/// Placeholders for the positionals a command line with `--config`
-/// leaves to the file, valid for their parsers; [`CommandLine::merge`]
-/// replaces them.
-const PLACEHOLDERS: [&str; 2] = ["KEY_FILE", ":1"];
 
 /// A command line argh accepted, perhaps with placeholders for the
 /// positionals it lacks when it names a config file.
 #[derive(Debug)]
-pub struct CommandLine<'a> {
+pub struct CommandLine<'a, A = Cli> {
     /// The arguments, with the placeholders at the end.
     words: Vec<&'a str>,
     /// How many positionals the command line itself gave.
     given: usize,
     /// What argh made of `words`.
-    pub cli: Cli,
+    pub cli: A,
 }
 
 /// Parses argv (without the program name). A command line with
 /// `--config` may leave the key file and the local address to the file.
 pub fn parse_command_line<'a>(args: &[&'a str]) -> Result<CommandLine<'a>, argh::EarlyExit> {
-    match parse(args) {
-        Ok(cli) => {
-            let given = 2 + usize::from(cli.peer.is_some());
-            Ok(CommandLine {
-                words: args.to_vec(),
-                given,
-                cli,
-            })
-        }
+    parse_command_line_of::<Cli>(args)
+}
+
+/// [`parse_command_line`] for command `A` (argv after its name): with
+/// `--config`, the required positionals may be left to the file.
+pub fn parse_command_line_of<'a, A: ConfigArgs>(
+    args: &[&'a str],
+) -> Result<CommandLine<'a, A>, argh::EarlyExit> {
+    match A::from_args(&[A::COMMAND], args) {
+        Ok(cli) => Ok(CommandLine {
+            words: args.to_vec(),
+            given: cli.positionals_given(),
+            cli,
+        }),
         Err(e)
             if e.output
                 .starts_with("Required positional arguments not provided:") =>
@@ -559,12 +660,12 @@ pub fn parse_command_line<'a>(args: &[&'a str]) -> Result<CommandLine<'a>, argh:
             // Every option parsed (argh checks what is missing last), so
             // words that do not start with '-' appended at the end are
             // taken as the missing positionals, also after a `--`.
-            let missing = e.output.lines().skip(1).count().min(2);
-            let given = 2 - missing;
+            let missing = e.output.lines().skip(1).count().min(A::REQUIRED);
+            let given = A::REQUIRED - missing;
             let mut words = args.to_vec();
-            words.extend_from_slice(&PLACEHOLDERS[given..]);
-            match parse(&words) {
-                Ok(cli) if cli.config.is_some() => Ok(CommandLine { words, given, cli }),
+            words.extend_from_slice(A::PLACEHOLDERS.get(given..).unwrap_or_default());
+            match A::from_args(&[A::COMMAND], &words) {
+                Ok(cli) if cli.config_file().is_some() => Ok(CommandLine { words, given, cli }),
                 _ => Err(e),
             }
         }
@@ -572,18 +673,19 @@ pub fn parse_command_line<'a>(args: &[&'a str]) -> Result<CommandLine<'a>, argh:
     }
 }
 
-impl CommandLine<'_> {
+impl<A: ConfigArgs> CommandLine<'_, A> {
     /// The command line completed with the config file's `settings`
     /// (name, value pairs that [`crate::conffile::parse`] accepted): an
     /// option given on the command line replaces the file's (for
     /// `address`, the whole list), and so does a positional argument, each
     /// in its place (the first one the file's `key`, ...). An error is one
     /// line.
-    pub fn merge(self, settings: &[(&str, &str)]) -> Result<Cli, String> {
-        let names = config_names();
-        let on_cli = options_given(&self.words).map_err(|e| one_line(&self.words, &e.output))?;
+    pub fn merge(self, settings: &[(&str, &str)]) -> Result<A, String> {
+        let names = config_names_of::<A>();
+        let on_cli = options_given::<A>(&self.words)
+            .map_err(|e| one_line_of::<A>(&self.words, &e.output))?;
         let mut words: Vec<String> = Vec::new();
-        let mut positionals: [Option<&str>; 3] = [None; 3];
+        let mut positionals: Vec<Option<&str>> = vec![None; A::POSITIONALS.len()];
         for &(name, value) in settings {
             let Some(&(_, kind)) = names.iter().find(|(n, _)| *n == name) else {
                 return Err(format!("unknown setting {name:?}"));
@@ -610,21 +712,10 @@ impl CommandLine<'_> {
         }
         let mut all: Vec<&str> = words.iter().map(String::as_str).collect();
         all.extend_from_slice(&self.words);
-        let mut cli = parse(&all).map_err(|e| one_line(&all, &e.output))?;
-        let missing = |what: &str, name: &str| {
-            format!("missing {what}: give it on the command line or as {name} = in the config file")
-        };
-        if self.given < 1 {
-            cli.key_file =
-                PathBuf::from(positionals[0].ok_or_else(|| missing("the key file", "key"))?);
-        }
-        if self.given < 2 {
-            cli.local = positionals[1]
-                .ok_or_else(|| missing("the local address", "local"))?
-                .to_string();
-        }
-        if self.given < 3 {
-            cli.peer = positionals[2].map(str::to_string);
+        let mut cli =
+            A::from_args(&[A::COMMAND], &all).map_err(|e| one_line_of::<A>(&all, &e.output))?;
+        for (i, value) in positionals.into_iter().enumerate().skip(self.given) {
+            cli.set_positional(i, value)?;
         }
         Ok(cli)
     }
@@ -633,12 +724,30 @@ impl CommandLine<'_> {
 /// argh's message for a command line it refused, as one line that names
 /// the flag or argument and the value, and says what was expected.
 pub fn one_line(args: &[&str], output: &str) -> String {
+    one_line_of::<Cli>(args, output)
+}
+
+/// [`one_line`] for command `A`: its options, positionals and usage.
+pub fn one_line_of<A: ConfigArgs>(args: &[&str], output: &str) -> String {
     let output = output.trim_end();
+    let info = A::get_args_info();
     if let Some(rest) = output.strip_prefix("Error parsing option '") {
         for w in args.windows(2) {
             if let Some(msg) = value_message(w[0], w[1], output) {
                 return if msg == "duplicate values provided" {
-                    format!("{} given twice; only -a/--address may repeat", w[0])
+                    let repeated: Vec<String> = info
+                        .flags
+                        .iter()
+                        .filter(|f| matches!(f.optionality, argh::Optionality::Repeating))
+                        .map(|f| match f.short {
+                            Some(c) => format!("-{c}/{}", f.long),
+                            None => f.long.to_string(),
+                        })
+                        .collect();
+                    match repeated.as_slice() {
+                        [] => format!("{} given twice; give it once", w[0]),
+                        r => format!("{} given twice; only {} may repeat", w[0], r.join(", ")),
+                    }
                 } else {
                     format!("{} {:?}: {msg}", w[0], w[1])
                 };
@@ -651,41 +760,54 @@ pub fn one_line(args: &[&str], output: &str) -> String {
     {
         for v in args {
             if let Some(msg) = rest.strip_prefix(&format!("{v}': ")) {
-                let what = match name {
-                    "key_file" => "key file",
-                    "local" => "local address",
-                    _ => "peer address",
-                };
+                let i = info.positionals.iter().position(|p| p.name == name);
+                let what = i
+                    .and_then(|i| A::POSITIONAL_WHAT.get(i))
+                    .map_or(name, |w| w.trim_start_matches("the "));
                 return format!("{what} {v:?}: {msg}");
             }
         }
     }
     if let Some(arg) = output.strip_prefix("Unrecognized argument: ") {
         if arg.starts_with('-') {
-            let known: Vec<String> = Cli::get_args_info()
-                .flags
-                .iter()
-                .map(|f| f.long.to_string())
-                .collect();
+            let known: Vec<String> = info.flags.iter().map(|f| f.long.to_string()).collect();
             let close = crate::conffile::close_names(arg, known.iter().map(String::as_str));
             return match close.as_slice() {
                 [] => format!("unknown option {arg}"),
                 c => format!("unknown option {arg} (did you mean {}?)", c.join(" or ")),
             };
         }
+        let usage: Vec<String> = info
+            .positionals
+            .iter()
+            .map(|p| {
+                let n = p.name.to_uppercase();
+                match p.optionality {
+                    argh::Optionality::Optional => format!("[{n}]"),
+                    _ => n,
+                }
+            })
+            .collect();
         return format!(
-            "unexpected argument {arg:?}: taptun takes KEY_FILE LOCAL [PEER] and options"
+            "unexpected argument {arg:?}: {} takes {} and options",
+            A::COMMAND,
+            usage.join(" ")
         );
     }
     if output.starts_with("Required positional arguments not provided:") {
-        let what = if output.contains("key_file") {
-            "the key file and the local address"
-        } else {
-            "the local address"
+        let missing: Vec<&str> = (0..A::REQUIRED)
+            .filter(|&i| {
+                info.positionals
+                    .get(i)
+                    .is_some_and(|p| output.lines().skip(1).any(|l| l.trim() == p.name))
+            })
+            .filter_map(|i| A::POSITIONAL_WHAT.get(i).copied())
+            .collect();
+        let what = match missing.as_slice() {
+            [] => "arguments".to_string(),
+            m => m.join(" and "),
         };
-        return format!(
-            "missing {what}: taptun KEY_FILE LOCAL [PEER] [OPTIONS], or taptun --config FILE"
-        );
+        return format!("missing {what}: {}", A::USAGE);
     }
     if let Some(rest) = output.strip_prefix("No value provided for option '") {
         let flag = rest.trim_end_matches("'.");

@@ -4,13 +4,15 @@
 //! values is trimmed. A value in double quotes keeps its spaces and `#`
 //! (`\"` and `\\` inside stand for `"` and `\`; any other backslash is
 //! kept). The names are those of [`crate::cli::config_names`]: `key`,
-//! `local`, `peer` and every long option without its dashes.
+//! `local`, `peer` and every long option without its dashes; `taptun hub
+//! --config` reads the same syntax with the hub's names (`dir`, `local`
+//! and its long options: [`parse_for`]).
 //!
 //! Pure: bytes in, the settings (or the first error, with its line) out.
 //! Each value is checked as the command line would check it, so that a
 //! bad one is reported with its line rather than later without one.
 
-use crate::cli::{self, Kind};
+use crate::cli::{self, ConfigArgs, Kind};
 use std::fmt;
 
 /// One `name = value` line the parser accepted.
@@ -42,13 +44,15 @@ impl fmt::Display for ConfError {
 
 impl std::error::Error for ConfError {}
 
-/// The variables of the EnvironmentFile that taptun@.service read before
-/// the config file existed.
-const OLD_NAMES: [&str; 6] = ["KEY", "LOCAL", "PEER", "ARGS", "UP", "DOWN"];
-
-/// Parses a whole config file.
+/// Parses a whole config file of `taptun --config`.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Setting>, ConfError> {
-    let names = cli::config_names();
+    parse_for::<cli::Cli>(bytes)
+}
+
+/// Parses a whole config file of command `A` (`taptun` or `taptun hub`):
+/// the same syntax, with `A`'s names and checks.
+pub fn parse_for<A: ConfigArgs>(bytes: &[u8]) -> Result<Vec<Setting>, ConfError> {
+    let names = cli::config_names_of::<A>();
     let mut settings: Vec<Setting> = Vec::new();
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = i + 1;
@@ -81,7 +85,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Setting>, ConfError> {
         };
         let name = name.trim();
         let value = parse_value(rest).map_err(err)?;
-        if OLD_NAMES.contains(&name) {
+        if A::OLD_NAMES.contains(&name) {
             return Err(err(old_format(name, &value)));
         }
         if name == "config" {
@@ -110,7 +114,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Setting>, ConfError> {
                 repeatable.join(", ")
             )));
         }
-        cli::check_setting(name, kind, &value)
+        cli::check_setting_of::<A>(name, kind, &value)
             .map_err(|msg| err(format!("{name} = {value:?}: {msg}")))?;
         settings.push(Setting {
             line,
@@ -122,7 +126,7 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Setting>, ConfError> {
         .iter()
         .map(|s| (s.name.as_str(), s.value.as_str()))
         .collect();
-    if let Err((i, why)) = cli::check_together(&pairs) {
+    if let Err((i, why)) = A::check_together(&pairs) {
         let s = &settings[i];
         return Err(ConfError {
             line: s.line,

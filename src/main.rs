@@ -181,24 +181,33 @@ fn config_error(msg: &str) -> ExitCode {
 
 /// The command line, completed by the --config file if it names one.
 fn arguments(args: &[&str]) -> Result<cli::Cli, ExitCode> {
-    let line = cli::parse_command_line(args).map_err(|exit| {
+    arguments_of::<cli::Cli>(args, "")
+}
+
+/// The command line of `A` (`taptun` or `taptun hub`), completed by its
+/// --config file if it names one: the same rules and messages for both.
+/// `prefix` goes before a command line's error (`hub: `); a file's
+/// errors start with the file's name, which says enough.
+fn arguments_of<A: cli::ConfigArgs>(args: &[&str], prefix: &str) -> Result<A, ExitCode> {
+    let line = cli::parse_command_line_of::<A>(args).map_err(|exit| {
         if exit.status.is_ok() {
             println!("{}", exit.output);
             ExitCode::SUCCESS
         } else {
             config_error(&format!(
-                "{}; run taptun --help for usage",
-                cli::one_line(args, &exit.output)
+                "{prefix}{}; run {} --help for usage",
+                cli::one_line_of::<A>(args, &exit.output),
+                A::COMMAND
             ))
         }
     })?;
-    let Some(path) = line.cli.config.clone() else {
+    let Some(path) = line.cli.config_file().map(Path::to_path_buf) else {
         return Ok(line.cli);
     };
     let name = path.display();
     let bytes = std::fs::read(&path)
         .map_err(|e| config_error(&format!("config file {name}: cannot read it: {e}")))?;
-    let settings = conffile::parse(&bytes)
+    let settings = conffile::parse_for::<A>(&bytes)
         .map_err(|e| config_error(&format!("{name}:{}: {}", e.line, e.message)))?;
     let pairs: Vec<(&str, &str)> = settings
         .iter()
@@ -211,20 +220,9 @@ fn arguments(args: &[&str]) -> Result<cli::Cli, ExitCode> {
 /// `taptun hub DIR LOCAL [options]`: many spokes on one port (`taptun::hub`).
 fn hub_main(args: &[&str]) -> ExitCode {
     use taptun::hub::{self, Hub};
-    let cli = match hub::cli::parse(args) {
+    let cli = match arguments_of::<hub::cli::HubCli>(args, "hub: ") {
         Ok(c) => c,
-        Err(exit) if exit.status.is_ok() => {
-            println!("{}", exit.output);
-            return ExitCode::SUCCESS;
-        }
-        Err(exit) => {
-            let what = if exit.output.starts_with("Required positional") {
-                "missing DIR or LOCAL: taptun hub DIR LOCAL [OPTIONS]".to_string()
-            } else {
-                cli::one_line(args, &exit.output)
-            };
-            return config_error(&format!("hub: {what}; run taptun hub --help for usage"));
-        }
+        Err(code) => return code,
     };
     init_logging(cli.log_level);
     let state_dir = std::env::var("STATE_DIRECTORY").ok();

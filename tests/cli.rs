@@ -185,6 +185,11 @@ fn every_error_is_one_line_on_stderr_with_its_status() {
     let c_missing = d.join("missing.conf");
     let c_missing = c_missing.to_str().unwrap();
     let c_nolocal = conf("nolocal.conf", &format!("key = {k}\n"));
+    // taptun hub --config: the same file rules with the hub's names.
+    let h_unknown = conf("hub-unknown.conf", "dir = /d\nlocal = :1\nbriddge = br0\n");
+    let h_p2p = conf("hub-p2p.conf", "# a tunnel's name\npeer = 192.0.2.1:9\n");
+    let h_value = conf("hub-value.conf", "dir = /d\nmtu = abc\n");
+    let h_nodir = conf("hub-nodir.conf", "local = :1\nbridge = br0\n");
     let cases: Vec<(Vec<&str>, i32, Vec<String>)> = vec![
         (
             vec![k, ":1", "--mtu", "abc"],
@@ -299,6 +304,37 @@ fn every_error_is_one_line_on_stderr_with_its_status() {
             vec!["--config", &c_nolocal],
             2,
             vec![format!("{c_nolocal}: missing the local address")],
+        ),
+        (
+            vec!["hub", "--config", &h_unknown],
+            2,
+            vec![format!(
+                "{h_unknown}:3: unknown name \"briddge\"; did you mean bridge?"
+            )],
+        ),
+        (
+            vec!["hub", "--config", &h_p2p],
+            2,
+            vec![format!("{h_p2p}:2: unknown name \"peer\"")],
+        ),
+        (
+            vec!["hub", "--config", &h_value],
+            2,
+            vec![format!(
+                "{h_value}:2: mtu = \"abc\": expected a number from 576 to 9000"
+            )],
+        ),
+        (
+            vec!["hub", "--config", &h_nodir],
+            2,
+            vec![format!(
+                "{h_nodir}: missing the folder of the spokes' keys: give it on the command line or as dir ="
+            )],
+        ),
+        (
+            vec!["hub", "/d", ":1", "--briddge", "br0"],
+            2,
+            vec!["unknown option --briddge (did you mean --bridge?)".into()],
         ),
     ];
     let mut failures = Vec::new();

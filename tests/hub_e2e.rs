@@ -127,19 +127,31 @@ impl Lab {
 
     /// Starts the hub with `extra` options; waits for its spokes' TAPs.
     fn start_hub(&self, extra: &[&str], expect: &[&str]) -> Hub {
+        let socket = self.dir.join(format!("{}.sock", unique("hub")));
+        let mut args: Vec<String> = vec![
+            self.keys.display().to_string(),
+            format!(":{PORT}"),
+            "--bridge".into(),
+            "br0".into(),
+            "--log-level".into(),
+            "debug".into(),
+            "--status-socket".into(),
+            socket.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn_hub(&strs(&args), socket, expect)
+    }
+
+    /// Starts `taptun hub ARGS` whose status socket is `socket`; waits for
+    /// its spokes' TAPs.
+    fn spawn_hub(&self, args: &[&str], socket: PathBuf, expect: &[&str]) -> Hub {
         let log = self.dir.join(unique("hublog"));
         let logf = fs::File::create(&log).unwrap();
-        let socket = self.dir.join(format!("{}.sock", unique("hub")));
         let process = Background::spawn(
             self.hub
                 .command(TAPTUN)
                 .arg("hub")
-                .arg(&self.keys)
-                .arg(format!(":{PORT}"))
-                .args(["--bridge", "br0", "--log-level", "debug"])
-                .arg("--status-socket")
-                .arg(&socket)
-                .args(extra)
+                .args(args)
                 .stdin(Stdio::null())
                 .stdout(logf.try_clone().unwrap())
                 .stderr(logf),
@@ -540,6 +552,61 @@ fn e2e_hub_sighup_adds_and_removes_spokes() {
     assert!(hub.log_text().contains("SIGHUP: spoke b removed"));
 }
 
+/// `taptun hub --config FILE` (as taptun-hub@.service runs it): the
+/// folder, port, bridge and options come from the file, and an option on
+/// the command line wins over the file's.
+#[test]
+fn e2e_hub_config_file_sets_the_hub_and_command_line_wins() {
+    require_e2e!();
+    let lab = Lab::new();
+    let kb = lab.key("b", KEY_B);
+    let from_file = lab.dir.join(format!("{}.sock", unique("file")));
+    let from_cli = lab.dir.join(format!("{}.sock", unique("cli")));
+    let conf = lab.dir.join(format!("{}.conf", unique("hub")));
+    fs::write(
+        &conf,
+        format!(
+            "# the hub of this test\n\
+             dir = {}\n\
+             local = :{PORT}   # every address\n\
+             bridge = br0\n\
+             no-offload = yes\n\
+             status-socket = {}\n",
+            lab.keys.display(),
+            from_file.display()
+        ),
+    )
+    .unwrap();
+    let hub = lab.spawn_hub(
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--status-socket",
+            from_cli.to_str().unwrap(),
+        ],
+        from_cli.clone(),
+        &["b"],
+    );
+    // The file's folder, bridge and port: spoke b's TAP is a port of br0,
+    // and spoke b reaches the LAN through the file's port.
+    let link = lab.hub.exec("ip -o link show tt-b");
+    assert!(link.contains("master br0"), "{link}");
+    let b = lab.spoke("b");
+    let _pb = lab.start_spoke(&b.ns, &kb, b.tap_ip, &[]);
+    assert!(
+        b.ns.ping_until(LAN_IP, Duration::from_secs(10)),
+        "{}",
+        hub.log_text()
+    );
+    // The command line's --status-socket, not the file's.
+    let status = hub.status("");
+    assert!(status.contains("spoke: b"), "{status}");
+    assert!(!from_file.exists(), "the file's status socket was used");
+    // A switch of the file: no-offload = yes.
+    let log = hub.log_text();
+    assert!(log.contains("tt-b up, mtu 1500, offloads off"), "{log}");
+}
+
 /// Whether the LAN host reaches every spoke within `limit`, all at once.
 fn lan_reaches_all(lab: &Lab, limit: Duration) -> bool {
     let start = Instant::now();
@@ -639,8 +706,10 @@ fn hub_unit_verifies() {
     let dir = TempDir::new("taptun-hub-unit-");
     let root = env!("CARGO_MANIFEST_DIR");
     let unit = fs::read_to_string(format!("{root}/dist/systemd/taptun-hub@.service")).unwrap();
-    let exec = "ExecStart=taptun hub /etc/taptun/hub-%i.d ${LOCAL} $OPTIONS\n";
+    let exec = "ExecStart=taptun hub --config /etc/taptun/hub-%i.conf\n";
     assert!(unit.contains(exec), "{unit}");
+    assert!(unit.contains("ConditionPathExists=/etc/taptun/hub-%i.conf\n"));
+    assert!(!unit.contains("EnvironmentFile"), "{unit}");
     assert!(unit.contains("StateDirectory=taptun/hub-%i\n"));
     assert!(unit.contains("Type=notify") && unit.contains("AmbientCapabilities=CAP_NET_ADMIN"));
     let unit = unit
@@ -648,6 +717,11 @@ fn hub_unit_verifies() {
         .replace("/etc/taptun/", &format!("{}/", dir.display()));
     fs::write(dir.join("taptun-hub@main.service"), unit).unwrap();
     fs::create_dir_all(dir.join("hub-main.d")).unwrap();
+    fs::write(
+        dir.join("hub-main.conf"),
+        format!("dir = {}/hub-main.d\nlocal = :9123\n", dir.display()),
+    )
+    .unwrap();
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(dir.join("taptun-hub@main.service"))

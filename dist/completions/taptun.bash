@@ -31,12 +31,12 @@ _taptun() {
                 mapfile -t COMPREPLY < <(compgen -u -- "$cur") ;;
             --up|--down)
                 mapfile -t COMPREPLY < <(compgen -c -- "$cur") ;;
-            --status-socket|--state)
+            --config|--status-socket|--state)
                 mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
             --bridge|--mtu|--underlay-mtu|--max-age|--keepalive|--stats) ;;
             *)
                 if [[ $cur == -* ]]; then
-                    mapfile -t COMPREPLY < <(compgen -W "--bridge --mtu --underlay-mtu --max-age --keepalive --clamp-mss --cipher --status-socket --state --no-offload --log-level --user --up --down --stats --help" -- "$cur")
+                    mapfile -t COMPREPLY < <(compgen -W "--config --bridge --mtu --underlay-mtu --max-age --keepalive --clamp-mss --cipher --status-socket --state --no-offload --log-level --user --up --down --stats --help" -- "$cur")
                 else
                     mapfile -t COMPREPLY < <(compgen -d -- "$cur")
                 fi ;;

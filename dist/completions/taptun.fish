@@ -56,6 +56,7 @@ complete -c taptun -n '__fish_seen_subcommand_from genkey' -r -F
 
 # taptun hub DIR LOCAL [OPTIONS]
 set -l hub '__fish_seen_subcommand_from hub'
+complete -c taptun -n $hub -l config -r -F -d 'read the arguments from FILE (taptun.conf(5))'
 complete -c taptun -n $hub -l bridge -x -d 'the bridge every spoke TAP joins'
 complete -c taptun -n $hub -l mtu -x -d 'the TAPs MTU, 576 to 9000'
 complete -c taptun -n $hub -l underlay-mtu -x -d 'MTU of the paths to the spokes'

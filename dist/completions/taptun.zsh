@@ -57,6 +57,7 @@ _taptun() {
         '(- *)'{-h,--help}'[usage]'
     )
     hub_opts=(
+        '--config[read the arguments from FILE, see taptun.conf(5)]:file:_files'
         '--bridge[the bridge every spoke TAP joins]:bridge: '
         '--mtu[the TAPs MTU, 576 to 9000]:bytes: '
         '--underlay-mtu[MTU of the paths to the spokes]:bytes: '

@@ -4,11 +4,11 @@
 
 use super::HubConfig;
 use crate::addr;
-use crate::cli::{self as p2p, MIN_MTU};
+use crate::cli::{self as p2p, ConfigArgs, MIN_MTU};
 use crate::config::ClampMss;
 use crate::tx::MAX_MTU;
 use argh::{ArgsInfo, FromArgs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// taptun hub: one UDP port, many spokes, each with its own key and TAP;
@@ -30,17 +30,21 @@ use std::time::Duration;
     ),
     error_code(
         2,
-        "the configuration must change: arguments, a key file, a key file's name"
+        "the configuration must change: arguments, --config file, a key file, a key file's name"
     )
 )]
 pub struct HubCli {
-    /// folder of the spokes' key files, one NAME.key per spoke
+    /// folder of the spokes' key files, one NAME.key per spoke (here or dir = in the --config file)
     #[argh(positional)]
     pub dir: PathBuf,
 
-    /// local UDP address: :PORT (every address), IP:PORT, [IPv6]:PORT or HOST:PORT
+    /// local UDP address: :PORT (every address), IP:PORT, [IPv6]:PORT or HOST:PORT (here or local = in the --config file)
     #[argh(positional, from_str_fn(p2p_local))]
     pub local: String,
+
+    /// read the arguments from FILE, one `name = value` a line: dir, local and the options below without their dashes (see taptun.conf(5)); the command line's options and arguments win over the file's
+    #[argh(option, arg_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// the bridge every spoke's TAP joins (it must exist); each TAP's MTU is raised to the bridge's first, so that the bridge keeps its MTU
     #[argh(option, from_str_fn(bridge_name))]
@@ -145,7 +149,41 @@ fn bridge_name(v: &str) -> Result<String, String> {
 
 /// Parses `taptun hub`'s arguments (after `hub`).
 pub fn parse(args: &[&str]) -> Result<HubCli, argh::EarlyExit> {
-    HubCli::from_args(&["taptun hub"], args)
+    HubCli::from_args(&[HubCli::COMMAND], args)
+}
+
+/// `taptun hub --config FILE` reads the point-to-point tunnel's file
+/// syntax with the hub's names: `dir`, `local` and its long options.
+impl ConfigArgs for HubCli {
+    const COMMAND: &'static str = "taptun hub";
+    const POSITIONALS: &'static [&'static str] = &["dir", "local"];
+    const POSITIONAL_WHAT: &'static [&'static str] =
+        &["the folder of the spokes' keys", "the local address"];
+    const REQUIRED: usize = 2;
+    const PLACEHOLDERS: &'static [&'static str] = &["DIR", ":1"];
+    const USAGE: &'static str = "taptun hub DIR LOCAL [OPTIONS], or taptun hub --config FILE";
+
+    fn config_file(&self) -> Option<&Path> {
+        self.config.as_deref()
+    }
+    fn positionals_given(&self) -> usize {
+        2
+    }
+    fn set_positional(&mut self, i: usize, value: Option<&str>) -> Result<(), String> {
+        match (i, value) {
+            (0, Some(v)) => self.dir = PathBuf::from(v),
+            (1, Some(v)) => self.local = v.to_string(),
+            _ => return Err(p2p::missing_positional::<HubCli>(i)),
+        }
+        Ok(())
+    }
+    fn check_positional(name: &str, value: &str) -> Result<(), String> {
+        match name {
+            "local" => p2p::local_syntax(value).map(drop),
+            _ if value.is_empty() => Err("expected a folder name".into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl HubCli {
@@ -217,5 +255,190 @@ mod tests {
         assert!(parse(&["/d", ":9123", "--bridge", "a/b"]).is_err());
         let c = parse(&["/d", ":9123", "--cipher", "aes-256-gcm", "--bridge", "br0"]).unwrap();
         assert_eq!(c.bridge.as_deref(), Some("br0"));
+    }
+
+    use crate::cli::{Kind, config_names_of, parse_command_line_of};
+    use crate::conffile::{self, quote};
+
+    fn hub_file(text: &str) -> Result<Vec<(String, String)>, conffile::ConfError> {
+        conffile::parse_for::<HubCli>(text.as_bytes())
+            .map(|s| s.into_iter().map(|s| (s.name, s.value)).collect())
+    }
+
+    /// A valid value for each of the hub's options (the test of all names
+    /// fails when a new option has none here).
+    fn sample(name: &str) -> &'static str {
+        match name {
+            "bridge" => "br0",
+            "mtu" => "1400",
+            "underlay-mtu" => "1500",
+            "max-age" => "3.5",
+            "keepalive" => "10",
+            "clamp-mss" => "off",
+            "cipher" => "chacha20-poly1305",
+            "status-socket" => "/run/taptun/hub.sock",
+            "state" => "/var/lib/taptun/hub.state",
+            "log-level" => "debug",
+            "user" => "taptun",
+            "up" => "logger up",
+            "down" => "logger down",
+            "stats" => "60",
+            other => panic!("no sample value for the hub's option {other}: add one"),
+        }
+    }
+
+    #[test]
+    fn every_long_option_of_hub_help_is_a_config_name() {
+        // `taptun hub --help` as argh prints it: the names cannot drift.
+        let help = parse(&["--help"]).unwrap_err().output;
+        let options = help.split("\nOptions:\n").nth(1).unwrap();
+        let options = options.split("\n\n").next().unwrap();
+        let mut from_help: Vec<&str> = options
+            .split_whitespace()
+            .filter_map(|w| w.trim_end_matches(',').strip_prefix("--"))
+            .filter(|w| !w.is_empty() && !["help", "config"].contains(w))
+            .collect();
+        from_help.sort();
+        from_help.dedup();
+        let names = config_names_of::<HubCli>();
+        let mut options: Vec<&str> = names
+            .iter()
+            .filter(|(_, k)| !matches!(k, Kind::Positional(_)))
+            .map(|(n, _)| *n)
+            .collect();
+        options.sort();
+        assert_eq!(options, from_help);
+        let positionals: Vec<(&str, Kind)> = names
+            .iter()
+            .copied()
+            .filter(|(_, k)| matches!(k, Kind::Positional(_)))
+            .collect();
+        assert_eq!(
+            positionals,
+            [("dir", Kind::Positional(0)), ("local", Kind::Positional(1))]
+        );
+        let kind = |n: &str| names.iter().find(|(m, _)| *m == n).map(|(_, k)| *k);
+        assert_eq!(kind("no-offload"), Some(Kind::Switch));
+        assert_eq!(kind("bridge"), Some(Kind::Value));
+        // The point-to-point tunnel's own names are not the hub's.
+        assert_eq!((kind("key"), kind("peer"), kind("dev")), (None, None, None));
+        // Every option can be set: a valid value for each is accepted.
+        let mut file = String::new();
+        for (name, kind) in &names {
+            let value = match (*name, kind) {
+                (_, Kind::Switch) => "true",
+                ("dir", _) => "/etc/taptun/hub-main.d",
+                ("local", _) => "192.0.2.1:9123",
+                _ => sample(name),
+            };
+            file.push_str(&format!("{name} = {}\n", quote(value)));
+        }
+        assert_eq!(hub_file(&file).unwrap().len(), names.len(), "{file}");
+    }
+
+    #[test]
+    fn hub_file_errors_name_the_line_and_the_hubs_names() {
+        let cases: [(&str, usize, &str); 7] = [
+            (
+                "dir = /d\nbriddge = br0\n",
+                2,
+                "unknown name \"briddge\"; did you mean bridge?",
+            ),
+            ("peer = 192.0.2.1:9\n", 1, "unknown name \"peer\""),
+            (
+                "mtu = abc\n",
+                1,
+                "mtu = \"abc\": expected a number from 576 to 9000",
+            ),
+            ("local = 9123\n", 1, "local = \"9123\": expected :PORT"),
+            ("dir =\n", 1, "dir = \"\": expected a folder name"),
+            (
+                "bridge = a\nbridge = b\n",
+                2,
+                "bridge is already set on line 1",
+            ),
+            ("config = /x\n", 1, "config cannot be set in a config file"),
+        ];
+        for (text, line, want) in cases {
+            let e = hub_file(text).unwrap_err();
+            assert!(
+                e.line == line && e.message.contains(want) && !e.message.contains('\n'),
+                "{text:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn hub_config_file_fills_what_the_command_line_leaves() {
+        let file = [
+            ("dir", "/etc/taptun/hub-main.d"),
+            ("local", ":9123"),
+            ("bridge", "br0"),
+            ("mtu", "1400"),
+            ("no-offload", "yes"),
+            ("status-socket", "/run/taptun/a.sock"),
+        ];
+        let merged = |args: &[&str]| parse_command_line_of::<HubCli>(args).unwrap().merge(&file);
+        let c = merged(&["--config", "f"]).unwrap();
+        assert_eq!(
+            (c.dir.to_str(), c.local.as_str(), c.bridge.as_deref()),
+            (Some("/etc/taptun/hub-main.d"), ":9123", Some("br0"))
+        );
+        assert_eq!((c.mtu, c.no_offload), (Some(1400), true));
+        assert_eq!(c.config, Some(PathBuf::from("f")));
+        // The command line wins: options, and positionals in order.
+        let c = merged(&["/other.d", "--config", "f", "--mtu", "9000"]).unwrap();
+        assert_eq!(
+            (c.dir.to_str(), c.local.as_str()),
+            (Some("/other.d"), ":9123")
+        );
+        assert_eq!((c.mtu, c.bridge.as_deref()), (Some(9000), Some("br0")));
+        let c = merged(&["--config", "f", "--", "/d2", "[::1]:7"]).unwrap();
+        assert_eq!((c.dir.to_str(), c.local.as_str()), (Some("/d2"), "[::1]:7"));
+        // What neither gives is missing, in the hub's words.
+        let e = parse_command_line_of::<HubCli>(&["--config", "f"])
+            .unwrap()
+            .merge(&[("local", ":1")])
+            .unwrap_err();
+        assert!(
+            e.contains("missing the folder of the spokes' keys") && e.contains("dir ="),
+            "{e}"
+        );
+        // Without --config, missing positionals stay an error.
+        assert!(parse_command_line_of::<HubCli>(&["--bridge", "br0"]).is_err());
+    }
+
+    #[test]
+    fn the_shipped_hub_example_parses() {
+        let example = include_bytes!("../../dist/taptun-hub.conf.example");
+        let s = conffile::parse_for::<HubCli>(example)
+            .unwrap_or_else(|e| panic!("taptun-hub.conf.example:{e}"));
+        let s: Vec<(&str, &str)> = s
+            .iter()
+            .map(|s| (s.name.as_str(), s.value.as_str()))
+            .collect();
+        for want in [
+            ("dir", "/etc/taptun/hub-NAME.d"),
+            ("local", ":9123"),
+            ("bridge", "br0"),
+        ] {
+            assert!(s.contains(&want), "{s:?}");
+        }
+        // Its commented-out lines are settings too, once uncommented.
+        let text = String::from_utf8_lossy(example);
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.contains(" = ") && !l.starts_with(' '))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let extra = hub_file(&uncommented).unwrap_or_else(|e| panic!("{uncommented}: {e}"));
+        assert!(extra.len() >= 3, "{extra:?}");
+        // And merged, they make a hub configuration.
+        let c = parse_command_line_of::<HubCli>(&["--config", "x"])
+            .unwrap()
+            .merge(&s)
+            .unwrap();
+        assert!(c.to_config(None).is_ok());
     }
 }
