@@ -50,6 +50,26 @@ fn notify(notifier: &Option<sys::Notifier>, msg: &str) {
     }
 }
 
+/// `--user NAME` looked up, before anything is created: no such user is a
+/// configuration error (exit code 2), a failed lookup (NSS) an
+/// environment one (1); either said in one line.
+fn lookup_user(name: Option<&str>) -> Result<Option<sys::User>, ExitCode> {
+    let Some(n) = name else {
+        return Ok(None);
+    };
+    match sys::lookup_user(n) {
+        Ok(Some(u)) => Ok(Some(u)),
+        Ok(None) => {
+            error!("--user {n}: no such user");
+            Err(ExitCode::from(2))
+        }
+        Err(e) => {
+            error!("--user {n}: cannot look it up: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
 fn init_logging(level: Option<log::LevelFilter>) {
     let level = level
         .or_else(|| {
@@ -230,17 +250,9 @@ fn hub_main(args: &[&str]) -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(&format!("hub: {e}")),
     };
-    let user = match cli.user.as_deref().map(|n| (n, sys::lookup_user(n))) {
-        None => None,
-        Some((_, Ok(Some(u)))) => Some(u),
-        Some((n, Ok(None))) => {
-            error!("--user {n}: no such user");
-            return ExitCode::from(2);
-        }
-        Some((n, Err(e))) => {
-            error!("--user {n}: cannot look it up: {e}");
-            return ExitCode::from(1);
-        }
+    let user = match lookup_user(cli.user.as_deref()) {
+        Ok(u) => u,
+        Err(code) => return code,
     };
     // A bad file name or key file: one line naming the file, exit code 2,
     // before any socket or TAP exists.
@@ -359,17 +371,9 @@ fn main() -> ExitCode {
     init_logging(cli.log_level);
     // Resolve --user now: a typo must fail before anything is created
     // (the key file included).
-    let user = match cli.user.as_deref().map(|n| (n, sys::lookup_user(n))) {
-        None => None,
-        Some((_, Ok(Some(u)))) => Some(u),
-        Some((n, Ok(None))) => {
-            error!("--user {n}: no such user");
-            return ExitCode::from(2);
-        }
-        Some((n, Err(e))) => {
-            error!("--user {n}: cannot look it up: {e}");
-            return ExitCode::from(1);
-        }
+    let user = match lookup_user(cli.user.as_deref()) {
+        Ok(u) => u,
+        Err(code) => return code,
     };
     let (cfg, created) = match cli.to_config() {
         Ok(r) => r,

@@ -243,28 +243,7 @@ impl Hub {
 
 /// 8 MB over TCP from `from` to `to_ip` in `to`, sha256-compared.
 fn tcp_8mb(dir: &Path, from: &Netns, to: &Netns, to_ip: &str, port: u16) {
-    let data = dir.join(format!("data{port}"));
-    sh(&format!(
-        "head -c 8000000 /dev/urandom > {}",
-        data.display()
-    ));
-    let want = sh(&format!("sha256sum < {}", data.display()));
-    let out = dir.join(format!("got{port}"));
-    let mut server = Background::spawn(to.command("sh").arg("-c").arg(format!(
-        "timeout 60 socat -u TCP-LISTEN:{port},reuseaddr - | sha256sum > {}",
-        out.display()
-    )));
-    std::thread::sleep(Duration::from_millis(300));
-    from.exec(&format!(
-        "timeout 60 socat -u FILE:{} TCP:{to_ip}:{port},retry=20,interval=0.2",
-        data.display()
-    ));
-    server.finish(Duration::from_secs(65), "receiver");
-    assert_eq!(
-        fs::read_to_string(&out).unwrap(),
-        want,
-        "data corrupted through the hub ({to_ip}:{port})"
-    );
+    common::tcp_transfer_in(dir, from, to, to_ip, port, 8);
 }
 
 /// The whole three-site scenario, in `cipher` (None: the HMAC wire).

@@ -220,6 +220,28 @@ fn warn_lines(log: &str, what: &str) -> Vec<String> {
         .collect()
 }
 
+/// The fix a warn `line` gives is the host route to A's public address via
+/// A's underlay address on `dev`; run as given on B, it brings the tunnel
+/// back.
+fn run_the_fix(p: &Pair, b: &Peer, line: &str, dev: &str, log: &str) {
+    let fix = line
+        .split("fix: ")
+        .nth(1)
+        .and_then(|f| f.split(" (").next())
+        .unwrap_or_else(|| panic!("no fix in {line}"));
+    assert_eq!(
+        fix,
+        format!("ip route add {PUB_A}/32 via {UNDERLAY_A} dev {dev}"),
+        "{log}"
+    );
+    p.b.exec(fix);
+    assert!(
+        p.b.ping_until(TAP_A, Duration::from_secs(5)),
+        "the fix given did not bring the tunnel back:\n{}",
+        b.log_text()
+    );
+}
+
 /// B's default route is replaced by one through its TAP (as `dhclient
 /// tap0` or `ip route add default via 10.99.0.1` do): within 2 s one warn
 /// line names the route and gives the fix, no wrong MTU advice follows a
@@ -253,22 +275,7 @@ fn e2e_route_into_tap_is_named_with_its_fix() {
         !log.contains("lower the TAP MTU"),
         "MTU advice for a routing loop:\n{log}"
     );
-    let fix = lines[0]
-        .split("fix: ")
-        .nth(1)
-        .and_then(|f| f.split(" (").next())
-        .unwrap_or_else(|| panic!("no fix in {}", lines[0]));
-    assert_eq!(
-        fix,
-        format!("ip route add {PUB_A}/32 via {UNDERLAY_A} dev u0"),
-        "{log}"
-    );
-    p.b.exec(fix);
-    assert!(
-        p.b.ping_until(TAP_A, Duration::from_secs(5)),
-        "the fix given did not bring the tunnel back:\n{}",
-        b.log_text()
-    );
+    run_the_fix(&p, &b, &lines[0], "u0", &log);
     let back = format!("the route to the peer {PUB_A} no longer leads into tap0");
     assert!(
         until(Duration::from_secs(2), POLL, || b
@@ -386,20 +393,5 @@ fn e2e_route_into_a_bridge_holding_the_tap() {
     assert!(named, "no warn line within 2 s:\n{log}");
     let lines = warn_lines(&log, "the route to the peer");
     assert_eq!(lines.len(), 1, "{log}");
-    let fix = lines[0]
-        .split("fix: ")
-        .nth(1)
-        .and_then(|f| f.split(" (").next())
-        .unwrap_or_else(|| panic!("no fix in {}", lines[0]));
-    assert_eq!(
-        fix,
-        format!("ip route add {PUB_A}/32 via {UNDERLAY_A} dev br0"),
-        "{log}"
-    );
-    p.b.exec(fix);
-    assert!(
-        p.b.ping_until(TAP_A, Duration::from_secs(5)),
-        "the fix given did not bring the tunnel back:\n{}",
-        b.log_text()
-    );
+    run_the_fix(&p, &b, &lines[0], "br0", &log);
 }

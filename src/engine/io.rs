@@ -80,3 +80,18 @@ impl AsRawFd for Fd {
         self.0
     }
 }
+
+/// What a receiving thread does with a failed `recv` on the UDP socket: a
+/// timeout or an interruption is the loop's own wake-up and says nothing;
+/// anything else is logged (once a minute through `errlog`, with the count)
+/// and followed by a 1 ms pause, so that a lasting error cannot spin a core.
+pub(crate) fn recv_failed(e: &std::io::Error, errlog: &mut crate::stats::Throttle) {
+    use std::io::ErrorKind::{Interrupted, TimedOut, WouldBlock};
+    if matches!(e.kind(), Interrupted | WouldBlock | TimedOut) {
+        return;
+    }
+    if let Some(n) = errlog.note(1, std::time::Instant::now()) {
+        log::warn!("UDP receive: {e} ({n} errors)");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1));
+}

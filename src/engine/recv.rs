@@ -5,7 +5,7 @@
 //! in answer with its own sending half. It decides the peer: a peer
 //! learned or moved is published for the TAP→UDP thread, which is woken.
 
-use super::io::{Socket, Tap};
+use super::io::{Socket, Tap, recv_failed};
 use super::name::Redirect;
 use super::out::Out;
 use super::role::Role;
@@ -18,12 +18,10 @@ use crate::published::Cached;
 use crate::session::{RecvHalf, SendHalf};
 use crate::stats::{DropReason, Throttle};
 use log::{debug, info, warn};
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Receive buffer: larger than any UDP payload, so nothing is ever truncated.
 pub(super) const RECV_BUF: usize = 65536;
@@ -66,17 +64,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             let r = match self.socket.recv(&mut self.buf) {
                 Ok(r) => r,
                 Err(e) => {
-                    if !matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted
-                            | io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                    ) {
-                        if let Some(n) = self.errlog.note(1, Instant::now()) {
-                            warn!("UDP receive: {e} ({n} errors)");
-                        }
-                        thread::sleep(Duration::from_millis(1));
-                    }
+                    recv_failed(&e, &mut self.errlog);
                     continue;
                 }
             };

@@ -9,19 +9,17 @@
 
 use super::{Budget, Demux, HubShared, Spoke, TRIALS_PER_SECOND};
 use crate::addr;
-use crate::engine::{Socket, Tap, unix_nanos};
+use crate::engine::{Socket, Tap, recv_failed, unix_nanos};
 use crate::peer::PeerUpdate;
 use crate::published::Cached;
 use crate::rx::Tally;
 use crate::session::{Keying, RecvHalf, Setup};
 use crate::stats::{DropReason, Throttle};
 use log::{info, warn};
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Receive buffer: larger than any UDP payload.
 const RECV_BUF: usize = 65536;
@@ -152,17 +150,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             let r = match r {
                 Ok(r) => r,
                 Err(e) => {
-                    if !matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted
-                            | io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                    ) {
-                        if let Some(n) = self.errlog.note(1, Instant::now()) {
-                            warn!("UDP receive: {e} ({n} errors)");
-                        }
-                        thread::sleep(Duration::from_millis(1));
-                    }
+                    recv_failed(&e, &mut self.errlog);
                     continue;
                 }
             };

@@ -583,13 +583,19 @@ pub fn strs(v: &[String]) -> Vec<&str> {
 /// `to_ip:port` in `to` (through whatever tunnel joins them) and compares
 /// SHA-256 at both ends. Bounded: 60 s per side.
 pub fn tcp_transfer(p: &Pair, from: &Netns, to: &Netns, to_ip: &str, port: u16, mb: usize) {
-    let data = p.dir.join(format!("data{port}"));
+    tcp_transfer_in(&p.dir, from, to, to_ip, port, mb);
+}
+
+/// `mb` MB of random bytes over TCP (socat) from `from` to `to_ip`:`port`
+/// in `to`, their sha256 compared; the files live in `dir`.
+pub fn tcp_transfer_in(dir: &Path, from: &Netns, to: &Netns, to_ip: &str, port: u16, mb: usize) {
+    let data = dir.join(format!("data{port}"));
     sh(&format!(
         "head -c {mb}000000 /dev/urandom > {}",
         data.display()
     ));
     let want = sh(&format!("sha256sum < {}", data.display()));
-    let out = p.dir.join(format!("got{port}"));
+    let out = dir.join(format!("got{port}"));
     let mut server = Background::spawn(to.command("sh").arg("-c").arg(format!(
         "timeout 60 socat -u TCP-LISTEN:{port},reuseaddr - | sha256sum > {}",
         out.display()
@@ -603,7 +609,7 @@ pub fn tcp_transfer(p: &Pair, from: &Netns, to: &Netns, to_ip: &str, port: u16, 
     assert_eq!(
         fs::read_to_string(&out).unwrap(),
         want,
-        "data corrupted in the tunnel"
+        "data corrupted in the tunnel ({to_ip}:{port})"
     );
 }
 
