@@ -371,7 +371,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let (cfg, created) = match cli.to_config() {
+    let state_dir = std::env::var("STATE_DIRECTORY").ok();
+    let (cfg, created) = match cli.to_config(state_dir.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             error!("{e}");
