@@ -1078,6 +1078,31 @@ mod tests {
         );
     }
 
+    /// The state file: only for a peer that is learned; systemd's
+    /// `$STATE_DIRECTORY` gives the default, `--state` wins over it.
+    #[test]
+    fn state_file_only_without_a_peer() {
+        let dir = std::env::temp_dir().join(format!("taptun-cli-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("k.b64");
+        let k = key.to_str().unwrap();
+        let state =
+            |args: &[&str], sd: Option<&str>| parse(args).unwrap().to_config(sd).unwrap().0.state;
+        let sd = Some("/var/lib/taptun/home");
+        assert_eq!(state(&[k, ":1"], None), None);
+        assert_eq!(
+            state(&[k, ":1"], sd),
+            Some(PathBuf::from("/var/lib/taptun/home/peer.state"))
+        );
+        assert_eq!(
+            state(&[k, ":1", "--state", "/x"], sd),
+            Some(PathBuf::from("/x"))
+        );
+        assert_eq!(state(&[k, ":1", "10.0.0.2:9"], sd), None);
+        assert_eq!(state(&[k, ":1", "10.0.0.2:9", "--state", "/x"], sd), None);
+        assert_eq!(state(&[k, ":1", "no-such-host.invalid:9"], sd), None);
+    }
+
     #[test]
     fn default_mtu_follows_underlay() {
         let dir = std::env::temp_dir().join(format!("taptun-cli-mtu-{}", std::process::id()));
