@@ -93,6 +93,10 @@ pub struct Cli {
     #[argh(option)]
     pub status_socket: Option<PathBuf>,
 
+    /// without PEER: a file that keeps the learned peer's last address, read at start (sending to it at once) and written when it changes (default $STATE_DIRECTORY/peer.state when systemd sets STATE_DIRECTORY, else none); ignored with PEER
+    #[argh(option)]
+    pub state: Option<PathBuf>,
+
     /// do not use TAP checksum/segmentation offloads (default: use them when the kernel allows; the wire format is the same either way)
     #[argh(switch)]
     pub no_offload: bool,
@@ -187,8 +191,9 @@ impl Cli {
     /// Checks what single values cannot (presence, combinations) and
     /// builds the tunnel configuration. Loads or creates the key, last:
     /// nothing is created for a configuration that is refused anyway. The
-    /// flag says whether the key was created.
-    pub fn to_config(&self) -> Result<(Config, bool), CliError> {
+    /// flag says whether the key was created. `state_directory` is
+    /// systemd's `$STATE_DIRECTORY` (the default state file's folder).
+    pub fn to_config(&self, state_directory: Option<&str>) -> Result<(Config, bool), CliError> {
         if let Some(second) = self.address.iter().filter(|c| c.ip.is_ipv4()).nth(1) {
             return Err(CliError::Value(format!("--address {second}: {TWO_IPV4}")));
         }
@@ -226,6 +231,22 @@ impl Cli {
                 "TAP MTU {mtu}: expected {MIN_MTU} to {MAX_MTU} (check --mtu and --underlay-mtu)"
             )));
         }
+        // The state file only stands in for a peer that is learned: a
+        // configured one (or a name resolved again) always rules.
+        let state = match (&self.peer, &self.state) {
+            (None, Some(p)) => Some(p.clone()),
+            (None, None) => state_directory
+                .filter(|d| !d.is_empty())
+                .map(|d| PathBuf::from(d).join("peer.state")),
+            (Some(_), Some(p)) => {
+                log::info!(
+                    "state file {} not used: the peer is configured, not learned",
+                    p.display()
+                );
+                None
+            }
+            (Some(_), None) => None,
+        };
         let (key, created) = key::load_or_create(&self.key_file)?;
         let cfg = Config {
             key,
@@ -244,6 +265,7 @@ impl Cli {
             path_payload,
             clamp_mss: self.clamp_mss,
             status_socket: self.status_socket.clone(),
+            state,
             mac: self.mac,
             cipher: self.cipher,
         };
@@ -909,7 +931,7 @@ mod tests {
                     assert!(line.contains("expected") && !line.contains('\n'), "{line}");
                 }
                 Ok(c) => {
-                    let e = c.to_config().unwrap_err();
+                    let e = c.to_config(None).unwrap_err();
                     assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
                 }
             }
@@ -1038,7 +1060,7 @@ mod tests {
         let k = key.to_str().unwrap();
         let (cfg, _) = parse(&[k, ":1", "no-such-host.invalid:9", "--resolve-every", "5"])
             .unwrap()
-            .to_config()
+            .to_config(None)
             .unwrap();
         assert_eq!(cfg.peer, None);
         assert_eq!(
@@ -1048,12 +1070,37 @@ mod tests {
         assert_eq!(cfg.resolve_every, Duration::from_secs(5));
         let (cfg, _) = parse(&[k, ":1", "10.0.0.2:9"])
             .unwrap()
-            .to_config()
+            .to_config(None)
             .unwrap();
         assert_eq!(
             (cfg.peer_name, cfg.resolve_every),
             (None, Duration::from_secs(30))
         );
+    }
+
+    /// The state file: only for a peer that is learned; systemd's
+    /// `$STATE_DIRECTORY` gives the default, `--state` wins over it.
+    #[test]
+    fn state_file_only_without_a_peer() {
+        let dir = std::env::temp_dir().join(format!("taptun-cli-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("k.b64");
+        let k = key.to_str().unwrap();
+        let state =
+            |args: &[&str], sd: Option<&str>| parse(args).unwrap().to_config(sd).unwrap().0.state;
+        let sd = Some("/var/lib/taptun/home");
+        assert_eq!(state(&[k, ":1"], None), None);
+        assert_eq!(
+            state(&[k, ":1"], sd),
+            Some(PathBuf::from("/var/lib/taptun/home/peer.state"))
+        );
+        assert_eq!(
+            state(&[k, ":1", "--state", "/x"], sd),
+            Some(PathBuf::from("/x"))
+        );
+        assert_eq!(state(&[k, ":1", "10.0.0.2:9"], sd), None);
+        assert_eq!(state(&[k, ":1", "10.0.0.2:9", "--state", "/x"], sd), None);
+        assert_eq!(state(&[k, ":1", "no-such-host.invalid:9"], sd), None);
     }
 
     #[test]
@@ -1062,7 +1109,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("k.b64");
         let k = key.to_str().unwrap();
-        let mtu = |args: &[&str]| parse(args).unwrap().to_config().unwrap().0.mtu;
+        let mtu = |args: &[&str]| parse(args).unwrap().to_config(None).unwrap().0.mtu;
         assert_eq!(mtu(&[k, ":1"]), 1418);
         assert_eq!(mtu(&[k, ":1", "[fd00::2]:1"]), 1398);
         assert_eq!(mtu(&[k, "[::1]:1"]), 1398);

@@ -52,6 +52,9 @@ pub struct Config {
     pub mac: Option<crate::mac::MacAddr>,
     /// Where `taptun status` finds this tunnel (default /run/taptun/DEV.sock).
     pub status_socket: Option<std::path::PathBuf>,
+    /// The state file (`--state`): the learned peer's last address. Only
+    /// without a configured peer (`cli` leaves it out otherwise).
+    pub state: Option<std::path::PathBuf>,
 }
 
 impl Config {

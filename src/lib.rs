@@ -36,6 +36,7 @@ pub mod rx;
 #[doc(hidden)]
 pub mod script;
 pub mod session;
+pub mod state;
 pub mod stats;
 pub mod sys;
 pub mod tx;

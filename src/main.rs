@@ -375,7 +375,8 @@ fn main() -> ExitCode {
         Ok(u) => u,
         Err(code) => return code,
     };
-    let (cfg, created) = match cli.to_config() {
+    let state_dir = std::env::var("STATE_DIRECTORY").ok();
+    let (cfg, created) = match cli.to_config(state_dir.as_deref()) {
         Ok(r) => r,
         Err(e) => {
             error!("{e}");

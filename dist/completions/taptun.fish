@@ -32,6 +32,7 @@ complete -c taptun -n __taptun_main -l clamp-mss -x -a 'auto off' -d 'lower the 
 complete -c taptun -n __taptun_main -l cipher -x -a 'aes-256-gcm chacha20-poly1305' -d 'encrypt, the same on both sides'
 complete -c taptun -n __taptun_main -l mac -x -d 'the TAP MAC address'
 complete -c taptun -n __taptun_main -l status-socket -r -F -d 'where taptun status reaches this tunnel'
+complete -c taptun -n __taptun_main -l state -r -F -d 'the state file of the learned peer address'
 complete -c taptun -n __taptun_main -l no-offload -d 'do not use TAP and UDP offloads'
 complete -c taptun -n __taptun_main -l log-level -x -a 'error warn info debug trace' -d 'log level'
 complete -c taptun -n __taptun_main -l user -x -a '(__fish_complete_users)' -d 'switch to this user once started'

@@ -38,6 +38,7 @@ _taptun() {
         '--cipher[encrypt, the same on both sides]:cipher:(aes-256-gcm chacha20-poly1305)'
         '--mac[the TAP MAC address]:mac: '
         '--status-socket[where taptun status reaches this tunnel]:socket:_files'
+        '--state[the state file of the learned peer address]:file:_files'
         '--no-offload[do not use TAP and UDP offloads]'
         '--log-level[log level]:level:(error warn info debug trace)'
         '--user[switch to this user once started]:user:_users'

@@ -204,6 +204,7 @@ fn sample(name: &str) -> &'static str {
         "cipher" => "aes-256-gcm",
         "mac" => "02:00:00:00:00:01",
         "status-socket" => "/run/x.sock",
+        "state" => "/var/lib/taptun/home/peer.state",
         "log-level" => "debug",
         "user" => "nobody",
         "up" | "down" => "ip link set \"$TAPTUN_DEV\" up # x",

@@ -9,7 +9,8 @@
 //!   the two threads hand each other for the replies.
 //! - `watch`: the warn lines; `status`, `control`: `taptun status`.
 //! - `name`: the peer's name, resolved again while the peer is silent;
-//!   `routing`: whether the route to the peer leads into the TAP.
+//!   `routing`: whether the route to the peer leads into the TAP;
+//!   `remember`: the state file that keeps a learned peer across restarts.
 //!
 //! This file is the tunnel's lifetime: open, start, key rotation, the MTU.
 //!
@@ -29,6 +30,7 @@ pub(crate) mod mem;
 mod name;
 mod out;
 mod recv;
+mod remember;
 mod role;
 mod routing;
 mod send;
@@ -91,6 +93,9 @@ struct Shared {
     key_since_ns: AtomicU64,
     /// Whether the peer was learned from a datagram (not configured).
     peer_learned: AtomicBool,
+    /// The peer is the state file's address, not heard from yet (cleared
+    /// by the receiving thread at the first valid datagram from the peer).
+    peer_from_state: AtomicBool,
     /// The TAP→UDP thread is to announce the TAP to the peer (set at start
     /// with a configured peer, and when one is learned).
     announce: AtomicBool,
@@ -164,6 +169,8 @@ pub struct Tunnel<T: Tap = SyncDevice, S: Socket = UdpSocket> {
     name: Option<name::NameWatch>,
     /// Whether the route to the peer leads into the TAP.
     routing: routing::RouteWatch,
+    /// The state file, when the peer is learned and one is given.
+    state: Option<remember::StateWatch>,
     /// The status socket, until `start` hands it to its thread; its path
     /// is removed when the tunnel is dropped.
     control: Option<std::os::unix::net::UnixListener>,
@@ -222,6 +229,16 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
     /// are). Nothing runs yet.
     fn with_io(tap: T, socket: S, facts: Facts, cfg: Config) -> Result<Self, TunnelError> {
         let keying = keying(&cfg.key, cfg.cipher)?;
+        // A peer to learn starts from the state file's address, if any: a
+        // restarted tunnel sends to it at once instead of waiting for the
+        // peer's next keepalive. (`cli` gives a state file only without a
+        // configured peer; a name that does not resolve yet is one.)
+        let state = cfg
+            .state
+            .clone()
+            .filter(|_| cfg.peer.is_none() && cfg.peer_name.is_none())
+            .map(remember::StateWatch::open);
+        let remembered = state.as_ref().and_then(|s| s.written());
         let setup = Setup {
             keying: keying.clone(),
             mtu: cfg.mtu,
@@ -231,7 +248,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             clamp: cfg.mss_limit(),
             max_age_ns: cfg.max_age.as_nanos() as u64,
             keepalive_ns: cfg.keepalive.as_nanos() as u64,
-            peer: cfg.peer.map(addr::canonical),
+            peer: cfg.peer.or(remembered).map(addr::canonical),
         };
         let shared = Arc::new(Shared {
             counters: Arc::new(Counters::default()),
@@ -243,6 +260,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             mtu: AtomicU32::new(u32::from(cfg.mtu)),
             key_since_ns: AtomicU64::new(unix_nanos()),
             peer_learned: AtomicBool::new(false),
+            peer_from_state: AtomicBool::new(remembered.is_some()),
             announce: AtomicBool::new(setup.peer.is_some()),
             stop: AtomicBool::new(false),
             peer_name: cfg.peer_name.as_ref().map(|n| n.to_string()),
@@ -276,6 +294,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             watch: watch::TickWatch::new(name.is_some()),
             name,
             routing,
+            state,
             control: None,
             control_path: None,
             threads: Vec::new(),
@@ -377,6 +396,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             role: self.role.clone(),
             buf: vec![0u8; recv::RECV_BUF],
             redirect: Cached::new(&self.shared.redirect),
+            from_state: self.shared.peer_from_state.load(Relaxed),
             errlog: Throttle::per_minute(),
             taplog: Throttle::per_minute(),
             droplog: Throttle::new(Duration::from_secs(1)),
@@ -406,8 +426,9 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
 
     /// Called by the main thread between signals, about once a second
     /// ([`TICK`]): follows the TAP's MTU, resolves the peer's name again
-    /// when due, checks the route to the peer, and says why nothing
-    /// crosses when nothing does. (Keepalives are the sending thread's
+    /// when due, checks the route to the peer, writes the state file when
+    /// the learned peer changed, and says why nothing crosses when nothing
+    /// does. (Keepalives are the sending thread's
     /// own timer.)
     pub fn tick(&mut self) {
         self.follow_mtu();
@@ -415,6 +436,9 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             n.tick(&self.shared, unix_nanos());
         }
         self.routing.tick(&self.shared);
+        if let Some(s) = self.state.as_mut() {
+            s.tick(&self.shared);
+        }
         let port = self.facts.local.port();
         self.watch
             .tick(&self.shared, unix_nanos(), self.cfg.keepalive, port);

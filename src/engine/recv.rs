@@ -52,6 +52,9 @@ pub(super) struct Receiver<T, S> {
     pub watch: RecvWatch,
     /// A new address from the peer's name (see `name.rs`).
     pub redirect: Cached<Option<Redirect>>,
+    /// The peer is the state file's address and was not heard yet (a copy
+    /// of `Shared::peer_from_state`, which this thread alone clears).
+    pub from_state: bool,
 }
 
 impl<T: Tap, S: Socket> Receiver<T, S> {
@@ -188,11 +191,29 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 shared.announce.store(true, Relaxed);
                 Some(p)
             }
+            PeerUpdate::Moved { from, to } if self.from_state => {
+                info!("peer learned: {to} (the state file said {from})");
+                shared.announce.store(true, Relaxed);
+                Some(to)
+            }
             PeerUpdate::Moved { from, to } => {
                 info!("peer moved from {from} to {to}");
                 Some(to)
             }
         };
+        // The first valid datagram from the peer ends the state file's
+        // rule: the peer is learned from then on, as without one.
+        if self.from_state && t.valid() && self.rx.peer() == Some(addr::canonical(src)) {
+            self.from_state = false;
+            shared.peer_from_state.store(false, Relaxed);
+            shared.peer_learned.store(true, Relaxed);
+            if learned.is_none() {
+                info!(
+                    "peer heard at {} (the state file's address)",
+                    addr::canonical(src)
+                );
+            }
+        }
         if let Some(p) = learned {
             shared.peer_learned.store(true, Relaxed);
             self.publish(p);

@@ -78,7 +78,9 @@ impl View<'_> {
     }
 
     fn peer_source(&self) -> &'static str {
-        if self.shared.peer_learned.load(Relaxed) {
+        if self.shared.peer_from_state.load(Relaxed) {
+            "state"
+        } else if self.shared.peer_learned.load(Relaxed) {
             "learned"
         } else {
             "configured"
@@ -154,6 +156,9 @@ impl View<'_> {
             now.saturating_sub(f.started_ns) as f64 / 1e9
         );
         match sh.peer.get() {
+            Some(p) if sh.peer_from_state.load(Relaxed) => {
+                let _ = writeln!(s, "\npeer: {p} (from the state file, not heard yet)");
+            }
             Some(p) => {
                 let _ = writeln!(s, "\npeer: {p} ({})", self.peer_source());
             }

@@ -47,6 +47,7 @@ fn config(local: &str, peer: Option<&str>, cipher: Option<Cipher>) -> Config {
         cipher,
         mac: None,
         status_socket: None,
+        state: None,
     }
 }
 
@@ -382,4 +383,129 @@ fn resolved_address_taken_only_while_silent() {
     b.tap.inject(&frame(2, 6, 80));
     assert_eq!(recv_tags(&a.tap, 1, WAIT), vec![6]);
     assert_eq!(a.peer(), Some(addr("192.0.2.2:9123")));
+}
+
+/// A state file under the temporary folder, removed when dropped.
+struct StateFile(std::path::PathBuf);
+
+impl StateFile {
+    fn new(tag: &str) -> StateFile {
+        let p =
+            std::env::temp_dir().join(format!("taptun-engine-state-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        StateFile(p)
+    }
+
+    fn peer(&self) -> Option<SocketAddr> {
+        let b = std::fs::read(&self.0).ok()?;
+        crate::state::parse(&b).ok()?.get("peer").copied()
+    }
+}
+
+impl Drop for StateFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A learns B and keeps it in its state file; B names A and then stays
+/// silent (keepalives every hour). A restarted A sends to B at once: its
+/// first frame crosses without a word from B. (Without the state file
+/// the restarted A has no peer, and the frame is dropped.)
+#[test]
+fn a_restarted_tunnel_sends_to_the_state_files_peer_at_once() {
+    let file = StateFile::new("restart");
+    let net = Arc::new(MemNet::default());
+    let learner = || {
+        let mut c = config(":9123", None, None);
+        c.state = Some(file.0.clone());
+        c
+    };
+    let mut b_cfg = config(":9123", Some("192.0.2.1:9123"), None);
+    b_cfg.keepalive = Duration::from_secs(3600);
+    let mut a = side_with(&net, 1, learner(), None);
+    let mut b = side_with(&net, 2, b_cfg, None);
+    a.start().unwrap();
+    b.start().unwrap();
+    // B's first keepalive teaches A its address; A's tick writes it.
+    let learned = (0..250).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        a.peer() == Some(addr("192.0.2.2:9123"))
+    });
+    assert!(learned, "A did not learn B");
+    a.tick();
+    assert_eq!(file.peer(), Some(addr("192.0.2.2:9123")));
+    drop(a);
+    // The restart: B says nothing for an hour.
+    let mut a = side_with(&net, 1, learner(), None);
+    assert_eq!(a.peer(), Some(addr("192.0.2.2:9123")));
+    assert!(a.shared.peer_from_state.load(SeqCst));
+    let text = status::View {
+        facts: &a.facts,
+        shared: &a.shared,
+    }
+    .render(status::Form::Text);
+    assert!(
+        text.contains("(from the state file, not heard yet)"),
+        "{text}"
+    );
+    a.start().unwrap();
+    a.tap.inject(&frame(1, 9, 80));
+    assert_eq!(recv_tags(&b.tap, 1, Duration::from_secs(2)), vec![9]);
+    // B answers: heard, A's peer is learned as without a state file.
+    b.tap.inject(&frame(2, 10, 80));
+    assert_eq!(recv_tags(&a.tap, 1, WAIT), vec![10]);
+    // (The frame is written before the thread notes whom it came from.)
+    let heard = (0..250).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        !a.shared.peer_from_state.load(SeqCst)
+    });
+    assert!(heard, "A did not take B's datagram as the peer heard");
+    assert!(a.shared.peer_learned.load(SeqCst));
+    assert_eq!(a.peer(), Some(addr("192.0.2.2:9123")));
+}
+
+/// The state file's address is only where A starts: a valid datagram from
+/// elsewhere moves the peer, as it moves a learned one, and the file
+/// follows. A configured peer is never overridden by the file, and a bad
+/// file is ignored.
+#[test]
+fn a_datagram_from_elsewhere_moves_the_state_files_peer() {
+    let file = StateFile::new("moves");
+    crate::state::write(
+        &file.0,
+        "test",
+        &crate::state::Table::from([("peer".to_string(), addr("192.0.2.9:9123"))]),
+    )
+    .unwrap();
+    let net = Arc::new(MemNet::default());
+    let mut cfg = config(":9123", None, None);
+    cfg.state = Some(file.0.clone());
+    let mut a = side_with(&net, 1, cfg.clone(), None);
+    assert_eq!(a.peer(), Some(addr("192.0.2.9:9123")));
+    a.start().unwrap();
+    let mut b = side(&net, 2, ":9123", Some("192.0.2.1:9123"), None);
+    b.start().unwrap();
+    let moved = (0..250).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        a.peer() == Some(addr("192.0.2.2:9123"))
+    });
+    assert!(moved, "B's datagram did not move A's peer");
+    assert!(!a.shared.peer_from_state.load(SeqCst));
+    a.tick();
+    assert_eq!(file.peer(), Some(addr("192.0.2.2:9123")));
+    a.tap.inject(&frame(1, 3, 80));
+    assert_eq!(recv_tags(&b.tap, 1, WAIT), vec![3]);
+
+    // A configured peer rules; the file is not read.
+    let mut given = cfg.clone();
+    given.peer = Some(addr("192.0.2.7:9123"));
+    let c = side_with(&Arc::new(MemNet::default()), 3, given, None);
+    assert_eq!(c.peer(), Some(addr("192.0.2.7:9123")));
+    assert!(c.state.is_none());
+    // A bad file: no peer, and the tunnel runs.
+    std::fs::write(&file.0, "peer not-an-address\n").unwrap();
+    let d = side_with(&Arc::new(MemNet::default()), 4, cfg, None);
+    assert_eq!(d.peer(), None);
+    assert!(!d.shared.peer_from_state.load(SeqCst));
 }

@@ -4,8 +4,8 @@
 //! bridge switches between the TAPs. `taptun hub --help` says how to run
 //! it, `docs/operating.md` how it behaves.
 //!
-//! - `spokes`: which spokes the folder names (pure); `state`: the state
-//!   file (pure); `budget`: the trial budget (pure); `demux`: address →
+//! - `spokes`: which spokes the folder names (pure); `crate::state`: the
+//!   state file (pure, shared with the point-to-point tunnel); `budget`: the trial budget (pure); `demux`: address →
 //!   spoke (pure).
 //! - `tap`: a spoke's TAP and its bridge port.
 //! - `recv`: the UDP→TAP thread; `send`: the TAP→UDP thread.
@@ -30,7 +30,6 @@ mod demux;
 mod recv;
 mod send;
 pub mod spokes;
-pub mod state;
 mod status;
 mod tap;
 #[cfg(test)]
@@ -47,6 +46,7 @@ use crate::hook::{HookEnd, run_hook_env};
 use crate::key::{self, Key, KeyError};
 use crate::published::Published;
 use crate::session::{Keying, Setup};
+use crate::state;
 use crate::stats::Counters;
 use crate::sys;
 use log::{debug, error, info, warn};
@@ -666,7 +666,7 @@ impl<T: Tap, S: Socket> Hub<T, S> {
         if let Some(path) = &self.cfg.state
             && table != self.written
         {
-            match state::write(path, &table) {
+            match state::write(path, STATE_HEADER, &table) {
                 Ok(()) => {
                     debug!("state file {} written", path.display());
                     self.written = table;
@@ -708,6 +708,9 @@ impl<T: Tap, S: Socket> Hub<T, S> {
         }
     }
 }
+
+/// The state file's first line.
+const STATE_HEADER: &str = "taptun hub: each spoke's last valid address (written by taptun)";
 
 /// The state file at start: a missing one is an empty table, a bad one
 /// is said and ignored (the hub then learns every address again).

@@ -1,10 +1,13 @@
-//! The hub's state file: each spoke's last valid address, so that a
-//! restarted hub reaches every spoke at once instead of waiting for its
-//! next keepalive. One `NAME ADDRESS` a line; `#` comments. Pure: the
-//! hub's main thread reads it at start and writes it (temp + rename) when
-//! an address changed.
+//! The state file: the last valid address of each peer a node learned, so
+//! that a restarted node reaches its peers at once instead of waiting for
+//! their next keepalive. The hub keeps one line per spoke; a
+//! point-to-point tunnel that learns its peer keeps one line, `peer`. One
+//! `NAME ADDRESS` a line; `#` comments. Pure but for [`write`]: the main
+//! thread reads it at start and writes it (temp + rename) when an address
+//! changed, never a forwarding thread.
 
-use super::spokes::valid_name;
+// Names follow the hub's spoke names (the point-to-point file's `peer` is one).
+use crate::hub::spokes::valid_name;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -30,9 +33,10 @@ impl fmt::Display for StateError {
 
 impl std::error::Error for StateError {}
 
-/// The file's text for `table`.
-pub fn render(table: &Table) -> String {
-    let mut s = String::from("# taptun hub: each spoke's last valid address (written by taptun)\n");
+/// The file's text for `table`, after the comment line `# HEADER`, which
+/// says whose file it is.
+pub fn render(header: &str, table: &Table) -> String {
+    let mut s = format!("# {header}\n");
     for (name, addr) in table {
         s.push_str(name);
         s.push(' ');
@@ -74,10 +78,10 @@ pub fn parse(bytes: &[u8]) -> Result<Table, StateError> {
 
 /// Writes `table` to `path` atomically: a temporary file beside it, then
 /// a rename, so that a crash leaves the old file or the new one.
-pub fn write(path: &Path, table: &Table) -> std::io::Result<()> {
+pub fn write(path: &Path, header: &str, table: &Table) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    std::fs::write(&tmp, render(table))?;
+    std::fs::write(&tmp, render(header, table))?;
     std::fs::rename(&tmp, path)
 }
 
@@ -122,7 +126,7 @@ mod tests {
         let mut r = Rng(0x9e37_79b9_7f4a_7c15);
         for _ in 0..2000 {
             let t = random_table(&mut r);
-            assert_eq!(parse(render(&t).as_bytes()), Ok(t));
+            assert_eq!(parse(render("h", &t).as_bytes()), Ok(t));
         }
     }
 
@@ -165,7 +169,7 @@ mod tests {
         let p = std::env::temp_dir().join(format!("taptun-state-{}", std::process::id()));
         let mut t = Table::new();
         t.insert("a".into(), "1.2.3.4:5".parse().unwrap());
-        write(&p, &t).unwrap();
+        write(&p, "h", &t).unwrap();
         assert_eq!(parse(&std::fs::read(&p).unwrap()), Ok(t));
         let _ = std::fs::remove_file(&p);
     }
