@@ -242,9 +242,18 @@ fn a_restarted_hub_sends_to_the_state_files_addresses_at_once() {
         let mut hub = MemHub::new(&net, &[("a", KEY_A)], Some(state.clone()));
         a.send(&frame(1));
         assert_eq!(hub.spoke("a").tap.written(1, WAIT).len(), 1);
+        // The frame reaches the TAP before the receiving thread records
+        // the address it came from: tick until a tick has seen it.
         let mut watch = Watch::default();
-        hub.0.tick(&mut watch);
-        let text = std::fs::read_to_string(&state).expect("state file");
+        let end = std::time::Instant::now() + WAIT;
+        let text = loop {
+            hub.0.tick(&mut watch);
+            match std::fs::read_to_string(&state) {
+                Ok(t) => break t,
+                Err(e) if std::time::Instant::now() > end => panic!("no state file: {e}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+            }
+        };
         assert!(text.contains("a 198.51.100.1:9123\n"), "{text}");
     }
     // A new hub: before the spoke says anything, a frame for it leaves.
