@@ -224,7 +224,14 @@ fn a_spoke_that_roams_is_found_by_its_key_and_followed() {
     a.socket = net.bind(addr("198.51.100.1:40000"));
     a.send(&frame(2));
     assert_eq!(hub.spoke("a").tap.written(1, WAIT), vec![frame(2)]);
-    assert_eq!(hub.spoke("a").peer.get(), Some(addr("198.51.100.1:40000")));
+    // The frame reaches the TAP before the thread records where it came
+    // from: wait (bounded) for the address to follow.
+    let want = Some(addr("198.51.100.1:40000"));
+    let until = Instant::now() + WAIT;
+    while hub.spoke("a").peer.get() != want && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(hub.spoke("a").peer.get(), want);
     assert!(hub.0.shared.trials.load(Relaxed) >= 2);
     hub.spoke("a").tap.inject(&frame(3));
     assert_eq!(a.frames(1, WAIT), vec![frame(3)]);
