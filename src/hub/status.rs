@@ -283,7 +283,13 @@ impl Watch {
         self.state.note(1, Instant::now()).is_some()
     }
 
-    pub(super) fn tick<T: Tap>(&mut self, list: &[&Arc<Spoke<T>>], max_age: Duration) {
+    /// `dir`: the hub's key folder, to name the file to compare.
+    pub(super) fn tick<T: Tap>(
+        &mut self,
+        list: &[&Arc<Spoke<T>>],
+        max_age: Duration,
+        dir: &std::path::Path,
+    ) {
         let now = Instant::now();
         self.spokes
             .retain(|name, _| list.iter().any(|s| &s.name == name));
@@ -298,10 +304,10 @@ impl Watch {
                 *seen = failed;
                 if let Some(all) = keylog.note(n, now) {
                     warn!(
-                        "spoke {}: {all} datagrams from its address {} fail authentication under its key (and every other spoke's): the key files differ, or the spoke runs another --cipher; copy {}.key to the spoke again",
+                        "spoke {}: {all} datagrams from its address {} fail authentication under its key (and every other spoke's): the key files differ, or the spoke runs another --cipher; compare the spoke's key file with {}, or copy it to the spoke again",
                         sp.name,
                         sp.peer.get().map_or("?".into(), |p| p.to_string()),
-                        sp.name
+                        dir.join(format!("{}.key", sp.name)).display()
                     );
                 }
             }
