@@ -958,7 +958,10 @@ fn e2e_hub_skewed_spoke_clock_is_named() {
     let line = lines[0];
     eprintln!("hub: {line}");
     assert!(
-        line.contains("WARN") && line.contains("NTP") && line.contains("--max-age"),
+        line.contains("WARN")
+            && line.contains("(ahead)")
+            && line.contains("NTP")
+            && line.contains("--max-age"),
         "{line}"
     );
     let at = line.find("clock is ").expect("offset") + "clock is ".len();
