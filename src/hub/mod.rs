@@ -193,6 +193,8 @@ pub(crate) struct HubShared<T = SyncDevice> {
     trials: AtomicU64,
     trials_refused: AtomicU64,
     unmatched: AtomicU64,
+    /// The key folder, named in the warn lines of the UDP→TAP thread.
+    dir: PathBuf,
     local: SocketAddr,
     cipher: Option<Cipher>,
     started_ns: u64,
@@ -326,6 +328,7 @@ impl<T: Tap, S: Socket> Hub<T, S> {
                 trials: AtomicU64::new(0),
                 trials_refused: AtomicU64::new(0),
                 unmatched: AtomicU64::new(0),
+                dir: cfg.dir.clone(),
                 local,
                 cipher: cfg.cipher,
                 started_ns: engine::unix_nanos(),
@@ -682,7 +685,7 @@ impl<T: Tap, S: Socket> Hub<T, S> {
             }
         }
         let list: Vec<&Arc<Spoke<T>>> = self.spokes.values().map(|(s, _)| s).collect();
-        watch.tick(&list, self.cfg.max_age);
+        watch.tick(&list, self.cfg.max_age, &self.cfg.dir);
     }
 
     /// One line per spoke with its counters, for SIGUSR1, `--stats` and exit.

@@ -69,6 +69,7 @@ pub(super) struct Receiver<T, S> {
     errlog: Throttle,
     taplog: Throttle,
     budgetlog: Throttle,
+    unknownlog: Throttle,
 }
 
 /// What trying a run against the spokes' keys found.
@@ -76,8 +77,10 @@ pub(super) struct Receiver<T, S> {
 enum Trial {
     /// A spoke's key opened it (its half delivered or refused it).
     Owned,
-    /// No key opened it (or the budget was spent first).
+    /// No key opened it.
     NoKey,
+    /// The budget was spent before every key was tried.
+    Untried,
 }
 
 /// Whether a run failed only for want of a key that opens it.
@@ -103,6 +106,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             errlog: Throttle::per_minute(),
             taplog: Throttle::per_minute(),
             budgetlog: Throttle::per_minute(),
+            unknownlog: Throttle::per_minute(),
             shared,
         };
         // The set published before the thread starts (the cache holds it
@@ -196,13 +200,27 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             if saved {
                 self.buf[..len].copy_from_slice(&self.saved[..len]);
             }
-            if self.trial(Some(i), len, segment, src, now) == Trial::NoKey {
+            if self.trial(Some(i), len, segment, src, now) != Trial::Owned {
                 self.mismatch(i, &t);
             }
             return;
         }
-        if self.trial(None, len, segment, src, now) == Trial::NoKey {
-            self.shared.unmatched.fetch_add(1, Relaxed);
+        match self.trial(None, len, segment, src, now) {
+            Trial::Owned => {}
+            Trial::Untried => {
+                self.shared.unmatched.fetch_add(1, Relaxed);
+            }
+            Trial::NoKey => {
+                self.shared.unmatched.fetch_add(1, Relaxed);
+                // Said here, where the address is known: no spoke has it,
+                // so no spoke can be named.
+                if let Some(n) = self.unknownlog.note(1, Instant::now()) {
+                    warn!(
+                        "datagrams from {src}, an address no spoke has, open under no spoke's key ({n} dropped): a spoke whose key file differs from its NAME.key in {}, one with no key file there, one running another --cipher, or junk; compare that spoke's key file with its NAME.key there",
+                        self.shared.dir.display()
+                    );
+                }
+            }
         }
     }
 
@@ -239,7 +257,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                         "trial budget spent ({TRIALS_PER_SECOND} verifications a second): datagrams from unknown addresses dropped untried ({n} since the last such line); many spokes roaming at once, or junk flooding the port"
                     );
                 }
-                return Trial::NoKey;
+                return Trial::Untried;
             }
             self.shared.trials.fetch_add(1, Relaxed);
             self.scratch[..len].copy_from_slice(&self.buf[..len]);

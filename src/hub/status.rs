@@ -261,11 +261,22 @@ fn prometheus<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> St
 }
 
 /// The main thread's warn lines about spokes: at most one a minute per
-/// cause and spoke, each with the fix.
+/// cause and spoke, each with what it stands for since the last one and
+/// the fix.
 pub struct Watch {
-    /// Per spoke name: key mismatch, clock offset; with what was seen.
-    spokes: std::collections::HashMap<String, (Throttle, Throttle, u64)>,
+    /// Per spoke name.
+    spokes: std::collections::HashMap<String, SpokeWatch>,
     state: Throttle,
+}
+
+/// One spoke's lines, and its counters as last seen.
+struct SpokeWatch {
+    key: Throttle,
+    clock: Throttle,
+    /// `auth_failed` as last seen.
+    failed: u64,
+    /// Its stale and future drops as last seen.
+    refused: u64,
 }
 
 impl Default for Watch {
@@ -283,40 +294,73 @@ impl Watch {
         self.state.note(1, Instant::now()).is_some()
     }
 
-    pub(super) fn tick<T: Tap>(&mut self, list: &[&Arc<Spoke<T>>], max_age: Duration) {
-        let now = Instant::now();
+    /// Logs what [`Watch::lines`] finds now. `dir`: the hub's key folder,
+    /// to name the file to compare.
+    pub(super) fn tick<T: Tap>(
+        &mut self,
+        list: &[&Arc<Spoke<T>>],
+        max_age: Duration,
+        dir: &std::path::Path,
+    ) {
+        for line in self.lines(list, max_age, dir, Instant::now()) {
+            warn!("{line}");
+        }
+    }
+
+    /// The warn lines due at `now`: a spoke whose datagrams its key does
+    /// not open; a spoke whose clock is off, while its datagrams are
+    /// refused for it (only then: a spoke that went quiet is not blamed
+    /// again every minute for what it did before).
+    pub(super) fn lines<T: Tap>(
+        &mut self,
+        list: &[&Arc<Spoke<T>>],
+        max_age: Duration,
+        dir: &std::path::Path,
+        now: Instant,
+    ) -> Vec<String> {
+        let mut lines = Vec::new();
         self.spokes
             .retain(|name, _| list.iter().any(|s| &s.name == name));
         for sp in list {
-            let (keylog, clocklog, seen) = self
+            let w = self
                 .spokes
                 .entry(sp.name.clone())
-                .or_insert_with(|| (Throttle::per_minute(), Throttle::per_minute(), 0));
+                .or_insert_with(|| SpokeWatch {
+                    key: Throttle::per_minute(),
+                    clock: Throttle::per_minute(),
+                    failed: 0,
+                    refused: 0,
+                });
             let failed = sp.auth_failed.load(Relaxed);
-            if failed > *seen {
-                let n = failed - *seen;
-                *seen = failed;
-                if let Some(all) = keylog.note(n, now) {
-                    warn!(
-                        "spoke {}: {all} datagrams from its address {} fail authentication under its key (and every other spoke's): the key files differ, or the spoke runs another --cipher; copy {}.key to the spoke again",
-                        sp.name,
-                        sp.peer.get().map_or("?".into(), |p| p.to_string()),
-                        sp.name
-                    );
-                }
-            }
-            let stale =
-                sp.counters.drops(DropReason::Stale) + sp.counters.drops(DropReason::Future);
-            if let Some(off) = offset(sp)
-                && off.abs() > max_age.as_secs_f64() / 2.0
-                && stale > 0
-                && let Some(all) = clocklog.note(1, now)
+            let new = failed.saturating_sub(w.failed);
+            w.failed = failed;
+            if new > 0
+                && let Some(all) = w.key.note(new, now)
             {
-                warn!(
-                    "spoke {}: its clock is {off:+.1} s off this host's ({stale} datagrams refused as stale or future, {all} warnings); sync both clocks (NTP), or raise --max-age",
-                    sp.name
-                );
+                lines.push(format!(
+                    "spoke {}: {all} datagrams from its address {} fail authentication under its key (and every other spoke's): the key files differ, or the spoke runs another --cipher; compare the spoke's key file with {}, or copy it to the spoke again",
+                    sp.name,
+                    sp.peer.get().map_or("?".into(), |p| p.to_string()),
+                    dir.join(format!("{}.key", sp.name)).display()
+                ));
+            }
+            let refused =
+                sp.counters.drops(DropReason::Stale) + sp.counters.drops(DropReason::Future);
+            let new = refused.saturating_sub(w.refused);
+            w.refused = refused;
+            if new > 0
+                && let Some(off) = offset(sp)
+                && off.abs() > max_age.as_secs_f64() / 2.0
+                && let Some(all) = w.clock.note(new, now)
+            {
+                lines.push(format!(
+                    "spoke {}: its clock is {off:+.1} s off this host's ({}), more than --max-age {:.1} s allows: {all} datagrams refused as stale or future; sync both clocks (NTP: chrony, systemd-timesyncd), or raise --max-age on the hub and the spoke",
+                    sp.name,
+                    if off > 0.0 { "ahead" } else { "behind" },
+                    max_age.as_secs_f64(),
+                ));
             }
         }
+        lines
     }
 }

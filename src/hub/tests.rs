@@ -316,3 +316,62 @@ fn a_spokes_key_rotates_alone_and_a_wrong_key_is_counted_as_its_mismatch() {
     assert!(hub.spoke("a").tap.written(1, QUIET).is_empty());
     assert_eq!(hub.spoke("b").peer.get(), Some(addr("203.0.113.2:4000")));
 }
+
+/// The spoke lines of the main thread: each says what it stands for since
+/// the last one and the fix, at most once a minute, and only while it
+/// goes on (a spoke whose clock was off and that went quiet is not named
+/// again every minute).
+#[test]
+fn watch_lines_count_what_they_stand_for_and_stop_when_it_stops() {
+    let net = Arc::new(MemNet::default());
+    let hub = MemHub::new(&net, &[("b", KEY_B)], None);
+    let b = hub.spoke("b");
+    let list = [b];
+    let (age, dir) = (Duration::from_secs(3), Path::new("/etc/taptun/hub.d"));
+    let mut w = Watch::default();
+    let t0 = Instant::now();
+    let at = |s: u64| t0 + Duration::from_secs(s);
+    assert!(w.lines(&list, age, dir, at(0)).is_empty());
+    b.offset_ns.store(10_000_000_000, Relaxed);
+    b.has_offset.store(true, Relaxed);
+    b.counters.drop_n(DropReason::Future, 5);
+    b.auth_failed.fetch_add(4, Relaxed);
+    let lines = w.lines(&list, age, dir, at(1));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("spoke b: 4 datagrams ")
+            && lines[0].contains("/etc/taptun/hub.d/b.key"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("spoke b: its clock is +10.0 s off this host's (ahead)")
+            && lines[1].contains(": 5 datagrams refused")
+            && lines[1].contains("--max-age 3.0 s")
+            && lines[1].contains("NTP"),
+        "{}",
+        lines[1]
+    );
+    // Within the minute: held back.
+    b.counters.drop_n(DropReason::Stale, 3);
+    b.auth_failed.fetch_add(1, Relaxed);
+    assert!(w.lines(&list, age, dir, at(2)).is_empty());
+    // A minute on, nothing new: nothing said.
+    assert!(w.lines(&list, age, dir, at(70)).is_empty());
+    // Then more: what was held back is counted in.
+    b.counters.drop_n(DropReason::Future, 2);
+    b.auth_failed.fetch_add(1, Relaxed);
+    let lines = w.lines(&list, age, dir, at(71));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("spoke b: 2 datagrams "),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains(": 5 datagrams refused"), "{}", lines[1]);
+    // A clock within --max-age / 2 is not blamed for stale datagrams
+    // (replays refused as stale carry their own, old, timestamps).
+    b.offset_ns.store(1_000_000_000, Relaxed);
+    b.counters.drop_n(DropReason::Stale, 1);
+    assert!(w.lines(&list, age, dir, at(200)).is_empty());
+}
