@@ -470,20 +470,6 @@ pub fn wait_either(
     })
 }
 
-/// Blocks until one of `fds` is readable (each `revents` says which),
-/// `timeout` passes (`None`: no limit), or a signal interrupts the wait;
-/// says how many are ready. The hub waits on all its spokes' TAPs at once.
-pub fn poll_readable(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let ms = wait_ms(timeout);
-    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfds for
-    // the duration of the call, and its length is what poll is told.
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc as usize)
-}
-
 /// Milliseconds for a wait of `timeout` (`None`: -1, no limit), rounded
 /// up: a wait of 0.4 ms must not spin as a wait of 0.
 fn wait_ms(timeout: Option<Duration>) -> libc::c_int {
