@@ -457,10 +457,7 @@ pub fn wait_either(
         revents: 0,
     };
     let mut p = [fd(Some(a.as_raw_fd())), fd(b.map(|b| b.as_raw_fd()))];
-    let ms = timeout.map_or(-1, |t| {
-        // Round up: a wait of 0.4 ms must not spin as a wait of 0.
-        libc::c_int::try_from(t.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
-    });
+    let ms = wait_ms(timeout);
     // SAFETY: two valid pollfds (poll ignores a negative fd), for the
     // duration of the call.
     let rc = unsafe { libc::poll(p.as_mut_ptr(), 2, ms) };
@@ -473,20 +470,113 @@ pub fn wait_either(
     })
 }
 
-/// Blocks until one of `fds` is readable (each `revents` says which),
-/// `timeout` passes (`None`: no limit), or a signal interrupts the wait;
-/// says how many are ready. The hub waits on all its spokes' TAPs at once.
-pub fn poll_readable(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let ms = timeout.map_or(-1, |t| {
+/// Milliseconds for a wait of `timeout` (`None`: -1, no limit), rounded
+/// up: a wait of 0.4 ms must not spin as a wait of 0.
+fn wait_ms(timeout: Option<Duration>) -> libc::c_int {
+    timeout.map_or(-1, |t| {
         libc::c_int::try_from(t.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
-    });
-    // SAFETY: `fds` is a valid, exclusively borrowed slice of pollfds for
-    // the duration of the call, and its length is what poll is told.
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
+    })
+}
+
+/// An epoll instance watching fds for readability, level-triggered: a
+/// wait reports each fd that is readable then, with the `u64` it was
+/// added with. The hub's TAP→UDP thread waits on every spoke's TAP with
+/// one, so a wake-up costs what is ready, not one check per spoke (as
+/// `poll` over them all did).
+///
+/// Level-triggered, not edge-triggered: a reader may stop before an fd is
+/// empty (a turn's limit, so one busy TAP does not starve the others) and
+/// the next wait reports it again; edge-triggered would need every reader
+/// to drain to `EAGAIN` or keep its own list, and one missed drain would
+/// leave frames unread until the next one arrives.
+#[derive(Debug)]
+pub struct Epoll(std::os::fd::OwnedFd);
+
+/// The buffer [`Epoll::wait`] fills; allocated once, reused by every wait.
+pub struct EpollEvents {
+    buf: Vec<libc::epoll_event>,
+    len: usize,
+}
+
+impl EpollEvents {
+    /// Room for `n` events a wait (at least one); more ready fds are
+    /// reported by the next wait.
+    pub fn with_capacity(n: usize) -> EpollEvents {
+        EpollEvents {
+            buf: vec![libc::epoll_event { events: 0, u64: 0 }; n.max(1)],
+            len: 0,
+        }
     }
-    Ok(rc as usize)
+
+    /// The `u64` of each fd the last wait found readable (or in error:
+    /// its reader then sees the error).
+    pub fn ready(&self) -> impl Iterator<Item = u64> + '_ {
+        // A copy of the field, never a reference: the struct is packed on
+        // x86_64.
+        self.buf[..self.len].iter().map(|e| e.u64)
+    }
+}
+
+impl Epoll {
+    /// A new, empty epoll instance (close-on-exec).
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result
+        // is a new fd that nothing else owns.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh fd that we own from here on.
+        Ok(Epoll(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: i32, data: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: data,
+        };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call
+        // (ignored by EPOLL_CTL_DEL); the kernel checks both fds.
+        let rc = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Watches `fd` for readability; waits report it as `data`.
+    pub fn add(&self, fd: i32, data: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, data)
+    }
+
+    /// Stops watching `fd`. Call it while `fd` is still open: closing an
+    /// fd removes it only once every duplicate of it is closed.
+    pub fn remove(&self, fd: i32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0)
+    }
+
+    /// Blocks until a watched fd is readable, `timeout` passes (`None`: no
+    /// limit), or a signal interrupts the wait; fills `events` (at most
+    /// its capacity) and says how many.
+    pub fn wait(&self, events: &mut EpollEvents, timeout: Option<Duration>) -> io::Result<usize> {
+        events.len = 0;
+        let max = libc::c_int::try_from(events.buf.len()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `events.buf` is a valid, exclusively borrowed array of at
+        // least `max` epoll_events for the duration of the call.
+        let rc = unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                events.buf.as_mut_ptr(),
+                max,
+                wait_ms(timeout),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        events.len = rc as usize;
+        Ok(events.len)
+    }
 }
 
 /// A wake-up another thread can send to one that waits in [`wait_either`]
@@ -701,6 +791,59 @@ pub fn ifname(index: u32) -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The epoll wrapper: each readable fd reported with its own data,
+    /// again while it stays readable (level-triggered), never after its
+    /// removal; a full buffer leaves the rest to the next wait. Needs no
+    /// privilege (eventfds).
+    #[test]
+    fn epoll_reports_ready_fds_by_their_data() {
+        let ep = Epoll::new().unwrap();
+        let (a, b, c) = (
+            Wake::new().unwrap(),
+            Wake::new().unwrap(),
+            Wake::new().unwrap(),
+        );
+        ep.add(a.as_raw_fd(), 7).unwrap();
+        ep.add(b.as_raw_fd(), 1 << 40).unwrap();
+        ep.add(c.as_raw_fd(), 3).unwrap();
+        let mut ev = EpollEvents::with_capacity(8);
+        let short = Some(Duration::from_millis(1));
+        assert_eq!(ep.wait(&mut ev, short).unwrap(), 0);
+        assert_eq!(ev.ready().count(), 0);
+        b.signal();
+        c.signal();
+        let ready = |ep: &Epoll, ev: &mut EpollEvents| {
+            ep.wait(ev, short).unwrap();
+            let mut r: Vec<u64> = ev.ready().collect();
+            r.sort_unstable();
+            r
+        };
+        assert_eq!(ready(&ep, &mut ev), [3, 1 << 40]);
+        // Not drained: reported again.
+        assert_eq!(ready(&ep, &mut ev), [3, 1 << 40]);
+        c.clear();
+        assert_eq!(ready(&ep, &mut ev), [1 << 40]);
+        ep.remove(b.as_raw_fd()).unwrap();
+        assert!(ready(&ep, &mut ev).is_empty());
+        // Removing what is not there is an error (the caller logs it).
+        assert!(ep.remove(b.as_raw_fd()).is_err());
+        // One slot, two ready fds: one each wait, neither lost.
+        a.signal();
+        c.signal();
+        let mut one = EpollEvents::with_capacity(1);
+        assert_eq!(ready(&ep, &mut one).len(), 1);
+        let mut seen: Vec<u64> = Vec::new();
+        for _ in 0..2 {
+            let r = ready(&ep, &mut one);
+            seen.extend(&r);
+            if let Some(&d) = r.first() {
+                [&a, &c][usize::from(d == 3)].clear();
+            }
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, [3, 7]);
+    }
 
     /// Receives until `total` bytes came, returning them and each datagram's size.
     fn receive_all(

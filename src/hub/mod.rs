@@ -8,7 +8,8 @@
 //!   state file (pure, shared with the point-to-point tunnel); `budget`: the trial budget (pure); `demux`: address →
 //!   spoke (pure).
 //! - `tap`: a spoke's TAP and its bridge port.
-//! - `recv`: the UDP→TAP thread; `send`: the TAP→UDP thread.
+//! - `recv`: the UDP→TAP thread; `send`: the TAP→UDP thread; `timers`:
+//!   its keepalive deadlines (pure).
 //! - `status`: `taptun status` of a hub; `cli`: `taptun hub`'s arguments.
 //!
 //! This file is the hub's lifetime: open, start, SIGHUP (spokes added,
@@ -34,6 +35,7 @@ mod status;
 mod tap;
 #[cfg(test)]
 mod tests;
+mod timers;
 
 pub use budget::Budget;
 pub use demux::Demux;
@@ -634,7 +636,7 @@ impl<T: Tap, S: Socket> Hub<T, S> {
                 .map_err(|e| HubError::Tunnel(TunnelError::Thread(e)))
         };
         let receiver = recv::Receiver::new(self.socket.clone(), self.shared.clone());
-        let sender = send::Sender::new(self.socket.clone(), self.shared.clone());
+        let sender = send::Sender::new(self.socket.clone(), self.shared.clone())?;
         self.threads
             .push(spawn("hub-udp-to-tap", Box::new(move || receiver.run()))?);
         self.threads

@@ -1,12 +1,18 @@
 //! The hub's TAP→UDP thread: waits on every spoke's TAP at once (one
-//! `poll`, with the eventfd that says the spoke set, a key, an address or
-//! an MTU changed), drains each readable TAP into that spoke's sending
-//! half (at most [`ROUND_FRAMES`] frames a turn, so that one busy spoke
-//! cannot starve the others) and sends each batch to the spoke's address;
-//! also each spoke's keepalives.
+//! epoll instance, with the eventfd that says the spoke set, a key, an
+//! address or an MTU changed), drains each readable TAP into that
+//! spoke's sending half (at most [`ROUND_FRAMES`] frames a turn, so that
+//! one busy spoke cannot starve the others) and sends each batch to the
+//! spoke's address; also each spoke's keepalives.
+//!
+//! A wake-up costs what is ready, not one look per spoke: the epoll
+//! instance reports the readable TAPs by slot, and the keepalive
+//! deadlines sit in a heap ([`Timers`]). Only a change (the eventfd) makes
+//! the thread look at every slot, to take what was published.
 
-use super::{HubShared, Spoke};
-use crate::engine::{Drained, Out, Reader, Socket, Tap, unix_nanos};
+use super::timers::Timers;
+use super::{HubError, HubShared, Spoke};
+use crate::engine::{Out, Reader, Socket, Tap, TunnelError, unix_nanos};
 use crate::published::Cached;
 use crate::session::{KeepaliveDue, Keying, SendHalf, Setup};
 use crate::stats::Throttle;
@@ -33,8 +39,6 @@ struct Slot<T, S> {
     reader: Reader,
     out: Out<S>,
     mtu: u16,
-    /// The TAP had more than a turn's frames: read it again before waiting.
-    more: bool,
 }
 
 impl<T: Tap, S: Socket> Slot<T, S> {
@@ -51,25 +55,31 @@ impl<T: Tap, S: Socket> Slot<T, S> {
             reader: Reader::new(spoke.offload, true),
             out: Out::bare(socket.clone(), spoke.counters.clone(), v6),
             mtu: setup.mtu,
-            more: true,
             spoke,
         }
     }
 
-    /// Takes what the other threads published: key, address, MTU.
-    fn follow(&mut self) {
+    /// Takes what the other threads published: key, address, MTU. Says
+    /// whether the address changed (the keepalive may be due earlier: the
+    /// first one to a peer just learned).
+    fn follow(&mut self) -> bool {
         let s = &*self.spoke;
         if let Some(k) = self.key.changed(&s.key) {
             self.tx.set_keying(k);
         }
-        if let Some(p) = self.peer.changed(&s.peer) {
-            self.tx.set_peer(*p);
-        }
+        let moved = match self.peer.changed(&s.peer) {
+            Some(p) => {
+                self.tx.set_peer(*p);
+                true
+            }
+            None => false,
+        };
         let mtu = s.mtu.load(Relaxed) as u16;
         if mtu != self.mtu {
             self.mtu = mtu;
             self.tx.set_mtu(mtu);
         }
+        moved
     }
 
     /// Sends a keepalive if one is due at `now`; says when the next one is.
@@ -90,111 +100,187 @@ impl<T: Tap, S: Socket> Slot<T, S> {
     }
 }
 
+/// The epoll data of the eventfd (slots are `0..`).
+const WAKE: u64 = u64::MAX;
+
+/// Most readiness reports one wait takes; more are reported by the next.
+const EVENTS: usize = 256;
+
 /// The thread's state.
 pub(super) struct Sender<T, S> {
     socket: Arc<S>,
     shared: Arc<HubShared<T>>,
     list: Cached<Arc<Vec<Arc<Spoke<T>>>>>,
-    slots: Vec<Slot<T, S>>,
-    /// The eventfd first, then each slot's TAP, in slot order.
-    fds: Vec<libc::pollfd>,
+    /// The spokes by slot: a slot's index is its TAP's epoll data and its
+    /// keepalive timer, stable while the spoke stays (a removed spoke's
+    /// slot is reused by a later one).
+    slots: Vec<Option<Slot<T, S>>>,
+    /// Free slots.
+    free: Vec<usize>,
+    epoll: sys::Epoll,
+    events: sys::EpollEvents,
+    /// Each slot's next keepalive (early is fine, late never: see
+    /// [`Timers`]).
+    timers: Timers,
+    /// The slots the last wait found readable (reused: no allocation per
+    /// wake-up).
+    ready: Vec<usize>,
+    errlog: Throttle,
 }
 
 impl<T: Tap, S: Socket> Sender<T, S> {
-    pub(super) fn new(socket: Arc<S>, shared: Arc<HubShared<T>>) -> Self {
-        Sender {
+    pub(super) fn new(socket: Arc<S>, shared: Arc<HubShared<T>>) -> Result<Self, HubError> {
+        let err = |e| HubError::Tunnel(TunnelError::Thread(e));
+        let epoll = sys::Epoll::new().map_err(err)?;
+        epoll.add(shared.wake.as_raw_fd(), WAKE).map_err(err)?;
+        let mut s = Sender {
             list: Cached::new(&shared.spokes),
             socket,
             slots: Vec::new(),
-            fds: Vec::new(),
+            free: Vec::new(),
+            epoll,
+            events: sys::EpollEvents::with_capacity(EVENTS),
+            timers: Timers::new(),
+            ready: Vec::with_capacity(EVENTS),
+            errlog: Throttle::per_minute(),
             shared,
-        }
-        .rebuilt()
+        };
+        // The set published before the thread starts (the cache holds it
+        // already, so the loop would not see it as a change).
+        let list = s.shared.spokes.get();
+        s.rebuild(&list);
+        Ok(s)
     }
 
-    fn rebuilt(mut self) -> Self {
-        let list = self.shared.spokes.get();
-        self.rebuild(&list);
-        self
-    }
-
-    /// Follows the published spoke set (halves of staying spokes kept).
+    /// Follows the published spoke set: the slots of staying spokes are
+    /// kept (halves, epoll registration, timer), removed spokes' TAPs leave
+    /// the epoll set, new spokes take a free slot. Only on a change
+    /// (SIGHUP): it may allocate.
     fn rebuild(&mut self, list: &[Arc<Spoke<T>>]) {
         let v6 = self.shared.local.is_ipv6();
-        let mut old: Vec<Option<Slot<T, S>>> = std::mem::take(&mut self.slots)
-            .into_iter()
-            .map(Some)
-            .collect();
-        for s in list {
-            let kept = old
-                .iter_mut()
-                .find(|o| o.as_ref().is_some_and(|o| o.spoke.id == s.id))
-                .and_then(Option::take);
-            self.slots
-                .push(kept.unwrap_or_else(|| Slot::new(s.clone(), &self.socket, v6)));
+        let ids: std::collections::HashSet<u64> = list.iter().map(|s| s.id).collect();
+        let mut have = std::collections::HashSet::new();
+        for i in 0..self.slots.len() {
+            let Some(slot) = &self.slots[i] else { continue };
+            if ids.contains(&slot.spoke.id) {
+                have.insert(slot.spoke.id);
+                continue;
+            }
+            // While its fd is open (this slot holds the TAP): an fd the
+            // epoll set still had would be reported under a reused slot.
+            if let Err(e) = self.epoll.remove(slot.spoke.tap.fd()) {
+                warn!(
+                    "spoke {}: cannot stop waiting on its TAP: {e}",
+                    slot.spoke.name
+                );
+            }
+            self.slots[i] = None;
+            self.timers.disarm(i);
+            self.free.push(i);
         }
-        let fd = |fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        self.fds.clear();
-        self.fds.push(fd(self.shared.wake.as_raw_fd()));
-        for s in &self.slots {
-            self.fds.push(fd(s.spoke.tap.fd()));
+        for s in list.iter().filter(|s| !have.contains(&s.id)) {
+            let i = self.free.pop().unwrap_or_else(|| {
+                self.slots.push(None);
+                self.slots.len() - 1
+            });
+            if let Err(e) = self.epoll.add(s.tap.fd(), i as u64) {
+                // Not fatal for the others; this spoke's frames wait.
+                warn!(
+                    "spoke {}: cannot wait on its TAP: {e}; its frames are not sent",
+                    s.name
+                );
+            }
+            let slot = Slot::new(s.clone(), &self.socket, v6);
+            if let Some(at) = slot.tx.poll_timeout() {
+                self.timers.arm(i, at);
+            }
+            self.slots[i] = Some(slot);
+        }
+    }
+
+    /// Takes what was published: the spoke set, then every slot's key,
+    /// address and MTU (a look at each slot: only after the eventfd).
+    fn changed(&mut self) {
+        self.shared.wake.clear();
+        if let Some(list) = self.list.changed(&self.shared.spokes) {
+            let list = list.clone();
+            self.rebuild(&list);
+        }
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(slot) = slot
+                && slot.follow()
+            {
+                match slot.tx.poll_timeout() {
+                    Some(at) => self.timers.arm(i, at),
+                    None => self.timers.disarm(i),
+                }
+            }
+        }
+    }
+
+    /// Sends the keepalives due at `now`; re-arms each slot due (its half
+    /// says when next, or that nothing was due: data went meanwhile).
+    fn keepalives(&mut self, now: u64) {
+        while let Some(i) = self.timers.pop_due(now) {
+            let Some(slot) = self.slots.get_mut(i).and_then(Option::as_mut) else {
+                continue;
+            };
+            if let Some(at) = slot.keepalive(now) {
+                // Never at or before `now` again within this pass.
+                self.timers.arm(i, at.max(now + 1));
+            }
         }
     }
 
     /// Runs until the hub stops.
     pub(super) fn run(mut self) {
-        let mut errlog = Throttle::per_minute();
         while !self.shared.stop.load(Relaxed) {
-            if let Some(list) = self.list.changed(&self.shared.spokes) {
-                let list = list.clone();
-                self.rebuild(&list);
-            }
-            let mut more = false;
-            for (i, slot) in self.slots.iter_mut().enumerate() {
-                slot.follow();
-                if self.fds[i + 1].revents == 0 && !slot.more {
+            let now = unix_nanos();
+            self.keepalives(now);
+            let timeout = self
+                .timers
+                .next()
+                .map(|at| Duration::from_nanos(at.saturating_sub(now)));
+            match self.epoll.wait(&mut self.events, timeout) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if let Some(n) = self.errlog.note(1, Instant::now()) {
+                        warn!("TAP wait: {e} ({n} errors)");
+                    }
+                    thread::sleep(Duration::from_millis(1));
                     continue;
                 }
+            }
+            self.ready.clear();
+            let mut woken = false;
+            for data in self.events.ready() {
+                if data == WAKE {
+                    woken = true;
+                } else {
+                    self.ready.push(data as usize);
+                }
+            }
+            if woken {
+                // First: a slot reported ready may be one removed now
+                // (skipped below) or reused by a new spoke (whose TAP is
+                // only read once more: it is non-blocking).
+                self.changed();
+            }
+            for &i in &self.ready {
+                let Some(slot) = self.slots.get_mut(i).and_then(Option::as_mut) else {
+                    continue;
+                };
                 let s = &*slot.spoke;
-                let (why, _) = slot.reader.drain(
+                // What is left after a turn is reported again by the next
+                // wait (level-triggered), after the other spokes' turns.
+                slot.reader.drain(
                     &s.tap,
                     &mut slot.tx,
                     &mut slot.out,
                     &s.counters,
                     ROUND_FRAMES,
                 );
-                slot.more = why == Drained::Limit;
-                more |= slot.more;
-            }
-            let now = unix_nanos();
-            let mut due: Option<u64> = None;
-            for slot in &mut self.slots {
-                if let Some(at) = slot.keepalive(now) {
-                    due = Some(due.map_or(at, |d| d.min(at)));
-                }
-            }
-            let timeout = if more {
-                Some(Duration::ZERO)
-            } else {
-                due.map(|at| Duration::from_nanos(at.saturating_sub(now)))
-            };
-            match sys::poll_readable(&mut self.fds, timeout) {
-                Ok(_) => {
-                    if self.fds[0].revents != 0 {
-                        self.shared.wake.clear();
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    if let Some(n) = errlog.note(1, Instant::now()) {
-                        warn!("TAP wait: {e} ({n} errors)");
-                    }
-                    thread::sleep(Duration::from_millis(1));
-                }
             }
         }
     }

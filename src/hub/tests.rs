@@ -57,15 +57,14 @@ impl Drop for MemHub {
 
 impl MemHub {
     fn new(net: &Arc<MemNet>, spokes: &[(&str, &str)], state: Option<PathBuf>) -> MemHub {
+        MemHub::with(net, spokes, config(state))
+    }
+
+    fn with(net: &Arc<MemNet>, spokes: &[(&str, &str)], cfg: HubConfig) -> MemHub {
         let socket = net.bind(addr(HUB));
-        let mut hub = Hub::with_io(config(state), socket, addr(HUB), false).expect("hub");
+        let mut hub = Hub::with_io(cfg, socket, addr(HUB), false).expect("hub");
         for (name, k) in spokes {
-            let opened = tap::Opened {
-                tap: MemTap::new(1418, Vec::new(), None),
-                offload: false,
-                udp_coalesce: false,
-            };
-            hub.insert(name, key(k), opened).expect("spoke");
+            hub.insert(name, key(k), mem_tap()).expect("spoke");
         }
         hub.publish();
         hub.start().expect("start");
@@ -74,6 +73,14 @@ impl MemHub {
 
     fn spoke(&self, name: &str) -> &Arc<Spoke<MemTap>> {
         &self.0.spokes[name].0
+    }
+}
+
+fn mem_tap() -> tap::Opened<MemTap> {
+    tap::Opened {
+        tap: MemTap::new(1418, Vec::new(), None),
+        offload: false,
+        udp_coalesce: false,
     }
 }
 
@@ -142,6 +149,21 @@ impl TestSpoke {
             );
         }
         got
+    }
+}
+
+impl TestSpoke {
+    /// How many datagrams reach this spoke's socket within `within`.
+    fn datagrams(&self, within: Duration) -> usize {
+        let end = Instant::now() + within;
+        let mut n = 0;
+        let mut buf = vec![0u8; 70_000];
+        while Instant::now() < end {
+            if Socket::recv(&self.socket, &mut buf).is_ok_and(|r| r.from.is_some()) {
+                n += 1;
+            }
+        }
+        n
     }
 }
 
@@ -374,4 +396,58 @@ fn watch_lines_count_what_they_stand_for_and_stop_when_it_stops() {
     b.offset_ns.store(1_000_000_000, Relaxed);
     b.counters.drop_n(DropReason::Stale, 1);
     assert!(w.lines(&list, age, dir, at(200)).is_empty());
+}
+
+/// SIGHUP's path in the sending thread: a spoke removed while the others
+/// run (its TAP no longer read, nothing sent to it), one added (taking the
+/// removed one's slot: its own TAP and address, not the old spoke's).
+#[test]
+fn spokes_removed_and_added_while_running_keep_their_own_frames() {
+    const KEY_C: &str = "Q0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0M=";
+    let net = Arc::new(MemNet::default());
+    let mut hub = MemHub::new(&net, &[("a", KEY_A), ("b", KEY_B)], None);
+    let mut a = TestSpoke::new(&net, "198.51.100.1:9123", KEY_A);
+    let mut b = TestSpoke::new(&net, "203.0.113.2:4000", KEY_B);
+    a.send(&frame(1));
+    b.send(&frame(2));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT).len(), 1);
+    assert_eq!(hub.spoke("b").tap.written(1, WAIT).len(), 1);
+    let old_a = hub.spoke("a").clone();
+    hub.0.spokes.remove("a");
+    hub.0.publish();
+    hub.0.insert("c", key(KEY_C), mem_tap()).expect("spoke c");
+    hub.0.publish();
+    let mut c = TestSpoke::new(&net, "192.0.2.77:5000", KEY_C);
+    c.send(&frame(3));
+    assert_eq!(hub.spoke("c").tap.written(1, WAIT), vec![frame(3)]);
+    hub.spoke("c").tap.inject(&frame(4));
+    assert_eq!(c.frames(1, WAIT), vec![frame(4)]);
+    // The sending thread has seen the set without a: a's TAP is not read.
+    old_a.tap.inject(&frame(5));
+    hub.spoke("b").tap.inject(&frame(6));
+    assert_eq!(b.frames(1, WAIT), vec![frame(6)]);
+    assert!(a.frames(1, QUIET).is_empty());
+    assert!(c.frames(1, QUIET).is_empty());
+}
+
+/// The keepalive timers in the running thread: a spoke whose address the
+/// hub learned gets one at once, then one per interval (each re-armed
+/// after it went); a spoke never heard from gets none.
+#[test]
+fn keepalives_go_to_each_learned_spoke_every_interval() {
+    let net = Arc::new(MemNet::default());
+    let cfg = HubConfig {
+        keepalive: Duration::from_millis(100),
+        ..config(None)
+    };
+    let hub = MemHub::with(&net, &[("a", KEY_A), ("b", KEY_B)], cfg);
+    let mut a = TestSpoke::new(&net, "198.51.100.1:9123", KEY_A);
+    let b = TestSpoke::new(&net, "203.0.113.2:4000", KEY_B);
+    a.send(&frame(1));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT).len(), 1);
+    // About 10 in a second; a loaded machine may delay a few.
+    let n = a.datagrams(Duration::from_secs(1));
+    assert!((5..=12).contains(&n), "{n} keepalives in 1 s at 100 ms");
+    assert!(hub.spoke("a").counters.keepalives_tx.load(Relaxed) >= 5);
+    assert_eq!(b.datagrams(QUIET), 0);
 }
