@@ -388,6 +388,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             socket: self.socket.clone(),
             shared: self.shared.clone(),
             key: Cached::new(&self.shared.key),
+            reply_key: Cached::new(&self.shared.key),
             rx,
             replies: nonblocking.then(|| {
                 let tx = self.setup.send_half();

@@ -38,6 +38,10 @@ pub(super) struct Receiver<T, S> {
     pub socket: Arc<S>,
     pub shared: Arc<Shared>,
     pub key: Cached<Keying>,
+    /// The key as the replies' sending half last took it: looked at just
+    /// before each drain, so that a frame read after a rotation is sealed
+    /// with the new key even when no datagram came in between.
+    pub reply_key: Cached<Keying>,
     pub rx: RecvHalf,
     /// The replies' sending half, and how it reads the TAP and sends;
     /// `None` when the TAP's reads block (no replies sent from here).
@@ -81,9 +85,6 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 // from this first datagram after it.
                 self.rx
                     .rotate(k, self.shared.key_since_ns.load(Relaxed).min(now));
-                if let Some((tx, ..)) = self.replies.as_mut() {
-                    tx.set_keying(k);
-                }
             }
             let src = r.from.unwrap_or(unknown);
             let wrote = self.handle(r.len, r.segment, src, now);
@@ -148,6 +149,9 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         let (tx, reader, out) = self.replies.as_mut()?;
         let h = self.role.try_take_replier()?;
         tx.take_over(h);
+        if let Some(k) = self.reply_key.changed(&self.shared.key) {
+            tx.set_keying(k);
+        }
         let mtu = self.shared.mtu.load(Relaxed) as u16;
         tx.set_mtu(mtu);
         let (_, n) = reader.drain(&*self.tap, tx, out, &self.shared.counters, REPLY_FRAMES);
