@@ -176,6 +176,18 @@ fn frame(tag: u8) -> Vec<u8> {
     f
 }
 
+/// Waits (bounded) until the hub has recorded spoke `name` at `at`: the
+/// receiving thread writes a frame to the TAP before it records where the
+/// frame came from, so a test that saw the frame must not assume the address.
+fn learns(hub: &MemHub, name: &str, at: &str) {
+    let want = Some(addr(at));
+    let until = Instant::now() + WAIT;
+    while hub.spoke(name).peer.get() != want && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(hub.spoke(name).peer.get(), want, "spoke {name}");
+}
+
 #[test]
 fn two_spokes_each_reach_their_own_tap_and_get_their_own_frames() {
     let net = Arc::new(MemNet::default());
@@ -246,14 +258,7 @@ fn a_spoke_that_roams_is_found_by_its_key_and_followed() {
     a.socket = net.bind(addr("198.51.100.1:40000"));
     a.send(&frame(2));
     assert_eq!(hub.spoke("a").tap.written(1, WAIT), vec![frame(2)]);
-    // The frame reaches the TAP before the thread records where it came
-    // from: wait (bounded) for the address to follow.
-    let want = Some(addr("198.51.100.1:40000"));
-    let until = Instant::now() + WAIT;
-    while hub.spoke("a").peer.get() != want && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    assert_eq!(hub.spoke("a").peer.get(), want);
+    learns(&hub, "a", "198.51.100.1:40000");
     assert!(hub.0.shared.trials.load(Relaxed) >= 2);
     hub.spoke("a").tap.inject(&frame(3));
     assert_eq!(a.frames(1, WAIT), vec![frame(3)]);
@@ -412,6 +417,7 @@ fn spokes_removed_and_added_while_running_keep_their_own_frames() {
     b.send(&frame(2));
     assert_eq!(hub.spoke("a").tap.written(1, WAIT).len(), 1);
     assert_eq!(hub.spoke("b").tap.written(1, WAIT).len(), 1);
+    learns(&hub, "b", "203.0.113.2:4000");
     let old_a = hub.spoke("a").clone();
     hub.0.spokes.remove("a");
     hub.0.publish();
@@ -420,6 +426,7 @@ fn spokes_removed_and_added_while_running_keep_their_own_frames() {
     let mut c = TestSpoke::new(&net, "192.0.2.77:5000", KEY_C);
     c.send(&frame(3));
     assert_eq!(hub.spoke("c").tap.written(1, WAIT), vec![frame(3)]);
+    learns(&hub, "c", "192.0.2.77:5000");
     hub.spoke("c").tap.inject(&frame(4));
     assert_eq!(c.frames(1, WAIT), vec![frame(4)]);
     // The sending thread has seen the set without a: a's TAP is not read.
