@@ -24,6 +24,7 @@ pub mod key;
 // Multi-lane HMAC: SHA-NI intrinsics, each unsafe block with its SAFETY note.
 #[allow(unsafe_code)]
 pub mod lanes;
+pub mod linkgroup;
 pub mod mac;
 pub mod offload;
 pub mod peer;

@@ -1028,3 +1028,87 @@ fn e2e_hub_sighup_rotates_one_spokes_key_under_ping() {
     assert_eq!(json_num(&hub.spoke_json("c"), "key_rotations"), 0.0);
     assert!(!log.contains("fail authentication"), "{log}");
 }
+
+/// The `tt-*` links of the hub's namespace.
+fn tt_links(lab: &Lab) -> Vec<String> {
+    lab.hub
+        .exec("ip -o link show")
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap().to_string())
+        .filter(|n| n.starts_with("tt-"))
+        .collect()
+}
+
+/// The interface group of link `dev` in the hub's namespace.
+fn group_of(lab: &Lab, dev: &str) -> String {
+    let d = lab.hub.exec(&format!("ip -d -o link show dev {dev}"));
+    let at = d.find(" group ").expect("no group") + 7;
+    d[at..].split_whitespace().next().unwrap().to_string()
+}
+
+/// Stopping the hub removes its TAPs in one request (their interface
+/// group), after the `--down` hooks ran with each TAP still there, and
+/// nothing else: a link of the default group (a bridge: this kernel has no dummy) and one of another
+/// group survive. Then a foreign link put in the hub's group: the hub
+/// deletes nothing at once (it would go too), says so, and its TAPs still
+/// go as their fds close.
+#[test]
+fn e2e_hub_stop_removes_its_taps_at_once_and_nothing_else() {
+    require_e2e!();
+    let lab = Lab::new();
+    for (n, k) in [("a", KEY_A), ("b", KEY_B), ("c", KEY_C)] {
+        lab.key(n, k);
+    }
+    lab.hub.exec(
+        "ip link add keep0 type bridge && ip link add keep1 type bridge \
+         && ip link set dev keep1 group 7",
+    );
+    let marks = lab.dir.join("down");
+    fs::create_dir_all(&marks).unwrap();
+    // The hook records whether its TAP was still there.
+    let down = format!(
+        "ip link show dev $TAPTUN_DEV >/dev/null && touch {}/$TAPTUN_SPOKE",
+        marks.display()
+    );
+    let mut hub = lab.start_hub(&["--down", &down], &["a", "b", "c"]);
+    let group = group_of(&lab, "tt-a");
+    assert_ne!(group, "default", "the TAPs are in no group of their own");
+    assert_eq!(group_of(&lab, "tt-b"), group);
+    assert_eq!(group_of(&lab, "keep0"), "default");
+    let st = hub.process.stop(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}");
+    let log = hub.log_text();
+    assert!(log.contains("3 TAPs removed at once"), "{log}");
+    assert_eq!(tt_links(&lab), Vec::<String>::new(), "{log}");
+    for n in ["a", "b", "c"] {
+        assert!(
+            marks.join(n).exists(),
+            "spoke {n}'s --down hook did not see its TAP:\n{log}"
+        );
+    }
+    assert!(lab.hub.has_link("keep0") && lab.hub.has_link("keep1"));
+    assert_eq!(group_of(&lab, "keep1"), "7");
+
+    // A link this hub did not create in its group: no delete at once.
+    let hub2 = lab.start_hub(&[], &["a", "b", "c"]);
+    let group = group_of(&lab, "tt-a");
+    lab.hub.exec(&format!(
+        "ip link add intruder0 type bridge && ip link set dev intruder0 group {group}"
+    ));
+    let mut hub2 = hub2;
+    let st = hub2.process.stop(Duration::from_secs(10));
+    assert!(st.is_some_and(|s| s.success()), "{st:?}");
+    let log = hub2.log_text();
+    assert!(!log.contains("removed at once"), "{log}");
+    assert!(
+        log.contains("cannot remove the TAPs at once") && log.contains("is no TAP of this hub"),
+        "{log}"
+    );
+    assert!(lab.hub.has_link("intruder0"), "{log}");
+    assert!(
+        until(Duration::from_secs(5), POLL, || tt_links(&lab).is_empty()),
+        "TAPs left: {:?}",
+        tt_links(&lab)
+    );
+}
