@@ -58,6 +58,18 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Adds what this run delivered and dropped to `c` (the tunnel's or a
+    /// hub spoke's counters).
+    pub fn add_to(&self, c: &crate::stats::Counters) {
+        use std::sync::atomic::Ordering::Relaxed;
+        c.rx_frames.fetch_add(self.frames, Relaxed);
+        c.rx_bytes.fetch_add(self.bytes, Relaxed);
+        c.keepalives_rx.fetch_add(self.keepalives, Relaxed);
+        for r in DropReason::ALL {
+            c.drop_n(r, self.drops[r as usize]);
+        }
+    }
+
     /// Whether any datagram passed every check.
     pub fn valid(&self) -> bool {
         self.frames + self.keepalives > 0

@@ -174,13 +174,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         let t = self
             .rx
             .receive(&mut self.buf[..len], segment, src, now, &mut write);
-        let c = &shared.counters;
-        c.rx_frames.fetch_add(t.frames, Relaxed);
-        c.rx_bytes.fetch_add(t.bytes, Relaxed);
-        c.keepalives_rx.fetch_add(t.keepalives, Relaxed);
-        for r in DropReason::ALL {
-            c.drop_n(r, t.drops[r as usize]);
-        }
+        t.add_to(&shared.counters);
         if t.valid() {
             shared.last_valid_ns.store(now, Relaxed);
         }

@@ -243,18 +243,30 @@ impl<T: Tap, S: Socket> Sender<T, S> {
 
     /// Sends a keepalive if one is due at `now`; says when the next one is.
     fn keepalive(&mut self, now: u64) -> Option<u64> {
-        let mut buf = [0u8; HEADER_LEN];
-        match self.tx.keepalive(now, &mut buf) {
-            KeepaliveDue::Send(dg, to) => {
-                self.out.send_one_of(dg, to, true);
-                self.tx.poll_timeout()
-            }
-            KeepaliveDue::Refused => {
-                self.shared.counters.seal_errors.fetch_add(1, Relaxed);
-                self.tx.poll_timeout()
-            }
-            KeepaliveDue::At(t) => Some(t),
-            KeepaliveDue::Idle => None,
+        send_keepalive(&mut self.tx, &mut self.out, &self.shared.counters, now)
+    }
+}
+
+/// Sends `tx`'s keepalive through `out` if one is due at `now` (a refused
+/// seal counted in `counters`); says when the next one is due. The
+/// tunnel's sending thread and the hub's (per spoke) share it.
+pub(crate) fn send_keepalive<S: Socket>(
+    tx: &mut SendHalf,
+    out: &mut Out<S>,
+    counters: &crate::stats::Counters,
+    now: u64,
+) -> Option<u64> {
+    let mut buf = [0u8; HEADER_LEN];
+    match tx.keepalive(now, &mut buf) {
+        KeepaliveDue::Send(dg, to) => {
+            out.send_one_of(dg, to, true);
+            tx.poll_timeout()
         }
+        KeepaliveDue::Refused => {
+            counters.seal_errors.fetch_add(1, Relaxed);
+            tx.poll_timeout()
+        }
+        KeepaliveDue::At(t) => Some(t),
+        KeepaliveDue::Idle => None,
     }
 }

@@ -314,13 +314,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
     /// its address.
     fn account(&mut self, i: usize, t: &Tally, src: SocketAddr, now: u64) {
         let s = &self.slots[i].spoke;
-        let c = &s.counters;
-        c.rx_frames.fetch_add(t.frames, Relaxed);
-        c.rx_bytes.fetch_add(t.bytes, Relaxed);
-        c.keepalives_rx.fetch_add(t.keepalives, Relaxed);
-        for r in DropReason::ALL {
-            c.drop_n(r, t.drops[r as usize]);
-        }
+        t.add_to(&s.counters);
         if t.valid() {
             s.last_valid_ns.store(now, Relaxed);
         }

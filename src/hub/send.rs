@@ -12,12 +12,11 @@
 
 use super::timers::Timers;
 use super::{HubError, HubShared, Spoke};
-use crate::engine::{Out, Reader, Socket, Tap, TunnelError, unix_nanos};
+use crate::engine::{Out, Reader, Socket, Tap, TunnelError, send_keepalive, unix_nanos};
 use crate::published::Cached;
-use crate::session::{KeepaliveDue, Keying, SendHalf, Setup};
+use crate::session::{Keying, SendHalf, Setup};
 use crate::stats::Throttle;
 use crate::sys;
-use crate::wire::HEADER_LEN;
 use log::warn;
 use std::io;
 use std::net::SocketAddr;
@@ -84,19 +83,7 @@ impl<T: Tap, S: Socket> Slot<T, S> {
 
     /// Sends a keepalive if one is due at `now`; says when the next one is.
     fn keepalive(&mut self, now: u64) -> Option<u64> {
-        let mut buf = [0u8; HEADER_LEN];
-        match self.tx.keepalive(now, &mut buf) {
-            KeepaliveDue::Send(dg, to) => {
-                self.out.send_one_of(dg, to, true);
-                self.tx.poll_timeout()
-            }
-            KeepaliveDue::Refused => {
-                self.spoke.counters.seal_errors.fetch_add(1, Relaxed);
-                self.tx.poll_timeout()
-            }
-            KeepaliveDue::At(t) => Some(t),
-            KeepaliveDue::Idle => None,
-        }
+        send_keepalive(&mut self.tx, &mut self.out, &self.spoke.counters, now)
     }
 }
 
