@@ -336,6 +336,11 @@ fn every_error_is_one_line_on_stderr_with_its_status() {
             2,
             vec!["unknown option --briddge (did you mean --bridge?)".into()],
         ),
+        (
+            vec!["hub", "/nonexistent-taptun-spokes", ":1"],
+            2,
+            vec!["spoke folder /nonexistent-taptun-spokes: No such file or directory".into()],
+        ),
     ];
     let mut failures = Vec::new();
     for (args, want_code, wants) in &cases {

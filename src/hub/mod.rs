@@ -146,7 +146,9 @@ impl HubError {
     /// name, a key file), 1 for the rest.
     pub fn exit_code(&self) -> u8 {
         match self {
-            HubError::Spokes(spokes::SpokesError::BadName(_)) => 2,
+            // The folder is configuration (as the key file is): restarting
+            // cannot make a wrong path right.
+            HubError::Spokes(_) => 2,
             HubError::Key(KeyError::Random(_)) => 1,
             HubError::Key(_) => 2,
             _ => 1,

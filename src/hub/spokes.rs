@@ -35,7 +35,11 @@ pub enum SpokesError {
 impl fmt::Display for SpokesError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SpokesError::Dir(p, e) => write!(f, "spoke folder {}: {e}", p.display()),
+            SpokesError::Dir(p, e) => write!(
+                f,
+                "spoke folder {}: {e}; expected a folder of NAME.key files (taptun genkey DIR/NAME.key)",
+                p.display()
+            ),
             SpokesError::BadName(p) => write!(
                 f,
                 "{}: a spoke's key file is NAME.key, NAME of 1 to {MAX_NAME} letters, digits, '-' or '_' (its TAP is tt-NAME); rename it",
