@@ -177,16 +177,7 @@ impl Lab {
 
     /// Starts spoke `name` (today's point-to-point taptun) towards the hub.
     fn start_spoke(&self, ns: &Netns, key: &Path, tap_ip: &str, extra: &[&str]) -> Peer {
-        let mut args = vec![
-            ":9123".to_string(),
-            format!("{HUB_IP}:{PORT}"),
-            "-i".into(),
-            "tap0".into(),
-            "-a".into(),
-            format!("{tap_ip}/24"),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Peer::start(ns, &self.dir, key, &strs(&args))
+        Peer::start(ns, &self.dir, key, &strs(&spoke_args(tap_ip, extra)))
     }
 }
 
@@ -683,13 +674,7 @@ fn e2e_hub_restart_reaches_spokes_at_once_through_the_state_file() {
 /// under test and a folder of its own.
 #[test]
 fn hub_unit_verifies() {
-    if !installed("systemd-analyze") {
-        assert_ne!(
-            std::env::var("TAPTUN_E2E").as_deref(),
-            Ok("require"),
-            "systemd-analyze is missing (package systemd)"
-        );
-        eprintln!("SKIPPED hub_unit_verifies: systemd-analyze is not installed");
+    if !common::systemd_analyze_or_skip("hub_unit_verifies") {
         return;
     }
     let dir = TempDir::new("taptun-hub-unit-");
@@ -711,15 +696,7 @@ fn hub_unit_verifies() {
         format!("dir = {}/hub-main.d\nlocal = :9123\n", dir.display()),
     )
     .unwrap();
-    let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(dir.join("taptun-hub@main.service"))
-        .current_dir(&*dir)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+    common::assert_unit_verifies(&dir, &dir.join("taptun-hub@main.service"));
 }
 
 /// A `.key` file whose name is no spoke name: one line naming the file,

@@ -7,7 +7,7 @@ use common::*;
 use std::fs;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// A field of /proc/PID/status, e.g. "Uid" or "CapEff". Panics when the
@@ -642,13 +642,7 @@ fn e2e_sighup_rotates_key_while_ping_runs() {
 /// Not an e2e test: it needs no root and no network.
 #[test]
 fn systemd_unit_verifies() {
-    if !installed("systemd-analyze") {
-        assert_ne!(
-            std::env::var("TAPTUN_E2E").as_deref(),
-            Ok("require"),
-            "systemd-analyze is missing (package systemd)"
-        );
-        eprintln!("SKIPPED systemd_unit_verifies: systemd-analyze is not installed");
+    if !common::systemd_analyze_or_skip("systemd_unit_verifies") {
         return;
     }
     let dir = TempDir::new("taptun-unit-");
@@ -668,13 +662,5 @@ fn systemd_unit_verifies() {
         dir.join("home.conf"),
     )
     .unwrap();
-    let out = Command::new("systemd-analyze")
-        .args(["verify", "--man=no"])
-        .arg(dir.join("taptun@home.service"))
-        .current_dir(&*dir)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+    common::assert_unit_verifies(&dir, &dir.join("taptun@home.service"));
 }

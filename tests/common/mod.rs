@@ -906,3 +906,31 @@ pub fn udp_count(
     assert_eq!(n.len(), 3, "receiver said {line:?}");
     (n[0], n[1], n[2])
 }
+
+/// Whether `systemd-analyze` is here; without it a test that needs it is
+/// skipped (said on stderr), unless TAPTUN_E2E=require makes that a failure.
+pub fn systemd_analyze_or_skip(test: &str) -> bool {
+    if installed("systemd-analyze") {
+        return true;
+    }
+    assert_ne!(
+        std::env::var("TAPTUN_E2E").as_deref(),
+        Ok("require"),
+        "systemd-analyze is missing (package systemd)"
+    );
+    eprintln!("SKIPPED {test}: systemd-analyze is not installed");
+    false
+}
+
+/// `systemd-analyze verify` of `unit` (run in `dir`) passes without a word.
+pub fn assert_unit_verifies(dir: &Path, unit: &Path) {
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(unit)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.trim().is_empty(), "{text}");
+}
