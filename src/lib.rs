@@ -26,6 +26,7 @@ pub mod key;
 pub mod lanes;
 pub mod linkgroup;
 pub mod mac;
+pub mod netlink;
 pub mod offload;
 pub mod peer;
 pub mod published;

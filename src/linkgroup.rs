@@ -14,7 +14,7 @@
 //! only this hub's TAPs (by index), so that the request cannot remove a
 //! link the hub did not create.
 
-const NLMSG_HDRLEN: usize = 16;
+use crate::netlink::{self, u32_at};
 const IFINFOMSG_LEN: usize = 16;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -104,29 +104,15 @@ pub struct Answer {
     pub done: bool,
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 /// A link message's index and group (0, the default, if it has none).
 fn parse_link(body: &[u8]) -> Option<(u32, u32)> {
     let index = u32_at(body, 4)?;
     let mut group = 0;
-    let mut at = IFINFOMSG_LEN;
-    while at + 4 <= body.len() {
-        let len = u16_at(body, at)? as usize;
-        let kind = u16_at(body, at + 2)? & 0x3fff;
-        if len < 4 || at + len > body.len() {
-            return None;
-        }
+    for attr in netlink::attrs(body, IFINFOMSG_LEN) {
+        let (kind, data) = attr.ok()?;
         if kind == IFLA_GROUP {
-            group = u32_at(body, at + 4)?;
+            group = u32_at(data, 0)?;
         }
-        at += len.next_multiple_of(4);
     }
     Some((index, group))
 }
@@ -136,20 +122,13 @@ fn parse_link(body: &[u8]) -> Option<(u32, u32)> {
 /// `Err(0)` says the answer is unreadable.
 pub fn parse(buf: &[u8], seq: u32) -> Result<Answer, i32> {
     let mut a = Answer::default();
-    let mut at = 0;
-    while at + NLMSG_HDRLEN <= buf.len() {
-        let len = u32_at(buf, at).ok_or(0)? as usize;
-        let kind = u16_at(buf, at + 4).ok_or(0)?;
-        let their_seq = u32_at(buf, at + 8).ok_or(0)?;
-        if len < NLMSG_HDRLEN || at + len > buf.len() {
-            return Err(0);
-        }
-        let body = &buf[at + NLMSG_HDRLEN..at + len];
-        at += len.next_multiple_of(4);
-        if their_seq != seq {
+    for m in netlink::messages(buf) {
+        let m = m.map_err(|()| 0)?;
+        if m.seq != seq {
             continue;
         }
-        match kind {
+        let body = m.body;
+        match m.kind {
             NLMSG_ERROR => {
                 let errno = u32_at(body, 0).ok_or(0)? as i32;
                 if errno != 0 {

@@ -5,10 +5,10 @@
 //! the output interface and the gateway of a route, the destination,
 //! table, type and metric of the routes in a dump.
 
+use crate::netlink::{self, u32_at};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-const NLMSG_HDRLEN: usize = 16;
 const RTMSG_LEN: usize = 12;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
@@ -167,14 +167,6 @@ pub struct Answer {
     pub done: bool,
 }
 
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
 fn ip_from(family: u8, data: &[u8]) -> Option<IpAddr> {
     match family {
         AF_INET => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(data).ok()?))),
@@ -192,14 +184,8 @@ fn parse_route(body: &[u8]) -> Result<Route, RouteError> {
         kind: rt[7],
         ..Route::default()
     };
-    let mut at = RTMSG_LEN;
-    while at + 4 <= body.len() {
-        let len = usize::from(u16_at(body, at).ok_or(RouteError::Truncated)?);
-        let kind = u16_at(body, at + 2).ok_or(RouteError::Truncated)? & 0x3fff;
-        if len < 4 || at + len > body.len() {
-            return Err(RouteError::Truncated);
-        }
-        let data = &body[at + 4..at + len];
+    for attr in netlink::attrs(body, RTMSG_LEN) {
+        let (kind, data) = attr.map_err(|()| RouteError::Truncated)?;
         match kind {
             RTA_DST => r.dst = ip_from(fam, data),
             RTA_GATEWAY => r.gateway = ip_from(fam, data),
@@ -208,7 +194,6 @@ fn parse_route(body: &[u8]) -> Result<Route, RouteError> {
             RTA_TABLE => r.table = u32_at(data, 0).unwrap_or(r.table),
             _ => {}
         }
-        at += len.next_multiple_of(4);
     }
     Ok(r)
 }
@@ -218,21 +203,13 @@ fn parse_route(body: &[u8]) -> Result<Route, RouteError> {
 /// error, or the end of a dump.
 pub fn parse(buf: &[u8], seq: u32) -> Result<Answer, RouteError> {
     let mut a = Answer::default();
-    let mut at = 0;
-    while at + NLMSG_HDRLEN <= buf.len() {
-        let len = u32_at(buf, at).ok_or(RouteError::Truncated)? as usize;
-        let kind = u16_at(buf, at + 4).ok_or(RouteError::Truncated)?;
-        let flags = u16_at(buf, at + 6).ok_or(RouteError::Truncated)?;
-        let their_seq = u32_at(buf, at + 8).ok_or(RouteError::Truncated)?;
-        if len < NLMSG_HDRLEN || at + len > buf.len() {
-            return Err(RouteError::Truncated);
-        }
-        let body = &buf[at + NLMSG_HDRLEN..at + len];
-        at += len.next_multiple_of(4);
-        if their_seq != seq {
+    for m in netlink::messages(buf) {
+        let m = m.map_err(|()| RouteError::Truncated)?;
+        if m.seq != seq {
             continue;
         }
-        match kind {
+        let (body, flags) = (m.body, m.flags);
+        match m.kind {
             NLMSG_ERROR => {
                 let errno = u32_at(body, 0).ok_or(RouteError::Truncated)? as i32;
                 if errno != 0 {
@@ -310,6 +287,7 @@ pub fn port_no(text: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::u16_at;
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
