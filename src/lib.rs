@@ -27,6 +27,7 @@ pub mod lanes;
 pub mod linkgroup;
 pub mod mac;
 pub mod netlink;
+pub mod noise;
 pub mod offload;
 pub mod peer;
 pub mod published;

@@ -1,0 +1,296 @@
+//! Two keyrings in memory, in virtual time.
+
+use super::*;
+
+const T0: u64 = 1_000 * SEC;
+const PSK: [u8; 32] = [7; 32];
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+struct Two {
+    k: [Keyring; 2],
+    at: [SocketAddr; 2],
+    now: u64,
+}
+
+impl Two {
+    fn new(c: Cipher) -> Two {
+        Two {
+            k: [
+                Keyring::new(c, &PSK, [1; 32]),
+                Keyring::new(c, &PSK, [2; 32]),
+            ],
+            at: [addr("192.0.2.1:1"), addr("192.0.2.2:2")],
+            now: T0,
+        }
+    }
+
+    /// Polls side `i` (which knows the other's address) and carries
+    /// every datagram that results until none is left; returns them all.
+    fn poll(&mut self, i: usize) -> Vec<Vec<u8>> {
+        let mut out = Outbox::default();
+        self.k[i].poll(Some(self.at[1 - i]), self.now, &mut out);
+        self.carry(i, out)
+    }
+
+    fn carry(&mut self, from: usize, mut out: Outbox) -> Vec<Vec<u8>> {
+        let mut seen = Vec::new();
+        let mut queue: Vec<(usize, Vec<u8>)> = Vec::new();
+        out.drain(|d, _| queue.push((1 - from, d.to_vec())));
+        while let Some((to, d)) = queue.pop() {
+            seen.push(d.clone());
+            let mut b = d.clone();
+            let mut o = Outbox::default();
+            let src = self.at[1 - to];
+            self.k[to].receive(&mut b, src, Some(src), self.now, &mut o);
+            o.drain(|d, _| queue.push((1 - to, d.to_vec())));
+        }
+        seen
+    }
+
+    /// Seals `frame` on side `i` and opens it on the other.
+    fn send(&mut self, i: usize, frame: &[u8]) -> Received {
+        let Some(k) = self.k[i].send_key() else {
+            return Received::Refused(Refusal::UnknownSession);
+        };
+        let mut d = vec![0u8; OVERHEAD + frame.len()];
+        d[16..16 + frame.len()].copy_from_slice(frame);
+        k.seal(&mut d).unwrap();
+        let mut o = Outbox::default();
+        let r = self.k[1 - i].receive(&mut d, self.at[i], Some(self.at[i]), self.now, &mut o);
+        if let Received::Data { frame: f, .. } = &r {
+            assert_eq!(&d[f.clone()], frame);
+        }
+        r
+    }
+}
+
+#[test]
+fn handshake_then_data_both_ways_both_ciphers() {
+    for c in Cipher::ALL {
+        let mut t = Two::new(c);
+        let msgs = t.poll(0);
+        // Initiation, response, the confirming keepalive.
+        assert_eq!(msgs.len(), 3);
+        assert_eq!(msgs.iter().map(|m| m[0]).collect::<Vec<_>>(), [1, 2, 4]);
+        assert!(t.k[0].take_send_key().unwrap().is_some());
+        // The keepalive confirmed the responder's session.
+        assert!(t.k[1].take_send_key().unwrap().is_some());
+        assert!(matches!(
+            t.send(0, b"to b"),
+            Received::Data { newest: true, .. }
+        ));
+        assert!(matches!(
+            t.send(1, b"to a"),
+            Received::Data { newest: true, .. }
+        ));
+        let (a, b) = (t.k[0].status(), t.k[1].status());
+        assert!(a.initiator && !b.initiator);
+        assert_eq!(a.indices.map(|(l, r)| (r, l)), b.indices);
+        assert_eq!((a.handshakes, b.handshakes), (1, 1));
+    }
+}
+
+#[test]
+fn a_responder_sends_only_once_the_initiator_confirms() {
+    let mut t = Two::new(Cipher::Aes256Gcm);
+    let mut out = Outbox::default();
+    t.k[0].poll(Some(t.at[1]), t.now, &mut out);
+    let mut init = Vec::new();
+    out.drain(|d, _| init = d.to_vec());
+    let mut o = Outbox::default();
+    assert_eq!(
+        t.k[1].receive(&mut init.clone(), t.at[0], None, t.now, &mut o),
+        Received::Handshake
+    );
+    assert!(t.k[1].send_key().is_none(), "not before confirmation");
+    // The same initiation again (a replay): refused, no second answer.
+    let mut o2 = Outbox::default();
+    assert_eq!(
+        t.k[1].receive(&mut init.clone(), t.at[0], None, t.now, &mut o2),
+        Received::Refused(Refusal::Answered)
+    );
+    assert!(o2.is_empty());
+    let mut resp = Vec::new();
+    o.drain(|d, _| resp = d.to_vec());
+    let mut o3 = Outbox::default();
+    assert_eq!(
+        t.k[0].receive(&mut resp.clone(), t.at[1], Some(t.at[1]), t.now, &mut o3),
+        Received::Handshake
+    );
+    // The response replayed: no initiation of ours waits for it.
+    assert_eq!(
+        t.k[0].receive(
+            &mut resp.clone(),
+            t.at[1],
+            Some(t.at[1]),
+            t.now,
+            &mut Outbox::default()
+        ),
+        Received::Refused(Refusal::BadResponse)
+    );
+    let mut ka = Vec::new();
+    o3.drain(|d, _| ka = d.to_vec());
+    assert!(matches!(
+        t.k[1].receive(
+            &mut ka.clone(),
+            t.at[0],
+            None,
+            t.now,
+            &mut Outbox::default()
+        ),
+        Received::Data { .. }
+    ));
+    assert!(t.k[1].send_key().is_some());
+    assert_eq!(
+        t.k[1].receive(&mut ka, t.at[0], None, t.now, &mut Outbox::default()),
+        Received::Refused(Refusal::Replay)
+    );
+}
+
+#[test]
+fn renewal_keeps_the_old_session_for_what_is_in_flight() {
+    let mut t = Two::new(Cipher::ChaCha20Poly1305);
+    t.poll(0);
+    let old = t.k[0].send_key().unwrap();
+    let mut late = vec![0u8; OVERHEAD + 3];
+    old.seal(&mut late).unwrap();
+    // Nothing due before 120 s; the responder does not initiate first.
+    t.now += REKEY_AFTER_NS - 1;
+    assert!(t.poll(1).is_empty());
+    assert!(t.poll(0).is_empty());
+    t.now += 1;
+    assert!(t.poll(1).is_empty(), "the initiator renews first");
+    assert_eq!(t.poll(0).len(), 3);
+    assert_ne!(t.k[0].send_key().unwrap().local(), old.local());
+    // A datagram sealed under the old session still opens, once.
+    let mut o = Outbox::default();
+    assert!(matches!(
+        t.k[1].receive(&mut late.clone(), t.at[0], None, t.now, &mut o),
+        Received::Data { .. }
+    ));
+    assert_eq!(
+        t.k[1].receive(&mut late, t.at[0], None, t.now, &mut o),
+        Received::Refused(Refusal::Replay)
+    );
+    // Past the old session's end: unknown.
+    let mut later = vec![0u8; OVERHEAD];
+    old.seal(&mut later).unwrap();
+    t.now += REJECT_AFTER_NS;
+    assert_eq!(
+        t.k[1].receive(&mut later, t.at[0], None, t.now, &mut o),
+        Received::Refused(Refusal::UnknownSession)
+    );
+}
+
+#[test]
+fn crossing_initiations_make_one_session() {
+    for round in 0..20u8 {
+        let c = Cipher::Aes256Gcm;
+        let mut t = Two::new(c);
+        t.k[0] = Keyring::new(c, &PSK, [round; 32]);
+        t.k[1] = Keyring::new(c, &PSK, [round.wrapping_add(100); 32]);
+        let (mut o0, mut o1) = (Outbox::default(), Outbox::default());
+        t.k[0].poll(Some(t.at[1]), t.now, &mut o0);
+        t.k[1].poll(Some(t.at[0]), t.now, &mut o1);
+        // Both in flight at once, then delivered.
+        let mut q: Vec<(usize, Vec<u8>)> = Vec::new();
+        o0.drain(|d, _| q.push((1, d.to_vec())));
+        o1.drain(|d, _| q.push((0, d.to_vec())));
+        while !q.is_empty() {
+            let (to, d) = q.remove(0);
+            let mut o = Outbox::default();
+            let src = t.at[1 - to];
+            t.k[to].receive(&mut d.clone(), src, Some(src), t.now, &mut o);
+            o.drain(|d, _| q.push((1 - to, d.to_vec())));
+        }
+        let (a, b) = (t.k[0].send_key().unwrap(), t.k[1].send_key().unwrap());
+        assert_eq!(
+            (a.local(), a.remote()),
+            (b.remote(), b.local()),
+            "round {round}"
+        );
+        assert_eq!(t.k[0].status().handshakes + t.k[1].status().handshakes, 2);
+    }
+}
+
+#[test]
+fn a_wrong_key_or_cipher_makes_nothing() {
+    let mut t = Two::new(Cipher::Aes256Gcm);
+    t.k[1] = Keyring::new(Cipher::Aes256Gcm, &[8; 32], [2; 32]);
+    let msgs = t.poll(0);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(t.k[1].status().refused, 1);
+    assert!(t.k[0].send_key().is_none() && t.k[1].send_key().is_none());
+    let mut t = Two::new(Cipher::Aes256Gcm);
+    t.k[1] = Keyring::new(Cipher::ChaCha20Poly1305, &PSK, [2; 32]);
+    assert_eq!(t.poll(0).len(), 1);
+    // Retried after the timeout (plus jitter), not before.
+    t.now += REKEY_TIMEOUT_NS - 1;
+    assert!(t.poll(0).is_empty());
+    t.now += JITTER_NS + 1;
+    assert_eq!(t.poll(0).len(), 1);
+}
+
+#[test]
+fn a_new_key_file_renews_at_once_and_ends_old_sessions() {
+    let mut t = Two::new(Cipher::Aes256Gcm);
+    t.poll(0);
+    let old = t.k[1].send_key().unwrap();
+    t.now += 10 * SEC;
+    t.k[1].set_psk(&[9; 32], t.now);
+    // The other side still has the old key: its sessions go on.
+    assert_eq!(t.poll(1).len(), 1);
+    assert!(matches!(t.send(1, b"x"), Received::Data { .. }));
+    t.k[0].set_psk(&[9; 32], t.now);
+    // Its initiation may lose the tie to the one the other side sent
+    // under the new key (which this side refused, having the old one):
+    // then the retry after the timeout makes the session.
+    if t.poll(0).len() != 3 {
+        t.now += REKEY_TIMEOUT_NS + JITTER_NS;
+        let n = t.poll(0).len() + t.poll(1).len();
+        assert_eq!(n, 3);
+    }
+    assert_ne!(t.k[1].send_key().unwrap().local(), old.local());
+    // Within one renewal interval, nothing under the old key opens.
+    let mut d = vec![0u8; OVERHEAD];
+    old.seal(&mut d).unwrap();
+    t.now += REKEY_AFTER_NS;
+    t.poll(0);
+    t.poll(1);
+    let mut o = Outbox::default();
+    assert_eq!(
+        t.k[0].receive(&mut d, t.at[1], None, t.now, &mut o),
+        Received::Refused(Refusal::UnknownSession)
+    );
+}
+
+#[test]
+fn made_up_initiations_are_refused_within_budget() {
+    let mut t = Two::new(Cipher::Aes256Gcm);
+    t.poll(0);
+    let mut seed = 1u64;
+    let mut refused = [0u64; 2];
+    for i in 0..30_000u64 {
+        let mut d = [0u8; INITIATION_LEN];
+        d[0] = 1;
+        for b in d[4..].iter_mut() {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *b = (seed >> 56) as u8;
+        }
+        let now = t.now + i * 50_000; // 20 000 a second
+        let src = addr(&format!("198.51.100.{}:{}", i % 250, 1000 + i % 7));
+        match t.k[1].receive(&mut d, src, Some(t.at[0]), now, &mut Outbox::default()) {
+            Received::Refused(Refusal::BadInitiation) => refused[0] += 1,
+            Received::Refused(Refusal::RateLimited) => refused[1] += 1,
+            r => panic!("{r:?}"),
+        }
+    }
+    assert!(refused[0] > 25_000, "{refused:?}");
+    // The session is untouched.
+    assert!(matches!(t.send(0, b"still"), Received::Data { .. }));
+}
