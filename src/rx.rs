@@ -2,14 +2,16 @@
 //! freshness, replay, then peer learning. The tunnel thread does the I/O;
 //! tests and the fuzz target drive this directly.
 
-use crate::aead::{self, Cipher, Mode, OpenKeys};
+use crate::aead::{self, Cipher, Mode};
 use crate::clamp;
+use crate::noise::{self, Keyring, Outbox, Received, Refusal, SendKey, SessionStatus};
 use crate::peer::{Peer, PeerUpdate};
 use crate::replay::ReplayWindow;
 use crate::stats::DropReason;
 use crate::wire::{Codec, Datagram, HEADER_LEN, WireError, check_freshness};
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// Datagrams of a GRO run whose tags are checked together in lanes (a GRO
 /// receive holds up to 64).
@@ -55,6 +57,12 @@ pub struct Tally {
     /// What the peer speaks, when a datagram proved to be of the other
     /// mode (HMAC wire against `--cipher`, or the reverse).
     pub mismatch: Option<Mode>,
+    /// Confidential mode: a handshake message was refused as made under
+    /// another key file (or not by taptun): the source to name.
+    pub bad_handshake: bool,
+    /// Confidential mode: handshake messages taken (answers may wait in
+    /// the receiver's outbox).
+    pub handshakes: u64,
 }
 
 impl Tally {
@@ -78,18 +86,38 @@ impl Tally {
 
 /// What a receiver opens datagrams with: the HMAC codec (the wire's; in
 /// confidential mode, to recognise a peer that sends HMAC datagrams) and,
-/// in confidential mode, the session keys.
-#[derive(Debug)]
+/// in confidential mode, the cipher, the key file's bytes (the handshake's
+/// pre-shared key) and the seed of the session indices.
+#[derive(Debug, Clone)]
 pub struct Keys {
     /// HMAC-SHA256 under the key file.
     pub codec: Codec,
-    /// Confidential mode (`--cipher`): the session keys under the key file.
-    pub aead: Option<OpenKeys>,
+    /// Confidential mode (`--cipher`).
+    pub noise: Option<NoiseKeys>,
+}
+
+/// The confidential mode's part of [`Keys`].
+#[derive(Clone)]
+pub struct NoiseKeys {
+    /// The cipher.
+    pub cipher: Cipher,
+    /// The key file's bytes.
+    pub psk: [u8; 32],
+    /// Draws the session indices (fresh randomness per process).
+    pub seed: [u8; 32],
+}
+
+impl std::fmt::Debug for NoiseKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoiseKeys")
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
+    }
 }
 
 impl From<Codec> for Keys {
     fn from(codec: Codec) -> Self {
-        Keys { codec, aead: None }
+        Keys { codec, noise: None }
     }
 }
 
@@ -115,8 +143,13 @@ pub struct Inbound {
     /// The key before the last rotation, and until when (UNIX ns) it is
     /// still accepted: datagrams the peer sealed before it switched too.
     previous: Option<(Keys, u64)>,
-    /// HMAC mode: keys of each cipher, to recognise a confidential peer.
-    probes: Vec<OpenKeys>,
+    /// HMAC mode: the key file's bytes, to recognise the initiations of a
+    /// confidential peer.
+    probe_psk: Option<[u8; 32]>,
+    /// Confidential mode: the sessions.
+    keyring: Option<Keyring>,
+    /// Confidential mode: handshake messages to send.
+    outbox: Outbox,
     /// The second (UNIX s) probes were last counted in, and how many.
     probed: (u64, u32),
     max_age_ns: u64,
@@ -132,10 +165,17 @@ impl Inbound {
     /// A receiver for `keys` (a `Codec` for the HMAC wire), accepting
     /// timestamps within `max_age_ns` of now.
     pub fn new(keys: impl Into<Keys>, max_age_ns: u64, peer: Option<SocketAddr>) -> Self {
+        let keys = keys.into();
+        let keyring = keys
+            .noise
+            .as_ref()
+            .map(|n| Keyring::new(n.cipher, &n.psk, n.seed));
         Inbound {
-            keys: keys.into(),
+            keys,
             previous: None,
-            probes: Vec::new(),
+            probe_psk: None,
+            keyring,
+            outbox: Outbox::default(),
             probed: (0, 0),
             max_age_ns,
             replay: ReplayWindow::new(),
@@ -155,11 +195,54 @@ impl Inbound {
     /// runs the confidential mode under the key file bytes `key`, and
     /// counts them as [`DropReason::WrongMode`].
     pub fn detect_confidential(mut self, key: &[u8]) -> Self {
-        self.probes = Cipher::ALL
-            .into_iter()
-            .map(|c| OpenKeys::new(c, key, None))
-            .collect();
+        self.probe_psk = key.try_into().ok();
         self
+    }
+
+    /// Confidential mode: keeps a key-log line per new session
+    /// (`TAPTUN_KEYLOG`), taken with [`Inbound::take_keylog`].
+    pub fn with_keylog(mut self) -> Self {
+        self.keyring = self.keyring.take().map(Keyring::with_keylog);
+        self
+    }
+
+    /// Confidential mode: the timers at `now` (see [`Keyring::poll`]);
+    /// what is to be sent waits in [`Inbound::outbox`].
+    pub fn poll(&mut self, now_ns: u64) {
+        let peer = self.peer.current();
+        if let Some(k) = self.keyring.as_mut() {
+            k.poll(peer, now_ns, &mut self.outbox);
+        }
+    }
+
+    /// Confidential mode: when [`Inbound::poll`] next has work.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.keyring.as_ref()?.poll_timeout(self.peer.current())
+    }
+
+    /// Handshake messages (and confirming keepalives) to send.
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
+    }
+
+    /// Confidential mode: the sealing key, when it changed (`Some(None)`:
+    /// none any more).
+    pub fn take_send_key(&mut self) -> Option<Option<Arc<SendKey>>> {
+        self.keyring.as_mut()?.take_send_key()
+    }
+
+    /// Confidential mode: the sessions' facts.
+    pub fn session_status(&self) -> Option<SessionStatus> {
+        self.keyring.as_ref().map(Keyring::status)
+    }
+
+    /// Confidential mode: key-log lines of the sessions made since the
+    /// last call.
+    pub fn take_keylog(&mut self) -> Vec<String> {
+        self.keyring
+            .as_mut()
+            .map(Keyring::take_keylog)
+            .unwrap_or_default()
     }
 
     /// Whether a probe of the other mode may run now.
@@ -186,7 +269,13 @@ impl Inbound {
     /// the maximum age, so that nothing in flight is lost; the replay
     /// window is kept, as timestamps do not depend on the key.
     pub fn rotate(&mut self, keys: impl Into<Keys>, now_ns: u64) {
-        let old = std::mem::replace(&mut self.keys, keys.into());
+        let keys = keys.into();
+        // Confidential mode: new handshakes use the new key file; the
+        // keyring ends the sessions under the old one.
+        if let (Some(k), Some(n)) = (self.keyring.as_mut(), keys.noise.as_ref()) {
+            k.set_psk(&n.psk, now_ns);
+        }
+        let old = std::mem::replace(&mut self.keys, keys);
         self.previous = Some((old, now_ns.saturating_add(self.max_age_ns)));
     }
 
@@ -239,7 +328,7 @@ impl Inbound {
         let mut spans: [Range<usize>; LANES_CHUNK] = std::array::from_fn(|_| 0..0);
         let mut tags_ok = [false; LANES_CHUNK];
         let mut start = 0;
-        let confidential = self.keys.aead.is_some();
+        let confidential = self.keyring.is_some();
         // At least once: an empty datagram is counted (as short).
         loop {
             // Up to LANES_CHUNK datagrams; in HMAC mode their tags are
@@ -264,7 +353,7 @@ impl Inbound {
             for (span, &ok) in spans[..n].iter().zip(&tags_ok) {
                 let dg = &mut run[span.clone()];
                 let (outcome, update) = if confidential {
-                    self.check_aead(dg, src, now_ns, &mut t)
+                    self.check_noise(dg, src, now_ns, &mut t)
                 } else {
                     self.check(dg, src, now_ns, in_lanes.then_some(ok), &mut t)
                 };
@@ -306,10 +395,11 @@ impl Inbound {
         }
     }
 
-    /// Confidential mode: opens one datagram in place (decrypting its
-    /// frame), then the same freshness, replay and peer checks as the HMAC
-    /// wire, on the authenticated timestamp.
-    fn check_aead(
+    /// Confidential mode: one datagram to the keyring. A transport
+    /// datagram is opened in place and, if authentic and new, may move the
+    /// peer (its session is confirmed); a handshake message may leave an
+    /// answer in the outbox. No clock is checked.
+    fn check_noise(
         &mut self,
         dg: &mut [u8],
         src: SocketAddr,
@@ -320,44 +410,74 @@ impl Inbound {
         if dg.len() > crate::tx::MAX_DATAGRAM {
             return drop(DropReason::Oversize);
         }
-        let session = aead::session_of(dg);
-        let cached =
-            |k: &Keys| session.is_some_and(|s| k.aead.as_ref().is_some_and(|a| a.is_cached(&s)));
-        // A session not seen yet may be a peer without --cipher: look
-        // before opening, which may overwrite what it refuses.
-        if session.is_some()
-            && !cached(&self.keys)
-            && self.may_probe(now_ns)
-            && aead::looks_like_hmac(dg, &self.keys.codec)
+        let peer = self.peer.current();
+        let Some(keyring) = self.keyring.as_mut() else {
+            return drop(DropReason::BadMac);
+        };
+        // The HMAC wire's datagrams are refused as malformed or with a bad
+        // tag: look before opening, which may overwrite what it refuses.
+        let kind = noise::wire::kind(dg);
+        if matches!(
+            kind,
+            noise::wire::Kind::Other | noise::wire::Kind::Transport
+        ) && noise::wire::transport_receiver(dg).is_none_or(|i| !keyring.has_session(i))
+            && dg.len() >= HEADER_LEN
+            && self.probed_hmac(dg, now_ns)
         {
             t.mismatch = Some(Mode::Hmac);
             return drop(DropReason::WrongMode);
         }
-        // After a rotation, a session the old key opened stays with it.
-        let use_previous = match &self.previous {
-            Some((old, until)) => now_ns <= *until && cached(old) && !cached(&self.keys),
-            None => false,
-        };
-        let keys = match (&mut self.previous, use_previous) {
-            (Some((old, _)), true) => old,
-            _ => &mut self.keys,
-        };
-        let Some(open_keys) = keys.aead.as_mut() else {
+        let Some(keyring) = self.keyring.as_mut() else {
             return drop(DropReason::BadMac);
         };
-        let len = dg.len();
-        let (ts, empty) = match open_keys.open(dg, now_ns) {
-            Ok(o) => (o.timestamp, o.frame.is_empty()),
-            Err(aead::AeadError::TooShort(_)) => return drop(DropReason::Short),
-            Err(aead::AeadError::RateLimited) => return drop(DropReason::UnknownSession),
-            Err(_) => return drop(DropReason::BadMac),
-        };
-        self.last_authentic_ts = ts;
-        match self.admit(ts, src, now_ns) {
-            Ok(update) if empty => (Outcome::Keepalive, update),
-            Ok(update) => (Outcome::Frame(aead::HEADROOM..len - aead::TAILROOM), update),
-            Err(r) => drop(r),
+        match keyring.receive(dg, src, peer, now_ns, &mut self.outbox) {
+            Received::Data { frame, newest } => {
+                let update = self.peer.observe(src, newest);
+                if frame.is_empty() {
+                    (Outcome::Keepalive, update)
+                } else {
+                    (Outcome::Frame(frame), update)
+                }
+            }
+            Received::Handshake => {
+                t.handshakes += 1;
+                (Outcome::Keepalive, PeerUpdate::Unchanged)
+            }
+            Received::Refused(r) => match r {
+                Refusal::Malformed if dg.len() < noise::wire::OVERHEAD => drop(DropReason::Short),
+                Refusal::Malformed | Refusal::BadTag => drop(DropReason::BadMac),
+                Refusal::UnknownSession => drop(DropReason::UnknownSession),
+                Refusal::Replay => drop(DropReason::Replay),
+                Refusal::BadInitiation => {
+                    // Another cipher? (rate-limited: it costs a read)
+                    let ours = keyring.cipher();
+                    if self.may_probe(now_ns)
+                        && let Some(psk) = self.keys.noise.as_ref().map(|n| n.psk)
+                        && let Some(c) = Cipher::ALL.into_iter().find(|&c| {
+                            c != ours
+                                && noise::handshake::read_initiation(c, &psk, None, dg).is_ok()
+                        })
+                    {
+                        t.mismatch = Some(Mode::Aead(c));
+                        return drop(DropReason::WrongMode);
+                    }
+                    t.bad_handshake = true;
+                    drop(DropReason::Handshake)
+                }
+                Refusal::BadResponse => {
+                    t.bad_handshake = true;
+                    drop(DropReason::Handshake)
+                }
+                Refusal::Answered | Refusal::Crossed | Refusal::RateLimited => {
+                    drop(DropReason::Handshake)
+                }
+            },
         }
+    }
+
+    /// Whether `dg` is an authentic HMAC-wire datagram (rate-limited).
+    fn probed_hmac(&mut self, dg: &[u8], now_ns: u64) -> bool {
+        self.may_probe(now_ns) && aead::looks_like_hmac(dg, &self.keys.codec)
     }
 
     /// The checks after authentication, on the authenticated timestamp:
@@ -382,7 +502,7 @@ impl Inbound {
         src: SocketAddr,
         now_ns: u64,
     ) -> (Verdict<'a>, PeerUpdate) {
-        if self.keys.aead.is_some() {
+        if self.keyring.is_some() {
             return (Verdict::Drop(DropReason::BadMac), PeerUpdate::Unchanged);
         }
         let (outcome, update) = self.check(datagram, src, now_ns, None, &mut Tally::default());
@@ -415,14 +535,16 @@ impl Inbound {
             Err(_) => {
                 // A peer started with --cipher? (rate-limited: a probe
                 // costs a key derivation)
-                if !self.probes.is_empty() && self.may_probe(now_ns) {
-                    let mut theirs = None;
-                    for p in &mut self.probes {
-                        if p.probe(datagram, now_ns) {
-                            theirs = Some(Mode::Aead(p.cipher()));
-                            break;
-                        }
-                    }
+                if let Some(psk) = self.probe_psk
+                    && noise::wire::kind(datagram) == noise::wire::Kind::Initiation
+                    && self.may_probe(now_ns)
+                {
+                    let theirs = Cipher::ALL
+                        .into_iter()
+                        .find(|&c| {
+                            noise::handshake::read_initiation(c, &psk, None, datagram).is_ok()
+                        })
+                        .map(Mode::Aead);
                     if theirs.is_some() {
                         t.mismatch = theirs;
                         return drop(DropReason::WrongMode);

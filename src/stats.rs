@@ -30,11 +30,16 @@ pub enum DropReason {
     /// The peer speaks the other mode (HMAC wire against `--cipher`, or
     /// the reverse).
     WrongMode,
+    /// Confidential mode: a handshake message refused (another key file,
+    /// a replay, an answer to nothing, or beyond the handshake budget).
+    Handshake,
+    /// Confidential mode: a TAP frame read while no session is up.
+    NoSession,
 }
 
 impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Short,
         DropReason::Truncated,
         DropReason::BadMac,
@@ -45,6 +50,8 @@ impl DropReason {
         DropReason::Oversize,
         DropReason::UnknownSession,
         DropReason::WrongMode,
+        DropReason::Handshake,
+        DropReason::NoSession,
     ];
 
     /// Short name used in logs and JSON.
@@ -60,6 +67,8 @@ impl DropReason {
             DropReason::Oversize => "oversize",
             DropReason::UnknownSession => "unknown_session",
             DropReason::WrongMode => "wrong_mode",
+            DropReason::Handshake => "handshake",
+            DropReason::NoSession => "no_session",
         }
     }
 }
@@ -244,7 +253,7 @@ mod tests {
         c.write_json_members(&mut j);
         assert!(j.starts_with("\"tx_frames\":3,"), "{j}");
         assert!(
-            j.contains("\"bad_mac\":2") && j.ends_with("\"wrong_mode\":0}"),
+            j.contains("\"bad_mac\":2") && j.ends_with("\"no_session\":0}"),
             "{j}"
         );
         assert!(j.contains("\"stale\":4"), "{j}");

@@ -5,21 +5,24 @@
 //! engine's sending threads (through `session::SendHalf`) only do the
 //! system calls.
 
-use crate::aead::{self, SealKey};
 use crate::batch::{self, Limits, Message};
 use crate::clamp;
+use crate::noise::{self, SendKey};
 use crate::offload::{self, GSO_NONE, OffloadError, VnetHdr};
 use crate::wire::{Codec, HEADER_LEN};
 use std::ops::Range;
+use std::sync::Arc;
 
-/// How datagrams are sealed: tinytaptunnel's HMAC wire (the default), or
-/// the confidential mode (`--cipher`). Both add 40 bytes to a frame.
-#[derive(Debug)]
+/// How datagrams are sealed: tinytaptunnel's HMAC wire (the default, 40
+/// bytes before the frame), or the confidential mode (`--cipher`: 16
+/// before, 16 after).
+#[derive(Debug, Clone)]
 pub enum Sealer {
     /// `HMAC ‖ timestamp ‖ frame`.
     Hmac(Codec),
-    /// `session id ‖ timestamp ‖ encrypted frame ‖ tag`.
-    Aead(SealKey),
+    /// `type ‖ receiver index ‖ counter ‖ encrypted frame ‖ tag`, under
+    /// the current session's key (`None`: no session yet).
+    Noise(Option<Arc<SendKey>>),
 }
 
 impl From<Codec> for Sealer {
@@ -33,7 +36,7 @@ impl Sealer {
     fn room(&self) -> (usize, usize) {
         match self {
             Sealer::Hmac(_) => (HEADER_LEN, 0),
-            Sealer::Aead(_) => (aead::HEADROOM, aead::TAILROOM),
+            Sealer::Noise(_) => (noise::wire::HEADER_LEN, noise::wire::TAG_LEN),
         }
     }
 
@@ -41,8 +44,21 @@ impl Sealer {
     fn seal(&mut self, ts: u64, buf: &mut [u8]) -> Result<(), SealError> {
         match self {
             Sealer::Hmac(c) => c.seal(ts, buf).map_err(|_| SealError),
-            Sealer::Aead(k) => k.seal(ts, buf).map_err(|_| SealError),
+            Sealer::Noise(Some(k)) => k.seal(buf).map_err(|_| SealError),
+            Sealer::Noise(None) => Err(SealError),
         }
+    }
+
+    /// Bytes a datagram adds to its frame.
+    pub fn overhead(&self) -> usize {
+        let (h, t) = self.room();
+        h + t
+    }
+
+    /// Whether datagrams can be sealed now (the confidential mode needs a
+    /// session).
+    pub fn ready(&self) -> bool {
+        !matches!(self, Sealer::Noise(None))
     }
 }
 
@@ -57,9 +73,9 @@ impl std::fmt::Display for SealError {
     }
 }
 
-// Both modes keep the overhead tinytaptunnel's wire has, so MTUs, buffers
-// and counters need no mode of their own.
-const _: () = assert!(aead::OVERHEAD == HEADER_LEN);
+// MTUs and buffers are sized by the HMAC wire's overhead, the larger: the
+// confidential mode's datagrams are 8 bytes shorter for the same frame.
+const _: () = assert!(noise::wire::OVERHEAD <= HEADER_LEN);
 
 /// Largest TAP MTU taptun carries (jumbo frames): `--mtu` above it is
 /// refused, and a receiver drops datagrams too large for it unread.
@@ -183,9 +199,14 @@ impl Outbound {
         self
     }
 
-    /// Seals with `sealer` from now on (key rotation).
+    /// Seals with `sealer` from now on (key rotation, a new session).
     pub fn set_sealer(&mut self, sealer: impl Into<Sealer>) {
         self.sealer = sealer.into();
+    }
+
+    /// The sealer in use.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
     }
 
     /// Plans one datagram per message from now on (the kernel refused GSO).
@@ -290,11 +311,15 @@ impl Outbound {
                 }
             }
             // A datagram the key refuses still holds its frame in the
-            // clear: wiped, and left out of the batch.
-            Sealer::Aead(k) => {
+            // clear: wiped, and left out of the batch. (The timestamp only
+            // times the keepalive: the counter is the nonce.)
+            Sealer::Noise(k) => {
                 let out = &mut self.out;
                 self.spans.retain(|span| {
-                    let sealed = k.seal(next_ts(last, now), &mut out[span.clone()]).is_ok();
+                    next_ts(last, now);
+                    let sealed = k
+                        .as_ref()
+                        .is_some_and(|k| k.seal(&mut out[span.clone()]).is_ok());
                     if !sealed {
                         out[span.clone()].fill(0);
                         refused += 1;
@@ -335,9 +360,13 @@ impl Outbound {
         if self.last_ts != 0 && now < due {
             return Keepalive::Wait(due - now);
         }
+        if !self.sealer.ready() {
+            return Keepalive::Wait(every.max(1));
+        }
         let ts = next_ts(&mut self.last_ts, now);
-        match self.sealer.seal(ts, buf) {
-            Ok(()) => Keepalive::Send(buf),
+        let n = self.sealer.overhead();
+        match self.sealer.seal(ts, &mut buf[..n]) {
+            Ok(()) => Keepalive::Send(&buf[..n]),
             Err(_) => Keepalive::Refused,
         }
     }
@@ -367,9 +396,10 @@ fn max_frame(mtu: u16) -> usize {
     usize::from(mtu) + 14 + 4
 }
 
-/// How many frame bytes a message carries (its datagrams less their headers).
-pub fn frame_bytes(m: &Message) -> usize {
-    m.range.len() - m.count * HEADER_LEN
+/// How many frame bytes a message carries (its datagrams less their
+/// `overhead` each).
+pub fn frame_bytes(m: &Message, overhead: usize) -> usize {
+    m.range.len() - m.count * overhead
 }
 
 #[cfg(test)]
@@ -433,7 +463,13 @@ mod tests {
         let b = ob.seal(NOW);
         assert_eq!(b.messages.len(), 5);
         assert!(b.messages.iter().all(|m| m.count == 1));
-        assert_eq!(b.messages.iter().map(frame_bytes).sum::<usize>(), 500);
+        assert_eq!(
+            b.messages
+                .iter()
+                .map(|m| frame_bytes(m, HEADER_LEN))
+                .sum::<usize>(),
+            500
+        );
     }
 
     #[test]
@@ -479,25 +515,26 @@ mod tests {
         assert_eq!(ob.push(&VnetHdr::default(), &big), Push::Queued(1));
     }
 
-    /// A key that refuses to seal (an AEAD nonce at or below the last one
-    /// it sealed): every datagram it refuses is left out of the batch and
+    /// A key that refuses to seal (its counters spent, or no session at
+    /// all): every datagram it refuses is left out of the batch and
     /// counted, its bytes wiped, and nothing sent carries a frame's bytes.
     #[test]
     fn refused_seals_never_leave_and_leak_nothing() {
-        use crate::aead::{Cipher, SessionId};
+        use crate::aead::Cipher;
+        use crate::noise::transport::REJECT_AFTER_MESSAGES;
         let mut rng = crate::offload::testutil::XorShift(0x1234_5678_9abc_def1);
         for cipher in Cipher::ALL {
             for round in 0..40u64 {
-                let mut key = SealKey::with_session(
-                    cipher,
-                    b"a key of thirty-two bytes, 32 B!",
-                    SessionId([7; 16]),
-                );
-                // The key has sealed up to `last`: it refuses every
-                // timestamp up to there, and takes the ones after.
-                let last = NOW + rng.next() % 200;
-                key.seal(last, &mut [0u8; 40]).unwrap();
-                let mut ob = Outbound::new(Sealer::Aead(key), 1418, 1472, round % 2 == 0);
+                // The key seals `left` more datagrams, then refuses; a
+                // round in four has no session at all.
+                let left = rng.next() % 200;
+                let key = (round % 4 != 3).then(|| {
+                    let k = SendKey::new(cipher, &[7; 32], 1, 2, 0);
+                    k.skip_to(REJECT_AFTER_MESSAGES - left);
+                    Arc::new(k)
+                });
+                let none = key.is_none();
+                let mut ob = Outbound::new(Sealer::Noise(key), 1418, 1472, round % 2 == 0);
                 let n = 1 + (rng.next() % 150) as usize;
                 // Frames of a recognisable byte pattern (never all zero).
                 let frames: Vec<Vec<u8>> = (0..n)
@@ -511,11 +548,10 @@ mod tests {
                 let queued = ob.len();
                 let b = ob.seal(NOW);
                 let sent: usize = b.messages.iter().map(|m| m.count).sum();
-                // Timestamps NOW, NOW+1, …: those up to `last` are refused.
-                let refused = (last - NOW + 1).min(queued as u64) as usize;
+                let ok = if none { 0 } else { (left as usize).min(queued) };
                 assert_eq!(
                     (b.refused, sent),
-                    (refused, queued - refused),
+                    (queued - ok, ok),
                     "{cipher} round {round}"
                 );
                 // The whole buffer holds no run of a frame's plaintext.

@@ -49,7 +49,7 @@ pub(crate) use send::{Reader, send_keepalive};
 pub(crate) use setup::{bind_udp, machine_mac};
 
 use crate::addr;
-use crate::aead::{Cipher, SessionId};
+use crate::aead::Cipher;
 use crate::config::Config;
 use crate::key::Key;
 use crate::offload::VNET_HDR_LEN;
@@ -113,6 +113,12 @@ struct Shared {
     /// An address the name now resolves to, for the receiving thread to
     /// take as the peer (written by the main thread; see `name.rs`).
     redirect: Published<Option<name::Redirect>>,
+    /// Confidential mode: the session the sending halves seal under
+    /// (decided by the receiving thread, which runs the handshakes).
+    send_key: Published<Option<Arc<crate::noise::SendKey>>>,
+    /// Confidential mode: the sessions' facts, for the status views
+    /// (written by the receiving thread).
+    session: Mutex<Option<crate::noise::SessionStatus>>,
 }
 
 /// A fresh keying under `key`: in the confidential mode, a new random
@@ -120,7 +126,7 @@ struct Shared {
 fn keying(key: &Key, cipher: Option<Cipher>) -> Result<Keying, TunnelError> {
     let aead = match cipher {
         None => None,
-        Some(c) => Some((c, SessionId::random().map_err(TunnelError::Random)?)),
+        Some(c) => Some((c, crate::noise::seed().map_err(TunnelError::Random)?)),
     };
     Ok(Keying::new(key, aead))
 }
@@ -273,6 +279,8 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
                 error: None,
             }),
             redirect: Published::new(None),
+            send_key: Published::new(None),
+            session: Mutex::new(None),
             refused: AtomicU64::new(0),
             refused_len: std::sync::atomic::AtomicUsize::new(0),
         });
@@ -369,6 +377,26 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
         // (and remembers the way out if it does not).
         self.routing.tick(&self.shared);
         let (tx, rx) = session.split();
+        // TAPTUN_KEYLOG: the sessions' keys, for reading a capture (tests).
+        let keylog = self
+            .cfg
+            .cipher
+            .and_then(|_| std::env::var_os("TAPTUN_KEYLOG"))
+            .and_then(|p| {
+                match std::fs::OpenOptions::new().create(true).append(true).open(&p) {
+                    Ok(f) => {
+                        warn!(
+                            "TAPTUN_KEYLOG: writing every session's keys to {}; whoever reads it reads the traffic",
+                            std::path::Path::new(&p).display()
+                        );
+                        Some(f)
+                    }
+                    Err(e) => {
+                        warn!("TAPTUN_KEYLOG {}: {e}", std::path::Path::new(&p).display());
+                        None
+                    }
+                }
+            });
         let v6 = self.facts.local.is_ipv6();
         let out = || Out::new(self.socket.clone(), self.shared.clone(), v6);
         let sender = send::Sender {
@@ -381,6 +409,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             role: self.role.clone(),
             peer: Cached::new(&self.shared.peer),
             key: Cached::new(&self.shared.key),
+            send_key: Cached::new(&self.shared.send_key),
             mtu: self.cfg.mtu,
         };
         let receiver = recv::Receiver {
@@ -389,7 +418,12 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             shared: self.shared.clone(),
             key: Cached::new(&self.shared.key),
             reply_key: Cached::new(&self.shared.key),
-            rx,
+            rx: match keylog {
+                Some(_) => rx.with_keylog(),
+                None => rx,
+            },
+            keylog,
+            v6,
             replies: nonblocking.then(|| {
                 let tx = self.setup.send_half();
                 (tx, Reader::new(self.facts.offload, true), out())

@@ -31,6 +31,8 @@ pub(crate) struct Out<S> {
     /// Whether this thread has not yet said that the socket refuses GSO
     /// (the limits themselves are the session's: `Taught`).
     gso: bool,
+    /// Bytes each datagram of the last batch added to its frame.
+    overhead: usize,
     /// One warn line a minute: send errors.
     send_errors: Throttle,
 }
@@ -43,6 +45,7 @@ impl<S: Socket> Out<S> {
             shared: Some(shared),
             v6,
             gso: true,
+            overhead: HEADER_LEN,
             send_errors: Throttle::per_minute(),
         }
     }
@@ -56,6 +59,7 @@ impl<S: Socket> Out<S> {
             shared: None,
             v6,
             gso: true,
+            overhead: HEADER_LEN,
             send_errors: Throttle::per_minute(),
         }
     }
@@ -63,6 +67,7 @@ impl<S: Socket> Out<S> {
     /// Sends a batch; says what the kernel taught about GSO.
     pub(crate) fn send(&mut self, t: Transmit<'_>) -> Taught {
         let to = addr::for_socket(t.to, self.v6);
+        self.overhead = t.overhead;
         let msgs = t.messages;
         let mut taught = Taught::default();
         let mut i = 0;
@@ -74,7 +79,7 @@ impl<S: Socket> Out<S> {
                         self.counters.tx_frames.fetch_add(m.count as u64, Relaxed);
                         self.counters
                             .tx_bytes
-                            .fetch_add(tx::frame_bytes(m) as u64, Relaxed);
+                            .fetch_add(tx::frame_bytes(m, t.overhead) as u64, Relaxed);
                     }
                     i += k;
                 }
@@ -124,7 +129,7 @@ impl<S: Socket> Out<S> {
                 self.counters.tx_frames.fetch_add(1, Relaxed);
                 self.counters
                     .tx_bytes
-                    .fetch_add((dg.len() - HEADER_LEN) as u64, Relaxed);
+                    .fetch_add(dg.len().saturating_sub(self.overhead) as u64, Relaxed);
             }
             Err(e) => {
                 self.counters.send_errors.fetch_add(1, Relaxed);

@@ -59,6 +59,10 @@ pub(super) struct Receiver<T, S> {
     /// The peer is the state file's address and was not heard yet (a copy
     /// of `Shared::peer_from_state`, which this thread alone clears).
     pub from_state: bool,
+    /// Confidential mode: `TAPTUN_KEYLOG`'s file, if set.
+    pub keylog: Option<std::fs::File>,
+    /// The socket is IPv6 (addresses to send to are mapped).
+    pub v6: bool,
 }
 
 impl<T: Tap, S: Socket> Receiver<T, S> {
@@ -68,6 +72,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         let mut look_after = 0u64;
         while !self.shared.stop.load(Relaxed) {
             self.follow_name();
+            self.handshake(unix_nanos());
             let r = match self.socket.recv(&mut self.buf) {
                 Ok(r) => r,
                 Err(e) => {
@@ -88,6 +93,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             }
             let src = r.from.unwrap_or(unknown);
             let wrote = self.handle(r.len, r.segment, src, now);
+            self.handshake(now);
             // What the kernel queued on the TAP in answer to these frames
             // goes out now, unless the TAP→UDP thread is already at it. A
             // look that finds nothing costs a system call, so after one
@@ -131,6 +137,39 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         // A new host, maybe: announce the TAP to it, as to a learned peer.
         self.shared.announce.store(true, Relaxed);
         self.publish(r.to);
+    }
+
+    /// Confidential mode: runs the handshake timers, sends the handshake
+    /// messages waiting, and hands a new session to the sending halves.
+    fn handshake(&mut self, now: u64) {
+        self.rx.poll(now);
+        let (socket, counters) = (&*self.socket, &self.shared.counters);
+        let v6 = self.v6;
+        self.rx.outbox().drain(|dg, to| {
+            if let Err(e) = socket.send_to(dg, addr::for_socket(to, v6)) {
+                counters.send_errors.fetch_add(1, Relaxed);
+                debug!("handshake message to {to}: {e}");
+            }
+        });
+        if let Some(k) = self.rx.take_send_key() {
+            if let Some((tx, ..)) = self.replies.as_mut() {
+                tx.set_send_key(k.clone());
+            }
+            self.shared.send_key.set(k);
+            self.role.wake.signal();
+        }
+        if let Some(st) = self.rx.session_status()
+            && let Ok(mut s) = self.shared.session.lock()
+        {
+            *s = Some(st);
+        }
+        let lines = self.rx.take_keylog();
+        if let Some(f) = self.keylog.as_mut() {
+            use std::io::Write;
+            for l in lines {
+                let _ = writeln!(f, "{l}");
+            }
+        }
     }
 
     /// Publishes `p` as the peer for the sending halves, and wakes the

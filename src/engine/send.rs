@@ -107,6 +107,7 @@ impl Reader {
                 match tx.push(&hdr, frame, now, &mut send, &mut done) {
                     Pushed::Queued(_) => {}
                     Pushed::NoPeer => counters.drop(DropReason::NoPeer),
+                    Pushed::NoSession => counters.drop(DropReason::NoSession),
                     Pushed::Dropped(e) => {
                         counters.drop(DropReason::Oversize);
                         if let Some(n) = self.oversize.note(1, Instant::now()) {
@@ -149,6 +150,8 @@ pub(super) struct Sender<T, S> {
     pub role: Arc<Role>,
     pub peer: Cached<Option<SocketAddr>>,
     pub key: Cached<Keying>,
+    /// Confidential mode: the session to seal under.
+    pub send_key: Cached<Option<Arc<crate::noise::SendKey>>>,
     pub mtu: u16,
 }
 
@@ -212,6 +215,9 @@ impl<T: Tap, S: Socket> Sender<T, S> {
         let sh = &*self.shared;
         if let Some(k) = self.key.changed(&sh.key) {
             self.tx.set_keying(k);
+        }
+        if let Some(k) = self.send_key.changed(&sh.send_key) {
+            self.tx.set_send_key(k.clone());
         }
         let mtu = sh.mtu.load(Relaxed) as u16;
         if mtu != self.mtu {

@@ -23,7 +23,7 @@ pub enum TunnelError {
     /// Spawning a thread failed.
     Thread(io::Error),
     /// The OS random source failed (a confidential-mode session id).
-    Random(crate::aead::AeadError),
+    Random(String),
     /// `--fwmark` could not be set on the socket.
     Mark(u32, io::Error),
 }
@@ -68,7 +68,7 @@ impl fmt::Display for TunnelError {
                 "--address {c}: only one IPv4 address can be set; add more with `ip addr add` (IPv6 may repeat)"
             ),
             TunnelError::Thread(e) => write!(f, "cannot start a thread: {e}"),
-            TunnelError::Random(e) => write!(f, "cannot draw a session id: {e}"),
+            TunnelError::Random(e) => write!(f, "cannot draw the session seed: {e}"),
             TunnelError::Mark(m, e) => write!(
                 f,
                 "--fwmark {m}: cannot mark the UDP socket: {e}; SO_MARK needs CAP_NET_ADMIN (run as root, or AmbientCapabilities=CAP_NET_ADMIN)"
@@ -131,7 +131,8 @@ pub(super) fn open(cfg: &Config) -> Result<Devices, TunnelError> {
     }
     // With a peer name, the receiving thread looks every second for an
     // address the name now resolves to, also while nothing arrives.
-    if cfg.peer_name.is_some()
+    // In the confidential mode, also for the handshake timers.
+    if (cfg.peer_name.is_some() || cfg.cipher.is_some())
         && let Err(e) = socket.set_read_timeout(Some(std::time::Duration::from_secs(1)))
     {
         warn!(

@@ -305,6 +305,13 @@ fn confidential_mode_with_replies_refuses_nothing() {
         let mut b = side_with(&net, 2, config(":9", None, Some(cipher)), Some(echo));
         a.start().unwrap();
         b.start().unwrap();
+        // The handshake first: before it, frames are dropped (no session).
+        let up = Instant::now();
+        while (a.shared.send_key.get().is_none() || b.shared.send_key.get().is_none())
+            && up.elapsed() < WAIT
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         for i in 0..200 {
             a.tap.inject(&frame(1, i, 300));
         }

@@ -55,7 +55,7 @@ impl RecvWatch {
     /// Looks at one receive's tally from `src`; `peer`: the peer as the
     /// receiving half knows it.
     pub(super) fn saw(&mut self, t: &Tally, src: SocketAddr, peer: Option<SocketAddr>) {
-        if t.drops.iter().all(|&n| n == 0) && t.peer == PeerUpdate::Unchanged {
+        if t.drops.iter().all(|&n| n == 0) && t.peer == PeerUpdate::Unchanged && !t.bad_handshake {
             return;
         }
         let drops = |r: DropReason| t.drops[r as usize];
@@ -91,6 +91,13 @@ impl RecvWatch {
                     "datagrams from {src}, not the peer, fail authentication: forged or misdirected traffic, dropped ({n} dropped)"
                 );
             }
+        }
+        if t.bad_handshake
+            && let Some(n) = self.wrong_key.note(drops(DropReason::Handshake), now)
+        {
+            warn!(
+                "handshakes from {src} fail: it uses another key file (or is not taptun); do both hosts use the same key file? ({n} refused)"
+            );
         }
         if t.mismatch.is_some() {
             self.mismatch_seen = Some(now);

@@ -41,7 +41,7 @@ pub use budget::Budget;
 pub use demux::Demux;
 
 use crate::addr::{self, Local};
-use crate::aead::{Cipher, SessionId};
+use crate::aead::Cipher;
 use crate::config::ClampMss;
 use crate::engine::{self, Socket, Tap, TunnelError};
 use crate::hook::{HookEnd, run_hook_env};
@@ -212,7 +212,7 @@ fn keying(key: &Key, cipher: Option<Cipher>) -> Result<Keying, HubError> {
         None => None,
         Some(c) => Some((
             c,
-            SessionId::random().map_err(|e| HubError::Tunnel(TunnelError::Random(e)))?,
+            crate::noise::seed().map_err(|e| HubError::Tunnel(TunnelError::Random(e)))?,
         )),
     };
     Ok(Keying::new(key, aead))

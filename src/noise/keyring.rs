@@ -276,6 +276,14 @@ impl Keyring {
         Some(self.current.as_ref().map(|s| s.send.clone()))
     }
 
+    /// Whether a session of ours has index `local`.
+    pub fn has_session(&self, local: u32) -> bool {
+        [&self.current, &self.previous, &self.next]
+            .into_iter()
+            .flatten()
+            .any(|s| s.local == local)
+    }
+
     /// The sealing key now, if any.
     pub fn send_key(&self) -> Option<Arc<SendKey>> {
         self.current.as_ref().map(|s| s.send.clone())

@@ -61,6 +61,13 @@ impl fmt::Display for NoiseError {
 
 impl std::error::Error for NoiseError {}
 
+/// A fresh seed for [`Draw`] from the OS.
+pub fn seed() -> Result<[u8; 32], String> {
+    let mut s = [0u8; 32];
+    getrandom::fill(&mut s).map_err(|e| format!("the OS random source: {e}"))?;
+    Ok(s)
+}
+
 /// Session indices and timer jitter, drawn from a seed the caller gives
 /// (the engine: `getrandom`; tests: a constant, so runs repeat). Not the
 /// ephemeral keys, which `snow` draws from the OS.

@@ -21,32 +21,32 @@ mod send;
 pub use recv::RecvHalf;
 pub use send::{Flushed, Handoff, KeepaliveDue, Pushed, SendHalf, Taught, Transmit};
 
-use crate::aead::{Cipher, OpenKeys, SealKey, SessionId};
+use crate::aead::Cipher;
 use crate::clamp;
 use crate::key::Key;
 use crate::mac::MacAddr;
+use crate::noise::{SendKey, SessionStatus};
 use crate::offload::VnetHdr;
 use crate::peer::PeerUpdate;
-use crate::rx::{Keys, Tally};
+use crate::rx::{Keys, NoiseKeys, Tally};
 use crate::tx::Sealer;
 use crate::wire::{Codec, HEADER_LEN};
 use std::net::{IpAddr, SocketAddr};
 
 /// The key in use, as both halves need it: the HMAC codec and, in the
-/// confidential mode, the cipher, the key file's bytes and this side's
-/// sending session under them (drawn by the caller, at start and at each
-/// rotation, so that the receiving half knows which session is its own).
+/// confidential mode, the cipher and the seed that draws this side's
+/// session indices (random per process; fixed in tests).
 #[derive(Debug, Clone)]
 pub struct Keying {
     key: Key,
     codec: Codec,
-    aead: Option<(Cipher, SessionId)>,
+    aead: Option<(Cipher, [u8; 32])>,
 }
 
 impl Keying {
     /// The HMAC wire under `key`, or the confidential mode with `aead`'s
-    /// cipher and sending session.
-    pub fn new(key: &Key, aead: Option<(Cipher, SessionId)>) -> Keying {
+    /// cipher and index seed.
+    pub fn new(key: &Key, aead: Option<(Cipher, [u8; 32])>) -> Keying {
         Keying {
             codec: Codec::new(key.as_bytes()),
             key: key.clone(),
@@ -64,21 +64,27 @@ impl Keying {
         self.key.as_bytes()
     }
 
-    /// What the sending half seals with.
+    /// What the sending half seals with (confidential mode: nothing until
+    /// the receiving half's first session).
     pub fn sealer(&self) -> Sealer {
         match &self.aead {
             None => Sealer::Hmac(self.codec.clone()),
-            Some((c, s)) => Sealer::Aead(SealKey::with_session(*c, self.key.as_bytes(), *s)),
+            Some(_) => Sealer::Noise(None),
         }
     }
 
     /// What the receiving half opens with.
     pub fn keys(&self) -> Keys {
+        let psk = <[u8; 32]>::try_from(self.key.as_bytes()).ok();
         Keys {
             codec: self.codec.clone(),
-            aead: self
-                .aead
-                .map(|(c, s)| OpenKeys::new(c, self.key.as_bytes(), Some(s))),
+            noise: self.aead.and_then(|(cipher, seed)| {
+                Some(NoiseKeys {
+                    cipher,
+                    psk: psk?,
+                    seed,
+                })
+            }),
         }
     }
 }
@@ -190,7 +196,35 @@ impl Session {
         if let PeerUpdate::Learned(p) | PeerUpdate::Moved { to: p, .. } = t.peer {
             self.tx.set_peer(Some(p));
         }
+        self.follow_session();
         t
+    }
+
+    /// Confidential mode: the sending half seals under the receiving
+    /// half's current session.
+    fn follow_session(&mut self) {
+        if let Some(k) = self.rx.take_send_key() {
+            self.tx.set_send_key(k);
+        }
+    }
+
+    /// Confidential mode: the handshake timers at `now`; then every
+    /// handshake message waiting (answers to what [`Session::receive`]
+    /// took, initiations) goes to `send`.
+    pub fn handshake(&mut self, now: u64, send: &mut impl FnMut(&[u8], SocketAddr)) {
+        self.rx.poll(now);
+        self.follow_session();
+        self.rx.outbox().drain(send);
+    }
+
+    /// Confidential mode: the sessions' facts.
+    pub fn session_status(&self) -> Option<SessionStatus> {
+        self.rx.session_status()
+    }
+
+    /// Confidential mode: the key the sending half seals with.
+    pub fn send_key(&self) -> Option<std::sync::Arc<SendKey>> {
+        self.tx.send_key()
     }
 
     /// Replaces the key at `now`: sealing with it at once, opening with
@@ -205,9 +239,13 @@ impl Session {
         self.tx.set_mtu(mtu);
     }
 
-    /// When the session next needs [`Session::keepalive`] (UNIX ns).
+    /// When the session next needs [`Session::keepalive`] or
+    /// [`Session::handshake`] (UNIX ns).
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.tx.poll_timeout()
+        match (self.tx.poll_timeout(), self.rx.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The keepalive timer; see [`SendHalf::keepalive`].

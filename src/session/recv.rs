@@ -63,6 +63,43 @@ impl RecvHalf {
         self.inbound.rotate(keying.keys(), now);
     }
 
+    /// Confidential mode: the handshake timers at `now` (answers and
+    /// initiations wait in [`RecvHalf::outbox`]).
+    pub fn poll(&mut self, now: u64) {
+        self.inbound.poll(now);
+    }
+
+    /// Confidential mode: when [`RecvHalf::poll`] next has work.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.inbound.poll_timeout()
+    }
+
+    /// Handshake messages to send.
+    pub fn outbox(&mut self) -> &mut crate::noise::Outbox {
+        self.inbound.outbox()
+    }
+
+    /// Confidential mode: the sealing key, when it changed.
+    pub fn take_send_key(&mut self) -> Option<Option<std::sync::Arc<crate::noise::SendKey>>> {
+        self.inbound.take_send_key()
+    }
+
+    /// Confidential mode: the sessions' facts.
+    pub fn session_status(&self) -> Option<crate::noise::SessionStatus> {
+        self.inbound.session_status()
+    }
+
+    /// Confidential mode: keeps one key-log line per new session.
+    pub fn with_keylog(mut self) -> Self {
+        self.inbound = self.inbound.with_keylog();
+        self
+    }
+
+    /// Key-log lines of the sessions made since the last call.
+    pub fn take_keylog(&mut self) -> Vec<String> {
+        self.inbound.take_keylog()
+    }
+
     /// Checks each datagram of one receive from `src` at `now` (`run`:
     /// datagrams of `segment` bytes, a UDP GRO run, or one datagram) and
     /// hands what goes to the TAP to `write`, in order.

@@ -9,10 +9,12 @@ use super::Keying;
 use crate::announce;
 use crate::batch::Message;
 use crate::mac::MacAddr;
+use crate::noise::SendKey;
 use crate::offload::VnetHdr;
-use crate::tx::{BATCH_DATAGRAMS, Keepalive, Outbound, Push, Unsendable};
+use crate::tx::{BATCH_DATAGRAMS, Keepalive, Outbound, Push, Sealer, Unsendable};
 use crate::wire::HEADER_LEN;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// One sealed batch for the socket: `messages` (ranges of `bytes`, each one
 /// datagram or a UDP GSO run of them) to `to`.
@@ -20,6 +22,8 @@ use std::net::{IpAddr, SocketAddr};
 pub struct Transmit<'a> {
     /// The peer.
     pub to: SocketAddr,
+    /// Bytes each datagram adds to its frame (for the byte counters).
+    pub overhead: usize,
     /// The sealed datagrams, back to back.
     pub bytes: &'a [u8],
     /// The messages of one `sendmmsg` call, in send order.
@@ -57,6 +61,8 @@ pub enum Pushed {
     Queued(usize),
     /// No peer is known yet: dropped.
     NoPeer,
+    /// Confidential mode: no session yet (a handshake is on its way): dropped.
+    NoSession,
     /// Not sendable (longer than the MTU, a super-frame that cannot be cut).
     Dropped(Unsendable),
 }
@@ -139,9 +145,35 @@ impl SendHalf {
         self.peer = peer.map(crate::addr::canonical);
     }
 
-    /// Seals with the new key from the next datagram on.
+    /// Seals with the new key from the next datagram on. (Confidential
+    /// mode: the session stays; the receiving half renews it under the
+    /// new key file.)
     pub fn set_keying(&mut self, keying: &Keying) {
+        if matches!(self.out.sealer(), Sealer::Noise(_)) && keying.cipher().is_some() {
+            return;
+        }
         self.out.set_sealer(keying.sealer());
+    }
+
+    /// Confidential mode: seals under this session from the next datagram
+    /// on (`None`: none, frames are dropped).
+    pub fn set_send_key(&mut self, key: Option<Arc<SendKey>>) {
+        if matches!(self.out.sealer(), Sealer::Noise(_)) {
+            self.out.set_sealer(Sealer::Noise(key));
+        }
+    }
+
+    /// Confidential mode: the session sealed under.
+    pub fn send_key(&self) -> Option<Arc<SendKey>> {
+        match self.out.sealer() {
+            Sealer::Noise(k) => k.clone(),
+            Sealer::Hmac(_) => None,
+        }
+    }
+
+    /// Bytes each datagram adds to its frame.
+    pub fn overhead(&self) -> usize {
+        self.out.sealer().overhead()
     }
 
     /// Follows a change of the TAP's MTU.
@@ -193,6 +225,9 @@ impl SendHalf {
         if self.peer.is_none() {
             return Pushed::NoPeer;
         }
+        if !self.out.sealer().ready() {
+            return Pushed::NoSession;
+        }
         let mut r = self.out.push(hdr, frame);
         if r == Push::Full {
             done.add(self.flush(now, send));
@@ -225,6 +260,7 @@ impl SendHalf {
                 ..Flushed::default()
             };
         };
+        let overhead = self.out.sealer().overhead();
         let batch = self.out.seal(now);
         let done = Flushed {
             sent: batch.messages.iter().map(|m| m.count).sum(),
@@ -236,6 +272,7 @@ impl SendHalf {
         } else {
             send(Transmit {
                 to,
+                overhead,
                 bytes: batch.bytes,
                 messages: batch.messages,
             })
@@ -293,7 +330,9 @@ impl SendHalf {
                 IpAddr::V4(v4) => announce::garp(mac, *v4).to_vec(),
                 IpAddr::V6(v6) => announce::unsolicited_na(mac, *v6).to_vec(),
             };
-            if let Pushed::NoPeer = self.push(&VnetHdr::default(), &frame, now, send, &mut done) {
+            if let Pushed::NoPeer | Pushed::NoSession =
+                self.push(&VnetHdr::default(), &frame, now, send, &mut done)
+            {
                 return done;
             }
         }
