@@ -11,6 +11,8 @@ Wire (all integers big-endian, reserved bytes zero and ignored):
 Split() -> (k1, k2): the initiator sends with k1, the responder with k2.
 """
 
+import hashlib
+import hmac
 import os
 import struct
 import sys
@@ -140,3 +142,64 @@ def classify(dg):
     if len(dg) >= TRANSPORT_MIN and dg[0] == TYPE_TRANSPORT:
         return "transport"
     return None
+
+
+class Raw:
+    """NNpsk0 written out from the Noise spec (rev 34, sections 4-5, 9) with
+    hashlib/hmac and cryptography's AEADs, sharing no code with noiseprotocol:
+    the cross-check of the vendored library in noise_selftest.py, and the
+    attacker's handshake reconstruction in noise_decrypt.py."""
+
+    def __init__(self, cipher):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+        self.cipher = cipher
+        self.name = PROTOCOLS[cipher]
+        if cipher == "aes-256-gcm":
+            self.hf, self.aead, self.order = hashlib.sha256, AESGCM, "big"
+        else:
+            self.hf, self.aead, self.order = hashlib.blake2s, ChaCha20Poly1305, "little"
+        self._aeads = {}
+
+    def hash(self, data):
+        return self.hf(data).digest()
+
+    def hkdf(self, ck, ikm, n):
+        temp = hmac.new(ck, ikm, self.hf).digest()
+        out, prev = [], b""
+        for i in range(1, n + 1):
+            prev = hmac.new(temp, prev + bytes([i]), self.hf).digest()
+            out.append(prev)
+        return out
+
+    def nonce(self, n):
+        return b"\0\0\0\0" + n.to_bytes(8, self.order)
+
+    def _a(self, k):
+        a = self._aeads.get(k)
+        if a is None:
+            a = self._aeads[k] = self.aead(k)
+        return a
+
+    def seal(self, k, n, ad, plaintext):
+        return self._a(k).encrypt(self.nonce(n), plaintext, ad)
+
+    def open(self, k, n, ad, ciphertext):
+        try:
+            return self._a(k).decrypt(self.nonce(n), ciphertext, ad)
+        except Exception:
+            return None
+
+    def start(self):
+        """(ck, h) after InitializeSymmetric(name) and MixHash(prologue)."""
+        h = self.name.ljust(32, b"\0") if len(self.name) <= 32 else self.hash(self.name)
+        return h, self.hash(h + PROLOGUE)
+
+    def after_e1(self, psk, e1):
+        """(ck, h, k) of message 1 after its tokens "psk, e": what encrypts the
+        initiator's index, known to anyone holding the psk."""
+        ck, h = self.start()
+        ck, th, k = self.hkdf(ck, psk, 3)
+        h = self.hash(h + th)
+        h = self.hash(h + e1)
+        ck, k = self.hkdf(ck, e1, 2)
+        return ck, h, k
