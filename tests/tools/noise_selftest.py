@@ -15,6 +15,7 @@ needed:
    decrypts all of them (decrypted=N, found>0), from either side's log alone
    too; a key log of other sessions decrypts nothing; an unreadable capture
    exits 2.
+3. Two noise_peer.py complete a handshake over loopback and exchange frames.
 """
 
 import base64
@@ -304,10 +305,40 @@ def check_decrypt(tmp):
     check(rc == 2, "key file that is not base64 of 32 bytes: exit %d" % rc)
 
 
+def free_port():
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_peer(tmp):
+    """Two noise_peer.py talk over loopback, each way an initiator."""
+    key = os.path.join(tmp, "peer-key.b64")
+    with open(key, "w") as f:
+        f.write(base64.b64encode(hashlib.sha256(b"selftest peer psk").digest()).decode())
+    peer = os.path.join(HERE, "noise_peer.py")
+    for cipher in sorted(nv.PROTOCOLS):
+        pr, pi = free_port(), free_port()
+        common = [sys.executable, peer, "--key", key, "--cipher", cipher, "--timeout", "10", "--retry", "0.5"]
+        resp = subprocess.Popen(common + ["--local", "127.0.0.1:%d" % pr, "--peer", "127.0.0.1:%d" % pi,
+                                          "--respond", "--send-hex", "beef", "--expect", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        init = subprocess.run(common + ["--local", "127.0.0.1:%d" % pi, "--peer", "127.0.0.1:%d" % pr,
+                                        "--initiate", "--send-hex", "", "--send-hex", "01" * 1514,
+                                        "--send-hex", "02", "--expect", "1"],
+                              capture_output=True, text=True)
+        rout, rerr = resp.communicate(timeout=15)
+        check(init.returncode == 0 and resp.returncode == 0 and init.stdout.split() == ["beef"]
+              and rout.split() == ["01" * 1514, "02"],
+              "noise_peer.py %s: handshake over loopback, keepalive + 2 frames one way, 1 back" % cipher)
+
+
 def main():
     check_vectors()
     with tempfile.TemporaryDirectory(prefix="noise-selftest-") as tmp:
         check_decrypt(tmp)
+        check_peer(tmp)
     print("%d check(s) failed" % len(FAILS) if FAILS else "all checks passed")
     return 1 if FAILS else 0
 
