@@ -280,7 +280,7 @@ def check_decrypt(tmp):
     c2 = raw.seal(k, 0, h, struct.pack(">I", 0x10FEDCBA))
     k1, k2 = raw.hkdf(ck, b"", 2)
     broken = [b"\1\0\0\0" + e1 + c1, b"\2\0\0\0" + struct.pack(">I", 0xABCDEF01) + e2 + c2]
-    for i, f in enumerate(frames_for("broken", 6)):
+    for i, f in enumerate(frames_for("broken", 12)):
         broken.append(nv.seal(nv.cipher_state("aes-256-gcm", k1), 0x10FEDCBA, i, f))
         broken.append(nv.seal(nv.cipher_state("aes-256-gcm", psk), 0x77777777, i, f))
     pkts = []
@@ -289,10 +289,10 @@ def check_decrypt(tmp):
     cap = os.path.join(tmp, "broken.pcap")
     write_pcap(cap, 1, pkts)
     rc, f, out = run(cap, keyfile, "--find", MARKER.hex())
-    check(rc == 0 and f.get("decrypted") == 12 and f.get("found", 0) > 0
+    check(rc == 0 and f.get("decrypted") == 24 and f.get("found", 0) > 0
           and "response payloads decrypted: 1 of 1" in out,
           "a capture of a broken v2 (no ee DH; psk as transport key), key file alone: "
-          "decrypted=%s of 12, found=%s" % (f.get("decrypted"), f.get("found")))
+          "decrypted=%s of 24, found=%s" % (f.get("decrypted"), f.get("found")))
 
     junk = os.path.join(tmp, "junk.pcap")
     with open(junk, "wb") as f:
