@@ -1,0 +1,3 @@
+from .backend import DefaultNoiseBackend
+
+noise_backend = DefaultNoiseBackend()

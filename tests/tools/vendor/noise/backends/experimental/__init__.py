@@ -1,0 +1,3 @@
+from noise.backends.experimental.backend import ExperimentalNoiseBackend
+
+noise_backend = ExperimentalNoiseBackend()
