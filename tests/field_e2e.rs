@@ -109,17 +109,6 @@ fn link_mac(ns: &Netns, dev: &str) -> String {
         .to_string()
 }
 
-/// The path of libfaketime, from its Debian package (dev/deps.sh installs it).
-fn libfaketime() -> String {
-    let out = sh_out("dpkg -L libfaketime 2>/dev/null | grep '/libfaketime\\.so\\.1$'");
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        !path.is_empty() && Path::new(&path).exists(),
-        "libfaketime is not installed (sh dev/deps.sh installs faketime and libfaketime)"
-    );
-    path
-}
-
 /// The seconds in a clock line: "... authentic but 10.0 s ahead of ...".
 fn skew_seconds(line: &str) -> f64 {
     let at = line.find("authentic but ").expect("clock line") + "authentic but ".len();

@@ -934,3 +934,157 @@ pub fn assert_unit_verifies(dir: &Path, unit: &Path) {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && text.trim().is_empty(), "{text}");
 }
+
+/// The path of libfaketime, from its Debian package (dev/deps.sh installs
+/// it); panics saying so when it is missing.
+pub fn libfaketime() -> String {
+    let out = sh_out("dpkg -L libfaketime 2>/dev/null | grep '/libfaketime\\.so\\.1$'");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !path.is_empty() && Path::new(&path).exists(),
+        "libfaketime is not installed (sh dev/deps.sh installs faketime and libfaketime)"
+    );
+    path
+}
+
+/// The environment that runs a process under libfaketime at `faketime`
+/// (e.g. "+1d", "@1970-01-01 00:00:00"): only the wall clock is faked, the
+/// monotonic clock (timers) stays true.
+pub fn faketime_env<'a>(lib: &'a str, faketime: &'a str) -> [(&'static str, &'a str); 3] {
+    [
+        ("LD_PRELOAD", lib),
+        ("FAKETIME", faketime),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+    ]
+}
+
+/// A tcpdump capture to a pcap file (whole packets, written as they come),
+/// on interface `dev` of a namespace, with a filter; stopped by PID on drop.
+pub struct Capture {
+    tcpdump: Background,
+    pub file: PathBuf,
+    errors: PathBuf,
+}
+
+impl Capture {
+    /// Starts `tcpdump -i DEV ... -w FILE FILTER` in `ns` (at most `secs`
+    /// seconds; `count`: exit after that many packets) and returns once it
+    /// says it is listening (at most 10 s).
+    pub fn start(
+        ns: &Netns,
+        dev: &str,
+        file: &Path,
+        filter: &str,
+        secs: u32,
+        count: Option<u32>,
+    ) -> Capture {
+        let errors = file.with_extension("tcpdump.txt");
+        let count = count.map_or(String::new(), |c| format!("-c {c} "));
+        let mut tcpdump = Background::spawn(
+            ns.command("sh")
+                .arg("-c")
+                .arg(format!(
+                    "exec timeout {secs} tcpdump -i {dev} -n --immediate-mode -U -s 0 -B 16384 {count}-w {} '{filter}' 2>{}",
+                    file.display(),
+                    errors.display()
+                ))
+                .stdin(Stdio::null()),
+        );
+        let listening = until(Duration::from_secs(10), POLL, || {
+            fs::read_to_string(&errors).is_ok_and(|t| t.contains("listening on"))
+                || tcpdump.exited().is_some()
+        });
+        let said = fs::read_to_string(&errors).unwrap_or_default();
+        assert!(
+            listening && said.contains("listening on"),
+            "tcpdump -i {dev} '{filter}' did not start: {said}"
+        );
+        Capture {
+            tcpdump,
+            file: file.to_path_buf(),
+            errors,
+        }
+    }
+
+    /// Waits at most `limit` for tcpdump to exit by itself (its `count`
+    /// reached); true if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        self.tcpdump.wait_exit(limit).is_some()
+    }
+
+    /// Stops the capture once its file has stopped growing (for 500 ms; at
+    /// most 5 s), so that nothing still on its way is lost; returns the
+    /// file's path.
+    pub fn stop(mut self) -> PathBuf {
+        let size = || fs::metadata(&self.file).map_or(0, |m| m.len());
+        let mut last = (size(), Instant::now());
+        until(Duration::from_secs(5), POLL, || {
+            let now = size();
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            last.1.elapsed() >= Duration::from_millis(500)
+        });
+        // SIGTERM: tcpdump writes out what it holds.
+        self.tcpdump.stop(Duration::from_secs(5));
+        let _ = fs::remove_file(&self.errors);
+        self.file.clone()
+    }
+}
+
+/// One IPv4/UDP packet of a capture.
+#[derive(Debug, Clone)]
+pub struct UdpPacket {
+    pub src: std::net::Ipv4Addr,
+    pub sport: u16,
+    pub dst: std::net::Ipv4Addr,
+    pub dport: u16,
+    pub payload: Vec<u8>,
+}
+
+/// The IPv4/UDP packets of a pcap file written by tcpdump on an Ethernet
+/// (veth) interface, in order; anything else in it is skipped.
+pub fn pcap_udp(file: &Path) -> Vec<UdpPacket> {
+    let data = fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    assert!(data.len() >= 24, "{}: no pcap header", file.display());
+    let le = match data[..4] {
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+        _ => panic!("{}: not a pcap file", file.display()),
+    };
+    let u32_at = |at: usize| {
+        let b: [u8; 4] = data[at..at + 4].try_into().unwrap();
+        if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
+    };
+    let be16 = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let incl = u32_at(at + 8) as usize;
+        let rec = &data[at + 16..(at + 16 + incl).min(data.len())];
+        at += 16 + incl;
+        // Ethernet, IPv4, UDP.
+        if rec.len() < 14 + 28 || rec[12..14] != [0x08, 0x00] {
+            continue;
+        }
+        let ip = &rec[14..];
+        let ihl = usize::from(ip[0] & 15) * 4;
+        if ip[0] >> 4 != 4 || ip[9] != 17 || ip.len() < ihl + 8 {
+            continue;
+        }
+        let ulen = usize::from(be16(ip, ihl + 4));
+        let end = (ihl + ulen).min(ip.len());
+        out.push(UdpPacket {
+            src: std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+            dst: std::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+            sport: be16(ip, ihl),
+            dport: be16(ip, ihl + 2),
+            payload: ip[ihl + 8..end.max(ihl + 8)].to_vec(),
+        });
+    }
+    out
+}
