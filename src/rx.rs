@@ -128,6 +128,8 @@ impl From<Codec> for Keys {
 enum Outcome {
     Frame(Range<usize>),
     Keepalive,
+    /// Confidential mode: a handshake message taken.
+    Handshake,
     Drop(DropReason),
 }
 
@@ -383,6 +385,7 @@ impl Inbound {
                         deliver(frame);
                     }
                     Outcome::Keepalive => t.keepalives += 1,
+                    Outcome::Handshake => t.handshakes += 1,
                     Outcome::Drop(reason) => {
                         t.drops[reason as usize] += 1;
                         t.last_drop = Some((reason, span.len()));
@@ -439,10 +442,7 @@ impl Inbound {
                     (Outcome::Frame(frame), update)
                 }
             }
-            Received::Handshake => {
-                t.handshakes += 1;
-                (Outcome::Keepalive, PeerUpdate::Unchanged)
-            }
+            Received::Handshake => (Outcome::Handshake, PeerUpdate::Unchanged),
             Received::Refused(r) => match r {
                 Refusal::Malformed if dg.len() < noise::wire::OVERHEAD => drop(DropReason::Short),
                 Refusal::Malformed | Refusal::BadTag => drop(DropReason::BadMac),
@@ -508,7 +508,7 @@ impl Inbound {
         let (outcome, update) = self.check(datagram, src, now_ns, None, &mut Tally::default());
         let verdict = match outcome {
             Outcome::Frame(r) => Verdict::Frame(&datagram[r]),
-            Outcome::Keepalive => Verdict::Keepalive,
+            Outcome::Keepalive | Outcome::Handshake => Verdict::Keepalive,
             Outcome::Drop(r) => Verdict::Drop(r),
         };
         (verdict, update)

@@ -43,10 +43,12 @@ pub const REKEY_TIMEOUT_NS: u64 = 5 * SEC;
 /// Up to this much is added to each wait before an initiation, at random,
 /// so that two sides with the same timers rarely initiate together.
 const JITTER_NS: u64 = SEC / 3;
-/// How many answered initiations are remembered (their ephemerals): a
-/// genuine one replayed while remembered gets no second answer. At one
-/// handshake in two minutes, 64 cover two hours.
-const ANSWERED: usize = 64;
+/// How many answered initiations are remembered (their ephemerals, 32 KiB):
+/// a genuine one replayed while remembered gets no second answer. At one
+/// handshake in two minutes, 1024 cover a day and a half.
+const ANSWERED: usize = 1024;
+/// Answered sessions kept unconfirmed at once.
+const NEXT: usize = 4;
 /// Initiations read per second from addresses other than the peer's
 /// (each: a key derivation and an AEAD open, a few µs).
 const READS_PER_SEC: u32 = 20_000;
@@ -190,7 +192,10 @@ pub struct Keyring {
     next_initiation_ns: u64,
     current: Option<Slot>,
     previous: Option<Slot>,
-    next: Option<Slot>,
+    /// Answered, not confirmed yet, newest last (several: a replayed
+    /// initiation, answered as it must be, cannot push out the one its
+    /// initiator is about to confirm).
+    next: VecDeque<Slot>,
     /// Ephemerals of the initiations answered, newest last.
     answered: VecDeque<[u8; 32]>,
     reads: Budget,
@@ -220,7 +225,7 @@ impl Keyring {
             next_initiation_ns: 0,
             current: None,
             previous: None,
-            next: None,
+            next: VecDeque::with_capacity(NEXT),
             answered: VecDeque::with_capacity(ANSWERED),
             reads: Budget::new(READS_PER_SEC, READS_PER_SEC / 10),
             peer_reads: Budget::new(PEER_READS_PER_SEC, 10),
@@ -255,7 +260,7 @@ impl Keyring {
         }
         self.psk = *psk;
         self.pending = None;
-        self.next = None;
+        self.next.clear();
         let cutoff = now.saturating_add(REKEY_AFTER_NS);
         for s in [&mut self.current, &mut self.previous]
             .into_iter()
@@ -276,12 +281,16 @@ impl Keyring {
         Some(self.current.as_ref().map(|s| s.send.clone()))
     }
 
-    /// Whether a session of ours has index `local`.
-    pub fn has_session(&self, local: u32) -> bool {
-        [&self.current, &self.previous, &self.next]
+    fn slots(&self) -> impl Iterator<Item = &Slot> {
+        [&self.current, &self.previous]
             .into_iter()
             .flatten()
-            .any(|s| s.local == local)
+            .chain(self.next.iter())
+    }
+
+    /// Whether a session of ours has index `local`.
+    pub fn has_session(&self, local: u32) -> bool {
+        self.slots().any(|s| s.local == local)
     }
 
     /// The sealing key now, if any.
@@ -307,10 +316,7 @@ impl Keyring {
     fn index(&mut self) -> u32 {
         loop {
             let i = self.draw.next_u64() as u32;
-            let taken = [&self.current, &self.previous, &self.next]
-                .into_iter()
-                .flatten()
-                .any(|s| s.local == i)
+            let taken = self.slots().any(|s| s.local == i)
                 || self.pending.as_ref().is_some_and(|(p, _)| p.index == i);
             if !taken {
                 return i;
@@ -376,34 +382,45 @@ impl Keyring {
             return Received::Refused(Refusal::Malformed);
         };
         let idx = t.receiver();
-        let slot = [&mut self.current, &mut self.previous, &mut self.next]
-            .into_iter()
-            .position(|s| {
-                s.as_ref()
-                    .is_some_and(|s| s.local == idx && now < s.expires_ns)
-            });
-        let Some(which) = slot else {
-            return Received::Refused(Refusal::UnknownSession);
+        let live = |s: &Slot| s.local == idx && now < s.expires_ns;
+        // Only the current session's newest datagram may move the peer: a
+        // late one of the previous session may be the newest of its own
+        // window (its last datagrams lost and replayed), yet older than
+        // everything the current one carried.
+        let found = if self.current.as_ref().is_some_and(live) {
+            self.current.as_mut().map(|s| (s, true))
+        } else if self.previous.as_ref().is_some_and(live) {
+            self.previous.as_mut().map(|s| (s, false))
+        } else {
+            None
         };
-        let s = match which {
-            0 => self.current.as_mut(),
-            1 => self.previous.as_mut(),
-            _ => self.next.as_mut(),
+        let opened = match found {
+            Some((s, may_move)) => s.recv.open(dg).map(|o| Opened {
+                newest: o.newest && may_move,
+                ..o
+            }),
+            None => {
+                let Some(k) = self.next.iter().position(live) else {
+                    return Received::Refused(Refusal::UnknownSession);
+                };
+                let r = self.next[k].recv.open(dg);
+                if r.is_ok() {
+                    // The initiator has the session: it is ours to send
+                    // with now; the other answers are stale.
+                    let s = self.next.remove(k);
+                    self.next.clear();
+                    self.previous = self.current.take();
+                    self.current = s;
+                    self.send_changed = true;
+                }
+                r
+            }
         };
-        let Some(s) = s else {
-            return Received::Refused(Refusal::UnknownSession);
-        };
-        let opened = match s.recv.open(dg) {
+        let opened = match opened {
             Ok(o) => o,
             Err(NoiseError::Replay) => return Received::Refused(Refusal::Replay),
             Err(_) => return Received::Refused(Refusal::BadTag),
         };
-        if which == 2 {
-            // The initiator has the session: it is ours to send with now.
-            self.previous = self.current.take();
-            self.current = self.next.take();
-            self.send_changed = true;
-        }
         let Opened { frame, newest } = opened;
         Received::Data { frame, newest }
     }
@@ -457,7 +474,10 @@ impl Keyring {
         // Theirs wins over ours, if we had one in flight.
         self.pending = None;
         let slot = self.established(&e, now);
-        self.next = Some(slot);
+        if self.next.len() == NEXT {
+            self.next.pop_front();
+        }
+        self.next.push_back(slot);
         out.push(src, &resp);
         Received::Handshake
     }
@@ -489,7 +509,7 @@ impl Keyring {
         }
         self.previous = self.current.take();
         self.current = Some(slot);
-        self.next = None;
+        self.next.clear();
         self.send_changed = true;
         Received::Handshake
     }
@@ -498,11 +518,14 @@ impl Keyring {
     /// `peer` to send to, puts an initiation in `out` when a session is
     /// missing or due for renewal and none is in flight.
     pub fn poll(&mut self, peer: Option<SocketAddr>, now: u64, out: &mut Outbox) {
-        for s in [&mut self.previous, &mut self.next] {
-            if s.as_ref().is_some_and(|s| now >= s.expires_ns) {
-                *s = None;
-            }
+        if self.previous.as_ref().is_some_and(|s| now >= s.expires_ns) {
+            self.previous = None;
         }
+        // An answer not confirmed within the retry time never will be:
+        // its initiator has given up on it.
+        self.next.retain(|s| {
+            now < s.expires_ns && now.saturating_sub(s.created_ns) < 2 * REKEY_TIMEOUT_NS
+        });
         if self.current.as_ref().is_some_and(|s| now >= s.expires_ns) {
             self.current = None;
             self.send_changed = true;
@@ -547,7 +570,7 @@ impl Keyring {
             // it has gone quiet.
             None => Some(
                 self.next
-                    .as_ref()
+                    .back()
                     .map_or(0, |n| n.created_ns.saturating_add(REKEY_TIMEOUT_NS)),
             ),
             Some(c) if c.send.worn() => Some(0),
@@ -566,11 +589,11 @@ impl Keyring {
     pub fn poll_timeout(&self, peer: Option<SocketAddr>) -> Option<u64> {
         let mut t: Option<u64> = None;
         let mut at = |v: u64| t = Some(t.map_or(v, |t| t.min(v)));
-        for s in [&self.current, &self.previous, &self.next]
-            .into_iter()
-            .flatten()
-        {
+        for s in [&self.current, &self.previous].into_iter().flatten() {
             at(s.expires_ns);
+        }
+        for s in &self.next {
+            at(s.created_ns.saturating_add(2 * REKEY_TIMEOUT_NS));
         }
         if let Some((_, sent)) = &self.pending {
             at(sent.saturating_add(REKEY_TIMEOUT_NS));
