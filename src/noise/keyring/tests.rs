@@ -294,3 +294,52 @@ fn made_up_initiations_are_refused_within_budget() {
     // The session is untouched.
     assert!(matches!(t.send(0, b"still"), Received::Data { .. }));
 }
+
+/// A genuine initiation that never arrived (captured before it was lost)
+/// replayed after the real retry was answered: answered too (it is new to
+/// the responder), yet the real initiator's confirmation still finds its
+/// own session, and the replayed one's answer goes nowhere.
+#[test]
+fn a_replayed_lost_initiation_does_not_push_out_the_real_one() {
+    let mut t = Two::new(Cipher::Aes256Gcm);
+    let mut lost = Vec::new();
+    let mut out = Outbox::default();
+    t.k[0].poll(Some(t.at[1]), t.now, &mut out);
+    out.drain(|d, _| lost = d.to_vec());
+    t.now += REKEY_TIMEOUT_NS + JITTER_NS;
+    let mut retry = Vec::new();
+    t.k[0].poll(Some(t.at[1]), t.now, &mut out);
+    out.drain(|d, _| retry = d.to_vec());
+    let attacker = addr("198.51.100.66:1");
+    let mut answer = Outbox::default();
+    assert_eq!(
+        t.k[1].receive(&mut retry, t.at[0], None, t.now, &mut answer),
+        Received::Handshake
+    );
+    // The replay arrives before the initiator's confirmation.
+    let mut o = Outbox::default();
+    assert_eq!(
+        t.k[1].receive(&mut lost.clone(), attacker, None, t.now, &mut o),
+        Received::Handshake
+    );
+    // Only once: the same initiation again is a replay.
+    assert_eq!(
+        t.k[1].receive(&mut lost.clone(), attacker, None, t.now, &mut o),
+        Received::Refused(Refusal::Answered)
+    );
+    let mut resp = Vec::new();
+    answer.drain(|d, _| resp = d.to_vec());
+    let mut confirm = Outbox::default();
+    assert_eq!(
+        t.k[0].receive(&mut resp, t.at[1], Some(t.at[1]), t.now, &mut confirm),
+        Received::Handshake
+    );
+    let mut ka = Vec::new();
+    confirm.drain(|d, _| ka = d.to_vec());
+    assert!(matches!(
+        t.k[1].receive(&mut ka, t.at[0], None, t.now, &mut Outbox::default()),
+        Received::Data { newest: true, .. }
+    ));
+    let (a, b) = (t.k[0].send_key().unwrap(), t.k[1].send_key().unwrap());
+    assert_eq!((a.local(), a.remote()), (b.remote(), b.local()));
+}
