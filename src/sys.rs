@@ -690,6 +690,28 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
     }
 }
 
+/// Nanoseconds on `CLOCK_BOOTTIME`: never set back, and counting while the
+/// host is suspended (`Instant`'s `CLOCK_MONOTONIC` stops then). The
+/// confidential mode's timers run on it, so that a wall clock stepped back
+/// (or forward) neither keeps a session alive past its end nor ends it early,
+/// and a session does not outlive a suspend. Offset by 10⁶ s so that no
+/// timer sees a start near zero.
+pub fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid one given.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if r != 0 {
+        // Not on any Linux since 2.6.39; the monotonic clock then.
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let e = START.get_or_init(std::time::Instant::now).elapsed();
+        return 1_000_000 * 1_000_000_000 + e.as_nanos() as u64;
+    }
+    (1_000_000 + ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Marks every datagram the socket sends with `mark` (`SO_MARK`, for
 /// policy routing: `ip rule ... fwmark`). Needs CAP_NET_ADMIN.
 pub fn set_mark(sock: &impl AsRawFd, mark: u32) -> io::Result<()> {

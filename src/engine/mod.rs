@@ -424,6 +424,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             },
             keylog,
             v6,
+            confidential: self.cfg.cipher.is_some(),
             replies: nonblocking.then(|| {
                 let tx = self.setup.send_half();
                 (tx, Reader::new(self.facts.offload, true), out())

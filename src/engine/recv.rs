@@ -63,6 +63,8 @@ pub(super) struct Receiver<T, S> {
     pub keylog: Option<std::fs::File>,
     /// The socket is IPv6 (addresses to send to are mapped).
     pub v6: bool,
+    /// The confidential mode (its timers run on `CLOCK_BOOTTIME`).
+    pub confidential: bool,
 }
 
 impl<T: Tap, S: Socket> Receiver<T, S> {
@@ -87,9 +89,13 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             let now = unix_nanos();
             if let Some(k) = self.key.changed(&self.shared.key) {
                 // The old key's grace runs from the rotation (SIGHUP), not
-                // from this first datagram after it.
-                self.rx
-                    .rotate(k, self.shared.key_since_ns.load(Relaxed).min(now));
+                // from this first datagram after it. (Confidential mode:
+                // the sessions' own clock, from now.)
+                let at = match self.confidential {
+                    true => crate::sys::boottime_ns(),
+                    false => self.shared.key_since_ns.load(Relaxed).min(now),
+                };
+                self.rx.rotate(k, at);
             }
             let src = r.from.unwrap_or(unknown);
             let wrote = self.handle(r.len, r.segment, src, now);
@@ -139,10 +145,24 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         self.publish(r.to);
     }
 
+    /// The receiving half's clock at wall-clock `now`: the wall clock on
+    /// the HMAC wire (its timestamps are wall-clock times); in the
+    /// confidential mode `CLOCK_BOOTTIME`, which no one sets.
+    fn proto_now(&self, now: u64) -> u64 {
+        match self.confidential {
+            true => crate::sys::boottime_ns(),
+            false => now,
+        }
+    }
+
     /// Confidential mode: runs the handshake timers, sends the handshake
     /// messages waiting, and hands a new session to the sending halves.
     fn handshake(&mut self, now: u64) {
-        self.rx.poll(now);
+        if !self.confidential {
+            return;
+        }
+        let proto = self.proto_now(now);
+        self.rx.poll(proto);
         let (socket, counters) = (&*self.socket, &self.shared.counters);
         let v6 = self.v6;
         self.rx.outbox().drain(|dg, to| {
@@ -158,9 +178,13 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             self.shared.send_key.set(k);
             self.role.wake.signal();
         }
-        if let Some(st) = self.rx.session_status()
+        if let Some(mut st) = self.rx.session_status()
             && let Ok(mut s) = self.shared.session.lock()
         {
+            // To the wall clock, for the status views.
+            let wall = |t: u64| now.saturating_sub(proto.saturating_sub(t));
+            st.since_ns = st.since_ns.map(wall);
+            st.last_handshake_ns = st.last_handshake_ns.map(wall);
             *s = Some(st);
         }
         let lines = self.rx.take_keylog();
@@ -210,9 +234,13 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 }
             }
         };
+        let proto = match self.confidential {
+            true => crate::sys::boottime_ns(),
+            false => now,
+        };
         let t = self
             .rx
-            .receive(&mut self.buf[..len], segment, src, now, &mut write);
+            .receive(&mut self.buf[..len], segment, src, proto, &mut write);
         t.add_to(&shared.counters);
         if t.valid() {
             shared.last_valid_ns.store(now, Relaxed);
