@@ -4,9 +4,12 @@
 //! a coalesced run (`offload::csum_add`), a copy and that sum in one pass
 //! (`offload::copy_csum`, against a copy and `csum_add`) and the whole receive pipeline
 //! (`rx::Inbound::receive`), at 64, 512 and 1432-byte frames; the
-//! confidential mode's seal and open (`aead::SealKey`, `aead::OpenKeys`)
-//! with AES-256-GCM and ChaCha20-Poly1305 beside the HMAC mode's, per frame
-//! and on a batch of 44 full frames (one 64 KB super-frame's worth). Then what
+//! confidential mode's seal and open (`noise::SendKey::seal`,
+//! `noise::RecvKey::open`) with AES-256-GCM and ChaCha20-Poly1305 beside
+//! the HMAC mode's, per frame and on a batch of 44 full frames (one 64 KB
+//! super-frame's worth), with Gbit/s of frame per core; the CPU time each
+//! side of a Noise handshake takes, and what a made-up initiation costs its
+//! reader (what bounds an initiation flood). Then what
 //! hashing in lanes changes, for batches of 44 datagrams (a TSO
 //! super-frame's worth): HMAC-SHA256 one message at a time (`hmac` +
 //! `sha2`) against `lanes::HmacKey::mac_many`, with the throughput in frame
@@ -16,7 +19,8 @@
 //!
 //! `cargo bench --bench micro`; `cargo bench --bench micro -- WORD...` runs
 //! only the sections named by one of the words (`hmac`, `seal`, `open`,
-//! `forged`, `replay`, `checksum`, `offload`, `modes`, `receive`, `batch`),
+//! `forged`, `replay`, `checksum`, `offload`, `modes`, `handshake`,
+//! `receive`, `batch`),
 //! e.g. `offload` to time a change to the coalescer or the segmenter alone,
 //! alternately with another build of the same bench. Under `cargo test --all-targets` (which runs
 //! bench targets too, unoptimized) it only checks once that each benched
@@ -33,8 +37,13 @@ use sha2::Sha256;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use taptun::aead::{self, Cipher, OpenKeys, SealKey, SessionId};
+use taptun::aead::Cipher;
 use taptun::lanes::{HmacKey, Impl};
+use taptun::noise::handshake::{self, Established};
+use taptun::noise::wire::{
+    HEADER_LEN as NOISE_HEADER_LEN, INITIATION_LEN, OVERHEAD as NOISE_OVERHEAD, RESPONSE_LEN,
+};
+use taptun::noise::{NoiseError, RecvKey, SendKey};
 use taptun::offload;
 use taptun::replay::ReplayWindow;
 use taptun::rx::{Inbound, Verdict};
@@ -290,28 +299,180 @@ fn coalesce(co: &mut offload::Coalescer, frames: &[Vec<u8>], out: &mut Vec<u8>) 
     n
 }
 
-/// A batch of `n` confidential datagrams of `len`-byte frames, sealed
-/// with `key` from `ts` on, back to back.
-fn aead_batch(key: &mut SealKey, ts: &mut u64, n: usize, len: usize) -> Vec<u8> {
-    let dlen = aead::OVERHEAD + len;
-    let mut buf = vec![0u8; dlen * n];
-    for (i, d) in buf.chunks_exact_mut(dlen).enumerate() {
-        for (j, b) in d[aead::HEADROOM..dlen - aead::TAILROOM]
-            .iter_mut()
-            .enumerate()
-        {
-            *b = (i + j) as u8;
-        }
-        *ts += 1;
-        key.seal(*ts, d)
-            .expect("increasing timestamps, room for the header");
+/// Room for a transport datagram of the confidential mode (header ‖
+/// `len`-byte frame ‖ tag), its frame a pattern starting at `i`.
+fn noise_datagram(i: usize, len: usize) -> Vec<u8> {
+    let mut d = vec![0u8; NOISE_OVERHEAD + len];
+    for (j, b) in d[NOISE_HEADER_LEN..NOISE_HEADER_LEN + len]
+        .iter_mut()
+        .enumerate()
+    {
+        *b = (i + j) as u8;
     }
-    buf
+    d
 }
 
-/// The receiver of the benches: our own session is another one.
-fn open_keys(cipher: Cipher) -> OpenKeys {
-    OpenKeys::new(cipher, KEY, Some(SessionId([0xee; 16])))
+/// The key file's 32 bytes.
+fn psk() -> &'static [u8; 32] {
+    KEY.try_into().expect("a 32-byte key")
+}
+
+/// One direction of a session: the sender's key and the receiver's.
+fn noise_pair(cipher: Cipher) -> (SendKey, RecvKey) {
+    (
+        SendKey::new(cipher, psk(), 1, 2, 0),
+        RecvKey::new(cipher, psk()),
+    )
+}
+
+/// Datagrams per sample of the per-frame noise rows: enough that a sample
+/// of 64-byte frames (some µs) dwarfs reading the clock.
+const NOISE_BATCH: usize = 64;
+
+/// The confidential mode's seal (`SendKey::seal`) and open
+/// (`RecvKey::open`), both ciphers, in turns (at least 401, and for at
+/// least half a second, so that one burst of a neighbour's work does not
+/// cover them all): each turn seals a batch
+/// of `batch` datagrams of `len`-byte frames in place (timed), then opens
+/// them in place (timed). Each datagram has a new counter, as the replay
+/// window wants, and nothing is copied: open decrypts what the seal just
+/// encrypted, and the next turn seals that plaintext again. The ciphers
+/// take turns in rotated order, so a noisy neighbour hits both alike.
+/// ns per frame: `[seal, open]` per cipher, in `Cipher::ALL` order.
+fn bench_noise(len: usize, batch: usize) -> Vec<[Figure; 2]> {
+    const TURNS: usize = 401;
+    const SPREAD: Duration = Duration::from_millis(500);
+    let dlen = NOISE_OVERHEAD + len;
+    let mut sides: Vec<(SendKey, RecvKey, Vec<u8>)> = Cipher::ALL
+        .into_iter()
+        .map(|c| {
+            let (tx, rx) = noise_pair(c);
+            let buf = (0..batch).flat_map(|i| noise_datagram(i, len)).collect();
+            (tx, rx, buf)
+        })
+        .collect();
+    let mut samples: Vec<[Vec<f64>; 2]> = sides
+        .iter()
+        .map(|_| [Vec::with_capacity(TURNS), Vec::with_capacity(TURNS)])
+        .collect();
+    // Turn 0 warms caches and is not counted.
+    let began = Instant::now();
+    let mut turn = 0;
+    while turn <= TURNS || began.elapsed() < SPREAD {
+        for k in 0..sides.len() {
+            let i = (k + turn) % sides.len();
+            let (tx, rx, buf) = &mut sides[i];
+            let start = Instant::now();
+            for d in buf.chunks_exact_mut(dlen) {
+                tx.seal(black_box(d)).expect("room for header and tag");
+            }
+            let sealed = start.elapsed();
+            let mut opened = 0;
+            let start = Instant::now();
+            for d in buf.chunks_exact_mut(dlen) {
+                if rx.open(black_box(d)).is_ok() {
+                    opened += 1;
+                }
+            }
+            let open = start.elapsed();
+            assert_eq!(opened, batch, "every sealed datagram must open");
+            if turn > 0 {
+                samples[i][0].push(sealed.as_nanos() as f64 / batch as f64);
+                samples[i][1].push(open.as_nanos() as f64 / batch as f64);
+            }
+        }
+        turn += 1;
+    }
+    samples
+        .into_iter()
+        .map(|[s, o]| [summarize(s), summarize(o)])
+        .collect()
+}
+
+/// Like [`print`], with the frame bits per second one core carries at the
+/// median: `len`-byte frames.
+fn print_gbit(what: &str, len: usize, f: &Figure) {
+    println!(
+        "{what:<40} {len:>6} {:>10.1} {:>10.1} {:>10.1} {:>7.2} Gbit/s",
+        f.median,
+        f.min,
+        f.max,
+        (len * 8) as f64 / f.median
+    );
+}
+
+/// Like [`print`], for a figure in ns printed in µs.
+fn print_us(what: &str, f: &Figure) {
+    println!(
+        "{what:<40} {:>6} {:>10.2} {:>10.2} {:>10.2} µs",
+        "-",
+        f.median / 1e3,
+        f.min / 1e3,
+        f.max / 1e3
+    );
+}
+
+/// This thread's CPU time (ns): a handshake's cost without the time the
+/// scheduler gave to others.
+fn cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Handshakes timed per side.
+const HANDSHAKES: usize = 200;
+
+/// One full handshake under `cipher` (fresh ephemerals, as in use), and
+/// the CPU time (ns) each side spent: the initiator's `initiate` and
+/// `finish`, the responder's `read_initiation` and `respond`.
+fn handshake_once(cipher: Cipher, index: u32) -> (Established, Established, u64, u64) {
+    let mut m1 = [0u8; INITIATION_LEN];
+    let mut m2 = [0u8; RESPONSE_LEN];
+    let t0 = cpu_ns();
+    let pending = handshake::initiate(cipher, psk(), index, None, &mut m1).expect("an initiation");
+    let t1 = cpu_ns();
+    let read = handshake::read_initiation(cipher, psk(), None, black_box(&m1))
+        .expect("a genuine initiation reads");
+    let r = handshake::respond(read, !index, &mut m2).expect("a response");
+    let t2 = cpu_ns();
+    let i = handshake::finish(pending, black_box(&m2)).expect("a genuine response reads");
+    let t3 = cpu_ns();
+    (i, r, (t1 - t0) + (t3 - t2), t2 - t1)
+}
+
+/// [`HANDSHAKES`] handshakes (after one untimed): the median, fastest and
+/// slowest CPU time per side, initiator then responder (ns).
+fn bench_handshake(cipher: Cipher) -> (Figure, Figure) {
+    let mut ini = Vec::with_capacity(HANDSHAKES);
+    let mut resp = Vec::with_capacity(HANDSHAKES);
+    for n in 0..=HANDSHAKES {
+        let (i, r, ti, tr) = handshake_once(cipher, n as u32);
+        assert_eq!((i.send, i.recv), (r.recv, r.send), "both sides agree");
+        if n > 0 {
+            ini.push(ti as f64);
+            resp.push(tr as f64);
+        }
+    }
+    (summarize(ini), summarize(resp))
+}
+
+/// A made-up initiation: the right type and length, the rest from `seed`.
+fn made_up_initiation(seed: &mut u64) -> [u8; INITIATION_LEN] {
+    let mut d = [0u8; INITIATION_LEN];
+    d[0] = 1;
+    for b in d[4..].iter_mut() {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *b = (*seed >> 56) as u8;
+    }
+    d
 }
 
 /// Calls per sample that fill about a quarter of `sample`, times four.
@@ -368,9 +529,11 @@ fn bench_interleaved(ops: &mut [Op<'_>]) -> Vec<Figure> {
 }
 
 /// Seal and open, HMAC mode and both ciphers, per frame and per batch of
-/// `RUN` full frames (printed per frame), interleaved. The aead open rows
-/// copy the sealed datagrams into place first (AEAD decrypts in place, so
-/// it needs fresh ciphertext each time): the `copy` row says what that adds.
+/// `RUN` full frames (printed per frame). The HMAC rows are interleaved
+/// with each other; the confidential mode's rows come from
+/// [`bench_noise`] (its open needs a new counter each time, so it seals
+/// the datagrams it opens, untimed for the open rows), with the Gbit/s of
+/// frame one core seals or opens.
 fn bench_modes() {
     for (len, n) in SIZES.into_iter().map(|l| (l, 1)).chain([(1432, RUN)]) {
         let label = |what: &str| {
@@ -384,7 +547,6 @@ fn bench_modes() {
         // HMAC mode.
         let codec = Codec::new(KEY);
         let mut batch: Vec<Vec<u8>> = (0..n).map(|_| datagram(&codec, NOW, len)).collect();
-        let sealed: Vec<u8> = batch.concat();
         let opened = batch.clone();
         {
             let codec = codec.clone();
@@ -409,42 +571,6 @@ fn bench_modes() {
                 }
             }),
         ));
-        let mut scratch = sealed.clone();
-        ops.push((
-            label("copy (in aead open)"),
-            Box::new(move || {
-                scratch.copy_from_slice(black_box(&sealed));
-                black_box(&scratch);
-            }),
-        ));
-        for cipher in Cipher::ALL {
-            let mut key = SealKey::new(cipher, KEY).expect("OS random source");
-            let mut ts = NOW;
-            let dlen = aead::OVERHEAD + len;
-            let sealed = aead_batch(&mut key, &mut ts, n, len);
-            let mut buf = sealed.clone();
-            ops.push((
-                label(&format!("seal {cipher}")),
-                Box::new(move || {
-                    for d in buf.chunks_exact_mut(dlen) {
-                        ts += 1;
-                        key.seal(black_box(ts), black_box(d))
-                            .expect("increasing timestamps");
-                    }
-                }),
-            ));
-            let mut scratch = sealed.clone();
-            let mut rx = open_keys(cipher);
-            ops.push((
-                label(&format!("open {cipher}")),
-                Box::new(move || {
-                    scratch.copy_from_slice(&sealed);
-                    for d in scratch.chunks_exact_mut(dlen) {
-                        assert!(rx.open(black_box(d), NOW).is_ok());
-                    }
-                }),
-            ));
-        }
         let figures = bench_interleaved(&mut ops);
         for ((what, _), f) in ops.iter().zip(figures) {
             let per = |x: f64| x / n as f64;
@@ -455,20 +581,34 @@ fn bench_modes() {
             };
             print(what, Some(len), &f);
         }
+        // The confidential mode (Noise transport).
+        let batch = if n == 1 { NOISE_BATCH } else { n };
+        for (cipher, [seal, open]) in Cipher::ALL.into_iter().zip(bench_noise(len, batch)) {
+            print_gbit(&label(&format!("seal {cipher}")), len, &seal);
+            print_gbit(&label(&format!("open {cipher}")), len, &open);
+        }
     }
-    // What a new session costs the receiver: HKDF and the key schedule.
-    let mut i = 0u64;
-    let mut rx = open_keys(Cipher::Aes256Gcm);
-    let mut dg = vec![0u8; aead::OVERHEAD];
-    let f = bench(|| {
-        i += 1;
-        dg[..8].copy_from_slice(&i.to_be_bytes());
-        // A made-up session: derived (the budget refills in 1 s steps of
-        // `now`), then refused.
-        let now = NOW + i * 1_000_000_000;
-        assert!(rx.open(black_box(&mut dg), now).is_err());
-    });
-    print("unknown session (derive, refuse)", None, &f);
+}
+
+/// The handshake's CPU per side, both ciphers (the target: at most 1 ms
+/// each), and what reading a made-up initiation costs (refused by the
+/// first AEAD open: no Diffie-Hellman), which bounds the CPU an
+/// initiation flood takes at the keyring's read budget.
+fn bench_handshakes() {
+    for cipher in Cipher::ALL {
+        let (ini, resp) = bench_handshake(cipher);
+        print_us(&format!("handshake initiator, {cipher}"), &ini);
+        print_us(&format!("handshake responder, {cipher}"), &resp);
+    }
+    for cipher in Cipher::ALL {
+        let mut seed = 1u64;
+        let f = bench(|| {
+            let d = made_up_initiation(&mut seed);
+            let r = handshake::read_initiation(cipher, psk(), None, black_box(&d));
+            assert_eq!(r.err(), Some(NoiseError::BadTag));
+        });
+        print_us(&format!("made-up initiation, {cipher}"), &f);
+    }
 }
 
 /// One pass over every benched path, checking its result: what
@@ -491,18 +631,33 @@ fn smoke() {
         assert!(codec.open(&forged).is_err());
     }
     for cipher in Cipher::ALL {
-        let mut key = SealKey::new(cipher, KEY).expect("OS random source");
-        let mut ts = NOW;
-        let mut batch = aead_batch(&mut key, &mut ts, RUN, 1432);
-        let mut rx = open_keys(cipher);
-        for (i, d) in batch.chunks_exact_mut(aead::OVERHEAD + 1432).enumerate() {
-            let o = rx.open(d, NOW).expect("a sealed datagram opens");
-            assert_eq!(o.timestamp, NOW + 1 + i as u64);
-            assert_eq!(o.frame[1], (i + 1) as u8);
+        // The transport: a batch sealed opens, in order; a replay and a
+        // flipped bit are refused.
+        let (tx, mut rx) = noise_pair(cipher);
+        let dlen = NOISE_OVERHEAD + 1432;
+        let mut batch: Vec<u8> = (0..RUN).flat_map(|i| noise_datagram(i, 1432)).collect();
+        for d in batch.chunks_exact_mut(dlen) {
+            tx.seal(d).expect("room for header and tag");
         }
-        let mut forged = aead_batch(&mut key, &mut ts, 1, 64);
-        forged[aead::HEADROOM] ^= 1;
-        assert!(rx.open(&mut forged, NOW).is_err());
+        let first = batch[..dlen].to_vec();
+        for (i, d) in batch.chunks_exact_mut(dlen).enumerate() {
+            let o = rx.open(d).expect("a sealed datagram opens");
+            assert_eq!(o.frame, NOISE_HEADER_LEN..NOISE_HEADER_LEN + 1432);
+            assert_eq!(d[o.frame.start + 1], (i + 1) as u8);
+        }
+        assert_eq!(rx.open(&mut first.clone()), Err(NoiseError::Replay));
+        let mut forged = noise_datagram(0, 64);
+        tx.seal(&mut forged).expect("room for header and tag");
+        forged[NOISE_HEADER_LEN] ^= 1;
+        assert_eq!(rx.open(&mut forged), Err(NoiseError::BadTag));
+        // The handshake: both sides agree; a made-up initiation is refused.
+        let (i, r, _, _) = handshake_once(cipher, 7);
+        assert_eq!((i.send, i.recv, i.remote), (r.recv, r.send, r.local));
+        let d = made_up_initiation(&mut 1);
+        assert_eq!(
+            handshake::read_initiation(cipher, psk(), None, &d).err(),
+            Some(NoiseError::BadTag)
+        );
     }
     let mut window = ReplayWindow::new();
     assert_eq!(window.accept(NOW + 1), Ok(true));
@@ -775,6 +930,10 @@ fn main() {
 
     if wants("modes") {
         bench_modes();
+    }
+
+    if wants("handshake") {
+        bench_handshakes();
     }
 
     for len in SIZES.into_iter().filter(|_| wants("receive")) {
