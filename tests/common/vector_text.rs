@@ -1,6 +1,7 @@
-//! Parsing helpers shared by the vector-file tests (tests/vectors.rs and
-//! tests/aead_vectors.rs), included with `#[path]` so that neither pulls in
-//! the e2e rig of `tests/common/mod.rs`.
+//! Parsing helpers for the vector-file test (tests/vectors.rs; the Noise
+//! vectors of tests/noise_vectors.rs are JSON, read with serde_json),
+//! included with `#[path]` so that it does not pull in the e2e rig of
+//! `tests/common/mod.rs`.
 
 /// Bytes from hex; `-` stands for none.
 pub fn hex(s: &str) -> Vec<u8> {
