@@ -235,7 +235,7 @@ const JSON_FIELDS: [&str; 27] = [
     "tap_errors",
     "drops",
 ];
-const DROP_REASONS: [&str; 10] = [
+const DROP_REASONS: [&str; 12] = [
     "short",
     "truncated",
     "bad_mac",
@@ -246,6 +246,8 @@ const DROP_REASONS: [&str; 10] = [
     "oversize",
     "unknown_session",
     "wrong_mode",
+    "handshake",
+    "no_session",
 ];
 
 /// Pieces of the key that must appear in no output: its base64, the hex

@@ -538,10 +538,16 @@ fn rotate_both_while_pinging(p: &Pair, a: &Peer, b: &Peer) {
     }
 }
 
-/// The same rotation in the confidential mode, each cipher: new keys
-/// derived from the new key file on both sides, the ping all but
-/// uninterrupted; then only A rotates again and nothing crosses until B
-/// follows, which shows that the keys in use really changed.
+/// The same rotation in the confidential mode, each cipher: a new key file
+/// is the Noise handshake's new PSK. Both sides take it with the ping all
+/// but uninterrupted, and make a session under it; then only A rotates
+/// again: B refuses A's handshakes under the new key (its `handshake`
+/// drops grow) and no session is made, while the one made before carries
+/// traffic until its renewal (sessions under an old key end within the
+/// rekey time, 120 s; there is no --max-age on this wire); once B
+/// follows, a new session comes up and traffic crosses, which shows that
+/// the keys in use really changed. Sessions are counted in B's key log
+/// (TAPTUN_KEYLOG: a line per session).
 #[test]
 fn e2e_sighup_rotates_key_with_cipher() {
     require_e2e!();
@@ -549,19 +555,56 @@ fn e2e_sighup_rotates_key_with_cipher() {
         let p = Pair::new();
         let ka = p.key("a.b64", KEY);
         let kb = p.key("b.b64", KEY);
-        let extra = ["--max-age", "2", "--cipher", cipher];
+        let extra = ["--cipher", cipher];
+        let keylog = p.dir.join("b.keylog");
+        let keylog_env = keylog.display().to_string();
         let a = Peer::start(&p.a, &p.dir, &ka, &strs(&a_args(&extra)));
-        let b = Peer::start(&p.b, &p.dir, &kb, &strs(&b_args(&extra)));
-        assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)), "{cipher}");
-        rotate_both_while_pinging(&p, &a, &b);
-        rotate(&p, &a, "a.b64", THIRD_KEY, 2);
-        // Past the max age of the keys B still uses, nothing crosses.
-        std::thread::sleep(Duration::from_millis(2500));
-        assert!(
-            !p.b.ping(TAP_A, 2),
-            "{cipher}: traffic passed with different keys"
+        let mut b = Peer::spawn_with(
+            &p.b,
+            &p.dir,
+            &[],
+            &kb,
+            &strs(&b_args(&extra)),
+            &[("TAPTUN_KEYLOG", &keylog_env)],
         );
+        b.wait_up(&p.b);
+        let sessions = || fs::read_to_string(&keylog).map_or(0, |s| s.lines().count());
+        assert!(p.b.ping_until(TAP_A, Duration::from_secs(5)), "{cipher}");
+        let first = sessions();
+        assert!(first >= 1, "{cipher}: no session in B's key log");
+        rotate_both_while_pinging(&p, &a, &b);
+        assert!(
+            until(Duration::from_secs(3), POLL, || sessions() > first),
+            "{cipher}: no session under the new key:\n{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        let n = sessions();
+        b.stats();
+        let refused = b.counter("handshake").expect("handshake drops");
+        rotate(&p, &a, "a.b64", THIRD_KEY, 2);
+        // The session made before still carries traffic (A's receiving
+        // thread takes the new key with this ping's first datagram)...
+        assert!(p.b.ping(TAP_A, 2), "{cipher}: the old session dropped");
+        // ... and A starts a handshake under its new key: B refuses it,
+        // and no session is made under different keys.
+        assert!(
+            until(Duration::from_secs(3), POLL, || {
+                b.stats();
+                b.counter("handshake").unwrap() > refused
+            }),
+            "{cipher}: B refused no handshake under A's new key:\n{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        assert_eq!(sessions(), n, "{cipher}: a session under different keys");
         b_follows(&p, &a, &b);
+        assert!(
+            until(Duration::from_secs(3), POLL, || sessions() > n),
+            "{cipher}: no new session once both rotated:\n{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
     }
 }
 

@@ -14,9 +14,12 @@ assert len(PATTERN) == 64
 # Any 16-byte stretch of it counts as a leak, not only the whole.
 PIECES = [PATTERN[i:i + 16] for i in range(0, 64 - 16 + 1)]
 
-# Confidential mode: session id (16) || timestamp (8, BE ns) || ct || tag.
-TS_AT = 16
-
+# Confidential mode (Noise): the first byte is the type (the three after it
+# are zero); a response and a transport datagram name the receiver's index
+# (u32 BE) next; a transport datagram then carries its counter (u64 BE).
+INITIATION, RESPONSE, TRANSPORT = 1, 2, 4
+TYPES = {INITIATION: 56, RESPONSE: 60}
+TRANSPORT_MIN = 32  # header 16 + tag 16: a keepalive
 
 def sink(args):
     # sink ADDR PORT OUT: counts datagrams equal to PATTERN until END (or 60 s).
@@ -97,38 +100,145 @@ def scan(args):
     print()
 
 
-def sessions(args):
-    # sessions PCAP SRC PORT: the session ids, in order of first appearance,
-    # of the confidential-mode datagrams SRC:PORT sent, one a line.
-    path, src, port = args[0], args[1], int(args[2])
+def kind(dg):
+    # The type of a well-formed confidential-mode datagram, or None.
+    if len(dg) < 4 or dg[1:4] != b"\0\0\0":
+        return None
+    t = dg[0]
+    if t in TYPES and len(dg) == TYPES[t]:
+        return t
+    if t == TRANSPORT and len(dg) >= TRANSPORT_MIN:
+        return t
+    return None
+
+
+def udp_of(rec):
+    # (src, sport, dst, dport, payload) of an Ethernet + IPv4 + UDP frame.
+    if len(rec) < 14 + 28 or rec[12:14] != b"\x08\x00":
+        return None
+    ip = rec[14:]
+    if ip[9] != 17:
+        return None
+    ihl = (ip[0] & 15) * 4
+    sport, dport, ulen = struct.unpack("!HHH", ip[ihl:ihl + 6])
+    return (socket.inet_ntoa(ip[12:16]), sport, socket.inet_ntoa(ip[16:20]),
+            dport, ip[ihl + 8:ihl + ulen])
+
+
+def indices(args):
+    # indices PCAP PORT: the receiver indices of the transport datagrams
+    # between two ends on PORT, per direction, in order of first
+    # appearance: "SRC DST INDEX" (index in hex), one a line.
+    path, port = args[0], int(args[1])
     seen = []
     for rec in pcap_records(path):
-        if len(rec) < 14 + 28 or rec[12:14] != b"\x08\x00":
+        u = udp_of(rec)
+        if not u or u[1] != port or u[3] != port or kind(u[4]) != TRANSPORT:
             continue
-        ip = rec[14:]
-        if ip[9] != 17 or socket.inet_ntoa(ip[12:16]) != src:
-            continue
-        ihl = (ip[0] & 15) * 4
-        if struct.unpack("!H", ip[ihl:ihl + 2])[0] != port:
-            continue
-        sid = ip[ihl + 8:ihl + 8 + 16].hex()
-        if len(sid) == 32 and sid not in seen:
-            seen.append(sid)
+        line = "%s %s %s" % (u[0], u[2], u[4][4:8].hex())
+        if line not in seen:
+            seen.append(line)
     print("\n".join(seen))
 
 
-def replay(args):
-    # The captured datagrams are really confidential-mode ones of one
-    # session (the peer's), carrying no plaintext.
-    taptun_wire.replay(args, TS_AT, lambda dgs: {
-        "sessions": len({dg[:16] for dg in dgs}),
-        "leaks": sum(1 for dg in dgs if any(p in dg for p in PIECES)),
-    })
+def sniffer(iface):
+    # A packet socket sees every frame the hub floods to the attacker, and
+    # the attacker's own.
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    s.bind((iface, 0))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    s.settimeout(0.1)
+    return s
 
+
+def replay(args):
+    # replay IFACE VICTIM PORT GENUINE READY OUT LEAST: an attacker on the
+    # hub. Captures every datagram GENUINE:PORT sends to VICTIM:PORT from
+    # before the two peers start (so the handshake too) until LEAST came
+    # and 0.3 s passed without one (at most 30 s); then sends each again,
+    # as it is: (a) from the attacker's own address, (b) spoofing GENUINE,
+    # at once, then both again 1.2 s later. All along, and for 1 s after,
+    # it counts the responses (type 2) VICTIM sends, to anyone. Writes a
+    # JSON report to OUT.
+    iface, victim, port, genuine, ready, out, least = args
+    port, least = int(port), int(least)
+    s = sniffer(iface)
+    responses = []
+
+    def look(pkt):
+        u = udp_of(pkt)
+        if not u or u[1] != port or u[3] != port:
+            return None
+        if u[0] == victim and kind(u[4]) == RESPONSE:
+            responses.append("%s %s" % (u[2], u[4][4:8].hex()))
+        if u[0] == genuine and u[2] == victim:
+            return u[4]
+        return None
+
+    def drain(secs):
+        end = time.time() + secs
+        while time.time() < end:
+            try:
+                look(s.recv(70000))
+            except socket.timeout:
+                pass
+
+    open(ready, "w").write("ready\n")
+    dgs, end, last = [], time.time() + 30, None
+    while time.time() < end:
+        if len(dgs) >= least and time.time() - last > 0.3:
+            break
+        try:
+            pkt = s.recv(70000)
+        except socket.timeout:
+            continue
+        dg = look(pkt)
+        if dg is not None:
+            dgs.append(dg)
+            last = time.time()
+    kinds = [kind(dg) for dg in dgs]
+    report = {
+        "captured": len(dgs),
+        "initiations": kinds.count(INITIATION),
+        "transport": kinds.count(TRANSPORT),
+        "other": sum(1 for k in kinds if k not in (INITIATION, TRANSPORT)),
+        # Receiver indices of the captured transport datagrams: sessions.
+        "sessions": len({dg[4:8] for dg, k in zip(dgs, kinds) if k == TRANSPORT}),
+        "leaks": sum(1 for dg in dgs if any(p in dg for p in PIECES)),
+        "phases": {},
+    }
+    own = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # UDP checksum 0 (none); the kernel fills in the IP header's id,
+    # checksum and length (raw(7)).
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+
+    def send_own():
+        for dg in dgs:
+            own.sendto(dg, (victim, port))
+        return len(dgs)
+
+    def send_spoofed():
+        for dg in dgs:
+            udp = struct.pack("!HHHH", port, port, 8 + len(dg), 0) + dg
+            iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0x4000, 64, 17, 0,
+                              socket.inet_aton(genuine), socket.inet_aton(victim))
+            raw.sendto(iph + udp, (victim, 0))
+        return len(dgs)
+
+    if dgs:
+        ph = report["phases"]
+        ph["own"] = send_own()
+        ph["spoofed"] = send_spoofed()
+        drain(1.2)
+        ph["own_delayed"] = send_own()
+        ph["spoofed_delayed"] = send_spoofed()
+    drain(1.0)
+    report["responses"] = responses
+    json.dump(report, open(out, "w"))
 
 def listen(args):
     taptun_wire.listen(args, announce=True)
 
 
-{"sink": sink, "send": send, "scan": scan, "sessions": sessions, "replay": replay,
+{"sink": sink, "send": send, "scan": scan, "indices": indices, "replay": replay,
  "listen": listen, "talk": talk, "end": end}[sys.argv[1]](sys.argv[2:])
