@@ -28,7 +28,12 @@ fn reload_key(tun: &mut engine::Tunnel, path: &Path, max_age: Duration) {
                     return;
                 }
             };
-            if rotated {
+            if rotated && tun.confidential() {
+                info!(
+                    "SIGHUP: new key from {} in use for the next handshake; sessions made under the old one end within 120 s",
+                    path.display()
+                );
+            } else if rotated {
                 info!(
                     "SIGHUP: new key from {} in use; the old one is still accepted for {:.1} s",
                     path.display(),

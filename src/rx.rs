@@ -197,7 +197,7 @@ impl Inbound {
     /// runs the confidential mode under the key file bytes `key`, and
     /// counts them as [`DropReason::WrongMode`].
     pub fn detect_confidential(mut self, key: &[u8]) -> Self {
-        self.probe_psk = key.try_into().ok();
+        self.probe_psk = Some(noise::psk_from(key));
         self
     }
 

@@ -329,6 +329,11 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
         self.control_path.as_deref()
     }
 
+    /// Whether the confidential mode (`--cipher`) is on.
+    pub fn confidential(&self) -> bool {
+        self.cfg.cipher.is_some()
+    }
+
     /// The current peer, configured or learned.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.shared.peer.get()

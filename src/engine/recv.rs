@@ -162,6 +162,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             return;
         }
         let proto = self.proto_now(now);
+        let before = self.rx.session_status().unwrap_or_default();
         self.rx.poll(proto);
         let (socket, counters) = (&*self.socket, &self.shared.counters);
         let v6 = self.v6;
@@ -172,11 +173,23 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             }
         });
         if let Some(k) = self.rx.take_send_key() {
+            match &k {
+                Some(k) => debug!(
+                    "handshake: sending under session {:08x} (peer's index {:08x})",
+                    k.local(),
+                    k.remote()
+                ),
+                None => debug!("handshake: no session to send under"),
+            }
             if let Some((tx, ..)) = self.replies.as_mut() {
                 tx.set_send_key(k.clone());
             }
             self.shared.send_key.set(k);
             self.role.wake.signal();
+        }
+        let after = self.rx.session_status().unwrap_or_default();
+        if after.initiations > before.initiations {
+            debug!("handshake: initiation sent to {:?}", self.rx.peer());
         }
         if let Some(mut st) = self.rx.session_status()
             && let Ok(mut s) = self.shared.session.lock()

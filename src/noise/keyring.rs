@@ -38,7 +38,9 @@ pub const REKEY_AFTER_NS: u64 = 120 * SEC;
 const RESPONDER_LAG_NS: u64 = 10 * SEC;
 /// No session is used once it is this old.
 pub const REJECT_AFTER_NS: u64 = 180 * SEC;
-/// An initiation without an answer for this long is sent again.
+/// An initiation without an answer for this long is sent again; the
+/// first retries come sooner (1 s, 2 s, 4 s), so that one lost at start
+/// (the peer's socket not bound yet, a lost datagram) costs a second, not five.
 pub const REKEY_TIMEOUT_NS: u64 = 5 * SEC;
 /// Up to this much is added to each wait before an initiation, at random,
 /// so that two sides with the same timers rarely initiate together.
@@ -186,8 +188,10 @@ pub struct Keyring {
     cipher: Cipher,
     psk: [u8; 32],
     draw: Draw,
-    /// Our initiation in flight, and when it left.
+    /// Our initiation in flight, and until when it is waited for.
     pending: Option<(Pending, u64)>,
+    /// Initiations sent since the last session was made (the backoff).
+    attempts: u32,
     /// No initiation leaves before then.
     next_initiation_ns: u64,
     current: Option<Slot>,
@@ -222,6 +226,7 @@ impl Keyring {
             psk: *psk,
             draw: Draw::new(seed),
             pending: None,
+            attempts: 0,
             next_initiation_ns: 0,
             current: None,
             previous: None,
@@ -330,6 +335,7 @@ impl Keyring {
 
     fn established(&mut self, e: &Established, now: u64) -> Slot {
         self.renew = false;
+        self.attempts = 0;
         self.status.handshakes += 1;
         self.status.last_handshake_ns = Some(now);
         if let Some(log) = self.keylog.as_mut() {
@@ -452,8 +458,8 @@ impl Keyring {
         if self.answered.contains(&read.ephemeral) {
             return self.refuse(Refusal::Answered);
         }
-        if let Some((p, sent)) = &self.pending
-            && now.saturating_sub(*sent) < REKEY_TIMEOUT_NS
+        if let Some((p, until)) = &self.pending
+            && now < *until
             && p.ephemeral < read.ephemeral
         {
             // Ours crossed theirs and wins: the peer answers ours.
@@ -533,7 +539,7 @@ impl Keyring {
         if self
             .pending
             .as_ref()
-            .is_some_and(|(_, sent)| now.saturating_sub(*sent) >= REKEY_TIMEOUT_NS)
+            .is_some_and(|(_, until)| now >= *until)
         {
             self.pending = None;
         }
@@ -551,9 +557,11 @@ impl Keyring {
         else {
             return;
         };
-        self.pending = Some((p, now));
+        let wait = (SEC << self.attempts.min(3)).min(REKEY_TIMEOUT_NS) + self.jitter();
+        self.attempts += 1;
+        self.pending = Some((p, now + wait));
         self.status.initiations += 1;
-        self.next_initiation_ns = now + REKEY_TIMEOUT_NS + self.jitter();
+        self.next_initiation_ns = now + wait;
         out.push(to, &msg);
     }
 
@@ -595,8 +603,8 @@ impl Keyring {
         for s in &self.next {
             at(s.created_ns.saturating_add(2 * REKEY_TIMEOUT_NS));
         }
-        if let Some((_, sent)) = &self.pending {
-            at(sent.saturating_add(REKEY_TIMEOUT_NS));
+        if let Some((_, until)) = &self.pending {
+            at(*until);
         } else if peer.is_some() {
             let due = if self.renew { Some(0) } else { self.due_at() };
             if let Some(d) = due {

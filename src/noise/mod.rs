@@ -61,6 +61,20 @@ impl fmt::Display for NoiseError {
 
 impl std::error::Error for NoiseError {}
 
+/// The handshake's pre-shared key from the key file's bytes: a key of 32
+/// bytes (what `taptun genkey` writes) as it is; any other length (16 bytes
+/// or more: the key files tinytaptunnel's wire accepts) hashed to 32 with
+/// SHA-256, since Noise takes exactly 32.
+pub fn psk_from(key: &[u8]) -> [u8; 32] {
+    match <[u8; 32]>::try_from(key) {
+        Ok(k) => k,
+        Err(_) => {
+            use sha2::Digest;
+            sha2::Sha256::digest(key).into()
+        }
+    }
+}
+
 /// A fresh seed for [`Draw`] from the OS.
 pub fn seed() -> Result<[u8; 32], String> {
     let mut s = [0u8; 32];
@@ -102,5 +116,20 @@ impl Draw {
         let mut b = [0u8; 8];
         b.copy_from_slice(&d[..8]);
         u64::from_be_bytes(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psk_of_any_key_length() {
+        assert_eq!(psk_from(&[7; 32]), [7; 32]);
+        let long = psk_from(&[7; 34]);
+        let short = psk_from(&[7; 16]);
+        assert_ne!(long, short);
+        assert_ne!(long, [7; 32]);
+        assert_eq!(long, psk_from(&[7; 34]));
     }
 }

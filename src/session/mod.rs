@@ -75,15 +75,12 @@ impl Keying {
 
     /// What the receiving half opens with.
     pub fn keys(&self) -> Keys {
-        let psk = <[u8; 32]>::try_from(self.key.as_bytes()).ok();
         Keys {
             codec: self.codec.clone(),
-            noise: self.aead.and_then(|(cipher, seed)| {
-                Some(NoiseKeys {
-                    cipher,
-                    psk: psk?,
-                    seed,
-                })
+            noise: self.aead.map(|(cipher, seed)| NoiseKeys {
+                cipher,
+                psk: crate::noise::psk_from(self.key.as_bytes()),
+                seed,
             }),
         }
     }

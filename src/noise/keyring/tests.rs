@@ -227,11 +227,14 @@ fn a_wrong_key_or_cipher_makes_nothing() {
     let mut t = Two::new(Cipher::Aes256Gcm);
     t.k[1] = Keyring::new(Cipher::ChaCha20Poly1305, &PSK, [2; 32]);
     assert_eq!(t.poll(0).len(), 1);
-    // Retried after the timeout (plus jitter), not before.
-    t.now += REKEY_TIMEOUT_NS - 1;
-    assert!(t.poll(0).is_empty());
-    t.now += JITTER_NS + 1;
-    assert_eq!(t.poll(0).len(), 1);
+    // Retried after 1 s, 2 s, 4 s, then every 5 s (plus jitter), not before.
+    for wait in [1, 2, 4, 5, 5, 5] {
+        t.now += wait * SEC - 1;
+        assert!(t.poll(0).is_empty(), "before {wait} s");
+        t.now += JITTER_NS + 1;
+        assert_eq!(t.poll(0).len(), 1, "after {wait} s");
+    }
+    assert_eq!(t.k[0].status().initiations, 7);
 }
 
 #[test]
