@@ -284,6 +284,20 @@ impl Keyring {
             .any(|s| s.local == local)
     }
 
+    /// The indices a datagram may name to reach this keyring: those of
+    /// its sessions (current, previous, next) and of its initiation in
+    /// flight (which a response names). A hub keeps a table of them to
+    /// find the peer of a datagram without trying every key.
+    pub fn indices(&self) -> [Option<u32>; 4] {
+        let local = |s: &Option<Slot>| s.as_ref().map(|s| s.local);
+        [
+            local(&self.current),
+            local(&self.previous),
+            local(&self.next),
+            self.pending.as_ref().map(|(p, _)| p.index),
+        ]
+    }
+
     /// The sealing key now, if any.
     pub fn send_key(&self) -> Option<Arc<SendKey>> {
         self.current.as_ref().map(|s| s.send.clone())
