@@ -480,10 +480,10 @@ impl Keyring {
         let Ok(r) = wire::Response::new_checked(dg) else {
             return Received::Refused(Refusal::Malformed);
         };
-        if !self
+        if self
             .pending
             .as_ref()
-            .is_some_and(|(p, _)| p.index == r.receiver())
+            .is_none_or(|(p, _)| p.index != r.receiver())
         {
             return self.refuse(Refusal::BadResponse);
         }
