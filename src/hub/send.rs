@@ -13,6 +13,7 @@
 use super::timers::Timers;
 use super::{HubError, HubShared, Spoke};
 use crate::engine::{Out, Reader, Socket, Tap, TunnelError, send_keepalive, unix_nanos};
+use crate::noise::SendKey;
 use crate::published::Cached;
 use crate::session::{Keying, SendHalf, Setup};
 use crate::stats::Throttle;
@@ -35,6 +36,9 @@ struct Slot<T, S> {
     tx: SendHalf,
     key: Cached<Keying>,
     peer: Cached<Option<SocketAddr>>,
+    /// Confidential mode: the session to seal under, as the UDP→TAP
+    /// thread publishes it.
+    send_key: Cached<Option<Arc<SendKey>>>,
     reader: Reader,
     out: Out<S>,
     mtu: u16,
@@ -47,10 +51,14 @@ impl<T: Tap, S: Socket> Slot<T, S> {
             peer: spoke.peer.get(),
             ..spoke.setup.clone()
         };
+        let mut tx = setup.send_half();
+        // A session made before this thread saw the spoke.
+        tx.set_send_key(spoke.send_key.get());
         Slot {
-            tx: setup.send_half(),
+            tx,
             key: Cached::new(&spoke.key),
             peer: Cached::new(&spoke.peer),
+            send_key: Cached::new(&spoke.send_key),
             reader: Reader::new(spoke.offload, true),
             out: Out::bare(socket.clone(), spoke.counters.clone(), v6),
             mtu: setup.mtu,
@@ -58,21 +66,29 @@ impl<T: Tap, S: Socket> Slot<T, S> {
         }
     }
 
-    /// Takes what the other threads published: key, address, MTU. Says
-    /// whether the address changed (the keepalive may be due earlier: the
-    /// first one to a peer just learned).
+    /// Takes what the other threads published: key, session, address,
+    /// MTU. Says whether the address or the session changed (the
+    /// keepalive may be due earlier: the first one to a peer just
+    /// learned, or under a session just made).
     fn follow(&mut self) -> bool {
         let s = &*self.spoke;
         if let Some(k) = self.key.changed(&s.key) {
             self.tx.set_keying(k);
         }
+        let session = match self.send_key.changed(&s.send_key) {
+            Some(k) => {
+                self.tx.set_send_key(k.clone());
+                true
+            }
+            None => false,
+        };
         let moved = match self.peer.changed(&s.peer) {
             Some(p) => {
                 self.tx.set_peer(*p);
                 true
             }
             None => false,
-        };
+        } || session;
         let mtu = s.mtu.load(Relaxed) as u16;
         if mtu != self.mtu {
             self.mtu = mtu;
@@ -82,7 +98,13 @@ impl<T: Tap, S: Socket> Slot<T, S> {
     }
 
     /// Sends a keepalive if one is due at `now`; says when the next one is.
+    /// Confidential mode: none without a session (the timer is re-armed
+    /// when one is published), else the thread would wake at once again
+    /// and again while a spoke whose address it knows is away.
     fn keepalive(&mut self, now: u64) -> Option<u64> {
+        if self.spoke.setup.keying.cipher().is_some() && self.tx.send_key().is_none() {
+            return None;
+        }
         send_keepalive(&mut self.tx, &mut self.out, &self.spoke.counters, now)
     }
 }
