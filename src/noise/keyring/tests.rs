@@ -294,3 +294,44 @@ fn made_up_initiations_are_refused_within_budget() {
     // The session is untouched.
     assert!(matches!(t.send(0, b"still"), Received::Data { .. }));
 }
+
+/// The indices a hub looks a datagram up by: the initiation's in flight
+/// (which the response names), then each session's, the previous one's
+/// too after a renewal, none once they expired.
+#[test]
+fn indices_follow_the_initiation_and_the_sessions() {
+    let mut t = Two::new(Cipher::ChaCha20Poly1305);
+    assert_eq!(t.k[0].indices(), [None; 4]);
+    let mut out = Outbox::default();
+    t.k[0].poll(Some(t.at[1]), t.now, &mut out);
+    let mut init = Vec::new();
+    out.drain(|d, _| init = d.to_vec());
+    let [None, None, None, Some(pending)] = t.k[0].indices() else {
+        panic!("{:?}", t.k[0].indices())
+    };
+    let mut o = Outbox::default();
+    t.k[1].receive(&mut init, t.at[0], Some(t.at[0]), t.now, &mut o);
+    // The responder's session waits for confirmation in `next`.
+    let [None, None, Some(b_next), None] = t.k[1].indices() else {
+        panic!("{:?}", t.k[1].indices())
+    };
+    t.carry(1, o);
+    assert_eq!(t.k[0].status().indices, Some((pending, b_next)));
+    assert_eq!(t.k[0].indices(), [Some(pending), None, None, None]);
+    assert_eq!(t.k[1].indices(), [Some(b_next), None, None, None]);
+    // Renewed: the old session still receives, and is still found.
+    t.now += REKEY_AFTER_NS;
+    t.poll(0);
+    let [Some(new), Some(old), None, None] = t.k[0].indices() else {
+        panic!("{:?}", t.k[0].indices())
+    };
+    assert_eq!(old, pending);
+    assert_ne!(new, old);
+    // All expired: nothing to find.
+    t.now += 2 * REJECT_AFTER_NS;
+    t.k[0].poll(None, t.now, &mut Outbox::default());
+    assert_eq!(t.k[0].indices(), [None; 4]);
+    for x in [pending, new] {
+        assert!(!t.k[0].has_session(x));
+    }
+}
