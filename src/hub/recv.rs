@@ -106,18 +106,17 @@ pub(super) struct Receiver<T, S> {
     demux: Demux,
     budget: Budget,
     buf: Vec<u8>,
-    /// A copy of the datagram for each trial: a failed AEAD open may have
-    /// overwritten the bytes after the header.
+    /// A copy of the datagram for each trial, so that no spoke's failed
+    /// check can touch what the next one sees (neither the HMAC check nor
+    /// a handshake read writes into what it refuses today; transport
+    /// datagrams, which an AEAD open may overwrite, are never tried).
     scratch: Vec<u8>,
-    /// In the confidential mode, addresses where a run failed its spoke's
-    /// key: runs from there are saved before the spoke's half opens them,
-    /// so that they can still be tried elsewhere (at most one per spoke).
-    suspects: std::collections::HashSet<SocketAddr>,
-    saved: Vec<u8>,
     errlog: Throttle,
     taplog: Throttle,
     budgetlog: Throttle,
     unknownlog: Throttle,
+    /// Confidential mode: the debug line about indices no spoke has.
+    indexlog: Throttle,
     /// Confidential mode: session index → slot (see the module
     /// documentation); each slot's entries are its `indices`.
     by_index: HashMap<u32, usize>,
@@ -192,12 +191,11 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             budget: Budget::new(TRIALS_PER_SECOND),
             buf: vec![0u8; RECV_BUF],
             scratch: vec![0u8; RECV_BUF],
-            suspects: std::collections::HashSet::new(),
-            saved: vec![0u8; RECV_BUF],
             errlog: Throttle::per_minute(),
             taplog: Throttle::per_minute(),
             budgetlog: Throttle::per_minute(),
             unknownlog: Throttle::per_minute(),
+            indexlog: Throttle::per_minute(),
             by_index: HashMap::new(),
             timers: Timers::new(),
             keylog: open_keylog(shared.cipher.is_some()),
@@ -264,7 +262,6 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             self.slots.push(slot);
         }
         self.demux = Demux::new(addrs);
-        self.suspects.clear();
         // The slots moved: the index table and the timers follow; every
         // spoke's timers run at once (a new one may initiate).
         self.by_index.clear();
@@ -454,7 +451,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             }
             (Route::NoIndex, None) => {
                 self.shared.unmatched.fetch_add(1, Relaxed);
-                if let Some(n) = self.unknownlog.note(1, Instant::now()) {
+                if let Some(n) = self.indexlog.note(1, Instant::now()) {
                     debug!(
                         "datagrams from {src}, an address no spoke has, name a session index no spoke has ({n} dropped)"
                     );
@@ -476,37 +473,16 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         }
     }
 
-    /// Gives one receive to the spoke at `src`, else to the spoke whose
-    /// key opens it (within the budget).
+    /// HMAC wire: gives one receive to the spoke at `src`, else to the
+    /// spoke whose key opens it (within the budget). The HMAC check leaves
+    /// a datagram it cannot open untouched: the others try the same bytes.
     fn handle(&mut self, len: usize, segment: Option<usize>, src: SocketAddr, now: u64) {
         let known = self.demux.get(&src);
         if let Some(i) = known {
-            // The HMAC wire leaves a datagram it cannot open untouched; a
-            // failed AEAD open may not (see `scratch`): there, only runs
-            // from an address already seen failing are saved first (a
-            // copy per run on the fast path otherwise).
-            let aead = self.shared.cipher.is_some();
-            let saved = aead && self.suspects.contains(&src);
-            if saved {
-                self.saved[..len].copy_from_slice(&self.buf[..len]);
-            }
             let t = self.receive(i, false, 0..len, segment, src, now);
             if !unopened(&t) {
-                if saved {
-                    self.suspects.remove(&src);
-                }
                 self.account(i, &t, src, now);
                 return;
-            }
-            if aead && !saved {
-                if self.suspects.len() < self.slots.len() {
-                    self.suspects.insert(src);
-                }
-                self.mismatch(i, &t);
-                return;
-            }
-            if saved {
-                self.buf[..len].copy_from_slice(&self.saved[..len]);
             }
             if self.trial(Some(i), 0..len, segment, src, now) != Trial::Owned {
                 self.mismatch(i, &t);
@@ -675,7 +651,6 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             }
         };
         self.demux.assign(i, to);
-        self.suspects.remove(&to);
         s.peer.set(Some(to));
         self.shared.wake.signal();
     }
