@@ -52,13 +52,15 @@ impl<T: Tap, S: Socket> Slot<T, S> {
             ..spoke.setup.clone()
         };
         let mut tx = setup.send_half();
-        // A session made before this thread saw the spoke.
-        tx.set_send_key(spoke.send_key.get());
+        // A session made before this thread saw the spoke (read through
+        // the cache: one published meanwhile is still seen as a change).
+        let mut send_key = Cached::new(&spoke.send_key);
+        tx.set_send_key(send_key.get(&spoke.send_key).clone());
         Slot {
             tx,
             key: Cached::new(&spoke.key),
             peer: Cached::new(&spoke.peer),
-            send_key: Cached::new(&spoke.send_key),
+            send_key,
             reader: Reader::new(spoke.offload, true),
             out: Out::bare(socket.clone(), spoke.counters.clone(), v6),
             mtu: setup.mtu,
