@@ -99,14 +99,10 @@ impl<T: Tap, S: Socket> Slot<T, S> {
         moved
     }
 
-    /// Sends a keepalive if one is due at `now`; says when the next one is.
-    /// Confidential mode: none without a session (the timer is re-armed
-    /// when one is published), else the thread would wake at once again
-    /// and again while a spoke whose address it knows is away.
+    /// Sends a keepalive if one is due at `now`; says when the next one is
+    /// (confidential mode: none without a session; `follow` re-arms the
+    /// timer when one is published).
     fn keepalive(&mut self, now: u64) -> Option<u64> {
-        if self.spoke.setup.keying.cipher().is_some() && self.tx.send_key().is_none() {
-            return None;
-        }
         send_keepalive(&mut self.tx, &mut self.out, &self.spoke.counters, now)
     }
 }
