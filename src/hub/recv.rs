@@ -13,13 +13,15 @@
 //! spoke's indices, refreshed after each of its handshake events) and
 //! finds the spoke of such a datagram in O(1), wherever it comes from (a
 //! spoke that moved is followed at its first datagram from the new
-//! address, no trial). Only initiations, which name no index in the
+//! address, no trial; an index two spokes drew, rare, is tried under
+//! both). Only initiations, which name no index in the
 //! clear, are tried against the spokes' keys. The thread also runs each
 //! spoke's handshake timers (a heap of deadlines; the socket's 1 s
 //! receive timeout bounds their lateness), sends the handshake messages
 //! each spoke's half leaves in its outbox, and publishes a spoke's new
 //! session for the TAP→UDP thread.
 
+use super::demux::{Holders, Indices};
 use super::timers::Timers;
 use super::{Budget, Demux, HubShared, Spoke, TRIALS_PER_SECOND};
 use crate::addr;
@@ -32,7 +34,6 @@ use crate::rx::Tally;
 use crate::session::{Keying, RecvHalf, Setup};
 use crate::stats::{DropReason, Throttle};
 use log::{debug, info, warn};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -92,6 +93,8 @@ enum Route {
     Spoke(usize),
     /// It names an index no spoke has.
     NoIndex,
+    /// It names an index several spokes drew (rare): tried under each.
+    Shared(u32),
     /// It names none (an initiation, or another mode's datagram): the
     /// spoke at its address, then the others' keys.
     Trial,
@@ -119,7 +122,7 @@ pub(super) struct Receiver<T, S> {
     indexlog: Throttle,
     /// Confidential mode: session index → slot (see the module
     /// documentation); each slot's entries are its `indices`.
-    by_index: HashMap<u32, usize>,
+    by_index: Indices,
     /// Confidential mode: each slot's next handshake timer.
     timers: Timers,
     /// Confidential mode: `TAPTUN_KEYLOG`'s file, if set.
@@ -196,7 +199,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             budgetlog: Throttle::per_minute(),
             unknownlog: Throttle::per_minute(),
             indexlog: Throttle::per_minute(),
-            by_index: HashMap::new(),
+            by_index: Indices::default(),
             timers: Timers::new(),
             keylog: open_keylog(shared.cipher.is_some()),
             key_epoch: shared.key_epoch.load(Relaxed),
@@ -268,9 +271,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         self.timers = Timers::new();
         if self.shared.cipher.is_some() {
             for (i, slot) in self.slots.iter().enumerate() {
-                for x in slot.indices.into_iter().flatten() {
-                    self.by_index.insert(x, i);
-                }
+                self.by_index.update(i, &[], &slot.indices);
                 self.timers.arm(i, 0);
             }
         }
@@ -320,21 +321,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         }
         let now_indices = slot.rx.session_indices();
         if now_indices != slot.indices {
-            for x in slot.indices.into_iter().flatten() {
-                if !now_indices.contains(&Some(x)) && self.by_index.get(&x) == Some(&i) {
-                    self.by_index.remove(&x);
-                }
-            }
-            for x in now_indices.into_iter().flatten() {
-                if let Some(j) = self.by_index.insert(x, i)
-                    && j != i
-                {
-                    // Two spokes drew the same 32-bit index (rare): the
-                    // newer session takes it; the other's datagrams under
-                    // it are refused until its next handshake.
-                    debug!("session index {x:08x} of spoke {} taken over", spoke.name);
-                }
-            }
+            self.by_index.update(i, &slot.indices, &now_indices);
             slot.indices = now_indices;
         }
         match slot.rx.poll_timeout() {
@@ -382,12 +369,11 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             Kind::Response => wire::Response::new_checked(dg).ok().map(|r| r.receiver()),
             Kind::Initiation | Kind::Other => None,
         };
-        match index {
+        match index.map(|x| (x, self.by_index.get(x))) {
             None => Route::Trial,
-            Some(x) => self
-                .by_index
-                .get(&x)
-                .map_or(Route::NoIndex, |&i| Route::Spoke(i)),
+            Some((_, Holders::None)) => Route::NoIndex,
+            Some((_, Holders::One(i))) => Route::Spoke(i),
+            Some((x, Holders::Many(_))) => Route::Shared(x),
         }
     }
 
@@ -449,6 +435,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                     self.account(i, &t, src, now);
                 }
             }
+            (Route::Shared(x), _) => self.shared_index(x, range, segment, src, now),
             (Route::NoIndex, None) => {
                 self.shared.unmatched.fetch_add(1, Relaxed);
                 if let Some(n) = self.indexlog.note(1, Instant::now()) {
@@ -470,6 +457,36 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 }
             }
             (Route::Trial, None) => self.unknown(range, segment, src, now),
+        }
+    }
+
+    /// Confidential mode: a receive naming index `x`, which several
+    /// spokes hold: each tries a copy (a failed AEAD open may overwrite
+    /// it) until one's session opens it; if none does, the first one's
+    /// refusal is counted.
+    fn shared_index(
+        &mut self,
+        x: u32,
+        range: Range<usize>,
+        segment: Option<usize>,
+        src: SocketAddr,
+        now: u64,
+    ) {
+        let Holders::Many(holders) = self.by_index.get(x) else {
+            return;
+        };
+        let mut first = None;
+        for i in holders {
+            self.scratch[..range.len()].copy_from_slice(&self.buf[range.clone()]);
+            let t = self.receive(i, true, range.clone(), segment, src, now);
+            if t.valid() || t.drops[DropReason::BadMac as usize] == 0 {
+                self.account(i, &t, src, now);
+                return;
+            }
+            first.get_or_insert((i, t));
+        }
+        if let Some((i, t)) = first {
+            self.account(i, &t, src, now);
         }
     }
 
