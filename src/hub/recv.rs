@@ -59,8 +59,11 @@ impl<T: Tap> Slot<T> {
         // The key in use now (a rotation may have come before this thread
         // saw the spoke); the address is learned, never fixed: the state
         // file's is only where the sending half starts.
+        // The cache first, the key from it: a rotation meanwhile is still
+        // seen as one (see the sending thread's `Slot::new`).
+        let mut key = Cached::new(&spoke.key);
         let setup = Setup {
-            keying: spoke.key.get(),
+            keying: key.get(&spoke.key).clone(),
             peer: None,
             ..spoke.setup.clone()
         };
@@ -78,7 +81,7 @@ impl<T: Tap> Slot<T> {
         }
         Slot {
             rx,
-            key: Cached::new(&spoke.key),
+            key,
             indices: [None; 4],
             status: None,
             spoke,

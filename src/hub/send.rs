@@ -46,20 +46,26 @@ struct Slot<T, S> {
 
 impl<T: Tap, S: Socket> Slot<T, S> {
     fn new(spoke: Arc<Spoke<T>>, socket: &Arc<S>, v6: bool) -> Self {
+        // The caches first, the values from them: a key, address or
+        // session published while the slot is made (the receiving thread
+        // may learn the spoke's address meanwhile) is still seen as a
+        // change by the next `follow`. Read the other way round, the value
+        // could be older than the version the cache records, and the
+        // change lost for good (a new spoke without its address).
+        let mut key = Cached::new(&spoke.key);
+        let mut peer = Cached::new(&spoke.peer);
+        let mut send_key = Cached::new(&spoke.send_key);
         let setup = Setup {
-            keying: spoke.key.get(),
-            peer: spoke.peer.get(),
+            keying: key.get(&spoke.key).clone(),
+            peer: *peer.get(&spoke.peer),
             ..spoke.setup.clone()
         };
         let mut tx = setup.send_half();
-        // A session made before this thread saw the spoke (read through
-        // the cache: one published meanwhile is still seen as a change).
-        let mut send_key = Cached::new(&spoke.send_key);
         tx.set_send_key(send_key.get(&spoke.send_key).clone());
         Slot {
             tx,
-            key: Cached::new(&spoke.key),
-            peer: Cached::new(&spoke.peer),
+            key,
+            peer,
             send_key,
             reader: Reader::new(spoke.offload, true),
             out: Out::bare(socket.clone(), spoke.counters.clone(), v6),
