@@ -450,6 +450,20 @@ open("{out}", "w").write("".join(x.hex() + chr(10) for x in got))
     let prom = hub.status("--prometheus");
     assert!(prom.contains("spoke=\"a\""), "{prom}");
     assert!(prom.contains("taptun_hub_spoke_rx_frames_total{"), "{prom}");
+    // With a cipher: each spoke's session (the spokes initiated: they
+    // know the hub's address), not a clock offset.
+    if cipher.is_some() {
+        assert_eq!(
+            text.matches("  session: responder, age ").count(),
+            3,
+            "{text}"
+        );
+        assert!(!text.contains("clock offset"), "{text}");
+        assert!(
+            prom.contains("taptun_hub_spoke_latest_handshake_seconds{"),
+            "{prom}"
+        );
+    }
     drop(peers);
 }
 
@@ -463,6 +477,12 @@ fn e2e_hub_three_sites_hmac() {
 fn e2e_hub_three_sites_aes_256_gcm() {
     require_e2e!();
     three_sites(Some("aes-256-gcm"));
+}
+
+#[test]
+fn e2e_hub_three_sites_chacha20_poly1305() {
+    require_e2e!();
+    three_sites(Some("chacha20-poly1305"));
 }
 
 /// Runs `ping` for `secs` seconds (`count` pings) in `ns` towards `ip`;
