@@ -238,6 +238,14 @@ impl Inbound {
         self.keyring.as_ref().map(Keyring::status)
     }
 
+    /// Confidential mode: the session indices datagrams may name (see
+    /// [`Keyring::indices`]); none in HMAC mode.
+    pub fn session_indices(&self) -> [Option<u32>; crate::noise::INDICES] {
+        self.keyring
+            .as_ref()
+            .map_or([None; crate::noise::INDICES], Keyring::indices)
+    }
+
     /// Confidential mode: key-log lines of the sessions made since the
     /// last call.
     pub fn take_keylog(&mut self) -> Vec<String> {

@@ -4,6 +4,7 @@
 //! node_exporter's textfile collector. No key material goes in any of them.
 
 use super::{Facts, Shared, Tunnel, unix_nanos};
+use crate::noise::SessionStatus;
 use crate::stats::DropReason;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -37,6 +38,59 @@ impl Form {
     }
 }
 
+/// Seconds from `t` (ns) to `now`.
+fn ago(t: u64, now: u64) -> f64 {
+    now.saturating_sub(t) as f64 / 1e9
+}
+
+/// Confidential mode: the sessions' facts as the text line's value
+/// (`session: ...`, for the tunnel and for each of a hub's spokes):
+/// `initiator|responder, age N s, latest handshake N s ago, handshakes K`,
+/// or `none` for the session when there is none (yet, or any more).
+pub(crate) fn session_text(st: &SessionStatus, now: u64) -> String {
+    let mut s = match st.since_ns {
+        Some(t) => format!(
+            "{}, age {:.0} s",
+            if st.initiator {
+                "initiator"
+            } else {
+                "responder"
+            },
+            ago(t, now)
+        ),
+        None => "none".to_string(),
+    };
+    match st.last_handshake_ns {
+        Some(t) => {
+            let _ = write!(s, ", latest handshake {:.0} s ago", ago(t, now));
+        }
+        None => s.push_str(", latest handshake never"),
+    }
+    let _ = write!(s, ", handshakes {}", st.handshakes);
+    s
+}
+
+/// Confidential mode: the sessions' facts as a JSON object (`null` in the
+/// HMAC mode): `initiator` (null without a session), `age_s`,
+/// `latest_handshake_s` (null: none yet), `handshakes`, `initiations`,
+/// `refused`.
+pub(crate) fn session_json(st: Option<&SessionStatus>, now: u64) -> String {
+    let Some(st) = st else {
+        return "null".into();
+    };
+    let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
+    format!(
+        "{{\"initiator\":{},\"age_s\":{},\"latest_handshake_s\":{},\"handshakes\":{},\"initiations\":{},\"refused\":{}}}",
+        st.since_ns
+            .map_or("null".to_string(), |_| st.initiator.to_string()),
+        opt(st.since_ns.map(|t| ago(t, now))),
+        opt(st.last_handshake_ns.map(|t| ago(t, now))),
+        st.handshakes,
+        st.initiations,
+        st.refused,
+    )
+}
+
 /// A view of the tunnel's state at one moment.
 pub(super) struct View<'a> {
     pub facts: &'a Facts,
@@ -60,8 +114,22 @@ impl View<'_> {
         }
     }
 
-    /// The peer's clock offset (s), once an authentic datagram came.
+    /// Confidential mode: the sessions' facts, once the receiving thread
+    /// stored them.
+    fn session(&self) -> Option<SessionStatus> {
+        *self
+            .shared
+            .session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The peer's clock offset (s), once an authentic datagram came (the
+    /// HMAC wire's timestamps; the confidential mode has none).
     fn offset(&self) -> Option<f64> {
+        if self.facts.cipher.is_some() {
+            return None;
+        }
         (self.shared.last_valid_ns.load(Relaxed) != 0
             || self.shared.peer_offset_ns.load(Relaxed) != 0)
             .then(|| self.shared.peer_offset_ns.load(Relaxed) as f64 / 1e9)
@@ -196,6 +264,10 @@ impl View<'_> {
                 f.max_age.as_secs_f64()
             );
         }
+        if f.cipher.is_some() {
+            let st = self.session().unwrap_or_default();
+            let _ = writeln!(s, "  session: {}", session_text(&st, now));
+        }
         let _ = writeln!(
             s,
             "  transfer: {} received ({} frames), {} sent ({} frames)",
@@ -299,7 +371,8 @@ impl View<'_> {
             Some((a, _)) => json_string(&mut s, &a.to_string()),
             None => s.push_str("null"),
         }
-        s.push(',');
+        let st = f.cipher.map(|_| self.session().unwrap_or_default());
+        let _ = write!(s, ",\"session\":{},", session_json(st.as_ref(), now));
         sh.counters.write_json_members(&mut s);
         s.push('}');
         s
@@ -388,6 +461,30 @@ impl View<'_> {
                 "gauge",
                 "The peer's clock less this host's, less the one-way transit time.",
                 format!("{o:.3}"),
+            );
+        }
+        if let Some(st) = self.session() {
+            if let Some(t) = st.since_ns {
+                metric(
+                    "taptun_session_age_seconds",
+                    "gauge",
+                    "Confidential mode: the age of the session sealed under.",
+                    format!("{:.3}", ago(t, now)),
+                );
+            }
+            if let Some(t) = st.last_handshake_ns {
+                metric(
+                    "taptun_latest_handshake_seconds",
+                    "gauge",
+                    "Confidential mode: seconds since the latest completed handshake.",
+                    format!("{:.3}", ago(t, now)),
+                );
+            }
+            metric(
+                "taptun_handshakes_total",
+                "counter",
+                "Confidential mode: handshakes completed.",
+                st.handshakes.to_string(),
             );
         }
         let peer = sh.peer.get();

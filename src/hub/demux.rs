@@ -1,6 +1,7 @@
 //! Which spoke an address belongs to: the receiving thread's table,
 //! updated from what each spoke's receiving half learned. An address
-//! belongs to one spoke at most, a spoke has one address at most.
+//! belongs to one spoke at most, a spoke has one address at most. In the
+//! confidential mode, also which spokes hold a session index ([`Indices`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,9 +57,149 @@ impl Demux {
     }
 }
 
+/// Confidential mode: session index → spoke. Each spoke's receiving
+/// half draws its indices at random (32 bits), so two spokes may hold the
+/// same one: rare (with a thousand spokes, about once a day), but then
+/// both are kept, and the datagram is tried under each (see `get`).
+#[derive(Debug, Default, Clone)]
+pub struct Indices {
+    /// The first spoke that took each index.
+    first: HashMap<u32, usize>,
+    /// Further spokes holding an index another holds too (almost always
+    /// empty).
+    more: Vec<(u32, usize)>,
+}
+
+/// What [`Indices::get`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holders {
+    /// No spoke has the index.
+    None,
+    /// One spoke has it.
+    One(usize),
+    /// Several have it (in the order they took it).
+    Many(Vec<usize>),
+}
+
+impl Indices {
+    /// Spoke `i`'s indices were `old` and are now `new`.
+    pub fn update(&mut self, i: usize, old: &[Option<u32>], new: &[Option<u32>]) {
+        for x in old.iter().flatten() {
+            if !new.contains(&Some(*x)) {
+                self.remove(*x, i);
+            }
+        }
+        for x in new.iter().flatten() {
+            if !old.contains(&Some(*x)) {
+                self.insert(*x, i);
+            }
+        }
+    }
+
+    fn insert(&mut self, x: u32, i: usize) {
+        match self.first.get(&x) {
+            None => {
+                self.first.insert(x, i);
+            }
+            Some(&j) if j == i => {}
+            Some(_) => {
+                if !self.more.contains(&(x, i)) {
+                    self.more.push((x, i));
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, x: u32, i: usize) {
+        if self.first.get(&x) == Some(&i) {
+            self.first.remove(&x);
+            // The next holder, if any, becomes the first.
+            if let Some(k) = self.more.iter().position(|&(y, _)| y == x) {
+                let (_, j) = self.more.remove(k);
+                self.first.insert(x, j);
+            }
+        } else {
+            self.more.retain(|&e| e != (x, i));
+        }
+    }
+
+    /// The spokes holding index `x`.
+    pub fn get(&self, x: u32) -> Holders {
+        let Some(&i) = self.first.get(&x) else {
+            return Holders::None;
+        };
+        if self.more.is_empty() || !self.more.iter().any(|&(y, _)| y == x) {
+            return Holders::One(i);
+        }
+        let mut all = vec![i];
+        all.extend(self.more.iter().filter(|&&(y, _)| y == x).map(|&(_, j)| j));
+        Holders::Many(all)
+    }
+
+    /// Forgets every index.
+    pub fn clear(&mut self) {
+        self.first.clear();
+        self.more.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Against a model (each spoke's set of indices): after any sequence
+    /// of updates, every index's holders are the spokes whose sets hold
+    /// it, in the order they took it; a shared index is still found once
+    /// all but one let it go.
+    #[test]
+    fn indices_consistent_with_a_model() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let spokes = 6;
+        let mut t = Indices::default();
+        let mut sets: Vec<[Option<u32>; crate::noise::INDICES]> =
+            vec![[None; crate::noise::INDICES]; spokes];
+        // Who took each index, in order.
+        let mut order: Vec<(u32, usize)> = Vec::new();
+        for _ in 0..20_000 {
+            let i = (next() % spokes as u64) as usize;
+            let mut new = sets[i];
+            // A few indices only: collisions are frequent here.
+            let k = (next() % 4) as usize;
+            new[k] = (next() % 3 != 0).then(|| (next() % 8) as u32);
+            let old = sets[i];
+            t.update(i, &old, &new);
+            for o in old.iter().flatten() {
+                if !new.contains(&Some(*o)) {
+                    order.retain(|&e| e != (*o, i));
+                }
+            }
+            for n in new.iter().flatten() {
+                if !old.contains(&Some(*n)) && !order.contains(&(*n, i)) {
+                    order.push((*n, i));
+                }
+            }
+            sets[i] = new;
+            for y in 0..8u32 {
+                let want: Vec<usize> = order
+                    .iter()
+                    .filter(|&&(z, _)| z == y)
+                    .map(|&(_, j)| j)
+                    .collect();
+                let got = match t.get(y) {
+                    Holders::None => vec![],
+                    Holders::One(j) => vec![j],
+                    Holders::Many(v) => v,
+                };
+                assert_eq!(got, want, "index {y}");
+            }
+        }
+    }
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()

@@ -184,6 +184,12 @@ pub(crate) struct Spoke<T = SyncDevice> {
     /// Datagrams from its address that its key did not open (and no other
     /// spoke's): a key mismatch, said by the main thread.
     auth_failed: AtomicU64,
+    /// Confidential mode: the session its sending half seals under, as
+    /// its receiving half (the UDP→TAP thread) last made it.
+    send_key: Published<Option<Arc<crate::noise::SendKey>>>,
+    /// Confidential mode: its sessions' facts, for the status views
+    /// (written by the UDP→TAP thread when they change).
+    session: std::sync::Mutex<Option<crate::noise::SessionStatus>>,
 }
 
 /// What the hub's threads share.
@@ -203,6 +209,11 @@ pub(crate) struct HubShared<T = SyncDevice> {
     cipher: Option<Cipher>,
     started_ns: u64,
     stop: AtomicBool,
+    /// Bumped by each key rotation (after the spoke's key is published):
+    /// the UDP→TAP thread then looks for the rotated keys at once, so
+    /// that a confidential spoke's handshake under its new key starts
+    /// without waiting for its next datagram.
+    key_epoch: AtomicU64,
 }
 
 /// A fresh keying under `key` (a new random sending session in the
@@ -352,6 +363,7 @@ impl<T: Tap, S: Socket> Hub<T, S> {
                 cipher: cfg.cipher,
                 started_ns: engine::unix_nanos(),
                 stop: AtomicBool::new(false),
+                key_epoch: AtomicU64::new(0),
             }),
             cfg,
             socket: Arc::new(socket),
@@ -535,6 +547,8 @@ impl<T: Tap, S: Socket> Hub<T, S> {
             has_offset: AtomicBool::new(false),
             mtu: AtomicU32::new(u32::from(mtu)),
             auth_failed: AtomicU64::new(0),
+            send_key: Published::new(None),
+            session: std::sync::Mutex::new(None),
         });
         self.next_id += 1;
         info!(
@@ -592,6 +606,7 @@ impl<T: Tap, S: Socket> Hub<T, S> {
             spoke.key.set(ky);
             spoke.key_rotations.fetch_add(1, Relaxed);
             *key = k;
+            self.shared.key_epoch.fetch_add(1, Relaxed);
             self.shared.wake.signal();
         }
         Ok(())

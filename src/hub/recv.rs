@@ -6,17 +6,36 @@
 //! within the trial [`Budget`]: so a spoke that roams or whose NAT
 //! rebinds is found, and a spoke's key never opens another's traffic
 //! (each spoke's own replay window and freshness check decide).
+//!
+//! In the confidential mode a transport datagram names the session index
+//! its receiver chose, and a handshake response the index of the
+//! initiation it answers: the thread keeps an index → spoke table (each
+//! spoke's indices, refreshed after each of its handshake events) and
+//! finds the spoke of such a datagram in O(1), wherever it comes from (a
+//! spoke that moved is followed at its first datagram from the new
+//! address, no trial; an index two spokes drew, rare, is tried under
+//! both). Only initiations, which name no index in the
+//! clear, are tried against the spokes' keys. The thread also runs each
+//! spoke's handshake timers (a heap of deadlines; the socket's 1 s
+//! receive timeout bounds their lateness), sends the handshake messages
+//! each spoke's half leaves in its outbox, and publishes a spoke's new
+//! session for the TAP→UDP thread.
 
+use super::demux::{Holders, Indices};
+use super::timers::Timers;
 use super::{Budget, Demux, HubShared, Spoke, TRIALS_PER_SECOND};
 use crate::addr;
 use crate::engine::{Socket, Tap, recv_failed, unix_nanos};
+use crate::noise::SessionStatus;
+use crate::noise::wire::{self, Kind};
 use crate::peer::PeerUpdate;
 use crate::published::Cached;
 use crate::rx::Tally;
 use crate::session::{Keying, RecvHalf, Setup};
 use crate::stats::{DropReason, Throttle};
-use log::{info, warn};
+use log::{debug, info, warn};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -29,24 +48,59 @@ struct Slot<T> {
     spoke: Arc<Spoke<T>>,
     rx: RecvHalf,
     key: Cached<Keying>,
+    /// Confidential mode: this spoke's indices as the index table has them.
+    indices: [Option<u32>; crate::noise::INDICES],
+    /// Confidential mode: the session facts last stored for the status views.
+    status: Option<SessionStatus>,
 }
 
 impl<T: Tap> Slot<T> {
-    fn new(spoke: Arc<Spoke<T>>) -> Slot<T> {
+    fn new(spoke: Arc<Spoke<T>>, keylog: bool) -> Slot<T> {
         // The key in use now (a rotation may have come before this thread
         // saw the spoke); the address is learned, never fixed: the state
         // file's is only where the sending half starts.
+        // The cache first, the key from it: a rotation meanwhile is still
+        // seen as one (see the sending thread's `Slot::new`).
+        let mut key = Cached::new(&spoke.key);
         let setup = Setup {
-            keying: spoke.key.get(),
+            keying: key.get(&spoke.key).clone(),
             peer: None,
             ..spoke.setup.clone()
         };
+        let mut rx = setup.recv_half();
+        if setup.keying.cipher().is_some() {
+            // Confidential mode: the state file's address is where the
+            // hub initiates a session at once (a restarted hub need not
+            // wait for the spoke's renewal); still learned from there on.
+            if let Some(p) = spoke.peer.get() {
+                rx.set_peer(p);
+            }
+            if keylog {
+                rx = rx.with_keylog();
+            }
+        }
         Slot {
-            rx: setup.recv_half(),
-            key: Cached::new(&spoke.key),
+            rx,
+            key,
+            indices: [None; crate::noise::INDICES],
+            status: None,
             spoke,
         }
     }
+}
+
+/// Where the confidential mode sends a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// The spoke whose session (or initiation) has the index it names.
+    Spoke(usize),
+    /// It names an index no spoke has.
+    NoIndex,
+    /// It names an index several spokes drew (rare): tried under each.
+    Shared(u32),
+    /// It names none (an initiation, or another mode's datagram): the
+    /// spoke at its address, then the others' keys.
+    Trial,
 }
 
 /// The thread's state; everything lives as long as the thread.
@@ -58,18 +112,28 @@ pub(super) struct Receiver<T, S> {
     demux: Demux,
     budget: Budget,
     buf: Vec<u8>,
-    /// A copy of the datagram for each trial: a failed AEAD open may have
-    /// overwritten the bytes after the header.
+    /// A copy of the datagram for each trial, so that no spoke's failed
+    /// check can touch what the next one sees (neither the HMAC check nor
+    /// a handshake read writes into what it refuses today; transport
+    /// datagrams, which an AEAD open may overwrite, are never tried).
     scratch: Vec<u8>,
-    /// In the confidential mode, addresses where a run failed its spoke's
-    /// key: runs from there are saved before the spoke's half opens them,
-    /// so that they can still be tried elsewhere (at most one per spoke).
-    suspects: std::collections::HashSet<SocketAddr>,
-    saved: Vec<u8>,
     errlog: Throttle,
     taplog: Throttle,
     budgetlog: Throttle,
     unknownlog: Throttle,
+    /// Confidential mode: the debug line about indices no spoke has.
+    indexlog: Throttle,
+    /// Confidential mode: session index → slot (see the module
+    /// documentation); each slot's entries are its `indices`.
+    by_index: Indices,
+    /// Confidential mode: each slot's next handshake timer.
+    timers: Timers,
+    /// Confidential mode: `TAPTUN_KEYLOG`'s file, if set.
+    keylog: Option<std::fs::File>,
+    /// The key rotations seen (`HubShared::key_epoch`).
+    key_epoch: u64,
+    /// The socket is IPv6 (addresses to send to are mapped).
+    v6: bool,
 }
 
 /// What trying a run against the spokes' keys found.
@@ -91,6 +155,38 @@ fn unopened(t: &Tally) -> bool {
             || t.drops[DropReason::WrongMode as usize] > 0)
 }
 
+/// Confidential mode: whether a datagram that names no index (an
+/// initiation) failed only for want of a key that opens it.
+fn unopened_noise(t: &Tally) -> bool {
+    !t.valid()
+        && t.handshakes == 0
+        && (t.bad_handshake
+            || t.drops[DropReason::BadMac as usize] > 0
+            || t.drops[DropReason::WrongMode as usize] > 0)
+}
+
+/// `TAPTUN_KEYLOG`'s file, opened to append, in the confidential mode.
+fn open_keylog(confidential: bool) -> Option<std::fs::File> {
+    let p = std::env::var_os("TAPTUN_KEYLOG").filter(|_| confidential)?;
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+    {
+        Ok(f) => {
+            warn!(
+                "TAPTUN_KEYLOG: writing every spoke session's keys to {}; whoever reads it reads the traffic",
+                std::path::Path::new(&p).display()
+            );
+            Some(f)
+        }
+        Err(e) => {
+            warn!("TAPTUN_KEYLOG {}: {e}", std::path::Path::new(&p).display());
+            None
+        }
+    }
+}
+
 impl<T: Tap, S: Socket> Receiver<T, S> {
     pub(super) fn new(socket: Arc<S>, shared: Arc<HubShared<T>>) -> Self {
         let mut r = Receiver {
@@ -101,12 +197,16 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             budget: Budget::new(TRIALS_PER_SECOND),
             buf: vec![0u8; RECV_BUF],
             scratch: vec![0u8; RECV_BUF],
-            suspects: std::collections::HashSet::new(),
-            saved: vec![0u8; RECV_BUF],
             errlog: Throttle::per_minute(),
             taplog: Throttle::per_minute(),
             budgetlog: Throttle::per_minute(),
             unknownlog: Throttle::per_minute(),
+            indexlog: Throttle::per_minute(),
+            by_index: Indices::default(),
+            timers: Timers::new(),
+            keylog: open_keylog(shared.cipher.is_some()),
+            key_epoch: shared.key_epoch.load(Relaxed),
+            v6: shared.local.is_ipv6(),
             shared,
         };
         // The set published before the thread starts (the cache holds it
@@ -123,6 +223,30 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             let list = list.clone();
             self.rebuild(&list);
         }
+        // A rotated key (SIGHUP): taken at once, so that a confidential
+        // spoke's handshake under it starts now.
+        let epoch = self.shared.key_epoch.load(Relaxed);
+        if epoch != self.key_epoch {
+            self.key_epoch = epoch;
+            let now = unix_nanos();
+            for i in 0..self.slots.len() {
+                if self.rotate(i, now) && self.shared.cipher.is_some() {
+                    self.service(i, now);
+                }
+            }
+        }
+    }
+
+    /// Takes spoke `i`'s key if it was rotated; says whether it was.
+    fn rotate(&mut self, i: usize, now: u64) -> bool {
+        let slot = &mut self.slots[i];
+        let Some(k) = slot.key.changed(&slot.spoke.key) else {
+            return false;
+        };
+        // The old key's grace runs from the rotation (SIGHUP).
+        slot.rx
+            .rotate(k, slot.spoke.key_since_ns.load(Relaxed).min(now));
+        true
     }
 
     fn rebuild(&mut self, list: &[Arc<Spoke<T>>]) {
@@ -136,14 +260,78 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 .iter_mut()
                 .find(|o| o.as_ref().is_some_and(|o| o.spoke.id == s.id))
                 .and_then(Option::take);
-            let slot = kept.unwrap_or_else(|| Slot::new(s.clone()));
+            let keylog = self.keylog.is_some();
+            let slot = kept.unwrap_or_else(|| Slot::new(s.clone(), keylog));
             // Where the spoke is: as its half learned it, else the state
             // file's address (tried first, still checked under its key).
             addrs.push(slot.rx.peer().or(s.peer.get()));
             self.slots.push(slot);
         }
         self.demux = Demux::new(addrs);
-        self.suspects.clear();
+        // The slots moved: the index table and the timers follow; every
+        // spoke's timers run at once (a new one may initiate).
+        self.by_index.clear();
+        self.timers = Timers::new();
+        if self.shared.cipher.is_some() {
+            for (i, slot) in self.slots.iter().enumerate() {
+                self.by_index.update(i, &[], &slot.indices);
+                self.timers.arm(i, 0);
+            }
+        }
+    }
+
+    /// Confidential mode: runs the handshake timers due at `now`.
+    fn timers(&mut self, now: u64) {
+        while let Some(i) = self.timers.pop_due(now) {
+            if i < self.slots.len() {
+                self.service(i, now);
+            }
+        }
+    }
+
+    /// Confidential mode: spoke `i`'s handshake after a receive or when
+    /// its timer is due: its timers run, the messages it has to send go,
+    /// a new session is published for the TAP→UDP thread, the status
+    /// views and the index table follow, and its timer is re-armed.
+    fn service(&mut self, i: usize, now: u64) {
+        let slot = &mut self.slots[i];
+        let spoke = &*slot.spoke;
+        slot.rx.poll(now);
+        let (socket, v6) = (&*self.socket, self.v6);
+        slot.rx.outbox().drain(|dg, to| {
+            if let Err(e) = socket.send_to(dg, addr::for_socket(to, v6)) {
+                spoke.counters.send_errors.fetch_add(1, Relaxed);
+                debug!("spoke {}: handshake message to {to}: {e}", spoke.name);
+            }
+        });
+        if let Some(k) = slot.rx.take_send_key() {
+            spoke.send_key.set(k);
+            self.shared.wake.signal();
+        }
+        let st = slot.rx.session_status();
+        if st != slot.status {
+            slot.status = st;
+            if let Ok(mut s) = spoke.session.lock() {
+                *s = st;
+            }
+        }
+        let lines = slot.rx.take_keylog();
+        if let Some(f) = self.keylog.as_mut() {
+            use std::io::Write;
+            for l in lines {
+                let _ = writeln!(f, "{l}");
+            }
+        }
+        let now_indices = slot.rx.session_indices();
+        if now_indices != slot.indices {
+            self.by_index.update(i, &slot.indices, &now_indices);
+            slot.indices = now_indices;
+        }
+        match slot.rx.poll_timeout() {
+            // Never at or before `now` again within this pass.
+            Some(at) => self.timers.arm(i, at.max(now + 1)),
+            None => self.timers.disarm(i),
+        }
     }
 
     /// Runs until the hub stops.
@@ -151,6 +339,9 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         while !self.shared.stop.load(Relaxed) {
             let r = Socket::recv(&*self.socket, &mut self.buf);
             self.follow();
+            if self.shared.cipher.is_some() {
+                self.timers(unix_nanos());
+            }
             let r = match r {
                 Ok(r) => r,
                 Err(e) => {
@@ -164,48 +355,167 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 continue;
             }
             let src = addr::canonical(from);
-            self.handle(r.len, r.segment, src, unix_nanos());
+            if self.shared.cipher.is_some() {
+                self.handle_noise(0..r.len, r.segment, src, unix_nanos());
+            } else {
+                self.handle(r.len, r.segment, src, unix_nanos());
+            }
         }
     }
 
-    /// Gives one receive to the spoke at `src`, else to the spoke whose
-    /// key opens it (within the budget).
-    fn handle(&mut self, len: usize, segment: Option<usize>, src: SocketAddr, now: u64) {
-        let known = self.demux.get(&src);
-        if let Some(i) = known {
-            // The HMAC wire leaves a datagram it cannot open untouched; a
-            // failed AEAD open may not (see `scratch`): there, only runs
-            // from an address already seen failing are saved first (a
-            // copy per run on the fast path otherwise).
-            let aead = self.shared.cipher.is_some();
-            let saved = aead && self.suspects.contains(&src);
-            if saved {
-                self.saved[..len].copy_from_slice(&self.buf[..len]);
+    /// Confidential mode: where the datagram in `buf[r]` goes (see
+    /// [`Route`]).
+    fn route(&self, r: Range<usize>) -> Route {
+        let dg = &self.buf[r];
+        let index = match wire::kind(dg) {
+            Kind::Transport => wire::transport_receiver(dg),
+            Kind::Response => wire::Response::new_checked(dg).ok().map(|r| r.receiver()),
+            Kind::Initiation | Kind::Other => None,
+        };
+        match index.map(|x| (x, self.by_index.get(x))) {
+            None => Route::Trial,
+            Some((_, Holders::None)) => Route::NoIndex,
+            Some((_, Holders::One(i))) => Route::Spoke(i),
+            Some((x, Holders::Many(_))) => Route::Shared(x),
+        }
+    }
+
+    /// Confidential mode: gives one receive (`buf[range]`) to the spoke
+    /// its datagrams' index names, or, when they name none, to the spoke
+    /// at `src`, else to the spoke whose key opens it (within the budget).
+    /// A GRO run whose datagrams do not all go the same way is taken
+    /// datagram by datagram.
+    fn handle_noise(
+        &mut self,
+        range: Range<usize>,
+        segment: Option<usize>,
+        src: SocketAddr,
+        now: u64,
+    ) {
+        let seg = segment.unwrap_or(range.len()).max(1);
+        let at = |o: usize| o..(o + seg).min(range.end);
+        let route = self.route(at(range.start));
+        if range.len() > seg
+            && range
+                .clone()
+                .step_by(seg)
+                .skip(1)
+                .any(|o| self.route(at(o)) != route)
+        {
+            for o in range.clone().step_by(seg) {
+                let r = at(o);
+                let route = self.route(r.clone());
+                self.noise_one(route, r, None, src, now);
             }
-            let t = self.receive(i, false, len, segment, src, now);
-            if !unopened(&t) {
-                if saved {
-                    self.suspects.remove(&src);
+            return;
+        }
+        self.noise_one(route, range, segment, src, now);
+    }
+
+    /// Confidential mode: one receive whose datagrams all go `route`.
+    fn noise_one(
+        &mut self,
+        route: Route,
+        range: Range<usize>,
+        segment: Option<usize>,
+        src: SocketAddr,
+        now: u64,
+    ) {
+        let known = self.demux.get(&src);
+        match (route, known) {
+            (Route::Spoke(i), _) => {
+                let t = self.receive(i, false, range, segment, src, now);
+                self.account(i, &t, src, now);
+            }
+            (Route::NoIndex, Some(i)) => {
+                // The spoke at the address refuses it: a session it no
+                // longer has (unknown_session), or the other mode's
+                // datagram (wrong_mode: a misconfigured spoke).
+                let t = self.receive(i, false, range, segment, src, now);
+                if t.drops[DropReason::WrongMode as usize] > 0 {
+                    self.mismatch(i, &t);
+                } else {
+                    self.account(i, &t, src, now);
                 }
+            }
+            (Route::Shared(x), _) => self.shared_index(x, range, segment, src, now),
+            (Route::NoIndex, None) => {
+                self.shared.unmatched.fetch_add(1, Relaxed);
+                if let Some(n) = self.indexlog.note(1, Instant::now()) {
+                    debug!(
+                        "datagrams from {src}, an address no spoke has, name a session index no spoke has ({n} dropped)"
+                    );
+                }
+            }
+            (Route::Trial, Some(i)) => {
+                // A handshake initiation does not change in a failed
+                // read: no copy is needed before trying the others.
+                let t = self.receive(i, false, range.clone(), segment, src, now);
+                if !unopened_noise(&t) {
+                    self.account(i, &t, src, now);
+                    return;
+                }
+                if self.trial(Some(i), range, segment, src, now) != Trial::Owned {
+                    self.mismatch(i, &t);
+                }
+            }
+            (Route::Trial, None) => self.unknown(range, segment, src, now),
+        }
+    }
+
+    /// Confidential mode: a receive naming index `x`, which several
+    /// spokes hold: each tries a copy (a failed AEAD open may overwrite
+    /// it) until one's session opens it; if none does, the first one's
+    /// refusal is counted.
+    fn shared_index(
+        &mut self,
+        x: u32,
+        range: Range<usize>,
+        segment: Option<usize>,
+        src: SocketAddr,
+        now: u64,
+    ) {
+        let Holders::Many(holders) = self.by_index.get(x) else {
+            return;
+        };
+        let mut first = None;
+        for i in holders {
+            self.scratch[..range.len()].copy_from_slice(&self.buf[range.clone()]);
+            let t = self.receive(i, true, range.clone(), segment, src, now);
+            if t.valid() || t.drops[DropReason::BadMac as usize] == 0 {
                 self.account(i, &t, src, now);
                 return;
             }
-            if aead && !saved {
-                if self.suspects.len() < self.slots.len() {
-                    self.suspects.insert(src);
-                }
-                self.mismatch(i, &t);
+            first.get_or_insert((i, t));
+        }
+        if let Some((i, t)) = first {
+            self.account(i, &t, src, now);
+        }
+    }
+
+    /// HMAC wire: gives one receive to the spoke at `src`, else to the
+    /// spoke whose key opens it (within the budget). The HMAC check leaves
+    /// a datagram it cannot open untouched: the others try the same bytes.
+    fn handle(&mut self, len: usize, segment: Option<usize>, src: SocketAddr, now: u64) {
+        let known = self.demux.get(&src);
+        if let Some(i) = known {
+            let t = self.receive(i, false, 0..len, segment, src, now);
+            if !unopened(&t) {
+                self.account(i, &t, src, now);
                 return;
             }
-            if saved {
-                self.buf[..len].copy_from_slice(&self.saved[..len]);
-            }
-            if self.trial(Some(i), len, segment, src, now) != Trial::Owned {
+            if self.trial(Some(i), 0..len, segment, src, now) != Trial::Owned {
                 self.mismatch(i, &t);
             }
             return;
         }
-        match self.trial(None, len, segment, src, now) {
+        self.unknown(0..len, segment, src, now);
+    }
+
+    /// A receive from an address no spoke has: the spoke whose key opens
+    /// it owns it (within the budget).
+    fn unknown(&mut self, range: Range<usize>, segment: Option<usize>, src: SocketAddr, now: u64) {
+        match self.trial(None, range, segment, src, now) {
             Trial::Owned => {}
             Trial::Untried => {
                 self.shared.unmatched.fetch_add(1, Relaxed);
@@ -241,11 +551,12 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
     fn trial(
         &mut self,
         skip: Option<usize>,
-        len: usize,
+        range: Range<usize>,
         segment: Option<usize>,
         src: SocketAddr,
         now: u64,
     ) -> Trial {
+        let noise = self.shared.cipher.is_some();
         for i in 0..self.slots.len() {
             if Some(i) == skip {
                 continue;
@@ -260,9 +571,13 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 return Trial::Untried;
             }
             self.shared.trials.fetch_add(1, Relaxed);
-            self.scratch[..len].copy_from_slice(&self.buf[..len]);
-            let t = self.receive(i, true, len, segment, src, now);
-            if !unopened(&t) {
+            self.scratch[..range.len()].copy_from_slice(&self.buf[range.clone()]);
+            let t = self.receive(i, true, range.clone(), segment, src, now);
+            if !(if noise {
+                unopened_noise(&t)
+            } else {
+                unopened(&t)
+            }) {
                 // Valid, or authentic under this spoke's key but refused
                 // by its own checks (its replay window, its freshness).
                 self.account(i, &t, src, now);
@@ -272,23 +587,38 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         Trial::NoKey
     }
 
-    /// Spoke `i`'s receiving half checks the run (from `scratch` when
-    /// `trial`), writing what it delivers to the spoke's TAP.
+    /// Spoke `i`'s receiving half checks the run `buf[range]` (copied to
+    /// the start of `scratch` when `trial`), writing what it delivers to
+    /// the spoke's TAP; in the confidential mode, then runs its handshake
+    /// ([`Receiver::service`]).
     fn receive(
         &mut self,
         i: usize,
         trial: bool,
-        len: usize,
+        range: Range<usize>,
+        segment: Option<usize>,
+        src: SocketAddr,
+        now: u64,
+    ) -> Tally {
+        self.rotate(i, now);
+        let t = self.open(i, trial, range, segment, src, now);
+        if self.shared.cipher.is_some() {
+            self.service(i, now);
+        }
+        t
+    }
+
+    /// See [`Receiver::receive`]: the check and the writes alone.
+    fn open(
+        &mut self,
+        i: usize,
+        trial: bool,
+        range: Range<usize>,
         segment: Option<usize>,
         src: SocketAddr,
         now: u64,
     ) -> Tally {
         let slot = &mut self.slots[i];
-        if let Some(k) = slot.key.changed(&slot.spoke.key) {
-            // The old key's grace runs from the rotation (SIGHUP).
-            slot.rx
-                .rotate(k, slot.spoke.key_since_ns.load(Relaxed).min(now));
-        }
         let (spoke, taplog) = (&*slot.spoke, &mut self.taplog);
         let mut write = |b: &[u8]| {
             if let Err(e) = spoke.tap.write(b) {
@@ -303,9 +633,9 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             }
         };
         let buf = if trial {
-            &mut self.scratch[..len]
+            &mut self.scratch[..range.len()]
         } else {
-            &mut self.buf[..len]
+            &mut self.buf[range]
         };
         slot.rx.receive(buf, segment, src, now, &mut write)
     }
@@ -341,7 +671,6 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             }
         };
         self.demux.assign(i, to);
-        self.suspects.remove(&to);
         s.peer.set(Some(to));
         self.shared.wake.signal();
     }

@@ -13,6 +13,7 @@
 use super::timers::Timers;
 use super::{HubError, HubShared, Spoke};
 use crate::engine::{Out, Reader, Socket, Tap, TunnelError, send_keepalive, unix_nanos};
+use crate::noise::SendKey;
 use crate::published::Cached;
 use crate::session::{Keying, SendHalf, Setup};
 use crate::stats::Throttle;
@@ -35,6 +36,9 @@ struct Slot<T, S> {
     tx: SendHalf,
     key: Cached<Keying>,
     peer: Cached<Option<SocketAddr>>,
+    /// Confidential mode: the session to seal under, as the UDP→TAP
+    /// thread publishes it.
+    send_key: Cached<Option<Arc<SendKey>>>,
     reader: Reader,
     out: Out<S>,
     mtu: u16,
@@ -42,15 +46,27 @@ struct Slot<T, S> {
 
 impl<T: Tap, S: Socket> Slot<T, S> {
     fn new(spoke: Arc<Spoke<T>>, socket: &Arc<S>, v6: bool) -> Self {
+        // The caches first, the values from them: a key, address or
+        // session published while the slot is made (the receiving thread
+        // may learn the spoke's address meanwhile) is still seen as a
+        // change by the next `follow`. Read the other way round, the value
+        // could be older than the version the cache records, and the
+        // change lost for good (a new spoke without its address).
+        let mut key = Cached::new(&spoke.key);
+        let mut peer = Cached::new(&spoke.peer);
+        let mut send_key = Cached::new(&spoke.send_key);
         let setup = Setup {
-            keying: spoke.key.get(),
-            peer: spoke.peer.get(),
+            keying: key.get(&spoke.key).clone(),
+            peer: *peer.get(&spoke.peer),
             ..spoke.setup.clone()
         };
+        let mut tx = setup.send_half();
+        tx.set_send_key(send_key.get(&spoke.send_key).clone());
         Slot {
-            tx: setup.send_half(),
-            key: Cached::new(&spoke.key),
-            peer: Cached::new(&spoke.peer),
+            tx,
+            key,
+            peer,
+            send_key,
             reader: Reader::new(spoke.offload, true),
             out: Out::bare(socket.clone(), spoke.counters.clone(), v6),
             mtu: setup.mtu,
@@ -58,21 +74,29 @@ impl<T: Tap, S: Socket> Slot<T, S> {
         }
     }
 
-    /// Takes what the other threads published: key, address, MTU. Says
-    /// whether the address changed (the keepalive may be due earlier: the
-    /// first one to a peer just learned).
+    /// Takes what the other threads published: key, session, address,
+    /// MTU. Says whether the address or the session changed (the
+    /// keepalive may be due earlier: the first one to a peer just
+    /// learned, or under a session just made).
     fn follow(&mut self) -> bool {
         let s = &*self.spoke;
         if let Some(k) = self.key.changed(&s.key) {
             self.tx.set_keying(k);
         }
+        let session = match self.send_key.changed(&s.send_key) {
+            Some(k) => {
+                self.tx.set_send_key(k.clone());
+                true
+            }
+            None => false,
+        };
         let moved = match self.peer.changed(&s.peer) {
             Some(p) => {
                 self.tx.set_peer(*p);
                 true
             }
             None => false,
-        };
+        } || session;
         let mtu = s.mtu.load(Relaxed) as u16;
         if mtu != self.mtu {
             self.mtu = mtu;
@@ -81,7 +105,9 @@ impl<T: Tap, S: Socket> Slot<T, S> {
         moved
     }
 
-    /// Sends a keepalive if one is due at `now`; says when the next one is.
+    /// Sends a keepalive if one is due at `now`; says when the next one is
+    /// (confidential mode: none without a session; `follow` re-arms the
+    /// timer when one is published).
     fn keepalive(&mut self, now: u64) -> Option<u64> {
         send_keepalive(&mut self.tx, &mut self.out, &self.spoke.counters, now)
     }

@@ -7,7 +7,9 @@
 
 use super::{HubShared, Spoke};
 pub use crate::engine::status::Form;
+use crate::engine::status::{session_json, session_text};
 use crate::engine::{Tap, unix_nanos};
+use crate::noise::SessionStatus;
 use crate::stats::{DropReason, Throttle};
 use log::{debug, warn};
 use std::fmt::Write as _;
@@ -43,6 +45,18 @@ fn age(t: u64, now: u64) -> Option<f64> {
     (t != 0).then(|| now.saturating_sub(t) as f64 / 1e9)
 }
 
+/// The spoke's sessions' facts, in the confidential mode (none stored
+/// yet: no session, no handshake).
+fn session<T>(sh: &HubShared<T>, s: &Spoke<T>) -> Option<SessionStatus> {
+    sh.cipher?;
+    Some(
+        s.session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_default(),
+    )
+}
+
 fn offset<T>(s: &Spoke<T>) -> Option<f64> {
     s.has_offset
         .load(Relaxed)
@@ -66,7 +80,7 @@ fn text<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
         let c = &sp.counters;
         let _ = write!(
             s,
-            "\nspoke: {}\n  tap: {}\n  address: {}\n  last valid datagram: {}\n  clock offset: {}\n  key rotations: {}\n  rx: {} frames, {} bytes; tx: {} frames, {} bytes; keepalives rx {} tx {}\n  drops:",
+            "\nspoke: {}\n  tap: {}\n  address: {}\n  last valid datagram: {}\n  {}\n  key rotations: {}\n  rx: {} frames, {} bytes; tx: {} frames, {} bytes; keepalives rx {} tx {}\n  drops:",
             sp.name,
             sp.dev,
             sp.peer
@@ -74,7 +88,14 @@ fn text<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
                 .map_or("(not known yet)".into(), |p| p.to_string()),
             age(sp.last_valid_ns.load(Relaxed), now)
                 .map_or("never".into(), |a| format!("{a:.1} s ago")),
-            offset(sp).map_or("-".into(), |o| format!("{o:+.3} s")),
+            // The confidential mode has no timestamps: its session instead.
+            match session(sh, sp) {
+                Some(st) => format!("session: {}", session_text(&st, now)),
+                None => format!(
+                    "clock offset: {}",
+                    offset(sp).map_or("-".into(), |o| format!("{o:+.3} s"))
+                ),
+            },
             sp.key_rotations.load(Relaxed),
             c.rx_frames.load(Relaxed),
             c.rx_bytes.load(Relaxed),
@@ -121,12 +142,13 @@ fn json<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
         // Names are letters, digits, '-' and '_': nothing to escape.
         let _ = write!(
             s,
-            "{{\"name\":\"{}\",\"dev\":\"{}\",\"peer\":{},\"last_valid_age_s\":{},\"peer_offset_s\":{},\"key_rotations\":{},",
+            "{{\"name\":\"{}\",\"dev\":\"{}\",\"peer\":{},\"last_valid_age_s\":{},\"peer_offset_s\":{},\"session\":{},\"key_rotations\":{},",
             sp.name,
             sp.dev,
             sp.peer.get().map_or("null".into(), |p| format!("\"{p}\"")),
             json_opt(age(sp.last_valid_ns.load(Relaxed), now)),
-            json_opt(offset(sp)),
+            json_opt(offset(sp).filter(|_| sh.cipher.is_none())),
+            session_json(session(sh, sp).as_ref(), now),
             sp.key_rotations.load(Relaxed),
         );
         sp.counters.write_json_members(&mut s);
@@ -211,7 +233,35 @@ fn prometheus<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> St
         "taptun_hub_spoke_clock_offset_seconds",
         "gauge",
         "The spoke's clock offset less the transit time, from its last authentic datagram.",
-        per(&|sp| offset(sp).map(|o| format!("{o:.3}"))),
+        per(&|sp| {
+            offset(sp)
+                .filter(|_| sh.cipher.is_none())
+                .map(|o| format!("{o:.3}"))
+        }),
+    );
+    family(
+        "taptun_hub_spoke_session_age_seconds",
+        "gauge",
+        "Confidential mode: the age of the spoke's session sealed under.",
+        per(&|sp| {
+            let t = session(sh, sp)?.since_ns?;
+            Some(format!("{:.3}", now.saturating_sub(t) as f64 / 1e9))
+        }),
+    );
+    family(
+        "taptun_hub_spoke_latest_handshake_seconds",
+        "gauge",
+        "Confidential mode: seconds since the spoke's latest completed handshake.",
+        per(&|sp| {
+            let t = session(sh, sp)?.last_handshake_ns?;
+            Some(format!("{:.3}", now.saturating_sub(t) as f64 / 1e9))
+        }),
+    );
+    family(
+        "taptun_hub_spoke_handshakes_total",
+        "counter",
+        "Confidential mode: the spoke's handshakes completed.",
+        per(&|sp| Some(session(sh, sp)?.handshakes.to_string())),
     );
     let mut drops = Vec::new();
     for sp in list {

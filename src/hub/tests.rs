@@ -458,3 +458,195 @@ fn keepalives_go_to_each_learned_spoke_every_interval() {
     assert!(hub.spoke("a").counters.keepalives_tx.load(Relaxed) >= 5);
     assert_eq!(b.datagrams(QUIET), 0);
 }
+
+impl TestSpoke {
+    /// A spoke in the confidential mode (`cipher`), the hub its peer: it
+    /// initiates the handshake at its first [`TestSpoke::pump`].
+    fn confidential(net: &Arc<MemNet>, at: &str, k: &str, cipher: Cipher, seed: u8) -> TestSpoke {
+        let setup = Setup {
+            keying: Keying::new(&key(k), Some((cipher, [seed; 32]))),
+            mtu: 1418,
+            path: 1472,
+            gso: false,
+            coalesce: None,
+            clamp: None,
+            max_age_ns: 3_000_000_000,
+            keepalive_ns: 0,
+            peer: Some(addr(HUB)),
+        };
+        TestSpoke {
+            session: Session::new(&setup),
+            socket: net.bind(addr(at)),
+        }
+    }
+
+    /// Runs the handshake timers and sends what they (or the last
+    /// receive) put in the outbox.
+    fn pump(&mut self) {
+        let sock = &self.socket;
+        self.session.handshake(engine::unix_nanos(), &mut |dg, to| {
+            let _ = sock.send_to(dg, to);
+        });
+    }
+
+    /// Handshakes with the hub until this spoke has a session and the hub
+    /// learned it at `at` (from its confirming keepalive, which also
+    /// makes the hub seal under the session).
+    fn connect(&mut self, hub: &MemHub, name: &str, at: &str) {
+        let end = Instant::now() + WAIT;
+        let mut buf = vec![0u8; 70_000];
+        while self.session.send_key().is_none() && Instant::now() < end {
+            self.pump();
+            if let Ok(r) = Socket::recv(&self.socket, &mut buf)
+                && let Some(from) = r.from
+            {
+                let now = engine::unix_nanos();
+                self.session
+                    .receive(&mut buf[..r.len], None, from, now, &mut |_: &[u8]| {});
+                self.pump();
+            }
+        }
+        assert!(
+            self.session.send_key().is_some(),
+            "spoke {name}: no session"
+        );
+        learns(hub, name, at);
+    }
+}
+
+/// Waits (bounded) until `f` holds.
+fn until(mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + WAIT;
+    while !f() {
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+/// The confidential mode through the hub: each spoke's handshake is
+/// answered (the receiving thread drains each spoke's outbox), frames
+/// cross both ways under the sessions, a spoke that moves is found by the
+/// session index its datagrams name (no trial), and a datagram naming an
+/// index no session has is dropped as `unknown_session` of the spoke at
+/// its address.
+#[test]
+fn confidential_spokes_handshake_and_are_found_by_session_index() {
+    let net = Arc::new(MemNet::default());
+    let cfg = HubConfig {
+        cipher: Some(Cipher::ChaCha20Poly1305),
+        ..config(None)
+    };
+    let hub = MemHub::with(&net, &[("a", KEY_A), ("b", KEY_B)], cfg);
+    let c = Cipher::ChaCha20Poly1305;
+    let mut a = TestSpoke::confidential(&net, "198.51.100.1:9123", KEY_A, c, 1);
+    let mut b = TestSpoke::confidential(&net, "203.0.113.2:4000", KEY_B, c, 2);
+    a.connect(&hub, "a", "198.51.100.1:9123");
+    b.connect(&hub, "b", "203.0.113.2:4000");
+    a.send(&frame(1));
+    b.send(&frame(2));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT), vec![frame(1)]);
+    assert_eq!(hub.spoke("b").tap.written(1, WAIT), vec![frame(2)]);
+    hub.spoke("a").tap.inject(&frame(3));
+    hub.spoke("b").tap.inject(&frame(4));
+    assert_eq!(a.frames(1, WAIT), vec![frame(3)]);
+    assert_eq!(b.frames(1, WAIT), vec![frame(4)]);
+    // The status views show each spoke's session.
+    let text = status::render(&hub.0.shared, Form::Text);
+    assert!(text.contains("  session: responder, age "), "{text}");
+    let json = status::render(&hub.0.shared, Form::Json);
+    assert!(json.contains("\"session\":{\"initiator\":false,"), "{json}");
+    let prom = status::render(&hub.0.shared, Form::Prometheus);
+    assert!(
+        prom.contains("taptun_hub_spoke_session_age_seconds{"),
+        "{prom}"
+    );
+    // a moves (its NAT rebinds): its next datagram names its session's
+    // index, which finds it at once.
+    let trials = hub.0.shared.trials.load(Relaxed);
+    a.socket = net.bind(addr("198.51.100.1:40000"));
+    let sent = a.send(&frame(5));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT), vec![frame(5)]);
+    learns(&hub, "a", "198.51.100.1:40000");
+    assert_eq!(hub.0.shared.trials.load(Relaxed), trials, "found by trial");
+    hub.spoke("a").tap.inject(&frame(6));
+    assert_eq!(a.frames(1, WAIT), vec![frame(6)]);
+    // An index no session has, from a's address: a's drop.
+    let mut dg = sent[0].clone();
+    let idx = u32::from_be_bytes(dg[4..8].try_into().unwrap());
+    dg[4..8].copy_from_slice(&(!idx).to_be_bytes());
+    a.socket.send_to(&dg, addr(HUB)).expect("send");
+    assert!(until(|| hub
+        .spoke("a")
+        .counters
+        .drops(DropReason::UnknownSession)
+        == 1));
+    assert!(hub.spoke("a").tap.written(1, QUIET).is_empty());
+    assert_eq!(hub.spoke("a").auth_failed.load(Relaxed), 0);
+    assert_eq!(hub.0.shared.trials.load(Relaxed), trials);
+    // b never noticed any of it.
+    b.send(&frame(7));
+    assert_eq!(hub.spoke("b").tap.written(1, WAIT), vec![frame(7)]);
+    assert_eq!(hub.spoke("b").counters.drops(DropReason::UnknownSession), 0);
+}
+
+/// A restarted confidential hub initiates a session with each spoke at
+/// the state file's address (the spoke, a responder here, need not wait
+/// for its renewal), and frames cross both ways under it.
+#[test]
+fn a_restarted_confidential_hub_initiates_to_the_state_files_addresses() {
+    let dir = std::env::temp_dir().join(format!("taptun-hub-noise-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let state = dir.join("hub.state");
+    let at = "198.51.100.1:9123";
+    let table: state::Table = [("a".to_string(), addr(at))].into_iter().collect();
+    state::write(&state, STATE_HEADER, &table).expect("state file");
+    let net = Arc::new(MemNet::default());
+    let c = Cipher::Aes256Gcm;
+    let mut a = TestSpoke::confidential(&net, at, KEY_A, c, 3);
+    // A responder: it knows no address of the hub's.
+    a.session = Session::new(&Setup {
+        keying: Keying::new(&key(KEY_A), Some((c, [3; 32]))),
+        mtu: 1418,
+        path: 1472,
+        gso: false,
+        coalesce: None,
+        clamp: None,
+        max_age_ns: 3_000_000_000,
+        keepalive_ns: 0,
+        peer: None,
+    });
+    let cfg = HubConfig {
+        cipher: Some(c),
+        ..config(Some(state.clone()))
+    };
+    let hub = MemHub::with(&net, &[("a", KEY_A)], cfg);
+    let end = Instant::now() + WAIT;
+    let mut buf = vec![0u8; 70_000];
+    while a.session.send_key().is_none() && Instant::now() < end {
+        if let Ok(r) = Socket::recv(&a.socket, &mut buf)
+            && let Some(from) = r.from
+        {
+            let now = engine::unix_nanos();
+            a.session
+                .receive(&mut buf[..r.len], None, from, now, &mut |_: &[u8]| {});
+            a.pump();
+        }
+    }
+    assert!(a.session.send_key().is_some(), "no session");
+    assert!(until(
+        || status::render(&hub.0.shared, Form::Text).contains("  session: initiator, age ")
+    ));
+    hub.spoke("a").tap.inject(&frame(1));
+    assert_eq!(a.frames(1, WAIT), vec![frame(1)]);
+    a.send(&frame(2));
+    assert_eq!(hub.spoke("a").tap.written(1, WAIT), vec![frame(2)]);
+    let json = status::render(&hub.0.shared, Form::Json);
+    assert!(
+        json.contains("\"session\":{\"initiator\":true,") && json.contains("\"handshakes\":1,"),
+        "{json}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -51,6 +51,8 @@ const JITTER_NS: u64 = SEC / 3;
 const ANSWERED: usize = 1024;
 /// Answered sessions kept unconfirmed at once.
 const NEXT: usize = 4;
+/// How many indices name one keyring at most ([`Keyring::indices`]).
+pub const INDICES: usize = 3 + NEXT;
 /// Initiations read per second from addresses other than the peer's
 /// (each: a key derivation and an AEAD open, a few µs).
 const READS_PER_SEC: u32 = 20_000;
@@ -296,6 +298,24 @@ impl Keyring {
     /// Whether a session of ours has index `local`.
     pub fn has_session(&self, local: u32) -> bool {
         self.slots().any(|s| s.local == local)
+    }
+
+    /// The indices a datagram may name to reach this keyring: those of
+    /// its sessions (current, previous, next) and of its initiation in
+    /// flight (which a response names). A hub keeps a table of them to
+    /// find the peer of a datagram without trying every key.
+    /// In order: current, previous, the initiation in flight, then the
+    /// answered sessions waiting for confirmation.
+    pub fn indices(&self) -> [Option<u32>; INDICES] {
+        let local = |s: &Option<Slot>| s.as_ref().map(|s| s.local);
+        let mut v = [None; INDICES];
+        v[0] = local(&self.current);
+        v[1] = local(&self.previous);
+        v[2] = self.pending.as_ref().map(|(p, _)| p.index);
+        for (slot, s) in v[3..].iter_mut().zip(&self.next) {
+            *slot = Some(s.local);
+        }
+        v
     }
 
     /// The sealing key now, if any.

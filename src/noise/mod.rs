@@ -22,7 +22,7 @@ pub mod wire;
 
 pub use budget::Budget;
 pub use keyring::{
-    Keyring, Outbox, REJECT_AFTER_NS, REKEY_AFTER_NS, REKEY_TIMEOUT_NS, Received, Refusal,
+    INDICES, Keyring, Outbox, REJECT_AFTER_NS, REKEY_AFTER_NS, REKEY_TIMEOUT_NS, Received, Refusal,
     SessionStatus,
 };
 pub use transport::{RecvKey, SendKey};

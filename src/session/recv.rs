@@ -89,6 +89,12 @@ impl RecvHalf {
         self.inbound.session_status()
     }
 
+    /// Confidential mode: the session indices datagrams may name to reach
+    /// this half (its sessions', its initiation's in flight).
+    pub fn session_indices(&self) -> [Option<u32>; crate::noise::INDICES] {
+        self.inbound.session_indices()
+    }
+
     /// Confidential mode: keeps one key-log line per new session.
     pub fn with_keylog(mut self) -> Self {
         self.inbound = self.inbound.with_keylog();

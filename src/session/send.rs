@@ -285,10 +285,17 @@ impl SendHalf {
     /// one is due at `now` (nothing sent for the interval; the first at
     /// once, so that a peer without our address learns it), else when the
     /// next is due (UNIX ns; `None`: no peer, or keepalives off).
+    /// Confidential mode: idle without a session (nothing to seal under;
+    /// the driver asks again once [`SendHalf::set_send_key`] gave one),
+    /// rather than due again 1 ns later, which kept the sending thread
+    /// spinning while the peer was away.
     pub fn keepalive<'b>(&mut self, now: u64, buf: &'b mut [u8; HEADER_LEN]) -> KeepaliveDue<'b> {
         let Some(to) = self.peer else {
             return KeepaliveDue::Idle;
         };
+        if !self.out.sealer().ready() {
+            return KeepaliveDue::Idle;
+        }
         let every = match (self.first, self.keepalive_ns) {
             (true, _) => 0,
             (false, 0) => return KeepaliveDue::Idle,
@@ -306,6 +313,9 @@ impl SendHalf {
     /// When [`SendHalf::keepalive`] next has something to do (UNIX ns).
     pub fn poll_timeout(&self) -> Option<u64> {
         self.peer?;
+        if !self.out.sealer().ready() {
+            return None;
+        }
         if self.first {
             return Some(0);
         }

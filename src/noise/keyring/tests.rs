@@ -346,3 +346,50 @@ fn a_replayed_lost_initiation_does_not_push_out_the_real_one() {
     let (a, b) = (t.k[0].send_key().unwrap(), t.k[1].send_key().unwrap());
     assert_eq!((a.local(), a.remote()), (b.remote(), b.local()));
 }
+
+/// The indices a hub looks a datagram up by: the initiation's in flight
+/// (which the response names), then each session's, the previous one's
+/// too after a renewal, none once they expired.
+#[test]
+fn indices_follow_the_initiation_and_the_sessions() {
+    let mut t = Two::new(Cipher::ChaCha20Poly1305);
+    // current, previous, in flight, first answered
+    let four = |k: &Keyring| {
+        let i = k.indices();
+        assert!(i[4..].iter().all(Option::is_none), "{i:?}");
+        [i[0], i[1], i[2], i[3]]
+    };
+    assert_eq!(t.k[0].indices(), [None; INDICES]);
+    let mut out = Outbox::default();
+    t.k[0].poll(Some(t.at[1]), t.now, &mut out);
+    let mut init = Vec::new();
+    out.drain(|d, _| init = d.to_vec());
+    let [None, None, Some(pending), None] = four(&t.k[0]) else {
+        panic!("{:?}", t.k[0].indices())
+    };
+    let mut o = Outbox::default();
+    t.k[1].receive(&mut init, t.at[0], Some(t.at[0]), t.now, &mut o);
+    // The responder's session waits for confirmation in `next`.
+    let [None, None, None, Some(b_next)] = four(&t.k[1]) else {
+        panic!("{:?}", t.k[1].indices())
+    };
+    t.carry(1, o);
+    assert_eq!(t.k[0].status().indices, Some((pending, b_next)));
+    assert_eq!(four(&t.k[0]), [Some(pending), None, None, None]);
+    assert_eq!(four(&t.k[1]), [Some(b_next), None, None, None]);
+    // Renewed: the old session still receives, and is still found.
+    t.now += REKEY_AFTER_NS;
+    t.poll(0);
+    let [Some(new), Some(old), None, None] = four(&t.k[0]) else {
+        panic!("{:?}", t.k[0].indices())
+    };
+    assert_eq!(old, pending);
+    assert_ne!(new, old);
+    // All expired: nothing to find.
+    t.now += 2 * REJECT_AFTER_NS;
+    t.k[0].poll(None, t.now, &mut Outbox::default());
+    assert_eq!(t.k[0].indices(), [None; INDICES]);
+    for x in [pending, new] {
+        assert!(!t.k[0].has_session(x));
+    }
+}
