@@ -228,7 +228,10 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         let epoch = self.shared.key_epoch.load(Relaxed);
         if epoch != self.key_epoch {
             self.key_epoch = epoch;
-            let now = unix_nanos();
+            let now = match self.shared.cipher {
+                Some(_) => crate::sys::boottime_ns(),
+                None => unix_nanos(),
+            };
             for i in 0..self.slots.len() {
                 if self.rotate(i, now) && self.shared.cipher.is_some() {
                     self.service(i, now);
@@ -243,9 +246,13 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         let Some(k) = slot.key.changed(&slot.spoke.key) else {
             return false;
         };
-        // The old key's grace runs from the rotation (SIGHUP).
-        slot.rx
-            .rotate(k, slot.spoke.key_since_ns.load(Relaxed).min(now));
+        // The old key's grace runs from the rotation (SIGHUP); the
+        // confidential mode's clock is not the wall clock.
+        let at = match self.shared.cipher {
+            Some(_) => now,
+            None => slot.spoke.key_since_ns.load(Relaxed).min(now),
+        };
+        slot.rx.rotate(k, at);
         true
     }
 
@@ -311,6 +318,15 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         let st = slot.rx.session_status();
         if st != slot.status {
             slot.status = st;
+            // To the wall clock, for the status views (`now` is
+            // CLOCK_BOOTTIME here).
+            let wall_now = unix_nanos();
+            let wall = |t: u64| wall_now.saturating_sub(now.saturating_sub(t));
+            let st = st.map(|mut st| {
+                st.since_ns = st.since_ns.map(wall);
+                st.last_handshake_ns = st.last_handshake_ns.map(wall);
+                st
+            });
             if let Ok(mut s) = spoke.session.lock() {
                 *s = st;
             }
@@ -340,7 +356,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             let r = Socket::recv(&*self.socket, &mut self.buf);
             self.follow();
             if self.shared.cipher.is_some() {
-                self.timers(unix_nanos());
+                self.timers(crate::sys::boottime_ns());
             }
             let r = match r {
                 Ok(r) => r,
@@ -356,7 +372,9 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             }
             let src = addr::canonical(from);
             if self.shared.cipher.is_some() {
-                self.handle_noise(0..r.len, r.segment, src, unix_nanos());
+                // The confidential mode's clock: CLOCK_BOOTTIME, which no
+                // one sets (see engine/recv.rs).
+                self.handle_noise(0..r.len, r.segment, src, crate::sys::boottime_ns());
             } else {
                 self.handle(r.len, r.segment, src, unix_nanos());
             }
@@ -646,7 +664,12 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         let s = &self.slots[i].spoke;
         t.add_to(&s.counters);
         if t.valid() {
-            s.last_valid_ns.store(now, Relaxed);
+            // `now` is CLOCK_BOOTTIME in the confidential mode.
+            let wall = match self.shared.cipher {
+                Some(_) => unix_nanos(),
+                None => now,
+            };
+            s.last_valid_ns.store(wall, Relaxed);
         }
         if let Some(off) = t.offset_ns {
             s.offset_ns.store(off, Relaxed);
