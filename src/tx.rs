@@ -16,9 +16,6 @@ use std::sync::Arc;
 /// How datagrams are sealed: tinytaptunnel's HMAC wire (the default, 40
 /// bytes before the frame), or the confidential mode (`--cipher`: 16
 /// before, 16 after).
-// One per sending half, made at start and at a rotation: the HMAC codec's
-// precomputed state stays inline rather than boxed.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 // One per sending half, matched per datagram: boxing the codec would cost
 // the HMAC wire's hot path an indirection to save a few hundred bytes.
