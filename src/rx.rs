@@ -222,6 +222,12 @@ impl Inbound {
         self.keyring.as_ref()?.poll_timeout(self.peer.current())
     }
 
+    /// Confidential mode: whether something waits for the driver: a
+    /// message to send, or a new sealing key.
+    pub fn handshake_news(&self) -> bool {
+        !self.outbox.is_empty() || self.keyring.as_ref().is_some_and(Keyring::send_changed)
+    }
+
     /// Handshake messages (and confirming keepalives) to send.
     pub fn outbox(&mut self) -> &mut Outbox {
         &mut self.outbox

@@ -430,6 +430,8 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             keylog,
             v6,
             confidential: self.cfg.cipher.is_some(),
+            status_shown: Default::default(),
+            handshake_seen: false,
             replies: nonblocking.then(|| {
                 let tx = self.setup.send_half();
                 (tx, Reader::new(self.facts.offload, true), out())

@@ -65,6 +65,11 @@ pub(super) struct Receiver<T, S> {
     pub v6: bool,
     /// The confidential mode (its timers run on `CLOCK_BOOTTIME`).
     pub confidential: bool,
+    /// The sessions' facts as last published for the status views.
+    pub status_shown: crate::noise::SessionStatus,
+    /// The last receive took or refused a handshake message (the status
+    /// views' counters changed).
+    pub handshake_seen: bool,
 }
 
 impl<T: Tap, S: Socket> Receiver<T, S> {
@@ -162,6 +167,13 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             return;
         }
         let proto = self.proto_now(now);
+        // The common case, after a run of transport datagrams: no timer
+        // due, nothing to send, no new session; a few comparisons.
+        let due = self.rx.poll_timeout().is_some_and(|t| t <= proto);
+        let touched = std::mem::take(&mut self.handshake_seen);
+        if !due && !touched && !self.rx.handshake_news() {
+            return;
+        }
         let before = self.rx.session_status().unwrap_or_default();
         self.rx.poll(proto);
         let (socket, counters) = (&*self.socket, &self.shared.counters);
@@ -191,10 +203,12 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         if after.initiations > before.initiations {
             debug!("handshake: initiation sent to {:?}", self.rx.peer());
         }
-        if let Some(mut st) = self.rx.session_status()
+        if after != self.status_shown
             && let Ok(mut s) = self.shared.session.lock()
         {
+            self.status_shown = after;
             // To the wall clock, for the status views.
+            let mut st = after;
             let wall = |t: u64| now.saturating_sub(proto.saturating_sub(t));
             st.since_ns = st.since_ns.map(wall);
             st.last_handshake_ns = st.last_handshake_ns.map(wall);
@@ -255,6 +269,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             .rx
             .receive(&mut self.buf[..len], segment, src, proto, &mut write);
         t.add_to(&shared.counters);
+        self.handshake_seen |= t.handshakes > 0 || t.drops[DropReason::Handshake as usize] > 0;
         if t.valid() {
             shared.last_valid_ns.store(now, Relaxed);
         }

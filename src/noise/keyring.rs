@@ -318,6 +318,12 @@ impl Keyring {
         v
     }
 
+    /// Whether the sealing key changed since [`Keyring::take_send_key`]
+    /// was last called.
+    pub fn send_changed(&self) -> bool {
+        self.send_changed
+    }
+
     /// The sealing key now, if any.
     pub fn send_key(&self) -> Option<Arc<SendKey>> {
         self.current.as_ref().map(|s| s.send.clone())

@@ -74,6 +74,12 @@ impl RecvHalf {
         self.inbound.poll_timeout()
     }
 
+    /// Confidential mode: whether a message waits to be sent or the
+    /// sealing key changed (the driver's cue to do more than poll).
+    pub fn handshake_news(&self) -> bool {
+        self.inbound.handshake_news()
+    }
+
     /// Handshake messages to send.
     pub fn outbox(&mut self) -> &mut crate::noise::Outbox {
         self.inbound.outbox()
