@@ -38,6 +38,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use taptun::aead::Cipher;
+use taptun::ecn::Ecn;
 use taptun::lanes::{HmacKey, Impl};
 use taptun::noise::handshake::{self, Established};
 use taptun::noise::wire::{
@@ -225,9 +226,14 @@ fn bench_receive_run(codec: &Codec, len: usize) -> (Figure, Figure) {
         let now = reseal(&mut run);
         let mut delivered = 0;
         let start = Instant::now();
-        whole.receive_run(black_box(&mut run), Some(seg), src, now, &mut |_| {
-            delivered += 1
-        });
+        whole.receive_run(
+            black_box(&mut run),
+            Some(seg),
+            Ecn::NotEct,
+            src,
+            now,
+            &mut |_| delivered += 1,
+        );
         a.push(start.elapsed().as_nanos() as f64 / RUN as f64);
         assert_eq!(delivered, RUN, "the pipeline must accept every datagram");
 
@@ -725,9 +731,14 @@ fn smoke() {
     assert!(ok.iter().all(|&v| v));
     let mut rx = Inbound::new(codec.clone(), MAX_AGE_NS, Some(src));
     let mut delivered = 0;
-    let t = rx.receive_run(&mut batch, Some(seg), src, NOW + 100, &mut |_| {
-        delivered += 1
-    });
+    let t = rx.receive_run(
+        &mut batch,
+        Some(seg),
+        Ecn::NotEct,
+        src,
+        NOW + 100,
+        &mut |_| delivered += 1,
+    );
     assert_eq!((delivered, t.frames), (RUN, RUN as u64));
     println!(
         "micro: paths checked, nothing timed (run `cargo bench --bench micro` for the figures)"

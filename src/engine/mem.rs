@@ -10,6 +10,7 @@
 
 use super::io::{Socket, Tap};
 use crate::batch::Message;
+use crate::ecn::Ecn;
 use crate::sys::Received;
 use std::collections::HashMap;
 use std::io;
@@ -103,7 +104,8 @@ impl Tap for MemTap {
     }
 }
 
-type Datagram = (Vec<u8>, SocketAddr);
+/// A datagram in flight: its bytes, sender and outer ECN field.
+type Datagram = (Vec<u8>, SocketAddr, Ecn);
 
 /// The network: who listens at which address.
 #[derive(Default)]
@@ -125,9 +127,9 @@ impl MemNet {
         }
     }
 
-    fn deliver(&self, dg: &[u8], from: SocketAddr, to: SocketAddr) {
+    fn deliver(&self, dg: &[u8], from: SocketAddr, to: SocketAddr, ecn: Ecn) {
         if let Some(port) = self.ports.lock().expect("ports").get(&to) {
-            let _ = port.send((dg.to_vec(), from));
+            let _ = port.send((dg.to_vec(), from, ecn));
         }
     }
 }
@@ -175,7 +177,7 @@ impl Socket for MemSocket {
             }
             for one in m.split() {
                 self.note(m.is_gso(), one.range.len());
-                self.net.deliver(&buf[one.range], self.addr, to);
+                self.net.deliver(&buf[one.range], self.addr, to, one.ecn);
             }
         }
         Ok(n)
@@ -183,14 +185,14 @@ impl Socket for MemSocket {
 
     fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
         self.note(false, datagram.len());
-        self.net.deliver(datagram, self.addr, to);
+        self.net.deliver(datagram, self.addr, to, Ecn::NotEct);
         Ok(())
     }
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         let rx = self.rx.lock().expect("rx");
         match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok((dg, from)) => {
+            Ok((dg, from, ecn)) => {
                 let len = dg.len().min(buf.len());
                 buf[..len].copy_from_slice(&dg[..len]);
                 Ok(Received {
@@ -198,6 +200,7 @@ impl Socket for MemSocket {
                     from: Some(from),
                     segment: None,
                     truncated: dg.len() > buf.len(),
+                    ecn,
                 })
             }
             Err(_) => Err(io::ErrorKind::WouldBlock.into()),

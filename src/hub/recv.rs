@@ -70,6 +70,8 @@ pub(super) struct Receiver<T, S> {
     taplog: Throttle,
     budgetlog: Throttle,
     unknownlog: Throttle,
+    /// The outer ECN field of the receive being handled (RFC 6040).
+    ecn: crate::ecn::Ecn,
 }
 
 /// What trying a run against the spokes' keys found.
@@ -107,6 +109,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             taplog: Throttle::per_minute(),
             budgetlog: Throttle::per_minute(),
             unknownlog: Throttle::per_minute(),
+            ecn: crate::ecn::Ecn::NotEct,
             shared,
         };
         // The set published before the thread starts (the cache holds it
@@ -164,6 +167,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 continue;
             }
             let src = addr::canonical(from);
+            self.ecn = r.ecn;
             self.handle(r.len, r.segment, src, unix_nanos());
         }
     }
@@ -307,7 +311,8 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         } else {
             &mut self.buf[..len]
         };
-        slot.rx.receive(buf, segment, src, now, &mut write)
+        slot.rx
+            .receive(buf, segment, self.ecn, src, now, &mut write)
     }
 
     /// Counts what spoke `i`'s half did with a run from `src`, and follows

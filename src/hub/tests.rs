@@ -143,6 +143,7 @@ impl TestSpoke {
             self.session.receive(
                 &mut buf[..r.len],
                 None,
+                r.ecn,
                 from,
                 engine::unix_nanos(),
                 &mut |f: &[u8]| got.push(f.to_vec()),
