@@ -19,7 +19,7 @@
 //!
 //! `cargo bench --bench micro`; `cargo bench --bench micro -- WORD...` runs
 //! only the sections named by one of the words (`hmac`, `seal`, `open`,
-//! `forged`, `replay`, `checksum`, `offload`, `modes`, `handshake`,
+//! `forged`, `replay`, `checksum`, `offload`, `ecn`, `modes`, `handshake`,
 //! `receive`, `batch`),
 //! e.g. `offload` to time a change to the coalescer or the segmenter alone,
 //! alternately with another build of the same bench. Under `cargo test --all-targets` (which runs
@@ -937,6 +937,30 @@ fn main() {
             .expect("the super-frame cuts");
         });
         print_per(&format!("segment into {RUN} TCP frames"), &f);
+    }
+
+    // ECN (RFC 6040), per frame: reading a frame's ECN for its outer
+    // header on send (ecn::of_frame), and on receive decapsulating an outer
+    // Not-ECT (the common case: returns before parsing) and an outer CE
+    // onto an ECT(0) IPv4 frame (marked CE, checksum updated, then set
+    // back to ECT(0) outside the figure's concern: the same work twice).
+    if wants("ecn") {
+        let mut f = tcp_run(1).remove(0);
+        taptun::offload::headers::Ipv4Packet::new_unchecked(&mut f[14..]).set_ecn(Ecn::Ect0.bits());
+        let fig = bench(|| {
+            black_box(taptun::ecn::of_frame(black_box(&f)));
+        });
+        print("ecn::of_frame (IPv4 TCP)", Some(f.len()), &fig);
+        let fig = bench(|| {
+            black_box(taptun::ecn::decapsulate(Ecn::NotEct, black_box(&mut f))).ok();
+        });
+        print("ecn::decapsulate, outer Not-ECT", Some(f.len()), &fig);
+        let fig = bench(|| {
+            black_box(taptun::ecn::decapsulate(Ecn::Ce, black_box(&mut f))).ok();
+            taptun::offload::headers::Ipv4Packet::new_unchecked(&mut f[14..])
+                .set_ecn(Ecn::Ect0.bits());
+        });
+        print("ecn::decapsulate, outer CE (+ reset)", Some(f.len()), &fig);
     }
 
     if wants("modes") {
