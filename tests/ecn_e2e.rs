@@ -20,6 +20,14 @@ const ECT1: u8 = 0x01;
 const NOT_ECT: u8 = 0x00;
 const CE: u8 = 0x03;
 
+/// Panics naming what is missing: the tests need nftables (the CE
+/// marker), tcpdump (the outer header) and python3 (the TOS of the inner).
+fn tools() {
+    for tool in ["nft", "tcpdump", "python3"] {
+        assert!(installed(tool), "{tool} is needed");
+    }
+}
+
 /// The two peers, B given A's IPv4 or (`v6`) IPv6 underlay address, with
 /// `--cipher aes-256-gcm` when `cipher`; returns once A reaches B's TAP.
 fn tunnel(p: &Pair, cipher: bool, v6: bool) -> (Peer, Peer) {
@@ -146,18 +154,21 @@ fn ce_reaches_the_inner_packet(cipher: bool, v6: bool) {
 #[test]
 fn e2e_ecn_ce_on_the_underlay_reaches_the_inner_packet() {
     require_e2e!();
+    tools();
     ce_reaches_the_inner_packet(false, false);
 }
 
 #[test]
 fn e2e_ecn_ce_on_the_underlay_reaches_the_inner_packet_with_cipher() {
     require_e2e!();
+    tools();
     ce_reaches_the_inner_packet(true, false);
 }
 
 #[test]
 fn e2e_ecn_ce_on_an_ipv6_underlay_reaches_the_inner_packet() {
     require_e2e!();
+    tools();
     ce_reaches_the_inner_packet(false, true);
 }
 
@@ -167,6 +178,7 @@ fn e2e_ecn_ce_on_an_ipv6_underlay_reaches_the_inner_packet() {
 #[test]
 fn e2e_ecn_ce_over_a_not_ect_packet_is_dropped_and_counted() {
     require_e2e!();
+    tools();
     for cipher in [false, true] {
         let p = Pair::new();
         let (_a, b) = tunnel(&p, cipher, false);
