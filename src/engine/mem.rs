@@ -111,6 +111,9 @@ type Datagram = (Vec<u8>, SocketAddr, Ecn);
 #[derive(Default)]
 pub(crate) struct MemNet {
     ports: Mutex<HashMap<SocketAddr, Sender<Datagram>>>,
+    /// Marks every datagram CE on its way, Not-ECT ones too (an underlay
+    /// that breaks RFC 3168: what RFC 6040's drop rule is for).
+    pub mark_ce: AtomicBool,
 }
 
 impl MemNet {
@@ -128,6 +131,10 @@ impl MemNet {
     }
 
     fn deliver(&self, dg: &[u8], from: SocketAddr, to: SocketAddr, ecn: Ecn) {
+        let ecn = match self.mark_ce.load(SeqCst) {
+            true => Ecn::Ce,
+            false => ecn,
+        };
         if let Some(port) = self.ports.lock().expect("ports").get(&to) {
             let _ = port.send((dg.to_vec(), from, ecn));
         }
@@ -135,12 +142,13 @@ impl MemNet {
 }
 
 /// One datagram as it left a socket: which thread sent it, whether it was
-/// part of a GSO message, and its length.
+/// part of a GSO message, its length and its outer ECN field.
 #[derive(Debug, Clone)]
 pub(crate) struct Sent {
     pub thread: String,
     pub gso: bool,
     pub len: usize,
+    pub ecn: Ecn,
 }
 
 /// A UDP socket on the [`MemNet`].
@@ -155,12 +163,14 @@ pub(crate) struct MemSocket {
 }
 
 impl MemSocket {
-    fn note(&self, gso: bool, len: usize) {
+    fn note(&self, gso: bool, len: usize, ecn: Ecn) {
         let thread = std::thread::current().name().unwrap_or("?").to_string();
-        self.log
-            .lock()
-            .expect("log")
-            .push(Sent { thread, gso, len });
+        self.log.lock().expect("log").push(Sent {
+            thread,
+            gso,
+            len,
+            ecn,
+        });
     }
 }
 
@@ -169,14 +179,14 @@ impl Socket for MemSocket {
         let n = msgs.len().min(crate::sys::MAX_MESSAGES);
         for (i, m) in msgs[..n].iter().enumerate() {
             if m.is_gso() && self.refuse_gso.load(SeqCst) {
-                self.note(true, 0);
+                self.note(true, 0, m.ecn);
                 if i == 0 {
                     return Err(io::Error::from_raw_os_error(libc::EIO));
                 }
                 return Ok(i);
             }
             for one in m.split() {
-                self.note(m.is_gso(), one.range.len());
+                self.note(m.is_gso(), one.range.len(), one.ecn);
                 self.net.deliver(&buf[one.range], self.addr, to, one.ecn);
             }
         }
@@ -184,7 +194,7 @@ impl Socket for MemSocket {
     }
 
     fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.note(false, datagram.len());
+        self.note(false, datagram.len(), Ecn::NotEct);
         self.net.deliver(datagram, self.addr, to, Ecn::NotEct);
         Ok(())
     }
