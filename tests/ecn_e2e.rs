@@ -86,6 +86,12 @@ fn cross(p: &Pair, tos: u8, port: u16) -> Vec<u8> {
 /// The outer ECN field of each tunnel datagram (UDP port [`PORT`]) A sent
 /// on its underlay while `f` ran, from a capture.
 fn outer_ecn(p: &Pair, v6: bool, f: impl FnOnce()) -> Vec<u8> {
+    outer(p, v6, f).into_iter().map(|(e, _)| e).collect()
+}
+
+/// [`outer_ecn`], each with the packet's IP length (a GSO message shows
+/// as one packet of the whole message on the sender's veth).
+fn outer(p: &Pair, v6: bool, f: impl FnOnce()) -> Vec<(u8, usize)> {
     let file = p.dir.join(format!("outer-{}.pcap", unique("c")));
     let filter = format!(
         "src host {} and udp port {PORT}",
@@ -104,10 +110,16 @@ fn outer_ecn(p: &Pair, v6: bool, f: impl FnOnce()) -> Vec<u8> {
         .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
         .map(|l| {
             let key = if v6 { "class 0x" } else { "tos 0x" };
-            l.split_once(key).map_or(0, |(_, rest)| {
+            let ecn = l.split_once(key).map_or(0, |(_, rest)| {
                 let hex: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
                 u8::from_str_radix(&hex, 16).expect("hex")
-            }) & 0b11
+            }) & 0b11;
+            let key = if v6 { "payload length: " } else { ", length " };
+            let len = l.split_once(key).map_or(0, |(_, rest)| {
+                let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                n.parse().unwrap_or(0)
+            });
+            (ecn, len)
         })
         .collect()
 }
@@ -193,4 +205,38 @@ fn e2e_ecn_ce_over_a_not_ect_packet_is_dropped_and_counted() {
             b.log_text()
         );
     }
+}
+
+/// TCP with ECN (`tcp_ecn=1`) through the tunnel with its offloads: the
+/// TSO super-frames' segments all go out ECT(0), in UDP GSO messages that
+/// carry the TOS cmsg beside the segment size; with the underlay marking
+/// them CE, the transfer still completes intact and nothing is dropped as
+/// `ce_not_ect`.
+#[test]
+fn e2e_ecn_tcp_segments_go_ect0_in_gso_messages() {
+    require_e2e!();
+    tools();
+    let p = Pair::new();
+    let (_a, b) = tunnel(&p, false, false);
+    for ns in [&p.a, &p.b] {
+        ns.exec("sysctl -qw net.ipv4.tcp_ecn=1");
+    }
+    let outer = outer(&p, false, || tcp_transfer(&p, &p.a, &p.b, TAP_B, 5101, 5));
+    let ect0: Vec<usize> = outer
+        .iter()
+        .filter(|&&(e, _)| e == ECT0)
+        .map(|&(_, l)| l)
+        .collect();
+    // 5 MB in datagrams of at most 1472 bytes is over 3 500 of them.
+    let bytes: usize = ect0.iter().sum();
+    assert!(bytes >= 5_000_000, "ECT(0) bytes on the underlay: {bytes}");
+    assert!(
+        ect0.iter().any(|&l| l > 3000),
+        "no ECT(0) GSO message: {:?}",
+        &ect0[..ect0.len().min(20)]
+    );
+    mark_ce(&p, "{ ect0, ect1 }");
+    tcp_transfer(&p, &p.a, &p.b, TAP_B, 5102, 5);
+    b.stats();
+    assert_eq!(b.counter("ce_not_ect"), Some(0), "{}", b.log_text());
 }
