@@ -19,7 +19,7 @@
 //!
 //! `cargo bench --bench micro`; `cargo bench --bench micro -- WORD...` runs
 //! only the sections named by one of the words (`hmac`, `seal`, `open`,
-//! `forged`, `replay`, `checksum`, `offload`, `modes`, `handshake`,
+//! `forged`, `replay`, `checksum`, `offload`, `ecn`, `modes`, `handshake`,
 //! `receive`, `batch`),
 //! e.g. `offload` to time a change to the coalescer or the segmenter alone,
 //! alternately with another build of the same bench. Under `cargo test --all-targets` (which runs
@@ -38,6 +38,7 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use taptun::aead::Cipher;
+use taptun::ecn::Ecn;
 use taptun::lanes::{HmacKey, Impl};
 use taptun::noise::handshake::{self, Established};
 use taptun::noise::wire::{
@@ -225,9 +226,14 @@ fn bench_receive_run(codec: &Codec, len: usize) -> (Figure, Figure) {
         let now = reseal(&mut run);
         let mut delivered = 0;
         let start = Instant::now();
-        whole.receive_run(black_box(&mut run), Some(seg), src, now, &mut |_| {
-            delivered += 1
-        });
+        whole.receive_run(
+            black_box(&mut run),
+            Some(seg),
+            Ecn::NotEct,
+            src,
+            now,
+            &mut |_| delivered += 1,
+        );
         a.push(start.elapsed().as_nanos() as f64 / RUN as f64);
         assert_eq!(delivered, RUN, "the pipeline must accept every datagram");
 
@@ -725,9 +731,14 @@ fn smoke() {
     assert!(ok.iter().all(|&v| v));
     let mut rx = Inbound::new(codec.clone(), MAX_AGE_NS, Some(src));
     let mut delivered = 0;
-    let t = rx.receive_run(&mut batch, Some(seg), src, NOW + 100, &mut |_| {
-        delivered += 1
-    });
+    let t = rx.receive_run(
+        &mut batch,
+        Some(seg),
+        Ecn::NotEct,
+        src,
+        NOW + 100,
+        &mut |_| delivered += 1,
+    );
     assert_eq!((delivered, t.frames), (RUN, RUN as u64));
     println!(
         "micro: paths checked, nothing timed (run `cargo bench --bench micro` for the figures)"
@@ -926,6 +937,30 @@ fn main() {
             .expect("the super-frame cuts");
         });
         print_per(&format!("segment into {RUN} TCP frames"), &f);
+    }
+
+    // ECN (RFC 6040), per frame: reading a frame's ECN for its outer
+    // header on send (ecn::of_frame), and on receive decapsulating an outer
+    // Not-ECT (the common case: returns before parsing) and an outer CE
+    // onto an ECT(0) IPv4 frame (marked CE, checksum updated, then set
+    // back to ECT(0) outside the figure's concern: the same work twice).
+    if wants("ecn") {
+        let mut f = tcp_run(1).remove(0);
+        taptun::offload::headers::Ipv4Packet::new_unchecked(&mut f[14..]).set_ecn(Ecn::Ect0.bits());
+        let fig = bench(|| {
+            black_box(taptun::ecn::of_frame(black_box(&f)));
+        });
+        print("ecn::of_frame (IPv4 TCP)", Some(f.len()), &fig);
+        let fig = bench(|| {
+            black_box(taptun::ecn::decapsulate(Ecn::NotEct, black_box(&mut f))).ok();
+        });
+        print("ecn::decapsulate, outer Not-ECT", Some(f.len()), &fig);
+        let fig = bench(|| {
+            black_box(taptun::ecn::decapsulate(Ecn::Ce, black_box(&mut f))).ok();
+            taptun::offload::headers::Ipv4Packet::new_unchecked(&mut f[14..])
+                .set_ecn(Ecn::Ect0.bits());
+        });
+        print("ecn::decapsulate, outer CE (+ reset)", Some(f.len()), &fig);
     }
 
     if wants("modes") {

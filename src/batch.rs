@@ -4,8 +4,11 @@
 //! into its own datagram, contiguous in one buffer, and sends them all in
 //! one system call. Runs of equal-sized datagrams become one message with
 //! UDP GSO, so the kernel moves them through its stack as one packet; the
-//! rest go one datagram per message. Pure: no I/O, so it is unit-tested.
+//! rest go one datagram per message. A message's datagrams share one
+//! outer ECN field (the socket sets it per message), so datagrams of
+//! different ECN never share one. Pure: no I/O, so it is unit-tested.
 
+use crate::ecn::Ecn;
 use std::ops::Range;
 
 /// Most datagrams the kernel accepts in one GSO message (`UDP_MAX_SEGMENTS`).
@@ -15,7 +18,8 @@ pub const MAX_SEGMENTS: usize = 64;
 pub const MAX_GSO_BYTES: usize = 65_000;
 
 /// One message of a `sendmmsg` call: `count` datagrams of `seg` bytes each
-/// (the last may be shorter), contiguous at `range` of the batch buffer.
+/// (the last may be shorter), contiguous at `range` of the batch buffer,
+/// all sent with the outer ECN field `ecn`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// Where the message's bytes are in the batch buffer.
@@ -24,6 +28,9 @@ pub struct Message {
     pub seg: usize,
     /// How many datagrams the message carries.
     pub count: usize,
+    /// The ECN field of the datagrams' IP header: their frames' (RFC
+    /// 6040); Not-ECT needs no cmsg.
+    pub ecn: Ecn,
 }
 
 impl Message {
@@ -36,12 +43,14 @@ impl Message {
     /// fallback when the kernel refuses GSO for this one.
     pub fn split(&self) -> impl Iterator<Item = Message> + '_ {
         let (start, end, seg) = (self.range.start, self.range.end, self.seg.max(1));
+        let ecn = self.ecn;
         (start..end).step_by(seg).map(move |s| {
             let e = (s + seg).min(end);
             Message {
                 range: s..e,
                 seg: e - s,
                 count: 1,
+                ecn,
             }
         })
     }
@@ -71,11 +80,14 @@ impl Limits {
     }
 }
 
-/// Groups `spans` (datagrams in send order) into messages, appended to
-/// `out`. A run of contiguous datagrams of one size (at most
-/// `limits.max_seg`), optionally ended by one shorter datagram, becomes one
-/// message within `limits`; any other datagram goes alone.
-pub fn plan(spans: &[Range<usize>], limits: Limits, out: &mut Vec<Message>) {
+/// Groups `spans` (datagrams in send order, each with the outer ECN field
+/// of the same index in `ecn`; missing entries are Not-ECT) into
+/// messages, appended to `out`. A run of contiguous datagrams of one size
+/// (at most `limits.max_seg`) and one ECN, optionally ended by one shorter
+/// datagram, becomes one message within `limits`; any other datagram goes
+/// alone.
+pub fn plan(spans: &[Range<usize>], ecn: &[Ecn], limits: Limits, out: &mut Vec<Message>) {
+    let ecn_of = |i: usize| ecn.get(i).copied().unwrap_or_default();
     let mut i = 0;
     while i < spans.len() {
         let first = &spans[i];
@@ -84,6 +96,7 @@ pub fn plan(spans: &[Range<usize>], limits: Limits, out: &mut Vec<Message>) {
             range: first.clone(),
             seg,
             count: 1,
+            ecn: ecn_of(i),
         };
         i += 1;
         let max_segs = if seg > limits.max_seg {
@@ -95,6 +108,7 @@ pub fn plan(spans: &[Range<usize>], limits: Limits, out: &mut Vec<Message>) {
         while i < spans.len() && m.count < max_segs {
             let s = &spans[i];
             let fits = s.start == m.range.end
+                && ecn_of(i) == m.ecn
                 && s.len() <= seg
                 && !s.is_empty()
                 && m.range.len() + s.len() <= max_bytes;
@@ -136,7 +150,7 @@ mod tests {
             max_bytes,
             max_seg: usize::MAX,
         };
-        plan(spans, limits, &mut out);
+        plan(spans, &[], limits, &mut out);
         out
     }
 
@@ -145,7 +159,7 @@ mod tests {
         // 1558-byte datagrams (a 1500-MTU TAP) over a 1472-byte path.
         let spans = layout(&[1558, 1558, 1472, 1472, 1558, 100]);
         let mut m = Vec::new();
-        plan(&spans, Limits::gso(1472), &mut m);
+        plan(&spans, &[], Limits::gso(1472), &mut m);
         let counts: Vec<usize> = m.iter().map(|m| m.count).collect();
         assert_eq!(counts, vec![1, 1, 2, 1, 1]);
         covers(&spans, &m);
@@ -172,7 +186,8 @@ mod tests {
             vec![Message {
                 range: 0..1460,
                 seg: 146,
-                count: 10
+                count: 10,
+                ecn: Ecn::NotEct,
             }]
         );
         assert!(m[0].is_gso());
@@ -255,6 +270,21 @@ mod tests {
                 assert!(msg.count == 1 || msg.range.len() <= MAX_GSO_BYTES);
             }
         }
+    }
+
+    /// Datagrams of another ECN field never join a message: the socket
+    /// sets one per message. Equal ones still share.
+    #[test]
+    fn a_change_of_ecn_ends_the_run() {
+        use Ecn::*;
+        let spans = layout(&[100; 8]);
+        let ecn = [Ect0, Ect0, Ect0, NotEct, NotEct, Ce, Ce, Ect0];
+        let mut m = Vec::new();
+        plan(&spans, &ecn, Limits::gso(1472), &mut m);
+        let got: Vec<(usize, Ecn)> = m.iter().map(|m| (m.count, m.ecn)).collect();
+        assert_eq!(got, [(3, Ect0), (2, NotEct), (2, Ce), (1, Ect0)]);
+        covers(&spans, &m);
+        assert!(m.iter().all(|m| m.split().all(|s| s.ecn == m.ecn)));
     }
 
     #[test]

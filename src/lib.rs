@@ -17,6 +17,7 @@ pub mod clamp;
 pub mod cli;
 pub mod conffile;
 pub mod config;
+pub mod ecn;
 pub mod engine;
 pub mod hook;
 pub mod hub;

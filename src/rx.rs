@@ -4,6 +4,7 @@
 
 use crate::aead::{self, Cipher, Mode};
 use crate::clamp;
+use crate::ecn::{self, Ecn};
 use crate::noise::{self, Keyring, Outbox, Received, Refusal, SendKey, SessionStatus};
 use crate::peer::{Peer, PeerUpdate};
 use crate::replay::ReplayWindow;
@@ -325,9 +326,14 @@ impl Inbound {
 
     /// Checks each datagram of one receive from `src` at `now_ns`: `run`
     /// holds datagrams of `segment` bytes (a UDP GRO run; the last may be
-    /// shorter), or one datagram when `segment` is `None`. Each frame
-    /// that passes goes to `deliver`, in order, its TCP MSS clamped first
-    /// if [`Inbound::clamp_mss`] says so (which is why `run` is mutable).
+    /// shorter), or one datagram when `segment` is `None`, all with the
+    /// ECN field `outer` in their IP header (the kernel merges only
+    /// datagrams of one TOS into a run). Each frame that passes goes to
+    /// `deliver`, in order, with `outer` decapsulated into it first (RFC
+    /// 6040: an outer CE marks an ECN-capable frame CE and drops a
+    /// Not-ECT one, counted as [`DropReason::CeNotEct`]) and its TCP MSS
+    /// clamped if [`Inbound::clamp_mss`] says so (which is why `run` is
+    /// mutable).
     /// The tags under the current key are checked for many datagrams at
     /// once, in lanes; the verdicts are those of [`Inbound::receive`] on
     /// each datagram in turn.
@@ -335,6 +341,7 @@ impl Inbound {
         &mut self,
         run: &mut [u8],
         segment: Option<usize>,
+        outer: Ecn,
         src: SocketAddr,
         now_ns: u64,
         deliver: &mut impl FnMut(&[u8]),
@@ -391,6 +398,11 @@ impl Inbound {
                 match outcome {
                     Outcome::Frame(f) => {
                         let frame = &mut run[span.start + f.start..span.start + f.end];
+                        if ecn::decapsulate(outer, frame).is_err() {
+                            t.drops[DropReason::CeNotEct as usize] += 1;
+                            t.last_drop = Some((DropReason::CeNotEct, span.len()));
+                            continue;
+                        }
                         t.frames += 1;
                         t.bytes += frame.len() as u64;
                         if let Some(limit) = self.clamp {
@@ -663,7 +675,9 @@ mod tests {
         }
         run.extend_from_slice(&dgram(&codec, NOW + 9, b"short")); // the shorter last
         let mut got = Vec::new();
-        let t = rx.receive_run(&mut run, Some(50), a, NOW, &mut |f| got.push(f.to_vec()));
+        let t = rx.receive_run(&mut run, Some(50), Ecn::NotEct, a, NOW, &mut |f| {
+            got.push(f.to_vec())
+        });
         assert_eq!(
             got,
             vec![vec![0; 10], vec![1; 10], vec![3; 10], b"short".to_vec()]
@@ -674,9 +688,89 @@ mod tests {
         assert_eq!(t.peer, PeerUpdate::Learned(a));
         assert!(t.valid());
         // An empty receive is one short datagram.
-        let t = rx.receive_run(&mut [], None, a, NOW, &mut |_| panic!("nothing to deliver"));
+        let t = rx.receive_run(&mut [], None, Ecn::NotEct, a, NOW, &mut |_| {
+            panic!("nothing to deliver")
+        });
         assert_eq!(t.drops[DropReason::Short as usize], 1);
         assert!(!t.valid());
+    }
+
+    /// RFC 6040 on a GRO run, both wires: an outer CE marks the ECT
+    /// frames CE (IPv4 checksum still right, IPv6 traffic class) and drops
+    /// the Not-ECT ones, counted; an outer ECT(1) makes ECT(0) ECT(1); an
+    /// outer Not-ECT changes nothing.
+    #[test]
+    fn outer_ecn_reaches_the_frames() {
+        use crate::offload::checksum::ipv4_checksum_ok;
+        use crate::offload::headers::{Ipv4Packet, Ipv6Packet, tcp_flags};
+        use crate::offload::testutil::{payload, tcp_frame};
+        let codec = Codec::new(b"sixteen byte key");
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        // Four frames of one size: IPv4 ECT(0), IPv4 Not-ECT, IPv6 ECT(1), IPv6 Not-ECT.
+        let frame = |v6: bool, e: Ecn| {
+            let mut f = tcp_frame(
+                v6,
+                false,
+                tcp_flags::ACK,
+                &[],
+                &payload(100 - 20 * usize::from(v6)),
+            );
+            if v6 {
+                Ipv6Packet::new_unchecked(&mut f[14..]).set_ecn(e.bits());
+            } else {
+                Ipv4Packet::new_unchecked(&mut f[14..]).set_ecn(e.bits());
+            }
+            f
+        };
+        let frames = [
+            frame(false, Ecn::Ect0),
+            frame(false, Ecn::NotEct),
+            frame(true, Ecn::Ect1),
+            frame(true, Ecn::NotEct),
+        ];
+        assert!(frames.iter().all(|f| f.len() == frames[0].len()));
+        let cases = [
+            (Ecn::Ce, vec![Ecn::Ce, Ecn::Ce], 2),
+            (
+                Ecn::Ect1,
+                vec![Ecn::Ect1, Ecn::NotEct, Ecn::Ect1, Ecn::NotEct],
+                0,
+            ),
+            (
+                Ecn::Ect0,
+                vec![Ecn::Ect0, Ecn::NotEct, Ecn::Ect1, Ecn::NotEct],
+                0,
+            ),
+            (
+                Ecn::NotEct,
+                vec![Ecn::Ect0, Ecn::NotEct, Ecn::Ect1, Ecn::NotEct],
+                0,
+            ),
+        ];
+        for (k, (outer, want, dropped)) in cases.into_iter().enumerate() {
+            let mut rx = Inbound::new(codec.clone(), AGE, None);
+            let mut run = Vec::new();
+            for (i, f) in frames.iter().enumerate() {
+                run.extend_from_slice(&dgram(&codec, NOW + (k * 10 + i) as u64, f));
+            }
+            let seg = run.len() / frames.len();
+            let mut got = Vec::new();
+            let t = rx.receive_run(&mut run, Some(seg), outer, a, NOW, &mut |f| {
+                got.push(f.to_vec())
+            });
+            let ecns: Vec<Ecn> = got.iter().map(|f| ecn::of_frame(f)).collect();
+            assert_eq!(ecns, want, "outer {outer:?}");
+            assert_eq!(t.drops[DropReason::CeNotEct as usize], dropped);
+            assert_eq!(t.frames, want.len() as u64);
+            if dropped > 0 {
+                assert_eq!(t.last_drop.map(|d| d.0), Some(DropReason::CeNotEct));
+            }
+            // Still a valid run: the peer is learned from it.
+            assert_eq!(t.peer, PeerUpdate::Learned(a));
+            for f in got.iter().filter(|f| f[12..14] == [0x08, 0x00]) {
+                assert!(ipv4_checksum_ok(&Ipv4Packet::new_unchecked(&f[14..])));
+            }
+        }
     }
 
     /// A GRO run gets, datagram for datagram, the verdicts that
@@ -727,9 +821,10 @@ mod tests {
             one_by_one.rotate(new.clone(), rotated);
 
             let mut got = Vec::new();
-            let t = by_run.receive_run(&mut run.clone(), Some(seg), a, now, &mut |f| {
-                got.push(f.to_vec())
-            });
+            let t =
+                by_run.receive_run(&mut run.clone(), Some(seg), Ecn::NotEct, a, now, &mut |f| {
+                    got.push(f.to_vec())
+                });
             let mut want = Vec::new();
             let mut drops = [0u64; DropReason::ALL.len()];
             let mut keepalives = 0;
@@ -775,7 +870,9 @@ mod tests {
         let mut run = dgram(&codec, NOW, &vec![7; seg - 40]);
         run.extend_from_slice(&dgram(&codec, NOW + 1, b"last"));
         let mut got = Vec::new();
-        let t = rx.receive_run(&mut run, Some(seg), a, NOW, &mut |f| got.push(f.to_vec()));
+        let t = rx.receive_run(&mut run, Some(seg), Ecn::NotEct, a, NOW, &mut |f| {
+            got.push(f.to_vec())
+        });
         assert_eq!(t.drops[DropReason::Oversize as usize], 1);
         assert_eq!(got, vec![b"last".to_vec()]);
     }
@@ -785,8 +882,9 @@ mod tests {
         let codec = Codec::new(b"sixteen byte key");
         let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
         let mut rx = Inbound::new(codec.clone(), AGE, None);
-        let run =
-            |rx: &mut Inbound, d: &[u8]| rx.receive_run(&mut d.to_vec(), None, a, NOW, &mut |_| {});
+        let run = |rx: &mut Inbound, d: &[u8]| {
+            rx.receive_run(&mut d.to_vec(), None, Ecn::NotEct, a, NOW, &mut |_| {})
+        };
         // 10 s ahead (refused as future), 10 s behind (stale), 1 ms ahead (accepted).
         let t = run(&mut rx, &dgram(&codec, NOW + 10_000_000_000, b"f"));
         assert_eq!(t.drops[DropReason::Future as usize], 1);

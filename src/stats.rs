@@ -35,11 +35,15 @@ pub enum DropReason {
     Handshake,
     /// Confidential mode: a TAP frame read while no session is up.
     NoSession,
+    /// The underlay marked the datagram CE (congestion experienced), but
+    /// its frame is not ECN-capable: dropped, as RFC 6040 says, the one
+    /// way left to tell its sender of the congestion.
+    CeNotEct,
 }
 
 impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Short,
         DropReason::Truncated,
         DropReason::BadMac,
@@ -52,6 +56,7 @@ impl DropReason {
         DropReason::WrongMode,
         DropReason::Handshake,
         DropReason::NoSession,
+        DropReason::CeNotEct,
     ];
 
     /// Short name used in logs and JSON.
@@ -69,6 +74,7 @@ impl DropReason {
             DropReason::WrongMode => "wrong_mode",
             DropReason::Handshake => "handshake",
             DropReason::NoSession => "no_session",
+            DropReason::CeNotEct => "ce_not_ect",
         }
     }
 }
@@ -253,7 +259,7 @@ mod tests {
         c.write_json_members(&mut j);
         assert!(j.starts_with("\"tx_frames\":3,"), "{j}");
         assert!(
-            j.contains("\"bad_mac\":2") && j.ends_with("\"no_session\":0}"),
+            j.contains("\"bad_mac\":2") && j.ends_with("\"no_session\":0,\"ce_not_ect\":0}"),
             "{j}"
         );
         assert!(j.contains("\"stale\":4"), "{j}");

@@ -2,6 +2,7 @@
 #![allow(unsafe_code)]
 
 use crate::batch::Message;
+use crate::ecn::Ecn;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -335,10 +336,24 @@ fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
 /// Most messages [`send_messages`] passes to one `sendmmsg` call.
 pub const MAX_MESSAGES: usize = 64;
 
+/// The cmsg that sets the ECN field of what a socket sends to `to`:
+/// `IP_TOS` for IPv4, also for a v4-mapped address on an `AF_INET6`
+/// socket (the kernel sends those with its IPv4 code, which ignores
+/// `IPV6_TCLASS`: checked on Linux 6.18), `IPV6_TCLASS` for IPv6.
+fn tos_cmsg(to: SocketAddr) -> (libc::c_int, libc::c_int) {
+    match to {
+        SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_none() => {
+            (libc::IPPROTO_IPV6, libc::IPV6_TCLASS)
+        }
+        _ => (libc::IPPROTO_IP, libc::IP_TOS),
+    }
+}
+
 /// Sends up to [`MAX_MESSAGES`] messages of `buf` to `to` with one
-/// `sendmmsg`; a message of several datagrams goes with UDP GSO. Returns
-/// how many messages the kernel took (at least one), or the error of the
-/// first one.
+/// `sendmmsg`; a message of several datagrams goes with UDP GSO, a
+/// message whose `ecn` is not Not-ECT with that ECN field in its IP
+/// header (DSCP 0; see [`tos_cmsg`]). Returns how many messages the
+/// kernel took (at least one), or the error of the first one.
 pub fn send_messages(
     sock: &impl AsRawFd,
     buf: &[u8],
@@ -356,14 +371,19 @@ pub fn send_messages(
         return Err(io::ErrorKind::InvalidInput.into());
     }
     let (mut name, name_len) = to_sockaddr(to);
-    // u64 alignment covers cmsghdr's; four words hold one u16 cmsg.
-    let mut control = [[0u64; 4]; MAX_MESSAGES];
+    let (tos_level, tos_type) = tos_cmsg(to);
+    // u64 alignment covers cmsghdr's; six words hold a u16 cmsg and a
+    // c_int one (each 24 bytes on 64-bit Linux).
+    let mut control = [[0u64; 6]; MAX_MESSAGES];
     // SAFETY: iovec and mmsghdr are plain data; every pointer stored below
     // (into `buf`, `name`, `iovs`, `control`) outlives the call, each
     // range was checked to lie within `buf`, and CMSG_* stay within one
-    // `control` row, large enough for one u16 cmsg.
+    // `control` row: `msg_controllen` is the space of the cmsgs written
+    // (at most one u16 and one c_int), which the row holds (checked below).
     unsafe {
-        let space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+        let seg_space = libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) as usize;
+        let tos_space = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        debug_assert!(seg_space + tos_space <= std::mem::size_of_val(&control[0]));
         let mut iovs: [libc::iovec; MAX_MESSAGES] = std::mem::zeroed();
         let mut hdrs: [libc::mmsghdr; MAX_MESSAGES] = std::mem::zeroed();
         for (i, m) in msgs[..n].iter().enumerate() {
@@ -376,14 +396,28 @@ pub fn send_messages(
             h.msg_namelen = name_len;
             h.msg_iov = &mut iovs[i];
             h.msg_iovlen = 1;
+            let ecn = m.ecn != Ecn::NotEct;
+            if !m.is_gso() && !ecn {
+                continue;
+            }
+            // The length first: CMSG_NXTHDR walks within it.
+            let space = if m.is_gso() { seg_space } else { 0 } + if ecn { tos_space } else { 0 };
+            h.msg_control = control[i].as_mut_ptr().cast();
+            h.msg_controllen = space as _;
+            let mut cmsg = libc::CMSG_FIRSTHDR(h);
             if m.is_gso() {
-                h.msg_control = control[i].as_mut_ptr().cast();
-                h.msg_controllen = space as _;
-                let cmsg = libc::CMSG_FIRSTHDR(h);
                 (*cmsg).cmsg_level = SOL_UDP;
                 (*cmsg).cmsg_type = UDP_SEGMENT;
                 (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
                 std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), m.seg as u16);
+                cmsg = libc::CMSG_NXTHDR(h, cmsg);
+            }
+            if ecn {
+                (*cmsg).cmsg_level = tos_level;
+                (*cmsg).cmsg_type = tos_type;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+                let tos = libc::c_int::from(m.ecn.bits());
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), tos);
             }
         }
         let rc = libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, 0);
@@ -634,6 +668,23 @@ pub fn enable_udp_gro(sock: &impl AsRawFd) -> io::Result<()> {
     setsockopt_int(sock.as_raw_fd(), SOL_UDP, UDP_GRO, 1)
 }
 
+/// Asks the kernel for the TOS byte of each receive (its ECN field, RFC
+/// 6040's outer header): `IP_RECVTOS` for IPv4 datagrams (on an `AF_INET6`
+/// socket too, for those that come from v4-mapped addresses), and on an
+/// IPv6 socket (`v6`) also `IPV6_RECVTCLASS` for IPv6 ones.
+pub fn enable_recv_ecn(sock: &impl AsRawFd, v6: bool) -> io::Result<()> {
+    setsockopt_int(sock.as_raw_fd(), libc::IPPROTO_IP, libc::IP_RECVTOS, 1)?;
+    if v6 {
+        setsockopt_int(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVTCLASS,
+            1,
+        )?;
+    }
+    Ok(())
+}
+
 /// What [`recv_gro`] received.
 #[derive(Debug, Clone, Copy)]
 pub struct Received {
@@ -645,6 +696,10 @@ pub struct Received {
     pub segment: Option<usize>,
     /// The datagram did not fit the buffer.
     pub truncated: bool,
+    /// The ECN field of the datagrams' IP header (one for a GRO run: the
+    /// kernel merges only datagrams of one TOS); Not-ECT unless
+    /// [`enable_recv_ecn`] asked for it.
+    pub ecn: Ecn,
 }
 
 /// Receives one datagram, or a GRO run of them, with its sender.
@@ -655,9 +710,11 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    let mut control = [0u64; 8];
+    // Room for UDP_GRO's and the TOS's cmsgs (24 bytes each), and more.
+    let mut control = [0u64; 12];
     // SAFETY: all pointers outlive the call; the CMSG_* walk is bounded by
-    // msg_controllen as the kernel set it.
+    // msg_controllen as the kernel set it, and each payload read is within
+    // the cmsg_len the kernel wrote (checked before the read).
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
@@ -671,13 +728,33 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
             return Err(io::Error::last_os_error());
         }
         let mut segment = None;
+        let mut ecn = Ecn::NotEct;
+        let int_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
-                let v = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
-                if v > 0 {
-                    segment = Some(v as usize);
+            let (level, kind, len) = (
+                (*cmsg).cmsg_level,
+                (*cmsg).cmsg_type,
+                (*cmsg).cmsg_len as usize,
+            );
+            let data = libc::CMSG_DATA(cmsg);
+            match (level, kind) {
+                (SOL_UDP, UDP_GRO) if len >= int_len => {
+                    let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                    if v > 0 {
+                        segment = Some(v as usize);
+                    }
                 }
+                // IPv4: the TOS byte itself.
+                (libc::IPPROTO_IP, libc::IP_TOS) if len > libc::CMSG_LEN(0) as usize => {
+                    ecn = Ecn::from_tos(*data);
+                }
+                // IPv6: the traffic class as a c_int.
+                (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) if len >= int_len => {
+                    let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                    ecn = Ecn::from_tos(v as u8);
+                }
+                _ => {}
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
@@ -686,6 +763,7 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
             from: from_sockaddr(&name),
             segment,
             truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+            ecn,
         })
     }
 }
@@ -904,16 +982,19 @@ mod tests {
                 range: 0..350,
                 seg: 100,
                 count: 4,
+                ecn: Ecn::NotEct,
             },
             Message {
                 range: 350..400,
                 seg: 50,
                 count: 1,
+                ecn: Ecn::NotEct,
             },
             Message {
                 range: 400..420,
                 seg: 20,
                 count: 1,
+                ecn: Ecn::NotEct,
             },
         ];
         let to = rx.local_addr().unwrap();
@@ -927,9 +1008,64 @@ mod tests {
             range: 400..421,
             seg: 21,
             count: 1,
+            ecn: Ecn::NotEct,
         }];
         assert!(send_messages(&tx, &data, &bad, to).is_err());
         assert_eq!(send_messages(&tx, &data, &[], to).unwrap(), 0);
+    }
+
+    /// The ECN field of each message reaches the receiver's
+    /// `Received::ecn`, alone or with GSO: over IPv4, IPv6, and from an
+    /// IPv6 socket to a v4-mapped address (which needs `IP_TOS`, not
+    /// `IPV6_TCLASS`). Not-ECT sends no cmsg and arrives Not-ECT.
+    #[test]
+    fn ecn_of_each_message_reaches_the_receiver() {
+        let v6 = std::net::UdpSocket::bind("[::1]:0").is_ok();
+        let mut cases = vec![("127.0.0.1:0", "127.0.0.1:0", None)];
+        if v6 {
+            cases.push(("[::1]:0", "[::1]:0", None));
+            cases.push(("[::]:0", "[::]:0", Some("127.0.0.1")));
+        }
+        for (rx_at, tx_at, mapped) in cases {
+            let rx = std::net::UdpSocket::bind(rx_at).unwrap();
+            let tx = std::net::UdpSocket::bind(tx_at).unwrap();
+            let rx_v6 = rx.local_addr().unwrap().is_ipv6();
+            enable_recv_ecn(&rx, rx_v6).unwrap();
+            enable_udp_gro(&rx).unwrap();
+            rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut to = rx.local_addr().unwrap();
+            if let Some(ip) = mapped {
+                let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+                to = SocketAddr::new(ip.to_ipv6_mapped().into(), to.port());
+            }
+            let data = vec![0x5au8; 700];
+            let ecns = [Ecn::Ect0, Ecn::NotEct, Ecn::Ce, Ecn::Ect1];
+            let msgs: Vec<Message> = ecns
+                .iter()
+                .enumerate()
+                .map(|(i, &ecn)| Message {
+                    range: i * 175..(i + 1) * 175,
+                    // Two datagrams each: 100 and 75 bytes, with GSO.
+                    seg: 100,
+                    count: 2,
+                    ecn,
+                })
+                .collect();
+            assert_eq!(send_messages(&tx, &data, &msgs, to).unwrap(), 4);
+            let mut buf = vec![0u8; 65536];
+            let mut got = Vec::new();
+            let mut bytes = 0;
+            while bytes < data.len() {
+                let r = recv_gro(&rx, &mut buf).unwrap();
+                let seg = r.segment.unwrap_or(r.len);
+                for chunk in buf[..r.len].chunks(seg) {
+                    got.push((chunk.len(), r.ecn));
+                }
+                bytes += r.len;
+            }
+            let want: Vec<(usize, Ecn)> = ecns.iter().flat_map(|&e| [(100, e), (75, e)]).collect();
+            assert_eq!(got, want, "{rx_at} to {to}");
+        }
     }
 
     /// `ip route get 127.0.0.1` through the socket: the loopback's index

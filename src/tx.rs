@@ -7,6 +7,7 @@
 
 use crate::batch::{self, Limits, Message};
 use crate::clamp;
+use crate::ecn::{self, Ecn};
 use crate::noise::{self, SendKey};
 use crate::offload::{self, GSO_NONE, OffloadError, VnetHdr};
 use crate::wire::{Codec, HEADER_LEN};
@@ -163,6 +164,9 @@ pub struct Outbound {
     out: Vec<u8>,
     /// Where each datagram of the batch is in `out`, in send order.
     spans: Vec<Range<usize>>,
+    /// The outer ECN field of each datagram in `spans` (same index): its
+    /// frame's, the super-frame's for all of a super-frame's segments.
+    ecn: Vec<Ecn>,
     /// Scratch: the datagrams of the frame being cut.
     cut: Vec<Range<usize>>,
     msgs: Vec<Message>,
@@ -189,6 +193,7 @@ impl Outbound {
             last_ts: 0,
             out: vec![0u8; BATCH_BUF],
             spans: Vec::with_capacity(1024),
+            ecn: Vec::with_capacity(1024),
             cut: Vec::with_capacity(512),
             msgs: Vec::with_capacity(1024),
             sealed: false,
@@ -256,6 +261,7 @@ impl Outbound {
     pub fn push(&mut self, hdr: &VnetHdr, frame: &[u8]) -> Push {
         if self.sealed {
             self.spans.clear();
+            self.ecn.clear();
             self.sealed = false;
         }
         if hdr.gso_type == GSO_NONE && frame.len() > self.max_frame {
@@ -286,6 +292,10 @@ impl Outbound {
                 }
                 self.spans
                     .extend(self.cut.iter().map(|s| s.start + at..s.end + at));
+                // RFC 6040: the outer header copies the inner ECN field. A
+                // super-frame's segments copy its IP header, so its ECN.
+                let ecn = ecn::of_frame(frame);
+                self.ecn.extend(std::iter::repeat_n(ecn, self.cut.len()));
                 Push::Queued(self.cut.len())
             }
             Err(OffloadError::NoRoom) if at > 0 => Push::Full,
@@ -299,6 +309,7 @@ impl Outbound {
     pub fn seal(&mut self, now: u64) -> Batch<'_> {
         if self.sealed {
             self.spans.clear();
+            self.ecn.clear();
         }
         let last = &mut self.last_ts;
         let mut refused = 0;
@@ -311,6 +322,7 @@ impl Outbound {
                 {
                     refused = self.spans.len();
                     self.spans.clear();
+                    self.ecn.clear();
                 }
             }
             // A datagram the key refuses still holds its frame in the
@@ -318,21 +330,29 @@ impl Outbound {
             // times the keepalive: the counter is the nonce.)
             Sealer::Noise(k) => {
                 let out = &mut self.out;
-                self.spans.retain(|span| {
+                // The datagrams kept move down, each with its ECN.
+                let mut kept = 0;
+                for i in 0..self.spans.len() {
+                    let span = self.spans[i].clone();
                     next_ts(last, now);
                     let sealed = k
                         .as_ref()
                         .is_some_and(|k| k.seal(&mut out[span.clone()]).is_ok());
-                    if !sealed {
-                        out[span.clone()].fill(0);
+                    if sealed {
+                        self.spans[kept] = span;
+                        self.ecn[kept] = self.ecn[i];
+                        kept += 1;
+                    } else {
+                        out[span].fill(0);
                         refused += 1;
                     }
-                    sealed
-                });
+                }
+                self.spans.truncate(kept);
+                self.ecn.truncate(kept);
             }
         }
         self.msgs.clear();
-        batch::plan(&self.spans, self.limits, &mut self.msgs);
+        batch::plan(&self.spans, &self.ecn, self.limits, &mut self.msgs);
         self.sealed = true;
         let end = self.spans.last().map_or(0, |s| s.end);
         Batch {
@@ -346,6 +366,7 @@ impl Outbound {
     pub fn discard(&mut self) -> usize {
         let n = self.len();
         self.spans.clear();
+        self.ecn.clear();
         self.sealed = false;
         n
     }
@@ -454,6 +475,65 @@ mod tests {
         ob.push(&VnetHdr::default(), &frames[0]);
         let b = ob.seal(NOW - 1_000_000);
         assert_eq!(frames_of(&codec(), &b)[0].0, NOW + 10);
+    }
+
+    /// RFC 6040: each datagram's outer ECN is its frame's, a
+    /// super-frame's segments all get the super-frame's, and datagrams of
+    /// different ECN never share a GSO message (the socket sets one ECN
+    /// per message); with a key that refuses some, the rest keep theirs.
+    #[test]
+    fn each_message_carries_its_frames_ecn() {
+        use crate::offload::headers::{Ipv4Packet, Ipv6Packet, tcp_flags};
+        use crate::offload::testutil::{super_frame, tcp_frame};
+        let with = |mut f: Vec<u8>, v6: bool, e: Ecn| {
+            if v6 {
+                Ipv6Packet::new_unchecked(&mut f[14..]).set_ecn(e.bits());
+            } else {
+                Ipv4Packet::new_unchecked(&mut f[14..]).set_ecn(e.bits());
+            }
+            f
+        };
+        let small =
+            |v6: bool, e: Ecn| with(tcp_frame(v6, false, tcp_flags::ACK, &[], &[7; 40]), v6, e);
+        let mut ob = Outbound::new(codec(), 1500, 1472, true);
+        ob.push(&VnetHdr::default(), &small(false, Ecn::Ect0));
+        ob.push(&VnetHdr::default(), &small(false, Ecn::Ect0));
+        ob.push(&VnetHdr::default(), &small(false, Ecn::NotEct));
+        ob.push(&VnetHdr::default(), &small(true, Ecn::Ect1));
+        let (hdr, sup) = super_frame(false, 4000, tcp_flags::ACK);
+        let sup = with(sup, false, Ecn::Ce);
+        let Push::Queued(n) = ob.push(&hdr, &sup) else {
+            panic!("super-frame refused")
+        };
+        assert!(n > 1);
+        ob.push(&VnetHdr::default(), &[0u8; 60]); // not IP: Not-ECT
+        let b = ob.seal(NOW);
+        let got: Vec<(usize, Ecn)> = b.messages.iter().map(|m| (m.count, m.ecn)).collect();
+        assert_eq!(
+            got[..3],
+            [(2, Ecn::Ect0), (1, Ecn::NotEct), (1, Ecn::Ect1)],
+            "{got:?}"
+        );
+        // The segments: CE, whatever messages they make.
+        let ce: usize = got[3..got.len() - 1]
+            .iter()
+            .map(|&(c, e)| {
+                assert_eq!(e, Ecn::Ce);
+                c
+            })
+            .sum();
+        assert_eq!(ce, n);
+        assert_eq!(got.last(), Some(&(1, Ecn::NotEct)));
+        // Each datagram's frame has the ECN its message carries.
+        for m in b.messages {
+            for one in m.split() {
+                let dg = codec().open(&b.bytes[one.range]).unwrap();
+                let f = dg.frame();
+                if f[12..14] != [0, 0] {
+                    assert_eq!(ecn::of_frame(f), m.ecn);
+                }
+            }
+        }
     }
 
     #[test]

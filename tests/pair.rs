@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use taptun::aead::Cipher;
 use taptun::clamp::Limit;
+use taptun::ecn::Ecn;
 use taptun::key::Key;
 use taptun::noise::REKEY_AFTER_NS;
 use taptun::offload::VnetHdr;
@@ -1081,7 +1082,7 @@ impl Rig {
         let mut written: Vec<Vec<u8>> = Vec::new();
         let t = s
             .session
-            .receive(&mut bytes, Some(seg), from, now, &mut |w| {
+            .receive(&mut bytes, Some(seg), Ecn::NotEct, from, now, &mut |w| {
                 written.push(w.to_vec())
             });
         s.keepalives += t.keepalives;
@@ -1745,11 +1746,14 @@ fn key_rotation_loses_nothing_in_flight() {
                 .encode(now, &frame, &mut dg)
                 .unwrap();
             dg.truncate(n);
-            let t = rig.sides[B]
-                .session
-                .receive(&mut dg, None, addr(A_ADDR), now, &mut |_| {
-                    panic!("written under the old key")
-                });
+            let t = rig.sides[B].session.receive(
+                &mut dg,
+                None,
+                Ecn::NotEct,
+                addr(A_ADDR),
+                now,
+                &mut |_| panic!("written under the old key"),
+            );
             assert_eq!(t.drops[DropReason::BadMac as usize], 1, "{t:?}");
             continue;
         };
@@ -1760,11 +1764,14 @@ fn key_rotation_loses_nothing_in_flight() {
         dg[16..16 + frame.len()].copy_from_slice(&frame);
         old.seal(&mut dg).unwrap();
         let now = rig.now;
-        let t = rig.sides[B]
-            .session
-            .receive(&mut dg, None, addr(A_ADDR), now, &mut |_| {
-                panic!("{c}: written under the old key's session")
-            });
+        let t = rig.sides[B].session.receive(
+            &mut dg,
+            None,
+            Ecn::NotEct,
+            addr(A_ADDR),
+            now,
+            &mut |_| panic!("{c}: written under the old key's session"),
+        );
         assert_eq!(
             t.drops[DropReason::UnknownSession as usize],
             1,

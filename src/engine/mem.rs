@@ -10,6 +10,7 @@
 
 use super::io::{Socket, Tap};
 use crate::batch::Message;
+use crate::ecn::Ecn;
 use crate::sys::Received;
 use std::collections::HashMap;
 use std::io;
@@ -103,12 +104,16 @@ impl Tap for MemTap {
     }
 }
 
-type Datagram = (Vec<u8>, SocketAddr);
+/// A datagram in flight: its bytes, sender and outer ECN field.
+type Datagram = (Vec<u8>, SocketAddr, Ecn);
 
 /// The network: who listens at which address.
 #[derive(Default)]
 pub(crate) struct MemNet {
     ports: Mutex<HashMap<SocketAddr, Sender<Datagram>>>,
+    /// Marks every datagram CE on its way, Not-ECT ones too (an underlay
+    /// that breaks RFC 3168: what RFC 6040's drop rule is for).
+    pub mark_ce: AtomicBool,
 }
 
 impl MemNet {
@@ -125,20 +130,25 @@ impl MemNet {
         }
     }
 
-    fn deliver(&self, dg: &[u8], from: SocketAddr, to: SocketAddr) {
+    fn deliver(&self, dg: &[u8], from: SocketAddr, to: SocketAddr, ecn: Ecn) {
+        let ecn = match self.mark_ce.load(SeqCst) {
+            true => Ecn::Ce,
+            false => ecn,
+        };
         if let Some(port) = self.ports.lock().expect("ports").get(&to) {
-            let _ = port.send((dg.to_vec(), from));
+            let _ = port.send((dg.to_vec(), from, ecn));
         }
     }
 }
 
 /// One datagram as it left a socket: which thread sent it, whether it was
-/// part of a GSO message, and its length.
+/// part of a GSO message, its length and its outer ECN field.
 #[derive(Debug, Clone)]
 pub(crate) struct Sent {
     pub thread: String,
     pub gso: bool,
     pub len: usize,
+    pub ecn: Ecn,
 }
 
 /// A UDP socket on the [`MemNet`].
@@ -153,12 +163,14 @@ pub(crate) struct MemSocket {
 }
 
 impl MemSocket {
-    fn note(&self, gso: bool, len: usize) {
+    fn note(&self, gso: bool, len: usize, ecn: Ecn) {
         let thread = std::thread::current().name().unwrap_or("?").to_string();
-        self.log
-            .lock()
-            .expect("log")
-            .push(Sent { thread, gso, len });
+        self.log.lock().expect("log").push(Sent {
+            thread,
+            gso,
+            len,
+            ecn,
+        });
     }
 }
 
@@ -167,30 +179,30 @@ impl Socket for MemSocket {
         let n = msgs.len().min(crate::sys::MAX_MESSAGES);
         for (i, m) in msgs[..n].iter().enumerate() {
             if m.is_gso() && self.refuse_gso.load(SeqCst) {
-                self.note(true, 0);
+                self.note(true, 0, m.ecn);
                 if i == 0 {
                     return Err(io::Error::from_raw_os_error(libc::EIO));
                 }
                 return Ok(i);
             }
             for one in m.split() {
-                self.note(m.is_gso(), one.range.len());
-                self.net.deliver(&buf[one.range], self.addr, to);
+                self.note(m.is_gso(), one.range.len(), one.ecn);
+                self.net.deliver(&buf[one.range], self.addr, to, one.ecn);
             }
         }
         Ok(n)
     }
 
     fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()> {
-        self.note(false, datagram.len());
-        self.net.deliver(datagram, self.addr, to);
+        self.note(false, datagram.len(), Ecn::NotEct);
+        self.net.deliver(datagram, self.addr, to, Ecn::NotEct);
         Ok(())
     }
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         let rx = self.rx.lock().expect("rx");
         match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok((dg, from)) => {
+            Ok((dg, from, ecn)) => {
                 let len = dg.len().min(buf.len());
                 buf[..len].copy_from_slice(&dg[..len]);
                 Ok(Received {
@@ -198,6 +210,7 @@ impl Socket for MemSocket {
                     from: Some(from),
                     segment: None,
                     truncated: dg.len() > buf.len(),
+                    ecn,
                 })
             }
             Err(_) => Err(io::ErrorKind::WouldBlock.into()),

@@ -13,6 +13,7 @@ use super::send::Reader;
 use super::watch::RecvWatch;
 use super::{Keying, Shared, unix_nanos};
 use crate::addr;
+use crate::ecn::Ecn;
 use crate::peer::PeerUpdate;
 use crate::published::Cached;
 use crate::session::{RecvHalf, SendHalf};
@@ -103,7 +104,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 self.rx.rotate(k, at);
             }
             let src = r.from.unwrap_or(unknown);
-            let wrote = self.handle(r.len, r.segment, src, now);
+            let wrote = self.handle(r.len, r.segment, r.ecn, src, now);
             self.handshake(now);
             // What the kernel queued on the TAP in answer to these frames
             // goes out now, unless the TAP→UDP thread is already at it. A
@@ -251,7 +252,14 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
 
     /// Checks the datagrams in `buf[..len]`, writes their frames to the
     /// TAP and counts everything. Returns whether any frame was written.
-    fn handle(&mut self, len: usize, segment: Option<usize>, src: SocketAddr, now: u64) -> bool {
+    fn handle(
+        &mut self,
+        len: usize,
+        segment: Option<usize>,
+        outer: Ecn,
+        src: SocketAddr,
+        now: u64,
+    ) -> bool {
         let (tap, shared, taplog) = (&*self.tap, &*self.shared, &mut self.taplog);
         let mut write = |b: &[u8]| {
             if let Err(e) = tap.write(b) {
@@ -267,7 +275,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         };
         let t = self
             .rx
-            .receive(&mut self.buf[..len], segment, src, proto, &mut write);
+            .receive(&mut self.buf[..len], segment, outer, src, proto, &mut write);
         t.add_to(&shared.counters);
         self.handshake_seen |= t.handshakes > 0 || t.drops[DropReason::Handshake as usize] > 0;
         if t.valid() {

@@ -98,12 +98,20 @@ pub(super) struct Devices {
 }
 
 /// Binds the UDP socket to the first of `local`'s candidates that the
-/// host has (the hub's socket too).
+/// host has (the hub's socket too), and asks for each receive's ECN field
+/// (RFC 6040's outer header: a CE the underlay marked reaches the frame).
 pub(crate) fn bind_udp(local: Local) -> Result<UdpSocket, TunnelError> {
     let mut last = None;
     for a in local.candidates() {
         match UdpSocket::bind(a) {
-            Ok(s) => return Ok(s),
+            Ok(s) => {
+                if let Err(e) = sys::enable_recv_ecn(&s, a.is_ipv6()) {
+                    warn!(
+                        "cannot read the ECN field of datagrams received ({e}): congestion the underlay marks (CE) does not reach the frames"
+                    );
+                }
+                return Ok(s);
+            }
             // IPv6 disabled on this host: fall back to the IPv4 wildcard.
             Err(e)
                 if e.raw_os_error() == Some(libc::EAFNOSUPPORT)

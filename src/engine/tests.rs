@@ -165,6 +165,62 @@ fn frames_cross_both_ways_and_the_peer_is_learned() {
     assert_eq!(b.shared.counters.rx_frames.load(SeqCst), 51);
 }
 
+/// ECN through the engine's threads (RFC 6040): each datagram leaves with
+/// its frame's ECN; on an underlay that marks everything CE, B's TAP gets
+/// the ECT(0) frames marked CE (checksum right) and none of the Not-ECT
+/// ones, which B counts as `ce_not_ect`.
+#[test]
+fn ecn_crosses_and_ce_reaches_the_frames() {
+    use crate::ecn::{self, Ecn};
+    use crate::offload::checksum::ipv4_checksum_ok;
+    use crate::offload::headers::Ipv4Packet;
+    use crate::offload::testutil::{payload, udp_frame};
+    let net = Arc::new(MemNet::default());
+    let mut a = side(&net, 1, ":9123", Some("192.0.2.2:9123"), None);
+    let mut b = side(&net, 2, ":9123", None, None);
+    b.start().unwrap();
+    a.start().unwrap();
+    let ip = |e: Ecn, n: usize| {
+        let mut f = udp_frame(false, false, &payload(60 + n));
+        Ipv4Packet::new_unchecked(&mut f[14..]).set_ecn(e.bits());
+        f
+    };
+    // Unmarked first: the frames cross as sent, ECT(0) and Not-ECT alike.
+    for n in 0..4 {
+        a.tap.inject(&ip(Ecn::Ect0, n));
+        a.tap.inject(&ip(Ecn::NotEct, n));
+    }
+    let ipv4 = |fs: Vec<Vec<u8>>| -> Vec<Ecn> {
+        fs.iter()
+            .filter(|f| f[12..14] == [0x08, 0x00])
+            .map(|f| ecn::of_frame(f))
+            .collect()
+    };
+    // A's announcement (ARP) comes too.
+    let got = ipv4(b.tap.written(9, WAIT));
+    assert_eq!(got, [Ecn::Ect0, Ecn::NotEct].repeat(4));
+    net.mark_ce.store(true, SeqCst);
+    for n in 0..4 {
+        a.tap.inject(&ip(Ecn::NotEct, n));
+        a.tap.inject(&ip(Ecn::Ect0, n));
+    }
+    let frames = b.tap.written(4, WAIT);
+    for f in &frames {
+        assert!(ipv4_checksum_ok(&Ipv4Packet::new_unchecked(&f[14..])));
+    }
+    assert_eq!(ipv4(frames), [Ecn::Ce; 4]);
+    a.stop();
+    b.stop();
+    assert_eq!(
+        b.shared.counters.drops(crate::stats::DropReason::CeNotEct),
+        4
+    );
+    // Each datagram left with its frame's ECN, in separate messages.
+    let log = a.socket.log.lock().unwrap();
+    let ect0 = log.iter().filter(|s| s.ecn == Ecn::Ect0).count();
+    assert_eq!(ect0, 8, "{log:?}");
+}
+
 /// The kernel refuses UDP GSO: the batch that learns it still arrives
 /// whole, each datagram sent alone, and later batches plan no GSO.
 /// (Without the fallback in `out.rs`, the first batch is lost.)

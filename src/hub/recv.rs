@@ -134,6 +134,8 @@ pub(super) struct Receiver<T, S> {
     key_epoch: u64,
     /// The socket is IPv6 (addresses to send to are mapped).
     v6: bool,
+    /// The outer ECN field of the receive being handled (RFC 6040).
+    ecn: crate::ecn::Ecn,
 }
 
 /// What trying a run against the spokes' keys found.
@@ -207,6 +209,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             keylog: open_keylog(shared.cipher.is_some()),
             key_epoch: shared.key_epoch.load(Relaxed),
             v6: shared.local.is_ipv6(),
+            ecn: crate::ecn::Ecn::NotEct,
             shared,
         };
         // The set published before the thread starts (the cache holds it
@@ -371,6 +374,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 continue;
             }
             let src = addr::canonical(from);
+            self.ecn = r.ecn;
             if self.shared.cipher.is_some() {
                 // The confidential mode's clock: CLOCK_BOOTTIME, which no
                 // one sets (see engine/recv.rs).
@@ -655,7 +659,8 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         } else {
             &mut self.buf[range]
         };
-        slot.rx.receive(buf, segment, src, now, &mut write)
+        slot.rx
+            .receive(buf, segment, self.ecn, src, now, &mut write)
     }
 
     /// Counts what spoke `i`'s half did with a run from `src`, and follows

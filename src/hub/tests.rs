@@ -143,6 +143,7 @@ impl TestSpoke {
             self.session.receive(
                 &mut buf[..r.len],
                 None,
+                r.ecn,
                 from,
                 engine::unix_nanos(),
                 &mut |f: &[u8]| got.push(f.to_vec()),
@@ -501,8 +502,14 @@ impl TestSpoke {
                 && let Some(from) = r.from
             {
                 let now = engine::unix_nanos();
-                self.session
-                    .receive(&mut buf[..r.len], None, from, now, &mut |_: &[u8]| {});
+                self.session.receive(
+                    &mut buf[..r.len],
+                    None,
+                    r.ecn,
+                    from,
+                    now,
+                    &mut |_: &[u8]| {},
+                );
                 self.pump();
             }
         }
@@ -630,8 +637,14 @@ fn a_restarted_confidential_hub_initiates_to_the_state_files_addresses() {
             && let Some(from) = r.from
         {
             let now = engine::unix_nanos();
-            a.session
-                .receive(&mut buf[..r.len], None, from, now, &mut |_: &[u8]| {});
+            a.session.receive(
+                &mut buf[..r.len],
+                None,
+                r.ecn,
+                from,
+                now,
+                &mut |_: &[u8]| {},
+            );
             a.pump();
         }
     }

@@ -23,6 +23,7 @@ pub use send::{Flushed, Handoff, KeepaliveDue, Pushed, SendHalf, Taught, Transmi
 
 use crate::aead::Cipher;
 use crate::clamp;
+use crate::ecn::Ecn;
 use crate::key::Key;
 use crate::mac::MacAddr;
 use crate::noise::{SendKey, SessionStatus};
@@ -185,11 +186,12 @@ impl Session {
         &mut self,
         run: &mut [u8],
         segment: Option<usize>,
+        outer: Ecn,
         src: SocketAddr,
         now: u64,
         write: &mut impl FnMut(&[u8]),
     ) -> Tally {
-        let t = self.rx.receive(run, segment, src, now, write);
+        let t = self.rx.receive(run, segment, outer, src, now, write);
         if let PeerUpdate::Learned(p) | PeerUpdate::Moved { to: p, .. } = t.peer {
             self.tx.set_peer(Some(p));
         }

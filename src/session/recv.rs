@@ -3,6 +3,7 @@
 //! a tally of what happened for the counters and the log watch.
 
 use super::Keying;
+use crate::ecn::Ecn;
 use crate::offload::Coalescer;
 use crate::rx::{Inbound, Tally};
 use std::net::SocketAddr;
@@ -113,23 +114,32 @@ impl RecvHalf {
     }
 
     /// Checks each datagram of one receive from `src` at `now` (`run`:
-    /// datagrams of `segment` bytes, a UDP GRO run, or one datagram) and
-    /// hands what goes to the TAP to `write`, in order.
+    /// datagrams of `segment` bytes, a UDP GRO run, or one datagram, whose
+    /// outer IP header had the ECN field `outer`) and hands what goes to
+    /// the TAP to `write`, in order, `outer` decapsulated into each frame
+    /// before coalescing (see [`Inbound::receive_run`]).
     pub fn receive(
         &mut self,
         run: &mut [u8],
         segment: Option<usize>,
+        outer: Ecn,
         src: SocketAddr,
         now: u64,
         write: &mut impl FnMut(&[u8]),
     ) -> Tally {
         let co = &mut self.coalescer;
-        let t = self
-            .inbound
-            .receive_run(run, segment, src, now, &mut |frame| match co.as_mut() {
-                Some(co) => co.push(frame, write),
-                None => write(frame),
-            });
+        let t =
+            self.inbound.receive_run(
+                run,
+                segment,
+                outer,
+                src,
+                now,
+                &mut |frame| match co.as_mut() {
+                    Some(co) => co.push(frame, write),
+                    None => write(frame),
+                },
+            );
         if let Some(co) = co.as_mut() {
             co.flush(write);
         }

@@ -11,6 +11,9 @@ view! {
 mod field {
     use std::ops::Range;
     pub const VER_IHL: usize = 0;
+    /// DSCP (high 6 bits) and ECN (low 2 bits).
+    pub const TOS: usize = 1;
+    pub const ECN_MASK: u8 = 0b11;
     pub const LENGTH: Range<usize> = 2..4;
     pub const IDENT: Range<usize> = 4..6;
     pub const FLG_OFF: Range<usize> = 6..8;
@@ -75,6 +78,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         get_u16(self.buffer.as_ref(), field::FLG_OFF.start) & field::FRAG_OFFSET
     }
 
+    /// The ECN field (the low 2 bits of the TOS byte, RFC 3168).
+    #[inline]
+    pub fn ecn(&self) -> u8 {
+        self.buffer.as_ref()[field::TOS] & field::ECN_MASK
+    }
+
     /// The protocol of the payload.
     #[inline]
     pub fn protocol(&self) -> u8 {
@@ -103,6 +112,24 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         set_ident: IDENT;
         /// Sets the header checksum field as is.
         set_checksum: CHECKSUM;
+    }
+
+    /// Sets the ECN field to `ecn` (its low 2 bits) and updates the header
+    /// checksum incrementally (RFC 1624: HC' = ~(~HC + ~m + m')), so that
+    /// a header whose checksum was right stays right, and one that was
+    /// wrong stays wrong.
+    #[inline]
+    pub fn set_ecn(&mut self, ecn: u8) {
+        let b = self.buffer.as_mut();
+        // The TOS byte is the low byte of the header's first 16-bit word.
+        let old = get_u16(b, field::VER_IHL);
+        b[field::TOS] = (b[field::TOS] & !field::ECN_MASK) | (ecn & field::ECN_MASK);
+        let new = get_u16(b, field::VER_IHL);
+        let hc = get_u16(b, field::CHECKSUM.start);
+        let sum = u32::from(!hc) + u32::from(!old) + u32::from(new);
+        let sum = (sum & 0xffff) + (sum >> 16);
+        let sum = (sum & 0xffff) + (sum >> 16);
+        set_u16(b, field::CHECKSUM.start, !(sum as u16));
     }
 
     /// Sets or clears the more-fragments flag.

@@ -10,6 +10,11 @@ view! {
 
 mod field {
     use std::ops::Range;
+    /// The second byte: the traffic class's low nibble (ECN in its low
+    /// 2 bits) above the flow label's top nibble.
+    pub const TCLASS_LO: usize = 1;
+    /// The ECN bits within [`TCLASS_LO`].
+    pub const ECN_MASK: u8 = 0b11 << 4;
     pub const PAYLOAD_LEN: Range<usize> = 4..6;
     pub const NEXT_HEADER: usize = 6;
     /// Source and destination address: the pseudo-header's share.
@@ -31,6 +36,12 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     u16_getters! {
         /// Payload length (what follows the fixed header).
         payload_len: PAYLOAD_LEN;
+    }
+
+    /// The ECN field (the low 2 bits of the traffic class, RFC 3168).
+    #[inline]
+    pub fn ecn(&self) -> u8 {
+        (self.buffer.as_ref()[field::TCLASS_LO] & field::ECN_MASK) >> 4
     }
 
     /// The next header: the protocol of the payload when there are no
@@ -62,6 +73,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     u16_setters! {
         /// Sets the payload length.
         set_payload_len: PAYLOAD_LEN;
+    }
+
+    /// Sets the ECN field to `ecn` (its low 2 bits); IPv6 has no header
+    /// checksum.
+    #[inline]
+    pub fn set_ecn(&mut self, ecn: u8) {
+        let b = &mut self.buffer.as_mut()[field::TCLASS_LO];
+        *b = (*b & !field::ECN_MASK) | ((ecn & 0b11) << 4);
     }
 }
 
