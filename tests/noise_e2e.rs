@@ -785,3 +785,116 @@ fn e2e_noise_initiation_flood_keeps_the_session() {
     }
     v.assert_none("e2e_noise_initiation_flood_keeps_the_session");
 }
+
+// ---------------------------------------------------------------------
+// Interop with an independent implementation on the wire.
+
+/// The Python peer (vendored noiseprotocol, no taptun code).
+const PY_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/noise_peer.py");
+
+/// An ARP request for `TAP_A` from a made-up host on B's side (broadcast):
+/// the kernel behind taptun's TAP answers it, so a frame crosses each way.
+fn arp_request() -> String {
+    let mut f = Vec::new();
+    f.extend([0xff; 6]);
+    f.extend([0x02, 0, 0, 0, 0, 0x42]);
+    f.extend([0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend([0x02, 0, 0, 0, 0, 0x42]);
+    f.extend([10, 99, 0, 2]);
+    f.extend([0; 6]);
+    f.extend([10, 99, 0, 1]);
+    f.resize(60, 0);
+    hex(&f)
+}
+
+/// Whether `frame` (hex) is the ARP reply to [`arp_request`].
+fn is_arp_reply(frame: &str) -> bool {
+    let f = unhex(frame.trim());
+    f.len() >= 42
+        && f[0..6] == [0x02, 0, 0, 0, 0, 0x42]
+        && f[12..14] == [0x08, 0x06]
+        && f[20..22] == [0, 2]
+        && f[28..32] == [10, 99, 0, 1]
+}
+
+fn interop(cipher: &str, python_initiates: bool, v: &mut Verdict) {
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    let sock = p.dir.join("a.sock");
+    // taptun in A; the Python peer in B, at B's underlay address.
+    let peer = (!python_initiates).then(|| format!("{UNDERLAY_B}:{PORT}"));
+    let a_args = args(TAP_A, peer.as_deref(), &sock, &["--cipher", cipher]);
+    let started = Instant::now();
+    let mut py = Background::spawn(
+        p.b.command("python3")
+            .arg(PY_PEER)
+            .args(["--key", k.to_str().unwrap(), "--cipher", cipher])
+            .args(["--local", &format!("{UNDERLAY_B}:{PORT}")])
+            .args(["--peer", &format!("{UNDERLAY_A}:{PORT}")])
+            .arg(if python_initiates {
+                "--initiate"
+            } else {
+                "--respond"
+            })
+            .args([
+                "--retry",
+                "1",
+                "--send-hex",
+                &arp_request(),
+                "--expect",
+                "1",
+            ])
+            // The reply is addressed to the made-up host; the TAP's own
+            // frames (IPv6 neighbour discovery, its announcement) are not.
+            .args(["--expect-prefix", "020000000042", "--timeout", "15"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    let mut a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args));
+    let status = py.wait_exit(Duration::from_secs(20));
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut o) = py.child().stdout.take() {
+        let _ = std::io::Read::read_to_string(&mut o, &mut out);
+    }
+    if let Some(mut e) = py.child().stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    let what = format!(
+        "{cipher}, {} initiates",
+        if python_initiates { "Python" } else { "taptun" }
+    );
+    v.check(status.is_some_and(|s| s.success()), || {
+        format!(
+            "{what}: the Python peer did not finish: {status:?}\n{out}\n{err}\n{}",
+            a.log_text()
+        )
+    });
+    v.check(out.lines().any(is_arp_reply), || {
+        format!("{what}: no ARP reply came back through taptun:\n{out}\n{err}")
+    });
+    let json = status_json(&sock);
+    v.check(json.contains("\"handshakes\":1"), || {
+        format!("{what}: taptun's status shows no handshake: {json}")
+    });
+    eprintln!(
+        "{what}: ARP request and reply crossed in {:.1?}",
+        started.elapsed()
+    );
+    stop_ok(&mut a, &what, v);
+}
+
+/// taptun against a peer made with Python's noiseprotocol alone: each side
+/// initiates once, in each cipher; an ARP request crosses from the Python
+/// peer into taptun's TAP and the kernel's reply comes back out of it.
+#[test]
+fn e2e_noise_interop_with_python_noiseprotocol() {
+    require_e2e!();
+    let mut v = Verdict(Vec::new());
+    for cipher in [AES, CHACHA] {
+        for python_initiates in [true, false] {
+            interop(cipher, python_initiates, &mut v);
+        }
+    }
+    v.assert_none("e2e_noise_interop_with_python_noiseprotocol");
+}

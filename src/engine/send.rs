@@ -73,6 +73,8 @@ impl Reader {
         let mut now = unix_nanos();
         let mut done = Flushed::default();
         let mut send = |t: Transmit<'_>| out.send(t);
+        // Confidential mode: what was read before the session came first.
+        tx.send_staged(now, &mut send, &mut done);
         let mut frames = 0;
         let why = loop {
             if frames >= limit {
@@ -105,7 +107,7 @@ impl Reader {
             };
             if !frame.is_empty() {
                 match tx.push(&hdr, frame, now, &mut send, &mut done) {
-                    Pushed::Queued(_) => {}
+                    Pushed::Queued(_) | Pushed::Staged => {}
                     Pushed::NoPeer => counters.drop(DropReason::NoPeer),
                     Pushed::NoSession => counters.drop(DropReason::NoSession),
                     Pushed::Dropped(e) => {
@@ -134,6 +136,7 @@ impl Reader {
 /// nothing, not even an atomic add, when they dropped nothing.
 pub(super) fn count(counters: &Counters, f: Flushed) {
     counters.drop_n(DropReason::NoPeer, f.no_peer as u64);
+    counters.drop_n(DropReason::NoSession, f.stale as u64);
     if f.refused > 0 {
         counters.seal_errors.fetch_add(f.refused as u64, Relaxed);
     }

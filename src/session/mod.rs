@@ -19,7 +19,7 @@ mod recv;
 mod send;
 
 pub use recv::RecvHalf;
-pub use send::{Flushed, Handoff, KeepaliveDue, Pushed, SendHalf, Taught, Transmit};
+pub use send::{Flushed, Handoff, KeepaliveDue, Pushed, STAGED, SendHalf, Taught, Transmit};
 
 use crate::aead::Cipher;
 use crate::clamp;

@@ -61,8 +61,12 @@ pub enum Pushed {
     Queued(usize),
     /// No peer is known yet: dropped.
     NoPeer,
-    /// Confidential mode: no session yet (a handshake is on its way): dropped.
+    /// Confidential mode: no session yet, and the frames kept for the
+    /// first one ([`STAGED`]) are many already: dropped.
     NoSession,
+    /// Confidential mode: no session yet: kept, and sent once one is up
+    /// ([`SendHalf::send_staged`]).
+    Staged,
     /// Not sendable (longer than the MTU, a super-frame that cannot be cut).
     Dropped(Unsendable),
 }
@@ -76,6 +80,9 @@ pub struct Flushed {
     pub no_peer: usize,
     /// Datagrams the sealer refused (never sent; their bytes wiped).
     pub refused: usize,
+    /// Confidential mode: frames kept for the first session that waited
+    /// longer than [`STAGED_FOR_NS`] (not sent).
+    pub stale: usize,
 }
 
 impl Flushed {
@@ -84,8 +91,17 @@ impl Flushed {
         self.sent += o.sent;
         self.no_peer += o.no_peer;
         self.refused += o.refused;
+        self.stale += o.stale;
     }
 }
+
+/// Confidential mode: how many frames read while no session is up are kept
+/// for the first one (as WireGuard stages packets during its handshake):
+/// the first frames after start (one round trip), and the answer the
+/// peer's first frame prompts while the new session is being handed over.
+pub const STAGED: usize = 64;
+/// Staged frames older than this (ns) are not sent: their moment passed.
+pub const STAGED_FOR_NS: u64 = 5_000_000_000;
 
 /// A session's sending half. Pure: `now` (UNIX ns) is an argument, and the
 /// only way out is the `send` callback the caller passes.
@@ -100,6 +116,9 @@ pub struct SendHalf {
     first: bool,
     /// Everything the kernel taught so far.
     taught: Taught,
+    /// Confidential mode: frames read while no session was up, oldest
+    /// first (allocated only then).
+    staged: std::collections::VecDeque<(u64, VnetHdr, Vec<u8>)>,
 }
 
 impl SendHalf {
@@ -113,6 +132,7 @@ impl SendHalf {
             keepalive_ns: 0,
             first: false,
             taught: Taught::default(),
+            staged: std::collections::VecDeque::new(),
         }
     }
 
@@ -161,6 +181,37 @@ impl SendHalf {
         if matches!(self.out.sealer(), Sealer::Noise(_)) {
             self.out.set_sealer(Sealer::Noise(key));
         }
+    }
+
+    /// Confidential mode: sends the frames kept while no session was up,
+    /// once one is (nothing otherwise); says what became of them (`Staged`
+    /// ones are counted as queued).
+    pub fn send_staged(
+        &mut self,
+        now: u64,
+        send: &mut impl FnMut(Transmit<'_>) -> Taught,
+        done: &mut Flushed,
+    ) -> usize {
+        if self.staged.is_empty() || !self.out.sealer().ready() || self.peer.is_none() {
+            return 0;
+        }
+        let mut n = 0;
+        while let Some((at, hdr, frame)) = self.staged.pop_front() {
+            if now.saturating_sub(at) > STAGED_FOR_NS {
+                done.stale += 1;
+                continue;
+            }
+            if let Pushed::Queued(_) = self.push(&hdr, &frame, now, send, done) {
+                n += 1;
+            }
+        }
+        done.add(self.flush(now, send));
+        n
+    }
+
+    /// Confidential mode: the frames kept for the first session.
+    pub fn staged(&self) -> usize {
+        self.staged.len()
     }
 
     /// Confidential mode: the session sealed under.
@@ -222,11 +273,20 @@ impl SendHalf {
         send: &mut impl FnMut(Transmit<'_>) -> Taught,
         done: &mut Flushed,
     ) -> Pushed {
+        if !self.out.sealer().ready() {
+            // Confidential mode without a session (the peer may not be
+            // known yet either: a responder learns it with the session).
+            if self.staged.len() >= STAGED {
+                return match self.peer {
+                    None => Pushed::NoPeer,
+                    Some(_) => Pushed::NoSession,
+                };
+            }
+            self.staged.push_back((now, *hdr, frame.to_vec()));
+            return Pushed::Staged;
+        }
         if self.peer.is_none() {
             return Pushed::NoPeer;
-        }
-        if !self.out.sealer().ready() {
-            return Pushed::NoSession;
         }
         let mut r = self.out.push(hdr, frame);
         if r == Push::Full {
@@ -266,6 +326,7 @@ impl SendHalf {
             sent: batch.messages.iter().map(|m| m.count).sum(),
             refused: batch.refused,
             no_peer: 0,
+            stale: 0,
         };
         let taught = if batch.messages.is_empty() {
             Taught::default()
@@ -340,7 +401,7 @@ impl SendHalf {
                 IpAddr::V4(v4) => announce::garp(mac, *v4).to_vec(),
                 IpAddr::V6(v6) => announce::unsolicited_na(mac, *v6).to_vec(),
             };
-            if let Pushed::NoPeer | Pushed::NoSession =
+            if let Pushed::NoPeer | Pushed::NoSession | Pushed::Staged =
                 self.push(&VnetHdr::default(), &frame, now, send, &mut done)
             {
                 return done;
@@ -482,5 +543,56 @@ mod tests {
         // took over from b), none did.
         assert!(log[..20].iter().all(|d| d.2));
         assert!(log[20..].iter().all(|d| !d.2), "{log:?}");
+    }
+
+    /// Confidential mode: frames read before the first session are kept
+    /// (up to STAGED) and leave, in order, once it is up.
+    #[test]
+    fn frames_wait_for_the_first_session() {
+        use crate::aead::Cipher;
+        use crate::noise::{RecvKey, SendKey};
+        let key = Key::parse(
+            "YSBzZW5kIGhhbGYncyB0ZXN0IGtleSwgMzIgYnl0ZXM=",
+            std::path::Path::new("k"),
+        )
+        .unwrap();
+        let c = Cipher::Aes256Gcm;
+        let mut tx = SendHalf::new(&Keying::new(&key, Some((c, [1; 32]))), 1418, 1472, true);
+        tx.set_peer(Some(peer()));
+        let mut done = Flushed::default();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut rx = RecvKey::new(c, &[5; 32]);
+        let mut send = |t: Transmit<'_>| {
+            for m in t.messages {
+                for one in m.split() {
+                    let mut d = t.bytes[one.range].to_vec();
+                    let o = rx.open(&mut d).expect("authentic");
+                    got.push(d[o.frame].to_vec());
+                }
+            }
+            Taught::default()
+        };
+        for i in 0..STAGED as u8 {
+            assert_eq!(
+                tx.push(&VnetHdr::default(), &[i; 60], NOW, &mut send, &mut done),
+                Pushed::Staged
+            );
+        }
+        assert_eq!(
+            tx.push(&VnetHdr::default(), &[0xff; 60], NOW, &mut send, &mut done),
+            Pushed::NoSession
+        );
+        assert_eq!(
+            tx.send_staged(NOW, &mut send, &mut done),
+            0,
+            "no session yet"
+        );
+        tx.set_send_key(Some(std::sync::Arc::new(SendKey::new(
+            c, &[5; 32], 1, 2, 0,
+        ))));
+        assert_eq!(tx.send_staged(NOW, &mut send, &mut done), STAGED);
+        assert_eq!(tx.staged(), 0);
+        assert_eq!(got.len(), STAGED);
+        assert!(got.iter().enumerate().all(|(i, f)| f == &[i as u8; 60]));
     }
 }

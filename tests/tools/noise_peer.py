@@ -5,7 +5,8 @@ interop test with a real taptun process.
 
     noise_peer.py --key FILE --cipher aes-256-gcm|chacha20-poly1305
                   --local IP:PORT --peer IP:PORT (--initiate | --respond)
-                  [--send-hex FRAMEHEX]... [--expect N] [--timeout S] [--index HEX8]
+                  [--send-hex FRAMEHEX]... [--expect N] [--expect-prefix HEX]
+                  [--timeout S] [--index HEX8]
 
 --initiate: sends an initiation (again every --retry seconds, each time with a
 new ephemeral and a new index, as REKEY_TIMEOUT asks), completes the
@@ -15,7 +16,8 @@ transport datagram (counters 0, 1, ...).
 it sends its frames only after the first valid transport datagram under the
 new session (a keepalive will do).
 Every non-empty frame received is printed as hex, one per line, on stdout;
-the peer exits 0 once N (--expect) were received and its own frames sent,
+the peer exits 0 once N (--expect) were received (those starting with
+--expect-prefix, when given) and its own frames sent,
 1 at --timeout. Logs go to stderr. With TAPTUN_KEYLOG set it appends its
 session's key-log line as taptun does (for noise_decrypt.py).
 """
@@ -73,6 +75,7 @@ def main():
     role.add_argument("--respond", action="store_true")
     ap.add_argument("--send-hex", action="append", default=[])
     ap.add_argument("--expect", type=int, default=0)
+    ap.add_argument("--expect-prefix", default="", help="hex: count only frames that start with it")
     ap.add_argument("--timeout", type=float, default=10.0)
     ap.add_argument("--retry", type=float, default=5.0, help="seconds before a new initiation")
     ap.add_argument("--index", help="hex8: this side's index (first handshake); random if not given")
@@ -171,7 +174,8 @@ def main():
                     current = s  # first valid transport under it: send with it now
                     send_frames(current)
             if frame:
-                received += 1
+                if frame.hex().startswith(args.expect_prefix.lower()):
+                    received += 1
                 print(frame.hex(), flush=True)
             else:
                 log("keepalive")
