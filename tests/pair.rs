@@ -815,6 +815,11 @@ fn setup(keying: Keying, peer: Option<&str>) -> Setup {
     }
 }
 
+/// The confidential mode's keying, its index seed drawn from `b`.
+fn confidential(cipher: Cipher, b: u8) -> Keying {
+    Keying::new(&key(KEY), Some((cipher, [b; 32])))
+}
+
 fn hmac() -> Keying {
     Keying::new(&key(KEY), None)
 }
@@ -884,6 +889,17 @@ impl Rig {
             cfg,
             &setup(hmac(), Some(B_ADDR)),
             &setup(hmac(), None),
+        )
+    }
+
+    /// A and B in the confidential mode, A given B's address; the first
+    /// handshake done.
+    fn confidential_pair(seed: u64, cfg: Underlay, cipher: Cipher) -> Rig {
+        Rig::new(
+            seed,
+            cfg,
+            &setup(confidential(cipher, 1), Some(B_ADDR)),
+            &setup(confidential(cipher, 2), None),
         )
     }
 
@@ -1350,13 +1366,8 @@ fn confidential_mode_over_a_hostile_underlay() {
             reorder: 10,
             replay: 5,
         };
-        let keying = |b| Keying::new(&key(KEY), Some((cipher, [b; 32])));
-        let mut rig = Rig::new(
-            seed,
-            net,
-            &setup(keying(1), Some(B_ADDR)),
-            &setup(keying(2), None),
-        );
+        let keying = |b| confidential(cipher, b);
+        let mut rig = Rig::confidential_pair(seed, net, cipher);
         rig.run_load(A, 2_000);
         let acc = rig.check_exact(B);
         assert!(
@@ -1416,13 +1427,7 @@ fn a_thousand_renewals_lose_nothing_and_deliver_nothing_twice() {
             reorder: 10,
             replay: 100,
         };
-        let keying = |b| Keying::new(&key(KEY), Some((cipher, [b; 32])));
-        let mut rig = Rig::new(
-            seed,
-            net,
-            &setup(keying(1), Some(B_ADDR)),
-            &setup(keying(2), None),
-        );
+        let mut rig = Rig::confidential_pair(seed, net, cipher);
         let made = |rig: &Rig| {
             let n: u64 = (rig.sides.iter())
                 .map(|s| s.session.session_status().unwrap().handshakes)
