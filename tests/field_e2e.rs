@@ -235,7 +235,7 @@ const JSON_FIELDS: [&str; 27] = [
     "tap_errors",
     "drops",
 ];
-const DROP_REASONS: [&str; 12] = [
+const DROP_REASONS: [&str; 13] = [
     "short",
     "truncated",
     "bad_mac",
@@ -248,6 +248,7 @@ const DROP_REASONS: [&str; 12] = [
     "wrong_mode",
     "handshake",
     "no_session",
+    "ce_not_ect",
 ];
 
 /// Pieces of the key that must appear in no output: its base64, the hex
