@@ -156,7 +156,9 @@ pub struct Inbound {
     /// The second (UNIX s) probes were last counted in, and how many.
     probed: (u64, u32),
     max_age_ns: u64,
-    replay: ReplayWindow,
+    /// The HMAC wire's window over timestamps (784 KiB; `None` in the
+    /// confidential mode, whose sessions keep counter windows of their own).
+    replay: Option<ReplayWindow>,
     peer: Peer,
     /// How the MSS of TCP SYNs received is lowered, if at all.
     clamp: Option<clamp::Limit>,
@@ -173,6 +175,7 @@ impl Inbound {
             .noise
             .as_ref()
             .map(|n| Keyring::new(n.cipher, &n.psk, n.seed));
+        let replay_window = keyring.is_none().then(ReplayWindow::new);
         Inbound {
             keys,
             previous: None,
@@ -181,7 +184,7 @@ impl Inbound {
             outbox: Outbox::default(),
             probed: (0, 0),
             max_age_ns,
-            replay: ReplayWindow::new(),
+            replay: replay_window,
             peer: Peer::new(peer),
             clamp: None,
             last_authentic_ts: 0,
@@ -514,7 +517,8 @@ impl Inbound {
             Err(WireError::Future) => return Err(DropReason::Future),
             Err(_) => return Err(DropReason::Stale),
         }
-        let newest = self.replay.accept(ts).map_err(|_| DropReason::Replay)?;
+        let replay = self.replay.as_mut().ok_or(DropReason::BadMac)?;
+        let newest = replay.accept(ts).map_err(|_| DropReason::Replay)?;
         Ok(self.peer.observe(src, newest))
     }
 
