@@ -24,8 +24,8 @@ pub enum DropReason {
     /// A TAP frame longer than the MTU allows, or a datagram longer than
     /// any peer sends.
     Oversize,
-    /// Confidential mode: a session id not seen before, beyond the rate
-    /// at which new session keys are derived.
+    /// Confidential mode: a transport datagram naming no session of this
+    /// side (one that ended, or a made-up index).
     UnknownSession,
     /// The peer speaks the other mode (HMAC wire against `--cipher`, or
     /// the reverse).

@@ -3,8 +3,10 @@
 //! what the kernel queued in answer (ACKs, echo replies) without waiting
 //! for the other thread to wake. Each thread owns its own sending half; what passes
 //! between them with the role is a [`Handoff`]: the last timestamp sealed,
-//! so that timestamps (AEAD nonces) rise in the order datagrams leave,
+//! so that the HMAC wire's timestamps rise in the order datagrams leave,
 //! whichever thread sealed them, and what the kernel taught about GSO.
+//! (The confidential mode's nonces are its session's counter, which the
+//! halves share as an atomic.)
 //!
 //! The role is handed over, never waited for under a lock: the UDP→TAP
 //! thread takes it only when it is free (the TAP→UDP thread is parked in

@@ -22,7 +22,7 @@ pub enum TunnelError {
     TwoIpv4(Cidr),
     /// Spawning a thread failed.
     Thread(io::Error),
-    /// The OS random source failed (a confidential-mode session id).
+    /// The OS random source failed (the confidential mode's index seed).
     Random(String),
     /// `--fwmark` could not be set on the socket.
     Mark(u32, io::Error),

@@ -9,8 +9,9 @@
 //! - The initiator of the current session renews it after
 //!   [`REKEY_AFTER_NS`]; the responder after 10 s more if the initiator has
 //!   not (its timer may be stopped by a full queue, or its clock slow). An
-//!   initiation not answered within [`REKEY_TIMEOUT_NS`] is sent again (a
-//!   new ephemeral, a new index). No session outlives [`REJECT_AFTER_NS`].
+//!   initiation not answered is sent again (a new ephemeral, a new index)
+//!   after 1 s, 2 s, 4 s, then every [`REKEY_TIMEOUT_NS`]. No session
+//!   outlives [`REJECT_AFTER_NS`].
 //! - Two initiations that cross: the one whose ephemeral key is smaller
 //!   wins on both sides, so one session results.
 //! - An initiation costs its reader one key derivation and one AEAD open

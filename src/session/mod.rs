@@ -7,7 +7,9 @@
 //! learning, coalescing for the TAP), and the keying of both. `now` (UNIX
 //! ns) is an argument everywhere; datagrams leave through a `send`
 //! callback and frames through a `write` callback, which are all the I/O a
-//! driver supplies. No clock, no syscall, no lock inside.
+//! driver supplies. No clock, no lock inside; the only system call is the
+//! confidential mode's: `snow` draws each handshake's ephemeral key from the
+//! OS.
 //!
 //! Two drivers run the same code: the in-memory rig (`tests/pair.rs`)
 //! drives a whole `Session`, in which a peer learned by the receiving half

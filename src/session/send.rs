@@ -43,8 +43,9 @@ pub struct Taught {
 
 /// What one sending half passes to another that sends to the same peer
 /// through the same socket, when they take turns (the engine's two
-/// threads): the last timestamp sealed, so that timestamps (AEAD nonces)
-/// never repeat and rise in the order datagrams leave, and what the kernel
+/// threads): the last timestamp sealed, so that the HMAC wire's
+/// timestamps never repeat and rise in the order datagrams leave (the
+/// confidential mode's counter is shared, atomic), and what the kernel
 /// taught about the socket, so that it is learnt once.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Handoff {
