@@ -12,9 +12,11 @@
 pub mod addr;
 pub mod aead;
 pub mod announce;
+pub mod aqm;
 pub mod batch;
 pub mod clamp;
 pub mod cli;
+pub mod codel;
 pub mod conffile;
 pub mod config;
 pub mod ecn;
