@@ -685,6 +685,13 @@ pub fn enable_recv_ecn(sock: &impl AsRawFd, v6: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Asks the kernel to stamp each datagram with its arrival time
+/// (`SO_TIMESTAMPNS`, the wall clock), so that the receiver knows how long
+/// it waited in the socket's queue (the AQM's sojourn time).
+pub fn enable_rx_timestamps(sock: &impl AsRawFd) -> io::Result<()> {
+    setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+}
+
 /// What [`recv_gro`] received.
 #[derive(Debug, Clone, Copy)]
 pub struct Received {
@@ -700,6 +707,9 @@ pub struct Received {
     /// kernel merges only datagrams of one TOS); Not-ECT unless
     /// [`enable_recv_ecn`] asked for it.
     pub ecn: Ecn,
+    /// When the (first) datagram arrived, UNIX ns, if
+    /// [`enable_rx_timestamps`] asked for it.
+    pub arrived_ns: Option<u64>,
 }
 
 /// Receives one datagram, or a GRO run of them, with its sender.
@@ -710,7 +720,8 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    // Room for UDP_GRO's and the TOS's cmsgs (24 bytes each), and more.
+    // Room for UDP_GRO's and the TOS's cmsgs (24 bytes each) and the
+    // timestamp's (32), and more.
     let mut control = [0u64; 12];
     // SAFETY: all pointers outlive the call; the CMSG_* walk is bounded by
     // msg_controllen as the kernel set it, and each payload read is within
@@ -729,6 +740,8 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
         }
         let mut segment = None;
         let mut ecn = Ecn::NotEct;
+        let mut arrived_ns = None;
+        let ts_len = libc::CMSG_LEN(std::mem::size_of::<libc::timespec>() as u32) as usize;
         let int_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as usize;
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
@@ -754,6 +767,14 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
                     let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
                     ecn = Ecn::from_tos(v as u8);
                 }
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) if len >= ts_len => {
+                    let ts = std::ptr::read_unaligned(data.cast::<libc::timespec>());
+                    arrived_ns = Some(
+                        (ts.tv_sec.max(0) as u64)
+                            .saturating_mul(1_000_000_000)
+                            .saturating_add(ts.tv_nsec.max(0) as u64),
+                    );
+                }
                 _ => {}
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
@@ -764,6 +785,7 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
             segment,
             truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
             ecn,
+            arrived_ns,
         })
     }
 }
@@ -1065,6 +1087,54 @@ mod tests {
             }
             let want: Vec<(usize, Ecn)> = ecns.iter().flat_map(|&e| [(100, e), (75, e)]).collect();
             assert_eq!(got, want, "{rx_at} to {to}");
+        }
+    }
+
+    /// `SO_TIMESTAMPNS`: each receive (a GRO run too, beside the other
+    /// cmsgs) carries the kernel's arrival time, between the send and the
+    /// read; without the option, none.
+    #[test]
+    fn arrival_stamps_come_with_each_receive() {
+        for stamped in [true, false] {
+            let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            enable_recv_ecn(&rx, false).unwrap();
+            enable_udp_gro(&rx).unwrap();
+            if stamped {
+                enable_rx_timestamps(&rx).unwrap();
+            }
+            rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let wall = || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            };
+            let before = wall();
+            let data = vec![7u8; 300];
+            let msgs = [Message {
+                range: 0..300,
+                seg: 100,
+                count: 3,
+                ecn: Ecn::Ect0,
+            }];
+            let to = rx.local_addr().unwrap();
+            assert_eq!(send_messages(&tx, &data, &msgs, to).unwrap(), 1);
+            std::thread::sleep(Duration::from_millis(20));
+            let mut buf = vec![0u8; 65536];
+            let r = recv_gro(&rx, &mut buf).unwrap();
+            let after = wall();
+            assert_eq!((r.len, r.ecn), (300, Ecn::Ect0));
+            match (stamped, r.arrived_ns) {
+                (true, Some(t)) => {
+                    assert!(
+                        before <= t && t + 20_000_000 <= after,
+                        "{before} {t} {after}"
+                    )
+                }
+                (false, None) => {}
+                other => panic!("{other:?}"),
+            }
         }
     }
 
