@@ -64,6 +64,8 @@ pub struct Tally {
     /// Confidential mode: handshake messages taken (answers may wait in
     /// the receiver's outbox).
     pub handshakes: u64,
+    /// Frames marked CE for [`Inbound::signal_congestion`].
+    pub aqm_marks: u64,
 }
 
 impl Tally {
@@ -74,6 +76,9 @@ impl Tally {
         c.rx_frames.fetch_add(self.frames, Relaxed);
         c.rx_bytes.fetch_add(self.bytes, Relaxed);
         c.keepalives_rx.fetch_add(self.keepalives, Relaxed);
+        if self.aqm_marks > 0 {
+            c.aqm_marks.fetch_add(self.aqm_marks, Relaxed);
+        }
         for r in DropReason::ALL {
             c.drop_n(r, self.drops[r as usize]);
         }
@@ -164,6 +169,9 @@ pub struct Inbound {
     clamp: Option<clamp::Limit>,
     /// The timestamp of the last datagram that passed the MAC check.
     last_authentic_ts: u64,
+    /// The next frame delivered carries a congestion signal (see
+    /// [`Inbound::signal_congestion`]).
+    congestion: bool,
 }
 
 impl Inbound {
@@ -188,6 +196,7 @@ impl Inbound {
             peer: Peer::new(peer),
             clamp: None,
             last_authentic_ts: 0,
+            congestion: false,
         }
     }
 
@@ -273,6 +282,16 @@ impl Inbound {
         }
         self.probed.1 += 1;
         self.probed.1 <= PROBES_PER_SEC
+    }
+
+    /// The receiver's queue is congested (its AQM said so): the next frame
+    /// delivered, in this receive or a later one, is marked CE if it is an
+    /// ECN-capable IP packet, and dropped otherwise (counted as
+    /// [`DropReason::Aqm`]), after the outer header's own ECN was applied.
+    /// One signal at most is pending: a second call before a frame came
+    /// through changes nothing.
+    pub fn signal_congestion(&mut self) {
+        self.congestion = true;
     }
 
     /// The peer as this receiver knows it.
@@ -405,6 +424,25 @@ impl Inbound {
                             t.drops[DropReason::CeNotEct as usize] += 1;
                             t.last_drop = Some((DropReason::CeNotEct, span.len()));
                             continue;
+                        }
+                        if self.congestion {
+                            // The AQM's signal, as an outer CE would be;
+                            // a frame with no IP header (ARP) cannot carry
+                            // it, and leaves it to the next.
+                            match ecn::of_frame(frame) {
+                                Ecn::NotEct if ecn::decapsulate(Ecn::Ce, frame).is_err() => {
+                                    self.congestion = false;
+                                    t.drops[DropReason::Aqm as usize] += 1;
+                                    t.last_drop = Some((DropReason::Aqm, span.len()));
+                                    continue;
+                                }
+                                Ecn::NotEct => {}
+                                _ => {
+                                    let _ = ecn::decapsulate(Ecn::Ce, frame);
+                                    self.congestion = false;
+                                    t.aqm_marks += 1;
+                                }
+                            }
                         }
                         t.frames += 1;
                         t.bytes += frame.len() as u64;

@@ -39,11 +39,15 @@ pub enum DropReason {
     /// its frame is not ECN-capable: dropped, as RFC 6040 says, the one
     /// way left to tell its sender of the congestion.
     CeNotEct,
+    /// The receiver's queue stood above its target (CoDel, `codel.rs`)
+    /// and the frame chosen to signal it is not ECN-capable: dropped, as
+    /// an AQM drops (an ECN-capable one is marked CE instead).
+    Aqm,
 }
 
 impl DropReason {
     /// Every reason, in report order.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Short,
         DropReason::Truncated,
         DropReason::BadMac,
@@ -57,6 +61,7 @@ impl DropReason {
         DropReason::Handshake,
         DropReason::NoSession,
         DropReason::CeNotEct,
+        DropReason::Aqm,
     ];
 
     /// Short name used in logs and JSON.
@@ -75,6 +80,7 @@ impl DropReason {
             DropReason::Handshake => "handshake",
             DropReason::NoSession => "no_session",
             DropReason::CeNotEct => "ce_not_ect",
+            DropReason::Aqm => "aqm",
         }
     }
 }
@@ -100,6 +106,11 @@ pub struct Counters {
     pub tap_errors: AtomicU64,
     /// Frames (and keepalives) the sealer refused: dropped, never sent.
     pub seal_errors: AtomicU64,
+    /// Frames the receiver's AQM marked CE (its drops are `aqm`).
+    pub aqm_marks: AtomicU64,
+    /// The receive queue's last full second of sojourn times (the
+    /// tunnel's; a hub keeps one for its socket instead).
+    pub queue: crate::aqm::QueueStats,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -148,7 +159,7 @@ impl Counters {
     pub fn write_json_members(&self, s: &mut String) {
         let _ = write!(
             s,
-            "\"tx_frames\":{},\"tx_bytes\":{},\"rx_frames\":{},\"rx_bytes\":{},\"keepalives_tx\":{},\"keepalives_rx\":{},\"send_errors\":{},\"tap_errors\":{},\"seal_errors\":{},\"drops\":{{",
+            "\"tx_frames\":{},\"tx_bytes\":{},\"rx_frames\":{},\"rx_bytes\":{},\"keepalives_tx\":{},\"keepalives_rx\":{},\"send_errors\":{},\"tap_errors\":{},\"seal_errors\":{},\"aqm_marks\":{},\"drops\":{{",
             self.tx_frames.load(Relaxed),
             self.tx_bytes.load(Relaxed),
             self.rx_frames.load(Relaxed),
@@ -158,6 +169,7 @@ impl Counters {
             self.send_errors.load(Relaxed),
             self.tap_errors.load(Relaxed),
             self.seal_errors.load(Relaxed),
+            self.aqm_marks.load(Relaxed),
         );
         for (i, r) in DropReason::ALL.iter().enumerate() {
             let sep = if i == 0 { "" } else { "," };
@@ -259,7 +271,8 @@ mod tests {
         c.write_json_members(&mut j);
         assert!(j.starts_with("\"tx_frames\":3,"), "{j}");
         assert!(
-            j.contains("\"bad_mac\":2") && j.ends_with("\"no_session\":0,\"ce_not_ect\":0}"),
+            j.contains("\"bad_mac\":2")
+                && j.ends_with("\"no_session\":0,\"ce_not_ect\":0,\"aqm\":0}"),
             "{j}"
         );
         assert!(j.contains("\"stale\":4"), "{j}");

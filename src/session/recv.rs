@@ -64,6 +64,13 @@ impl RecvHalf {
         self.inbound.rotate(keying.keys(), now);
     }
 
+    /// The receiver's queue is congested: the next frame delivered is
+    /// marked CE, or dropped if not ECN-capable (see
+    /// [`crate::rx::Inbound::signal_congestion`]).
+    pub fn signal_congestion(&mut self) {
+        self.inbound.signal_congestion();
+    }
+
     /// Confidential mode: the handshake timers at `now` (answers and
     /// initiations wait in [`RecvHalf::outbox`]).
     pub fn poll(&mut self, now: u64) {
