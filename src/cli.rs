@@ -81,6 +81,14 @@ pub struct Cli {
     #[argh(option, default = "ClampMss::Auto", from_str_fn(clamp_mss))]
     pub clamp_mss: ClampMss,
 
+    /// AQM on the receive queue: CoDel on how long datagrams wait in the UDP socket, marking an ECN-capable frame CE (else dropping it) while the wait stands above the target, so that a bulk transfer does not delay every other flow: on (default: target 0.5 ms, interval 5 ms), off, or TARGET_MS/INTERVAL_MS, e.g. 1/10
+    #[argh(
+        option,
+        default = "Some(crate::codel::Params::DEFAULT)",
+        from_str_fn(aqm)
+    )]
+    pub aqm: Option<crate::codel::Params>,
+
     /// encrypt: aes-256-gcm or chacha20-poly1305, the same on both sides (default: none, tinytaptunnel's authenticated but readable wire); a Noise handshake under the same key file gives forward secrecy, and no clock is checked
     #[argh(option, from_str_fn(cipher))]
     pub cipher: Option<crate::aead::Cipher>,
@@ -264,6 +272,7 @@ impl Cli {
             offload: !self.no_offload,
             path_payload,
             clamp_mss: self.clamp_mss,
+            aqm: self.aqm,
             status_socket: self.status_socket.clone(),
             state,
             mac: self.mac,
@@ -368,6 +377,10 @@ pub(crate) fn clamp_mss(v: &str) -> Result<ClampMss, String> {
             crate::config::MIN_CLAMP_MSS
         )
     })
+}
+
+pub(crate) fn aqm(v: &str) -> Result<Option<crate::codel::Params>, String> {
+    v.parse::<crate::codel::Setting>().map(|s| s.0)
 }
 
 pub(crate) fn cipher(v: &str) -> Result<crate::aead::Cipher, String> {

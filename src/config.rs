@@ -46,6 +46,8 @@ pub struct Config {
     pub path_payload: usize,
     /// How the MSS of TCP SYNs crossing the tunnel is lowered.
     pub clamp_mss: ClampMss,
+    /// CoDel on the receive queue (`--aqm`); none: off.
+    pub aqm: Option<crate::codel::Params>,
     /// The confidential mode's cipher (`--cipher`); none: the HMAC wire.
     pub cipher: Option<crate::aead::Cipher>,
     /// The TAP's MAC (`--mac`); else a persistent one (see `mac`).

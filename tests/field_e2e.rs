@@ -206,7 +206,7 @@ fn e2e_skewed_clock_is_named_once_per_side() {
 }
 
 /// The JSON members `taptun status --json` promises (docs/operating.md).
-const JSON_FIELDS: [&str; 27] = [
+const JSON_FIELDS: [&str; 29] = [
     "dev",
     "cipher",
     "time",
@@ -233,9 +233,11 @@ const JSON_FIELDS: [&str; 27] = [
     "keepalives_rx",
     "send_errors",
     "tap_errors",
+    "aqm_marks",
+    "queue",
     "drops",
 ];
-const DROP_REASONS: [&str; 13] = [
+const DROP_REASONS: [&str; 14] = [
     "short",
     "truncated",
     "bad_mac",
@@ -249,6 +251,7 @@ const DROP_REASONS: [&str; 13] = [
     "handshake",
     "no_session",
     "ce_not_ect",
+    "aqm",
 ];
 
 /// Pieces of the key that must appear in no output: its base64, the hex
@@ -303,6 +306,9 @@ fn e2e_status_text_json_prometheus() {
             "interface: tap0".to_string(),
             format!("peer: {peer} ({source})"),
             format!("mac: {mac}"),
+            // Idle by the time of the question, or the ping's second.
+            "receive queue: ".to_string(),
+            "AQM CoDel (target 0.5 ms, interval 5 ms)".to_string(),
         ] {
             assert!(text.contains(&want), "no {want:?} in:\n{text}");
         }
@@ -312,6 +318,14 @@ fn e2e_status_text_json_prometheus() {
         for f in JSON_FIELDS {
             assert!(keys.split(' ').any(|k| k == f), "no {f} in {json}");
         }
+        assert_eq!(
+            jq(
+                &json,
+                "[.queue.aqm.target_ms, .queue.aqm.interval_ms] | map(tostring) | join(\" \")"
+            ),
+            "0.5 5",
+            "{json}"
+        );
         let drops = jq(&json, ".drops | keys_unsorted | join(\" \")");
         assert_eq!(drops, DROP_REASONS.join(" "), "{json}");
         assert_eq!(

@@ -17,7 +17,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering::SeqCst};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -104,8 +104,9 @@ impl Tap for MemTap {
     }
 }
 
-/// A datagram in flight: its bytes, sender and outer ECN field.
-type Datagram = (Vec<u8>, SocketAddr, Ecn);
+/// A datagram in flight: its bytes, sender, outer ECN field and arrival
+/// stamp (UNIX ns).
+type Datagram = (Vec<u8>, SocketAddr, Ecn, u64);
 
 /// The network: who listens at which address.
 #[derive(Default)]
@@ -114,6 +115,9 @@ pub(crate) struct MemNet {
     /// Marks every datagram CE on its way, Not-ECT ones too (an underlay
     /// that breaks RFC 3168: what RFC 6040's drop rule is for).
     pub mark_ce: AtomicBool,
+    /// Each datagram is stamped as having arrived this long (ns) before it
+    /// is delivered: a standing queue at the receiver, as the AQM sees it.
+    pub queued_ns: AtomicU64,
 }
 
 impl MemNet {
@@ -136,7 +140,8 @@ impl MemNet {
             false => ecn,
         };
         if let Some(port) = self.ports.lock().expect("ports").get(&to) {
-            let _ = port.send((dg.to_vec(), from, ecn));
+            let arrived = super::unix_nanos().saturating_sub(self.queued_ns.load(SeqCst));
+            let _ = port.send((dg.to_vec(), from, ecn, arrived));
         }
     }
 }
@@ -202,7 +207,7 @@ impl Socket for MemSocket {
     fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         let rx = self.rx.lock().expect("rx");
         match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok((dg, from, ecn)) => {
+            Ok((dg, from, ecn, arrived)) => {
                 let len = dg.len().min(buf.len());
                 buf[..len].copy_from_slice(&dg[..len]);
                 Ok(Received {
@@ -211,6 +216,7 @@ impl Socket for MemSocket {
                     segment: None,
                     truncated: dg.len() > buf.len(),
                     ecn,
+                    arrived_ns: Some(arrived),
                 })
             }
             Err(_) => Err(io::ErrorKind::WouldBlock.into()),

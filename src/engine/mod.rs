@@ -144,6 +144,8 @@ struct Facts {
     udp_coalesce: bool,
     clamp_mss: crate::config::ClampMss,
     cipher: Option<Cipher>,
+    /// CoDel on the receive queue (`--aqm`).
+    aqm: Option<crate::codel::Params>,
     keepalive: Duration,
     max_age: Duration,
     started_ns: u64,
@@ -205,6 +207,7 @@ impl Tunnel {
             udp_coalesce: dev.udp_coalesce,
             clamp_mss: cfg.clamp_mss,
             cipher: cfg.cipher,
+            aqm: cfg.aqm,
             keepalive: cfg.keepalive,
             max_age: cfg.max_age,
             started_ns: unix_nanos(),
@@ -432,6 +435,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             confidential: self.cfg.cipher.is_some(),
             status_shown: Default::default(),
             handshake_seen: false,
+            aqm: crate::aqm::Aqm::new(self.cfg.aqm),
             replies: nonblocking.then(|| {
                 let tx = self.setup.send_half();
                 (tx, Reader::new(self.facts.offload, true), out())

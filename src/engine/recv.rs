@@ -71,6 +71,8 @@ pub(super) struct Receiver<T, S> {
     /// The last receive took or refused a handshake message (the status
     /// views' counters changed).
     pub handshake_seen: bool,
+    /// The socket queue's sojourn times and AQM.
+    pub aqm: crate::aqm::Aqm,
 }
 
 impl<T: Tap, S: Socket> Receiver<T, S> {
@@ -81,6 +83,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         while !self.shared.stop.load(Relaxed) {
             self.follow_name();
             self.handshake(unix_nanos());
+            let asked = unix_nanos();
             let r = match self.socket.recv(&mut self.buf) {
                 Ok(r) => r,
                 Err(e) => {
@@ -102,6 +105,13 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                     false => self.shared.key_since_ns.load(Relaxed).min(now),
                 };
                 self.rx.rotate(k, at);
+            }
+            let (signal, second) = self.aqm.on_receive(asked, now, r.arrived_ns);
+            if signal {
+                self.rx.signal_congestion();
+            }
+            if let Some(s) = second {
+                self.shared.counters.queue.set(s);
             }
             let src = r.from.unwrap_or(unknown);
             let wrote = self.handle(r.len, r.segment, r.ecn, src, now);

@@ -110,6 +110,11 @@ pub(crate) fn bind_udp(local: Local) -> Result<UdpSocket, TunnelError> {
                         "cannot read the ECN field of datagrams received ({e}): congestion the underlay marks (CE) does not reach the frames"
                     );
                 }
+                if let Err(e) = sys::enable_rx_timestamps(&s) {
+                    warn!(
+                        "cannot stamp datagrams with their arrival time ({e}): no AQM on the receive queue, and no sojourn times in the status"
+                    );
+                }
                 return Ok(s);
             }
             // IPv6 disabled on this host: fall back to the IPv4 wildcard.

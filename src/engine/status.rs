@@ -4,6 +4,8 @@
 //! node_exporter's textfile collector. No key material goes in any of them.
 
 use super::{Facts, Shared, Tunnel, unix_nanos};
+use crate::aqm::QueueStats;
+use crate::codel::Params;
 use crate::noise::SessionStatus;
 use crate::stats::DropReason;
 use std::fmt::Write as _;
@@ -68,6 +70,84 @@ pub(crate) fn session_text(st: &SessionStatus, now: u64) -> String {
     }
     let _ = write!(s, ", handshakes {}", st.handshakes);
     s
+}
+
+/// The receive queue's line (`receive queue: ...`): the last second's
+/// sojourn times, or idle; and the AQM with its marks and drops.
+pub(crate) fn queue_text(
+    q: &QueueStats,
+    aqm: Option<Params>,
+    (marks, drops): (u64, u64),
+    now: u64,
+) -> String {
+    let mut s = match q.recent(now) {
+        Some(q) => format!(
+            "waited {:.2} ms on average, {:.2} ms at most ({} receives in the last second)",
+            q.mean_ns as f64 / 1e6,
+            q.max_ns as f64 / 1e6,
+            q.receives
+        ),
+        None => "idle".to_string(),
+    };
+    match aqm {
+        Some(p) => {
+            let _ = write!(s, "; AQM CoDel ({p}): {marks} marked CE, {drops} dropped");
+        }
+        None => s.push_str("; AQM off"),
+    }
+    s
+}
+
+/// The receive queue as a JSON object (`"queue":{...}`): the last
+/// second's sojourn times in ms (null when idle) and the AQM's parameters
+/// (null when off).
+pub(crate) fn queue_json(s: &mut String, q: &QueueStats, aqm: Option<Params>, now: u64) {
+    s.push_str("\"queue\":{\"sojourn_mean_ms\":");
+    match q.recent(now) {
+        Some(q) => {
+            let _ = write!(
+                s,
+                "{:.3},\"sojourn_max_ms\":{:.3},\"receives\":{}",
+                q.mean_ns as f64 / 1e6,
+                q.max_ns as f64 / 1e6,
+                q.receives
+            );
+        }
+        None => s.push_str("null,\"sojourn_max_ms\":null,\"receives\":0"),
+    }
+    match aqm {
+        Some(p) => {
+            let _ = write!(
+                s,
+                ",\"aqm\":{{\"target_ms\":{},\"interval_ms\":{}}}}}",
+                p.target_ns as f64 / 1e6,
+                p.interval_ns as f64 / 1e6
+            );
+        }
+        None => s.push_str(",\"aqm\":null}"),
+    }
+}
+
+/// The receive queue's sojourn gauges (Prometheus), when not idle.
+pub(crate) fn queue_metrics(
+    q: &QueueStats,
+    now: u64,
+    metric: &mut impl FnMut(&str, &str, &str, String),
+) {
+    if let Some(q) = q.recent(now) {
+        metric(
+            "taptun_receive_sojourn_mean_seconds",
+            "gauge",
+            "How long datagrams waited in the UDP socket's receive queue, on average over the last second.",
+            format!("{:.6}", q.mean_ns as f64 / 1e9),
+        );
+        metric(
+            "taptun_receive_sojourn_max_seconds",
+            "gauge",
+            "The longest wait in the UDP socket's receive queue in the last second.",
+            format!("{:.6}", q.max_ns as f64 / 1e9),
+        );
+    }
 }
 
 /// Confidential mode: the sessions' facts as a JSON object (`null` in the
@@ -278,6 +358,16 @@ impl View<'_> {
         );
         let _ = writeln!(
             s,
+            "  receive queue: {}",
+            queue_text(
+                &c.queue,
+                f.aqm,
+                (c.aqm_marks.load(Relaxed), c.drops(DropReason::Aqm)),
+                now
+            )
+        );
+        let _ = writeln!(
+            s,
             "  keepalives: every {} s, {} sent, {} received",
             f.keepalive.as_secs(),
             c.keepalives_tx.load(Relaxed),
@@ -373,6 +463,8 @@ impl View<'_> {
         }
         let st = f.cipher.map(|_| self.session().unwrap_or_default());
         let _ = write!(s, ",\"session\":{},", session_json(st.as_ref(), now));
+        queue_json(&mut s, &sh.counters.queue, f.aqm, now);
+        s.push(',');
         sh.counters.write_json_members(&mut s);
         s.push('}');
         s
@@ -426,6 +518,11 @@ impl View<'_> {
                 "Keys replaced by SIGHUP.",
                 &sh.key_rotations,
             ),
+            (
+                "aqm_marks",
+                "Frames the receive queue's AQM marked CE (its drops: reason aqm).",
+                &c.aqm_marks,
+            ),
         ];
         for (name, help, v) in counters {
             metric(
@@ -463,6 +560,7 @@ impl View<'_> {
                 format!("{o:.3}"),
             );
         }
+        queue_metrics(&c.queue, now, &mut metric);
         if let Some(st) = self.session() {
             if let Some(t) = st.since_ns {
                 metric(

@@ -44,6 +44,7 @@ fn config(local: &str, peer: Option<&str>, cipher: Option<Cipher>) -> Config {
         offload: false,
         path_payload: 1472,
         clamp_mss: ClampMss::Off,
+        aqm: Some(crate::codel::Params::DEFAULT),
         cipher,
         mac: None,
         status_socket: None,
@@ -102,6 +103,7 @@ fn side_with(net: &Arc<MemNet>, n: u8, cfg: Config, answer: Option<Answer>) -> M
         udp_coalesce: false,
         clamp_mss: cfg.clamp_mss,
         cipher: cfg.cipher,
+        aqm: cfg.aqm,
         keepalive: cfg.keepalive,
         max_age: cfg.max_age,
         started_ns: unix_nanos(),
@@ -219,6 +221,101 @@ fn ecn_crosses_and_ce_reaches_the_frames() {
     let log = a.socket.log.lock().unwrap();
     let ect0 = log.iter().filter(|s| s.ecn == Ecn::Ect0).count();
     assert_eq!(ect0, 8, "{log:?}");
+}
+
+/// The receive queue's AQM through the engine's threads: datagrams that
+/// waited 25 ms in B's socket (stamped so by the in-memory network: longer
+/// than the 20 ms its receive waits, so each was queued before B's
+/// thread asked for it, as behind others) for
+/// longer than CoDel's interval get ECN-capable frames marked CE and
+/// Not-ECT ones dropped (`aqm`), a few, not all; the status has the
+/// sojourn figures. Without a queue, or with `--aqm off`, nothing.
+#[test]
+fn a_standing_receive_queue_is_signalled() {
+    use crate::ecn::{self, Ecn};
+    use crate::offload::headers::Ipv4Packet;
+    use crate::offload::testutil::{payload, udp_frame};
+    use crate::stats::DropReason;
+    let ip = |e: Ecn, n: usize| {
+        let mut f = udp_frame(false, false, &payload(60 + n % 100));
+        Ipv4Packet::new_unchecked(&mut f[14..]).set_ecn(e.bits());
+        f
+    };
+    for (queued_ms, aqm, signalled) in [
+        (25, Some(crate::codel::Params::DEFAULT), true),
+        (0, Some(crate::codel::Params::DEFAULT), false),
+        (25, None, false),
+    ] {
+        let net = Arc::new(MemNet::default());
+        net.queued_ns.store(queued_ms * 1_000_000, SeqCst);
+        let cfg = |local, peer| Config {
+            aqm,
+            ..config(local, peer, None)
+        };
+        let mut a = side_with(&net, 1, cfg(":9123", Some("192.0.2.2:9123")), None);
+        let mut b = side_with(&net, 2, cfg(":9123", None), None);
+        b.start().unwrap();
+        a.start().unwrap();
+        // 40 ms of frames in pairs, ECT(0) and Not-ECT, each first in turn
+        // (the first after a pause takes the signal that fell due in it).
+        let mut ecns = Vec::new();
+        let end = std::time::Instant::now() + Duration::from_millis(40);
+        let mut n = 0;
+        while std::time::Instant::now() < end && n < 4_000 {
+            let pair = match n % 4 {
+                0 => [Ecn::Ect0, Ecn::NotEct],
+                _ => [Ecn::NotEct, Ecn::Ect0],
+            };
+            for e in pair {
+                a.tap.inject(&ip(e, n));
+                n += 1;
+            }
+            ecns.extend(
+                b.tap
+                    .written(2, Duration::from_millis(5))
+                    .iter()
+                    .filter(|f| f[12..14] == [0x08, 0x00])
+                    .map(|f| ecn::of_frame(f)),
+            );
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        // The rest, and then a second for the sojourn figures.
+        ecns.extend(
+            b.tap
+                .written(n.saturating_sub(ecns.len()), Duration::from_millis(300))
+                .iter()
+                .filter(|f| f[12..14] == [0x08, 0x00])
+                .map(|f| ecn::of_frame(f)),
+        );
+        std::thread::sleep(Duration::from_millis(1_100));
+        a.tap.inject(&ip(Ecn::Ect0, 0));
+        n += 1;
+        ecns.extend(b.tap.written(1, WAIT).iter().map(|f| ecn::of_frame(f)));
+        a.stop();
+        b.stop();
+        let c = &b.shared.counters;
+        let (marks, drops) = (c.aqm_marks.load(SeqCst), c.drops(DropReason::Aqm));
+        let ce = ecns.iter().filter(|e| **e == Ecn::Ce).count() as u64;
+        let what = format!(
+            "queued {queued_ms} ms, {aqm:?}: {n} sent, {} arrived, {ce} CE, marks {marks}, drops {drops}",
+            ecns.len()
+        );
+        assert_eq!(ce, marks, "{what}");
+        assert_eq!(ecns.len() as u64 + drops, n as u64, "{what}");
+        if signalled {
+            assert!(marks > 0 && drops > 0, "{what}");
+            // CoDel's rate, not every frame: 40 ms is a few signals.
+            assert!(marks + drops < n as u64 / 10, "{what}");
+        } else {
+            assert_eq!(marks + drops, 0, "{what}");
+        }
+        let s = c.queue.get();
+        assert!(s.receives > 0, "{what}: {s:?}");
+        assert!(
+            s.max_ns >= queued_ms * 1_000_000 && s.max_ns < queued_ms * 1_000_000 + 500_000_000,
+            "{what}: {s:?}"
+        );
+    }
 }
 
 /// The kernel refuses UDP GSO: the batch that learns it still arrives
