@@ -70,6 +70,14 @@ pub struct HubCli {
     #[argh(option, default = "ClampMss::Auto", from_str_fn(p2p_clamp_mss))]
     pub clamp_mss: ClampMss,
 
+    /// AQM on the receive queue, one for every spoke: CoDel on how long datagrams wait in the UDP socket, marking an ECN-capable frame CE (else dropping it) while the wait stands above the target: on (default: target 0.5 ms, interval 5 ms), off, or TARGET_MS/INTERVAL_MS
+    #[argh(
+        option,
+        default = "Some(crate::codel::Params::DEFAULT)",
+        from_str_fn(p2p_aqm)
+    )]
+    pub aqm: Option<crate::codel::Params>,
+
     /// encrypt: aes-256-gcm or chacha20-poly1305, one mode for every spoke (default: the HMAC wire)
     #[argh(option, from_str_fn(p2p_cipher))]
     pub cipher: Option<crate::aead::Cipher>,
@@ -124,6 +132,9 @@ fn p2p_keepalive(v: &str) -> Result<u64, String> {
 }
 fn p2p_clamp_mss(v: &str) -> Result<ClampMss, String> {
     p2p::clamp_mss(v)
+}
+fn p2p_aqm(v: &str) -> Result<Option<crate::codel::Params>, String> {
+    p2p::aqm(v)
 }
 fn p2p_cipher(v: &str) -> Result<crate::aead::Cipher, String> {
     p2p::cipher(v)
@@ -216,6 +227,7 @@ impl HubCli {
             path_payload: usize::from(self.underlay_mtu).saturating_sub(ip_udp),
             cipher: self.cipher,
             clamp_mss: self.clamp_mss,
+            aqm: self.aqm,
             keepalive: Duration::from_secs(self.keepalive),
             max_age: Duration::from_secs_f64(self.max_age),
             sockbuf: 4 << 20,
@@ -275,6 +287,7 @@ mod tests {
             "max-age" => "3.5",
             "keepalive" => "10",
             "clamp-mss" => "off",
+            "aqm" => "1/10",
             "cipher" => "chacha20-poly1305",
             "status-socket" => "/run/taptun/hub.sock",
             "state" => "/var/lib/taptun/hub.state",

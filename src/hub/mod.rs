@@ -82,6 +82,8 @@ pub struct HubConfig {
     pub cipher: Option<Cipher>,
     /// TCP MSS clamping.
     pub clamp_mss: ClampMss,
+    /// CoDel on the socket's receive queue (`--aqm`); none: off.
+    pub aqm: Option<crate::codel::Params>,
     /// Keepalive interval (zero: off).
     pub keepalive: Duration,
     /// Freshness.
@@ -214,6 +216,10 @@ pub(crate) struct HubShared<T = SyncDevice> {
     /// that a confidential spoke's handshake under its new key starts
     /// without waiting for its next datagram.
     key_epoch: AtomicU64,
+    /// CoDel on the socket's receive queue, if on.
+    aqm: Option<crate::codel::Params>,
+    /// The socket's receive queue: its last second of sojourn times.
+    queue: crate::aqm::QueueStats,
 }
 
 /// A fresh keying under `key` (a new random sending session in the
@@ -364,6 +370,8 @@ impl<T: Tap, S: Socket> Hub<T, S> {
                 started_ns: engine::unix_nanos(),
                 stop: AtomicBool::new(false),
                 key_epoch: AtomicU64::new(0),
+                aqm: cfg.aqm,
+                queue: Default::default(),
             }),
             cfg,
             socket: Arc::new(socket),

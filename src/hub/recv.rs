@@ -136,6 +136,11 @@ pub(super) struct Receiver<T, S> {
     v6: bool,
     /// The outer ECN field of the receive being handled (RFC 6040).
     ecn: crate::ecn::Ecn,
+    /// The socket queue's sojourn times and AQM (one queue for all spokes).
+    aqm: crate::aqm::Aqm,
+    /// The AQM asked for a signal, not yet handed to a spoke (the next
+    /// spoke a datagram is opened for takes it).
+    congested: bool,
 }
 
 /// What trying a run against the spokes' keys found.
@@ -210,6 +215,8 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             key_epoch: shared.key_epoch.load(Relaxed),
             v6: shared.local.is_ipv6(),
             ecn: crate::ecn::Ecn::NotEct,
+            aqm: crate::aqm::Aqm::new(shared.aqm),
+            congested: false,
             shared,
         };
         // The set published before the thread starts (the cache holds it
@@ -356,6 +363,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
     /// Runs until the hub stops.
     pub(super) fn run(mut self) {
         while !self.shared.stop.load(Relaxed) {
+            let asked = unix_nanos();
             let r = Socket::recv(&*self.socket, &mut self.buf);
             self.follow();
             if self.shared.cipher.is_some() {
@@ -375,6 +383,11 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             }
             let src = addr::canonical(from);
             self.ecn = r.ecn;
+            let (signal, second) = self.aqm.on_receive(asked, unix_nanos(), r.arrived_ns);
+            self.congested |= signal;
+            if let Some(s) = second {
+                self.shared.queue.set(s);
+            }
             if self.shared.cipher.is_some() {
                 // The confidential mode's clock: CLOCK_BOOTTIME, which no
                 // one sets (see engine/recv.rs).
@@ -641,6 +654,9 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         now: u64,
     ) -> Tally {
         let slot = &mut self.slots[i];
+        if !trial && std::mem::take(&mut self.congested) {
+            slot.rx.signal_congestion();
+        }
         let (spoke, taplog) = (&*slot.spoke, &mut self.taplog);
         let mut write = |b: &[u8]| {
             if let Err(e) = spoke.tap.write(b) {

@@ -7,7 +7,7 @@
 
 use super::{HubShared, Spoke};
 pub use crate::engine::status::Form;
-use crate::engine::status::{session_json, session_text};
+use crate::engine::status::{queue_json, queue_metrics, queue_text, session_json, session_text};
 use crate::engine::{Tap, unix_nanos};
 use crate::noise::SessionStatus;
 use crate::stats::{DropReason, Throttle};
@@ -76,6 +76,18 @@ fn text<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
         sh.trials_refused.load(Relaxed),
         sh.unmatched.load(Relaxed),
     );
+    // One queue for every spoke: its signals summed over them.
+    let signals = list.iter().fold((0, 0), |(m, d), sp| {
+        (
+            m + sp.counters.aqm_marks.load(Relaxed),
+            d + sp.counters.drops(DropReason::Aqm),
+        )
+    });
+    let _ = writeln!(
+        s,
+        "  receive queue: {}",
+        queue_text(&sh.queue, sh.aqm, signals, now)
+    );
     for sp in list {
         let c = &sp.counters;
         let _ = write!(
@@ -126,7 +138,7 @@ fn json_opt(v: Option<f64>) -> String {
 
 fn json<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
     let mut s = format!(
-        "{{\"hub\":\"{}\",\"mode\":\"{}\",\"uptime_s\":{:.3},\"trials\":{},\"trials_refused\":{},\"unmatched\":{},\"spokes\":[",
+        "{{\"hub\":\"{}\",\"mode\":\"{}\",\"uptime_s\":{:.3},\"trials\":{},\"trials_refused\":{},\"unmatched\":{},",
         sh.local,
         sh.cipher
             .map_or("hmac-sha256".to_string(), |c| c.to_string()),
@@ -135,6 +147,8 @@ fn json<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
         sh.trials_refused.load(Relaxed),
         sh.unmatched.load(Relaxed),
     );
+    queue_json(&mut s, &sh.queue, sh.aqm, now);
+    s.push_str(",\"spokes\":[");
     for (i, sp) in list.iter().enumerate() {
         if i > 0 {
             s.push(',');
@@ -181,7 +195,7 @@ fn prometheus<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> St
     };
 
     #[allow(clippy::type_complexity)]
-    let counters: [(&str, &str, fn(&Spoke<T>) -> u64); 6] = [
+    let counters: [(&str, &str, fn(&Spoke<T>) -> u64); 7] = [
         (
             "rx_frames",
             "Frames received from the spoke and written to its TAP.",
@@ -207,6 +221,11 @@ fn prometheus<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> St
             "auth_failed",
             "Runs from the spoke's address its key did not open.",
             |s| s.auth_failed.load(Relaxed),
+        ),
+        (
+            "aqm_marks",
+            "Frames of the spoke the receive queue's AQM marked CE (its drops: reason aqm).",
+            |s| s.counters.aqm_marks.load(Relaxed),
         ),
     ];
     for (name, help, f) in counters {
@@ -307,6 +326,9 @@ fn prometheus<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> St
             sh.trials_refused.load(Relaxed).to_string(),
         )],
     );
+    queue_metrics(&sh.queue, now, &mut |name, kind, help, v| {
+        family(name, kind, help, vec![(format!("hub=\"{port}\""), v)])
+    });
     s
 }
 

@@ -34,6 +34,7 @@ fn config(state: Option<PathBuf>) -> HubConfig {
         path_payload: 1472,
         cipher: None,
         clamp_mss: ClampMss::Off,
+        aqm: Some(crate::codel::Params::DEFAULT),
         keepalive: Duration::from_secs(25),
         max_age: Duration::from_secs(3),
         sockbuf: 0,
