@@ -240,3 +240,107 @@ fn e2e_ecn_tcp_segments_go_ect0_in_gso_messages() {
     b.stats();
     assert_eq!(b.counter("ce_not_ect"), Some(0), "{}", b.log_text());
 }
+
+/// IP packets with CE that reached B's stack (`IpExt InCEPkts` of B's
+/// namespace: the kernel's count, not taptun's).
+fn in_ce_packets(ns: &Netns) -> u64 {
+    let text = ns.exec("cat /proc/net/netstat");
+    let mut rows = text.lines().filter(|l| l.starts_with("IpExt:"));
+    let (names, values) = (rows.next().expect("IpExt"), rows.next().expect("IpExt"));
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "InCEPkts")
+        .expect("InCEPkts");
+    values
+        .split_whitespace()
+        .nth(at)
+        .expect("value")
+        .parse()
+        .expect("number")
+}
+
+/// The receive queue's AQM on the real kernel: a TCP transfer with ECN
+/// (tcp_ecn=1 on both hosts) fills B's UDP socket queue; with a CoDel
+/// target B's queue stands above (0.05 ms over 0.5 ms), B's status shows
+/// the sojourn times the kernel's arrival stamps give, and marks CE on
+/// frames, which B's own stack counts as CE packets received. With `--aqm
+/// off`, the same transfer gets no mark (nothing else on the path marks).
+#[test]
+fn e2e_aqm_marks_a_standing_receive_queue() {
+    require_e2e!();
+    tools();
+    for (aqm, marked) in [("0.05/0.5", true), ("off", false)] {
+        let p = Pair::new();
+        let k = p.key("k.b64", KEY);
+        let sock = p.dir.join("b.sock");
+        let sock_s = sock.display().to_string();
+        let _a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&[])));
+        let b = Peer::start(
+            &p.b,
+            &p.dir,
+            &k,
+            &strs(&b_args(&["--aqm", aqm, "--status-socket", &sock_s])),
+        );
+        assert!(
+            p.a.ping_until(TAP_B, Duration::from_secs(10)),
+            "no tunnel:\n{}",
+            b.log_text()
+        );
+        for ns in [&p.a, &p.b] {
+            ns.exec("sysctl -qw net.ipv4.tcp_ecn=1");
+        }
+        let status = || {
+            let out = std::process::Command::new(TAPTUN)
+                .args(["status", &sock_s, "--json"])
+                .output()
+                .expect("taptun status");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let ce_before = in_ce_packets(&p.b);
+        // The status as the transfer runs: the largest sojourn seen.
+        let done = std::sync::atomic::AtomicBool::new(false);
+        // (None: the status never had figures of a second with receives.)
+        let mut max_sojourn = None;
+        std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                let mut most: Option<f64> = None;
+                for _ in 0..600 {
+                    if done.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let j = status();
+                    if j.contains("\"sojourn_max_ms\":") && !j.contains("\"sojourn_max_ms\":null") {
+                        let v = json_num(&j, "sojourn_max_ms");
+                        most = Some(most.map_or(v, |m| m.max(v)));
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                most
+            });
+            tcp_transfer(&p, &p.a, &p.b, TAP_B, 5201, 8);
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            max_sojourn = watcher.join().expect("watcher");
+        });
+        let json = status();
+        let marks = json_num(&json, "aqm_marks") as u64;
+        let ce = in_ce_packets(&p.b) - ce_before;
+        b.stats();
+        let drops = b.counter("aqm").unwrap_or(0);
+        let what = format!(
+            "--aqm {aqm}: {marks} marked, {drops} dropped, B's stack saw {ce} CE packets, largest sojourn {max_sojourn:?} ms"
+        );
+        eprintln!("{what}");
+        assert!(max_sojourn.is_some(), "{what}: no sojourn figures");
+        if marked {
+            assert!(marks > 0, "{what}\n{}", b.log_text());
+            // Each mark is one segment's frame (never coalesced with an
+            // unmarked one), and nothing else on the path marks.
+            assert_eq!(ce, marks, "{what}");
+            // The data segments are ECT: marked, not dropped; a signal
+            // that fell on a Not-ECT one (a SYN, FIN or bare ACK) drops it.
+            assert!(drops < marks, "{what}: TCP with ECN is marked");
+        } else {
+            assert_eq!((marks, drops, ce), (0, 0, 0), "{what}");
+        }
+    }
+}
