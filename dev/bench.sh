@@ -42,6 +42,16 @@
 #   TAPTUN_BASE_ARGS=... extra arguments for base only (e.g. "--cipher
 #                   aes-256-gcm" to compare the confidential mode with an
 #                   older build's)
+#   ECN=1           TCP asks for ECN on both hosts (net.ipv4.tcp_ecn=1 in
+#                   the namespaces, as on a host where it is switched on;
+#                   Linux's default, 2, only answers): an AQM that marks
+#                   CE slows a flow down without a loss. ECN=0: the default
+#   CC=cubic        TCP congestion control of the iperf3 runs (iperf3 -C; a
+#                   socket option, so no host setting changes): cubic,
+#                   Linux's default, which backs off on a CE mark or a loss,
+#                   as reno does; bbr (v1) ignores CE and paces to its own
+#                   estimate, so no AQM changes what it queues. Empty: the
+#                   namespaces' default (the host's)
 #   OUT=target/bench/report.md   where the markdown report goes
 # A default run takes about 4-5 minutes. Exits non-zero only when something
 # failed to run (setup, a tunnel, a measurement); a slow result is a result.
@@ -54,10 +64,13 @@ PINGS=${PINGS:-40}
 CANDIDATES=${CANDIDATES:-bare vxlan fastd taptun bridged}
 TAPTUN_ARGS=${TAPTUN_ARGS:-}
 OUT=${OUT:-target/bench/report.md}
+ECN=${ECN:-1}
+CC=${CC-cubic}
 
 die() { echo "bench: $*" >&2; exit 1; }
 say() { printf '%s\n' "$*"; }
 
+case $ECN in 0 | 1) ;; *) die "ECN must be 0 or 1, not '$ECN'" ;; esac
 for v in ROUNDS DURATION PINGS; do
     eval "x=\$$v"
     case $x in '' | *[!0-9]*) die "$v must be a positive integer, not '$x'" ;; esac
@@ -204,6 +217,7 @@ ip -n "$nsb" addr add 192.0.2.2/24 dev u0
 for ns in "$nsa" "$nsb"; do
     ip -n "$ns" link set u0 up
     ip -n "$ns" link set lo up
+    [ "$ECN" = 0 ] || ip netns exec "$ns" sysctl -qw net.ipv4.tcp_ecn=1
 done
 
 # Overlay address of B for each candidate (A has .1 in the same /24).
@@ -401,6 +415,7 @@ setup_bridged() {
             ip -n "$host" addr add "10.204.0.$me/24" dev eth0 &&
             ip -n "$host" link set eth0 up &&
             ip -n "$host" link set lo up || return 1
+        [ "$ECN" = 0 ] || ip netns exec "$host" sysctl -qw net.ipv4.tcp_ecn=1 || return 1
         # shellcheck disable=SC2086 # TAPTUN_ARGS is a list of arguments
         spawn "$gw" "$work/bridged-$side.log" "$bin" "$work/taptun.key" :9124 "192.0.2.$other:9124" \
             -i tl0 --status-socket "$work/bridged-$side.sock" $TAPTUN_ARGS
@@ -515,7 +530,7 @@ iperf_from() { # ns port out args...
     shift 3
     for attempt in 1 2; do
         timeout $((DURATION + 30)) ip netns exec "$from" iperf3 -J --connect-timeout 5000 \
-            -p "$port" -t "$DURATION" "$@" >"$out" 2>&1 &
+            -p "$port" -t "$DURATION" ${CC:+-C "$CC"} "$@" >"$out" 2>&1 &
         client=$!
         if wait "$client" && jq -e '.end.sum_received.bytes > 0' "$out" >/dev/null 2>&1; then
             client=""
@@ -735,7 +750,7 @@ else
 fi
 {
     printf '%s\n' "taptun $rev vs references, $(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) x $cpu, Linux $(uname -r);"
-    printf '%s\n' "veth MTU 1500, tunnels MTU 1418; $ROUNDS interleaved rounds, $DURATION s per iperf3 run; load average $load_start at start, $load_end at end."
+    printf '%s\n' "veth MTU 1500, tunnels MTU 1418; $ROUNDS interleaved rounds, $DURATION s per iperf3 run; TCP congestion control ${CC:-the host default, $(sysctl -n net.ipv4.tcp_congestion_control)}, ECN $([ "$ECN" = 1 ] && echo 'on both hosts' || echo 'off (answered only)'); load average $load_start at start, $load_end at end."
     printf '\n'
     awk -v cands="$cands" '
         BEGIN {
