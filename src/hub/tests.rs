@@ -664,3 +664,84 @@ fn a_restarted_confidential_hub_initiates_to_the_state_files_addresses() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The hub's one receive queue under the AQM: datagrams from two spokes
+/// that waited 25 ms in the socket (the in-memory network's stamp) for
+/// longer than CoDel's interval get some of each spoke's ECN-capable
+/// frames marked CE (the signal goes to whichever spoke's datagram comes
+/// next), a few, not all; the status has the queue's line and figures.
+/// With `--aqm off`, none.
+#[test]
+fn the_hubs_receive_queue_is_signalled_to_the_spokes() {
+    use crate::ecn::{self, Ecn};
+    use crate::offload::headers::Ipv4Packet;
+    use crate::offload::testutil::{payload, udp_frame};
+    for aqm in [Some(crate::codel::Params::DEFAULT), None] {
+        let net = Arc::new(MemNet::default());
+        net.queued_ns
+            .store(25_000_000, std::sync::atomic::Ordering::SeqCst);
+        let cfg = HubConfig {
+            aqm,
+            ..config(None)
+        };
+        let hub = MemHub::with(&net, &[("a", KEY_A), ("b", KEY_B)], cfg);
+        let mut spokes = [
+            TestSpoke::new(&net, "198.51.100.1:9123", KEY_A),
+            TestSpoke::new(&net, "203.0.113.2:4000", KEY_B),
+        ];
+        let mut sent = 0;
+        let end = Instant::now() + Duration::from_millis(60);
+        while Instant::now() < end && sent < 2_000 {
+            // Each first in turn (the first after a pause takes the signal
+            // that fell due in it).
+            for i in [sent % 2, 1 - sent % 2] {
+                let s = &mut spokes[i];
+                let mut f = udp_frame(false, false, &payload(100));
+                Ipv4Packet::new_unchecked(&mut f[14..]).set_ecn(Ecn::Ect0.bits());
+                s.send(&f);
+            }
+            sent += 1;
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let mut ce = Vec::new();
+        for name in ["a", "b"] {
+            let got = hub.spoke(name).tap.written(sent, WAIT);
+            assert_eq!(got.len(), sent, "spoke {name}");
+            ce.push(got.iter().filter(|f| ecn::of_frame(f) == Ecn::Ce).count());
+        }
+        let marks: Vec<u64> = ["a", "b"]
+            .iter()
+            .map(|n| {
+                hub.spoke(n)
+                    .counters
+                    .aqm_marks
+                    .load(std::sync::atomic::Ordering::SeqCst)
+            })
+            .collect();
+        let what = format!("{aqm:?}: {sent} frames from each, CE {ce:?}, marks {marks:?}");
+        assert_eq!(
+            ce.iter().map(|&n| n as u64).collect::<Vec<_>>(),
+            marks,
+            "{what}"
+        );
+        match aqm {
+            Some(_) => assert!(ce.iter().all(|&n| n > 0 && n < sent / 2), "{what}"),
+            None => assert_eq!(ce, [0, 0], "{what}"),
+        }
+        // The queue's figures, a second on.
+        std::thread::sleep(Duration::from_millis(1_100));
+        spokes[0].send(&frame(9));
+        let _ = hub.spoke("a").tap.written(1, WAIT);
+        let text = status::render(&hub.0.shared, Form::Text);
+        let want = match aqm {
+            Some(_) => "AQM CoDel (target 0.5 ms, interval 5 ms)",
+            None => "AQM off",
+        };
+        assert!(
+            text.contains("  receive queue: waited ") && text.contains(want),
+            "{text}"
+        );
+        let json = status::render(&hub.0.shared, Form::Json);
+        assert!(json.contains("\"queue\":{\"sojourn_mean_ms\":2"), "{json}");
+    }
+}
