@@ -114,6 +114,7 @@ impl Aqm {
             false => 0,
         };
         let second = now / 1_000_000_000;
+        // (u64 sums: 584 years of sojourn before they saturate.)
         let mut done = None;
         if second != self.current.second {
             if self.current.receives > 0 {

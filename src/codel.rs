@@ -156,11 +156,12 @@ impl Codel {
         // near the rate it had (RFC 8289 §5.5), else start at one.
         self.dropping = true;
         let delta = self.count.saturating_sub(self.last_count);
-        self.count =
-            match delta > 1 && now.saturating_sub(self.drop_next) < 16 * self.params.interval_ns {
-                true => delta,
-                false => 1,
-            };
+        self.count = match delta > 1
+            && now.saturating_sub(self.drop_next) < self.params.interval_ns.saturating_mul(16)
+        {
+            true => delta,
+            false => 1,
+        };
         self.last_count = self.count;
         self.drop_next = self.control_law(now);
         self.signals += 1;
@@ -176,7 +177,7 @@ impl Codel {
         }
         match self.first_above {
             None => {
-                self.first_above = Some(now + self.params.interval_ns);
+                self.first_above = Some(now.saturating_add(self.params.interval_ns));
                 false
             }
             Some(t) => now >= t,
@@ -186,7 +187,7 @@ impl Codel {
     /// `t + interval / sqrt(count)`.
     fn control_law(&self, t: u64) -> u64 {
         let c = f64::from(self.count.max(1));
-        t + (self.params.interval_ns as f64 / c.sqrt()) as u64
+        t.saturating_add((self.params.interval_ns as f64 / c.sqrt()) as u64)
     }
 }
 
