@@ -2,7 +2,9 @@
 //! coalesces), has its [`RecvHalf`] check each one, writes the frames to
 //! the TAP (coalesced runs as super-frames), then, holding the TAP read
 //! role if it is free (`role.rs`), sends what the kernel queued on the TAP
-//! in answer with its own sending half. It decides the peer: a peer
+//! in answer with its own sending half. It runs the AQM on its socket's
+//! queue (`aqm.rs`: the kernel's arrival stamps, CoDel), whose signals its
+//! receiving half puts on the next frame. It decides the peer: a peer
 //! learned or moved is published for the TAP→UDP thread, which is woken.
 
 use super::io::{Socket, Tap, recv_failed};

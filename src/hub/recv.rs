@@ -5,7 +5,9 @@
 //! spoke at it cannot open) is tried against the other spokes' keys,
 //! within the trial [`Budget`]: so a spoke that roams or whose NAT
 //! rebinds is found, and a spoke's key never opens another's traffic
-//! (each spoke's own replay window and freshness check decide).
+//! (each spoke's own replay window and freshness check decide). The
+//! socket's queue, shared by every spoke, has one AQM (`aqm.rs`); its
+//! signal goes to the spoke whose datagram is opened next.
 //!
 //! In the confidential mode a transport datagram names the session index
 //! its receiver chose, and a handshake response the index of the
