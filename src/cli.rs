@@ -1040,6 +1040,26 @@ mod tests {
     }
 
     #[test]
+    fn aqm_flag() {
+        let p = crate::codel::Params::DEFAULT;
+        assert_eq!(parse(&["k", ":1"]).unwrap().aqm, Some(p));
+        assert_eq!(parse(&["k", ":1", "--aqm", "off"]).unwrap().aqm, None);
+        let c = parse(&["k", ":1", "--aqm", "1/20"]).unwrap();
+        assert_eq!(
+            c.aqm.map(|p| (p.target_ns, p.interval_ns)),
+            Some((1_000_000, 20_000_000))
+        );
+        let e = parse(&["k", ":1", "--aqm", "3/1"]).unwrap_err();
+        // One line naming the flag and the value once, and what is expected.
+        assert_eq!(e.output.matches("3/1").count(), 1, "{}", e.output);
+        assert!(
+            e.output.contains("--aqm") && e.output.contains("TARGET_MS/INTERVAL_MS"),
+            "{}",
+            e.output
+        );
+    }
+
+    #[test]
     fn clamp_mss_flag() {
         assert_eq!(parse(&["k", ":1"]).unwrap().clamp_mss, ClampMss::Auto);
         let c = parse(&["k", ":1", "--clamp-mss", "1300"]).unwrap();

@@ -44,10 +44,10 @@ impl std::str::FromStr for Setting {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // (The caller names the flag and the value.)
         let bad = || {
-            format!(
-                "{s:?}: expected on, off or TARGET_MS/INTERVAL_MS, e.g. 0.5/5, with 0 < TARGET < INTERVAL <= 1000"
-            )
+            "expected on, off or TARGET_MS/INTERVAL_MS, e.g. 0.5/5, with 0 < TARGET < INTERVAL <= 1000"
+                .to_string()
         };
         match s {
             "on" => return Ok(Setting(Some(Params::DEFAULT))),
