@@ -27,6 +27,8 @@ _taptun() {
                 mapfile -t COMPREPLY < <(compgen -W "aes-256-gcm chacha20-poly1305" -- "$cur") ;;
             --clamp-mss)
                 mapfile -t COMPREPLY < <(compgen -W "auto off" -- "$cur") ;;
+            --aqm)
+                mapfile -t COMPREPLY < <(compgen -W "on off" -- "$cur") ;;
             --user)
                 mapfile -t COMPREPLY < <(compgen -u -- "$cur") ;;
             --up|--down)
@@ -36,7 +38,7 @@ _taptun() {
             --bridge|--mtu|--underlay-mtu|--max-age|--keepalive|--stats) ;;
             *)
                 if [[ $cur == -* ]]; then
-                    mapfile -t COMPREPLY < <(compgen -W "--config --bridge --mtu --underlay-mtu --max-age --keepalive --clamp-mss --cipher --status-socket --state --no-offload --log-level --user --up --down --stats --help" -- "$cur")
+                    mapfile -t COMPREPLY < <(compgen -W "--config --bridge --mtu --underlay-mtu --max-age --keepalive --clamp-mss --aqm --cipher --status-socket --state --no-offload --log-level --user --up --down --stats --help" -- "$cur")
                 else
                     mapfile -t COMPREPLY < <(compgen -d -- "$cur")
                 fi ;;
@@ -49,6 +51,9 @@ _taptun() {
             return ;;
         --cipher)
             mapfile -t COMPREPLY < <(compgen -W "aes-256-gcm chacha20-poly1305" -- "$cur")
+            return ;;
+        --aqm)
+            mapfile -t COMPREPLY < <(compgen -W "on off" -- "$cur")
             return ;;
         --user)
             mapfile -t COMPREPLY < <(compgen -u -- "$cur")
@@ -63,7 +68,7 @@ _taptun() {
             return ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --state --config --resolve-every --fwmark --help --version" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --aqm --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --state --config --resolve-every --fwmark --help --version" -- "$cur")
     elif [[ $COMP_CWORD -eq 1 ]]; then
         mapfile -t COMPREPLY < <(compgen -W "genkey status hub" -- "$cur"; compgen -f -- "$cur")
     else
