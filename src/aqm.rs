@@ -4,13 +4,18 @@
 //! CoDel (`codel.rs`) deciding when to signal congestion. Pure: the caller
 //! passes the times.
 //!
-//! A datagram that arrived while the thread already waited in `recv` found
-//! the queue empty: what it waited is the thread's wake-up, not a queue,
-//! and no signal to a sender can shorten it (a lone ping on a busy host
-//! would be dropped for it). So the wait counted is from the arrival only
-//! for a datagram that was queued before the thread asked for it, and
-//! zero otherwise: CoDel's "less than a packet queued" rule (RFC 8289
-//! §5.4), found without a system call.
+//! A receive that had to wait for its datagram (the call took longer
+//! than [`BLOCKED_NS`]) found the queue empty: what that datagram waited
+//! is the thread's wake-up, not a queue, and no signal to a sender can
+//! shorten it (a lone ping on a busy host would be dropped for it). Such a
+//! receive counts no wait: CoDel's "less than a packet queued" rule (RFC
+//! 8289 §5.4), found without a system call.
+//!
+//! The stamps are the kernel's wall clock, the reads this process's: the
+//! same clock, unless something fakes the process's (libfaketime, which
+//! the tests use to skew a host). So the least `now - arrived` of the
+//! receives that waited, over the last 10 to 20 s, is taken as the two
+//! clocks' offset (plus the least wake-up, µs) and taken off each wait.
 
 use crate::codel::{Codel, Params};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -76,7 +81,21 @@ pub struct Aqm {
     /// longest sojourn.
     current: Second,
     total_ns: u64,
+    /// The least `now - arrived` (ns) of the receives that waited, in the
+    /// current 10 s window and in the one before it (see the module
+    /// documentation).
+    floor: [Option<u64>; 2],
+    /// The current floor window's start (UNIX s, a multiple of 10).
+    floor_since: u64,
 }
+
+/// How long each of the floor's two windows lasts (s).
+const FLOOR_WINDOW_S: u64 = 10;
+
+/// A receive call that took longer than this (ns) waited for its datagram:
+/// the queue was empty when it was asked. (Taking a queued 64 KiB GRO run
+/// is a copy of a few µs.)
+pub const BLOCKED_NS: u64 = 50_000;
 
 impl Aqm {
     /// A watch; with `params`, CoDel signals congestion too.
@@ -85,6 +104,28 @@ impl Aqm {
             codel: params.map(Codel::new),
             current: Second::default(),
             total_ns: 0,
+            floor: [None, None],
+            floor_since: 0,
+        }
+    }
+
+    /// The offset of the kernel's stamps from this process's clock, as the
+    /// least `now - arrived` of the receives that waited in the last 10 to
+    /// 20 s (`sample`: this receive's, if it waited); 0 before the first.
+    fn floor(&mut self, now: u64, sample: Option<u64>) -> u64 {
+        let window = now / 1_000_000_000 / FLOOR_WINDOW_S * FLOOR_WINDOW_S;
+        if window != self.floor_since {
+            // The window before is kept only if it is the one just ended.
+            let kept = (window == self.floor_since + FLOOR_WINDOW_S).then_some(self.floor[1]);
+            self.floor = [kept.flatten(), None];
+            self.floor_since = window;
+        }
+        if let Some(raw) = sample {
+            self.floor[1] = Some(self.floor[1].map_or(raw, |f| f.min(raw)));
+        }
+        match self.floor {
+            [Some(a), Some(b)] => a.min(b),
+            [a, b] => a.or(b).unwrap_or(0),
         }
     }
 
@@ -93,7 +134,7 @@ impl Aqm {
         self.codel.as_ref().map(Codel::params)
     }
 
-    /// A receive that returned at `now` (UNIX ns), asked for at `asked`,
+    /// A receive that returned at `now` (UNIX ns), called at `asked`,
     /// whose head arrived at `arrived` (the kernel's stamp; `None` without
     /// one): whether to signal congestion on its next frame, and the
     /// second just completed, if this receive began a new one (for the
@@ -107,11 +148,13 @@ impl Aqm {
         let Some(arrived) = arrived else {
             return (false, None);
         };
-        // Arrived to an empty queue (the thread was waiting): no queue.
-        // (A clock stepped back between the stamp and the read: no wait.)
-        let sojourn = match arrived < asked {
-            true => now.saturating_sub(arrived),
-            false => 0,
+        let raw = now.saturating_sub(arrived);
+        // The call waited: the queue was empty (see the module documentation).
+        let waited = now.saturating_sub(asked) > BLOCKED_NS;
+        let offset = self.floor(now, waited.then_some(raw));
+        let sojourn = match waited {
+            true => 0,
+            false => raw.saturating_sub(offset),
         };
         let second = now / 1_000_000_000;
         // (u64 sums: 584 years of sojourn before they saturate.)
@@ -175,7 +218,8 @@ mod tests {
     /// A datagram that arrived while the thread waited in `recv` found no
     /// queue, however late the thread woke: a lone ping every 100 ms with
     /// 3 ms of wake-up each time is never signalled, and waited nothing;
-    /// the same wait behind others (arrived before the thread asked) is.
+    /// the same wait behind others (the call returned at once: the
+    /// datagram was there) is.
     #[test]
     fn a_late_wake_up_is_not_a_queue() {
         let t0 = 1_700_000_000 * S;
@@ -186,7 +230,7 @@ mod tests {
             for i in 0..100 {
                 let arrived = t0 + i * 100 * MS;
                 let asked = match queued {
-                    true => arrived + 1,
+                    true => arrived + 3 * MS - 5_000,
                     false => arrived - 1,
                 };
                 let (s, done) = a.on_receive(asked, arrived + 3 * MS, Some(arrived));
@@ -195,6 +239,42 @@ mod tests {
             }
             assert_eq!(signals.min(1), want, "queued {queued}");
             assert_eq!(worst, want * 3 * MS, "queued {queued}");
+        }
+    }
+
+    /// The stamps 1 day behind the process's clock (libfaketime +1d), or
+    /// 0.5 s, or not at all: lone datagrams every 100 ms, each waited for
+    /// (read 40 µs after it came), count no queue and teach the offset; a
+    /// standing queue after them (2 ms, each datagram there when asked for)
+    /// is seen as 2 ms at most, not a day, and signalled.
+    #[test]
+    fn a_process_clock_ahead_of_the_stamps_is_learnt() {
+        let t0 = 1_700_000_000 * S;
+        for offset in [86_400 * S, S / 2, 0] {
+            // Lone datagrams first (the floor: 40 µs of wake-up).
+            let mut a = Aqm::new(Some(Params::DEFAULT));
+            let mut signals = 0;
+            let mut worst = 0;
+            for i in 0..300 {
+                let read = t0 + i * 100 * MS;
+                let arrived = read - 40_000 - offset;
+                let (s, done) = a.on_receive(read - 60_000, read, Some(arrived));
+                signals += u64::from(s);
+                worst = worst.max(done.map_or(0, |d| d.max_ns));
+            }
+            assert_eq!((signals, worst), (0, 0), "offset {offset}");
+            // Then a standing 2 ms queue for 50 ms.
+            let mut signals = 0;
+            for i in 0..5_000 {
+                let read = t0 + 30 * S + i * 10_000;
+                let arrived = read - 2 * MS - offset;
+                let (s, done) = a.on_receive(read - 5_000, read, Some(arrived));
+                signals += u64::from(s);
+                if let Some(d) = done {
+                    assert!(d.max_ns <= 2 * MS, "offset {offset}: {d:?}");
+                }
+            }
+            assert!(signals > 0, "offset {offset}");
         }
     }
 
@@ -207,7 +287,7 @@ mod tests {
             // 2 ms of standing queue for 20 ms, a receive every 10 µs.
             for i in 0..2_000 {
                 let now = t0 + i * 10_000;
-                signals += u64::from(a.on_receive(now - MS, now, Some(now - 2 * MS)).0);
+                signals += u64::from(a.on_receive(now - 5_000, now, Some(now - 2 * MS)).0);
             }
             assert_eq!(signals.min(1), want, "{params:?}");
             assert_eq!(a.params(), params);

@@ -317,7 +317,7 @@ fn e2e_aqm_marks_a_standing_receive_queue() {
                 }
                 most
             });
-            tcp_transfer(&p, &p.a, &p.b, TAP_B, 5201, 8);
+            tcp_transfer(&p, &p.a, &p.b, TAP_B, 5201, 30);
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             max_sojourn = watcher.join().expect("watcher");
         });

@@ -115,8 +115,10 @@ pub(crate) struct MemNet {
     /// Marks every datagram CE on its way, Not-ECT ones too (an underlay
     /// that breaks RFC 3168: what RFC 6040's drop rule is for).
     pub mark_ce: AtomicBool,
-    /// Each datagram is stamped as having arrived this long (ns) before it
-    /// is delivered: a standing queue at the receiver, as the AQM sees it.
+    /// A datagram already waiting when the receiver asks for one is
+    /// stamped as having arrived this long (ns) before it was delivered: a
+    /// standing queue at the receiver, as the AQM sees it. (One the
+    /// receiver waited for keeps its true stamp: it found no queue.)
     pub queued_ns: AtomicU64,
 }
 
@@ -140,8 +142,7 @@ impl MemNet {
             false => ecn,
         };
         if let Some(port) = self.ports.lock().expect("ports").get(&to) {
-            let arrived = super::unix_nanos().saturating_sub(self.queued_ns.load(SeqCst));
-            let _ = port.send((dg.to_vec(), from, ecn, arrived));
+            let _ = port.send((dg.to_vec(), from, ecn, super::unix_nanos()));
         }
     }
 }
@@ -206,7 +207,14 @@ impl Socket for MemSocket {
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         let rx = self.rx.lock().expect("rx");
-        match rx.recv_timeout(Duration::from_millis(20)) {
+        let got = match rx.try_recv() {
+            Ok((dg, from, ecn, at)) => {
+                let queued = self.net.queued_ns.load(SeqCst);
+                Ok((dg, from, ecn, at.saturating_sub(queued)))
+            }
+            Err(_) => rx.recv_timeout(Duration::from_millis(20)),
+        };
+        match got {
             Ok((dg, from, ecn, arrived)) => {
                 let len = dg.len().min(buf.len());
                 buf[..len].copy_from_slice(&dg[..len]);

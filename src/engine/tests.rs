@@ -223,13 +223,13 @@ fn ecn_crosses_and_ce_reaches_the_frames() {
     assert_eq!(ect0, 8, "{log:?}");
 }
 
-/// The receive queue's AQM through the engine's threads: datagrams that
-/// waited 25 ms in B's socket (stamped so by the in-memory network: longer
-/// than the 20 ms its receive waits, so each was queued before B's
-/// thread asked for it, as behind others) for
-/// longer than CoDel's interval get ECN-capable frames marked CE and
-/// Not-ECT ones dropped (`aqm`), a few, not all; the status has the
-/// sojourn figures. Without a queue, or with `--aqm off`, nothing.
+/// The receive queue's AQM through the engine's threads: bursts of
+/// datagrams that B takes back to back, each found waiting (stamped by the
+/// in-memory network as having waited 25 ms there, behind others), for
+/// longer than CoDel's interval (1 ms here) get ECN-capable frames marked
+/// CE and Not-ECT ones dropped (`aqm`), a few, not all; the status has the
+/// sojourn figures. With `--aqm off`, nothing; nor with frames one at a
+/// time, each waited for (no queue).
 #[test]
 fn a_standing_receive_queue_is_signalled() {
     use crate::ecn::{self, Ecn};
@@ -241,10 +241,14 @@ fn a_standing_receive_queue_is_signalled() {
         Ipv4Packet::new_unchecked(&mut f[14..]).set_ecn(e.bits());
         f
     };
-    for (queued_ms, aqm, signalled) in [
-        (25, Some(crate::codel::Params::DEFAULT), true),
-        (0, Some(crate::codel::Params::DEFAULT), false),
-        (25, None, false),
+    let params = crate::codel::Params {
+        target_ns: 500_000,
+        interval_ns: 1_000_000,
+    };
+    for (queued_ms, aqm, burst, signalled) in [
+        (25, Some(params), 600, true),
+        (25, None, 600, false),
+        (0, Some(params), 1, false),
     ] {
         let net = Arc::new(MemNet::default());
         net.queued_ns.store(queued_ms * 1_000_000, SeqCst);
@@ -256,28 +260,27 @@ fn a_standing_receive_queue_is_signalled() {
         let mut b = side_with(&net, 2, cfg(":9123", None), None);
         b.start().unwrap();
         a.start().unwrap();
-        // 40 ms of frames in pairs, ECT(0) and Not-ECT, each first in turn
-        // (the first after a pause takes the signal that fell due in it).
+        // Eight bursts of 600 frames, ECT(0) or Not-ECT at random (or 600
+        // frames one at a time).
         let mut ecns = Vec::new();
-        let end = std::time::Instant::now() + Duration::from_millis(40);
         let mut n = 0;
-        while std::time::Instant::now() < end && n < 4_000 {
-            let pair = match n % 4 {
-                0 => [Ecn::Ect0, Ecn::NotEct],
-                _ => [Ecn::NotEct, Ecn::Ect0],
-            };
-            for e in pair {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..4_800 / burst {
+            for _ in 0..burst.min(600) {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let e = [Ecn::Ect0, Ecn::NotEct][(rng >> 32) as usize % 2];
                 a.tap.inject(&ip(e, n));
                 n += 1;
             }
             ecns.extend(
                 b.tap
-                    .written(2, Duration::from_millis(5))
+                    .written(n - ecns.len(), Duration::from_millis(500))
                     .iter()
                     .filter(|f| f[12..14] == [0x08, 0x00])
                     .map(|f| ecn::of_frame(f)),
             );
-            std::thread::sleep(Duration::from_micros(100));
         }
         // The rest, and then a second for the sojourn figures.
         ecns.extend(
