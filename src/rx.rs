@@ -285,11 +285,10 @@ impl Inbound {
     }
 
     /// The receiver's queue is congested (its AQM said so): the next frame
-    /// delivered, in this receive or a later one, is marked CE if it is an
-    /// ECN-capable IP packet, and dropped otherwise (counted as
-    /// [`DropReason::Aqm`]), after the outer header's own ECN was applied.
-    /// One signal at most is pending: a second call before a frame came
-    /// through changes nothing.
+    /// the next receive delivers is marked CE if it is an ECN-capable IP
+    /// packet, and dropped otherwise (counted as [`DropReason::Aqm`]),
+    /// after the outer header's own ECN was applied. A receive that
+    /// delivers no IP frame lets the signal lapse.
     pub fn signal_congestion(&mut self) {
         self.congestion = true;
     }
@@ -460,6 +459,11 @@ impl Inbound {
                 }
             }
             if start >= run.len() {
+                // A signal no frame of this receive took (keepalives,
+                // refusals, ARP only) lapses: a frame much later must not
+                // pay for a queue long gone (CoDel signals again while
+                // the queue stands).
+                self.congestion = false;
                 return t;
             }
         }
@@ -813,6 +817,58 @@ mod tests {
                 assert!(ipv4_checksum_ok(&Ipv4Packet::new_unchecked(&f[14..])));
             }
         }
+    }
+
+    /// The AQM's signal (`signal_congestion`) lands on one frame of the
+    /// receive it is given for: the first IP frame, CE if ECN-capable,
+    /// else dropped as `aqm`; ARP passes it on; a receive that delivers no
+    /// IP frame (a replay) lets it lapse, so a frame later is untouched.
+    #[test]
+    fn the_aqm_signal_lands_on_one_frame_of_its_receive() {
+        use crate::offload::headers::{Ipv4Packet, tcp_flags};
+        use crate::offload::testutil::{payload, tcp_frame};
+        let codec = Codec::new(b"sixteen byte key");
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let ip = |e: Ecn| {
+            let mut f = tcp_frame(false, false, tcp_flags::ACK, &[], &payload(100));
+            Ipv4Packet::new_unchecked(&mut f[14..]).set_ecn(e.bits());
+            f
+        };
+        let mut arp = ip(Ecn::NotEct);
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let mut rx = Inbound::new(codec.clone(), AGE, None);
+        let mut ts = NOW;
+        let mut receive = |rx: &mut Inbound, frames: &[Vec<u8>], signal: bool| {
+            let mut run = Vec::new();
+            for f in frames {
+                ts += 1;
+                run.extend_from_slice(&dgram(&codec, ts, f));
+            }
+            let seg = run.len() / frames.len();
+            if signal {
+                rx.signal_congestion();
+            }
+            let mut got = Vec::new();
+            let t = rx.receive_run(&mut run, Some(seg), Ecn::NotEct, a, NOW, &mut |f| {
+                got.push(ecn::of_frame(f))
+            });
+            (got, t.aqm_marks, t.drops[DropReason::Aqm as usize])
+        };
+        // ARP first: the next IP frame takes it, CE; the rest untouched.
+        let (got, marks, drops) =
+            receive(&mut rx, &[arp.clone(), ip(Ecn::Ect0), ip(Ecn::Ect0)], true);
+        assert_eq!(
+            (got, marks, drops),
+            (vec![Ecn::NotEct, Ecn::Ce, Ecn::Ect0], 1, 0)
+        );
+        // Not-ECT: dropped, counted.
+        let (got, marks, drops) = receive(&mut rx, &[ip(Ecn::NotEct), ip(Ecn::Ect0)], true);
+        assert_eq!((got, marks, drops), (vec![Ecn::Ect0], 0, 1));
+        // A receive with no IP frame: the signal lapses.
+        let (got, marks, drops) = receive(&mut rx, &[arp.clone()], true);
+        assert_eq!((got, marks, drops), (vec![Ecn::NotEct], 0, 0));
+        let (got, marks, drops) = receive(&mut rx, &[ip(Ecn::NotEct)], false);
+        assert_eq!((got, marks, drops), (vec![Ecn::NotEct], 0, 0));
     }
 
     /// A GRO run gets, datagram for datagram, the verdicts that

@@ -140,8 +140,8 @@ pub(super) struct Receiver<T, S> {
     ecn: crate::ecn::Ecn,
     /// The socket queue's sojourn times and AQM (one queue for all spokes).
     aqm: crate::aqm::Aqm,
-    /// The AQM asked for a signal, not yet handed to a spoke (the next
-    /// spoke a datagram is opened for takes it).
+    /// The AQM asked for a signal on this receive, not yet handed to a
+    /// spoke (the spoke its datagrams are opened for takes it).
     congested: bool,
 }
 
@@ -386,7 +386,8 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             let src = addr::canonical(from);
             self.ecn = r.ecn;
             let (signal, second) = self.aqm.on_receive(asked, unix_nanos(), r.arrived_ns);
-            self.congested |= signal;
+            // For this receive's datagrams only (see `open`).
+            self.congested = signal;
             if let Some(s) = second {
                 self.shared.queue.set(s);
             }
@@ -656,6 +657,8 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         now: u64,
     ) -> Tally {
         let slot = &mut self.slots[i];
+        // The signal is for this receive only (it lapses in the spoke's
+        // half if no frame takes it).
         if !trial && std::mem::take(&mut self.congested) {
             slot.rx.signal_congestion();
         }
