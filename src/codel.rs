@@ -331,13 +331,8 @@ mod tests {
     /// receive rate.
     #[test]
     fn random_sequences_keep_the_rules() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::offload::testutil::XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || rng.next();
         let mut signals = 0;
         for _ in 0..200 {
             let target_ns = 50 * US + next() % (2 * MS);

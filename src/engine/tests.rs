@@ -264,13 +264,10 @@ fn a_standing_receive_queue_is_signalled() {
         // frames one at a time).
         let mut ecns = Vec::new();
         let mut n = 0;
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = crate::offload::testutil::XorShift(0x2545_f491_4f6c_dd1d);
         for _ in 0..4_800 / burst {
             for _ in 0..burst.min(600) {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let e = [Ecn::Ect0, Ecn::NotEct][(rng >> 32) as usize % 2];
+                let e = [Ecn::Ect0, Ecn::NotEct][(rng.next() >> 32) as usize % 2];
                 a.tap.inject(&ip(e, n));
                 n += 1;
             }

@@ -696,15 +696,12 @@ fn the_hubs_receive_queue_is_signalled_to_the_spokes() {
         ];
         // Eight bursts of 600 frames, each from a spoke drawn at random.
         let mut sent = [0usize; 2];
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rng = crate::offload::testutil::XorShift(0x9e37_79b9_7f4a_7c15);
         let mut f = udp_frame(false, false, &payload(100));
         Ipv4Packet::new_unchecked(&mut f[14..]).set_ecn(Ecn::Ect0.bits());
         for _ in 0..8 {
             for _ in 0..600 {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let i = (rng >> 32) as usize % 2;
+                let i = (rng.next() >> 32) as usize % 2;
                 spokes[i].send(&f);
                 sent[i] += 1;
             }
