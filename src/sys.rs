@@ -720,9 +720,9 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    // Room for UDP_GRO's and the TOS's cmsgs (24 bytes each) and the
-    // timestamp's (32), and more.
-    let mut control = [0u64; 12];
+    // Room for UDP_GRO's, IP_TOS's and IPV6_TCLASS's cmsgs (24 bytes
+    // each) and the timestamp's (32), and more.
+    let mut control = [0u64; 16];
     // SAFETY: all pointers outlive the call; the CMSG_* walk is bounded by
     // msg_controllen as the kernel set it, and each payload read is within
     // the cmsg_len the kernel wrote (checked before the read).

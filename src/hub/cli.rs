@@ -70,12 +70,8 @@ pub struct HubCli {
     #[argh(option, default = "ClampMss::Auto", from_str_fn(p2p_clamp_mss))]
     pub clamp_mss: ClampMss,
 
-    /// AQM on the receive queue, one for every spoke: CoDel on how long datagrams wait in the UDP socket, marking an ECN-capable frame CE (else dropping it) while the wait stands above the target: on (default: target 0.5 ms, interval 5 ms), off, or TARGET_MS/INTERVAL_MS
-    #[argh(
-        option,
-        default = "Some(crate::codel::Params::DEFAULT)",
-        from_str_fn(p2p_aqm)
-    )]
+    /// AQM on the receive queue, one for every spoke: CoDel on how long datagrams wait in the UDP socket, marking an ECN-capable frame CE (else dropping it) while the wait stands above the target: off (the default: one queue for all spokes, so a signal falls on whichever spoke's datagram comes next, not on the one that fills it), on (target 0.5 ms, interval 5 ms), or TARGET_MS/INTERVAL_MS
+    #[argh(option, default = "None", from_str_fn(p2p_aqm))]
     pub aqm: Option<crate::codel::Params>,
 
     /// encrypt: aes-256-gcm or chacha20-poly1305, one mode for every spoke (default: the HMAC wire)
