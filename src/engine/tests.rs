@@ -226,8 +226,8 @@ fn ecn_crosses_and_ce_reaches_the_frames() {
 /// The receive queue's AQM through the engine's threads: bursts of
 /// datagrams that B takes back to back, each found waiting (stamped by the
 /// in-memory network as having waited 25 ms there, behind others), for
-/// longer than CoDel's interval (1 ms here) get ECN-capable frames marked
-/// CE and Not-ECT ones dropped (`aqm`), a few, not all; the status has the
+/// longer than CoDel's interval (1 ms here) get signals: ECN-capable frames
+/// marked CE, Not-ECT ones dropped (`aqm`), not all; the status has the
 /// sojourn figures. With `--aqm off`, nothing; nor with frames one at a
 /// time, each waited for (no queue).
 #[test]
@@ -303,7 +303,10 @@ fn a_standing_receive_queue_is_signalled() {
         assert_eq!(ce, marks, "{what}");
         assert_eq!(ecns.len() as u64 + drops, n as u64, "{what}");
         if signalled {
-            assert!(marks > 0 && drops > 0, "{what}");
+            // Signals, on whichever frames came next: marks on ECT(0), drops
+            // of Not-ECT (both kinds, one frame each, are rx's unit test;
+            // here how many depends on how fast the bursts are read).
+            assert!(marks + drops > 0, "{what}");
             // Not every frame (CoDel's rate; how many depends on how long
             // the bursts take to read: a tenth natively, more under qemu).
             assert!(marks + drops < n as u64, "{what}");
