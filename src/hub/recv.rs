@@ -385,7 +385,9 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             }
             let src = addr::canonical(from);
             self.ecn = r.ecn;
-            let (signal, second) = self.aqm.on_receive(asked, unix_nanos(), r.arrived_ns);
+            // One reading of the wall clock: the AQM's and the HMAC wire's.
+            let now = unix_nanos();
+            let (signal, second) = self.aqm.on_receive(asked, now, r.arrived_ns);
             // For this receive's datagrams only (see `open`).
             self.congested = signal;
             if let Some(s) = second {
@@ -396,7 +398,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 // one sets (see engine/recv.rs).
                 self.handle_noise(0..r.len, r.segment, src, crate::sys::boottime_ns());
             } else {
-                self.handle(r.len, r.segment, src, unix_nanos());
+                self.handle(r.len, r.segment, src, now);
             }
         }
     }
