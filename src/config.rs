@@ -48,6 +48,8 @@ pub struct Config {
     pub clamp_mss: ClampMss,
     /// CoDel on the receive queue (`--aqm`); none: off.
     pub aqm: Option<crate::codel::Params>,
+    /// How long the receiving thread spins after the last datagram (`--busy-poll`, ns; 0: never).
+    pub busy_poll_ns: u64,
     /// The confidential mode's cipher (`--cipher`); none: the HMAC wire.
     pub cipher: Option<crate::aead::Cipher>,
     /// The TAP's MAC (`--mac`); else a persistent one (see `mac`).

@@ -111,6 +111,10 @@ pub struct Counters {
     /// The receive queue's last full second of sojourn times (the
     /// tunnel's; a hub keeps one for its socket instead).
     pub queue: crate::aqm::QueueStats,
+    /// Spins on the socket (`--busy-poll`), and those that ended with a
+    /// datagram (the rest ran out their linger and slept).
+    pub busy_spins: AtomicU64,
+    pub busy_caught: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 

@@ -714,6 +714,15 @@ pub struct Received {
 
 /// Receives one datagram, or a GRO run of them, with its sender.
 pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
+    recv_gro_flags(sock, buf, 0)
+}
+
+/// As [`recv_gro`], but `WouldBlock` at once when nothing is queued.
+pub fn try_recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
+    recv_gro_flags(sock, buf, libc::MSG_DONTWAIT)
+}
+
+fn recv_gro_flags(sock: &impl AsRawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<Received> {
     // SAFETY: sockaddr_storage is plain data.
     let mut name: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut iov = libc::iovec {
@@ -734,7 +743,7 @@ pub fn recv_gro(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        let rc = libc::recvmsg(sock.as_raw_fd(), &mut msg, 0);
+        let rc = libc::recvmsg(sock.as_raw_fd(), &mut msg, flags);
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }

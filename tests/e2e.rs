@@ -237,3 +237,81 @@ fn e2e_restart_reaches_the_learned_peer_at_once_through_the_state_file() {
         a3.log_text()
     );
 }
+
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // After the command's ")": state is field 3; utime, stime are 14, 15.
+    let rest = &stat[stat.rfind(')').expect("stat's comm") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
+/// `--busy-poll`: while pings flow (one every 50 ms, within the 200 ms
+/// linger) A's receiving thread spins, and the replies are taken by its
+/// spins; once they stop, it sleeps again (its CPU time stops growing).
+/// B, without the flag, never spins.
+#[test]
+fn e2e_busy_poll_spins_while_traffic_flows_then_sleeps() {
+    require_e2e!();
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    let (sa, sb) = (p.dir.join("a.sock"), p.dir.join("b.sock"));
+    let (sa_s, sb_s) = (sa.display().to_string(), sb.display().to_string());
+    let a = Peer::start(
+        &p.a,
+        &p.dir,
+        &k,
+        &strs(&a_args(&["--busy-poll", "200", "--status-socket", &sa_s])),
+    );
+    let _b = Peer::start(
+        &p.b,
+        &p.dir,
+        &k,
+        &strs(&b_args(&["--status-socket", &sb_s])),
+    );
+    assert!(
+        p.a.ping_until(TAP_B, Duration::from_secs(10)),
+        "no tunnel:\n{}",
+        a.log_text()
+    );
+    let status = |sock: &str| {
+        let out = std::process::Command::new(TAPTUN)
+            .args(["status", sock, "--json"])
+            .output()
+            .expect("taptun status");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = json_num(&status(&sa_s), "caught");
+    let out = p.a.exec_out(&format!("ping -n -c 40 -i 0.05 -W 1 {TAP_B}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let (ja, jb) = (status(&sa_s), status(&sb_s));
+    let caught = json_num(&ja, "caught") - before;
+    eprintln!("A: {ja}\nB: {jb}");
+    // Every reply but the first few (after `before` was read, the first
+    // ping's comes to a thread that slept through the status query's
+    // pause) is taken by a spin.
+    assert!(
+        caught >= 30.0,
+        "{caught} of 40 replies caught by a spin: {ja}"
+    );
+    assert_eq!(json_num(&ja, "linger_ms"), 200.0, "{ja}");
+    assert_eq!(
+        json_num(&jb, "spins"),
+        0.0,
+        "B spins without the flag: {jb}"
+    );
+    // Past the linger (and with no traffic: the keepalives are 25 s
+    // apart), A's threads sleep: a second costs next to no CPU.
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = cpu_seconds(a.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_seconds(a.pid()) - t0;
+    assert!(spent < 0.2, "A used {spent} s of CPU in an idle second");
+}

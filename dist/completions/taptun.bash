@@ -64,11 +64,11 @@ _taptun() {
         --status-socket|--config|--state)
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             return ;;
-        -i|--dev|--mtu|--underlay-mtu|--clamp-mss|-a|--address|--max-age|--keepalive|--sockbuf|--stats|--mac|--resolve-every|--fwmark)
+        -i|--dev|--mtu|--underlay-mtu|--clamp-mss|--busy-poll|-a|--address|--max-age|--keepalive|--sockbuf|--stats|--mac|--resolve-every|--fwmark)
             return ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --aqm --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --state --config --resolve-every --fwmark --help --version" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --aqm --busy-poll --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --state --config --resolve-every --fwmark --help --version" -- "$cur")
     elif [[ $COMP_CWORD -eq 1 ]]; then
         mapfile -t COMPREPLY < <(compgen -W "genkey status hub" -- "$cur"; compgen -f -- "$cur")
     else

@@ -5,10 +5,11 @@
 //! run without root (wireguard-go's `tuntest.ChannelTUN` is the model).
 
 use crate::batch::Message;
-use crate::sys::{self, Received};
+use crate::sys::{self, Received, Wake};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
 use tun_rs::SyncDevice;
 
 /// A TAP: frames (with a virtio_net_hdr when offloads are on) in and out.
@@ -36,6 +37,11 @@ pub trait Socket: Send + Sync + 'static {
     fn send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<()>;
     /// Receives one datagram or GRO run (blocking).
     fn recv(&self, buf: &mut [u8]) -> io::Result<Received>;
+    /// Receives one datagram or GRO run; `WouldBlock` when none is queued.
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received>;
+    /// Waits until a datagram is queued, `wake` is signalled, or `timeout`
+    /// passed (whichever first; it does not say which).
+    fn wait(&self, wake: &Wake, timeout: Duration) -> io::Result<()>;
 }
 
 impl Tap for SyncDevice {
@@ -69,6 +75,12 @@ impl Socket for UdpSocket {
     }
     fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         sys::recv_gro(self, buf)
+    }
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        sys::try_recv_gro(self, buf)
+    }
+    fn wait(&self, wake: &Wake, timeout: Duration) -> io::Result<()> {
+        sys::wait_either(self, Some(wake), Some(timeout)).map(|_| ())
     }
 }
 

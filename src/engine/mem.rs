@@ -11,7 +11,7 @@
 use super::io::{Socket, Tap};
 use crate::batch::Message;
 use crate::ecn::Ecn;
-use crate::sys::Received;
+use crate::sys::{Received, Wake};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -131,6 +131,7 @@ impl MemNet {
             addr,
             net: self.clone(),
             rx: Mutex::new(rx),
+            stash: Mutex::new(None),
             refuse_gso: AtomicBool::new(false),
             log: Mutex::new(Vec::new()),
         }
@@ -162,6 +163,8 @@ pub(crate) struct MemSocket {
     addr: SocketAddr,
     net: Arc<MemNet>,
     rx: Mutex<Receiver<Datagram>>,
+    /// A datagram `wait` took from the channel, for the next receive.
+    stash: Mutex<Option<Datagram>>,
     /// Refuse GSO messages with EIO, as a kernel or route without UDP GSO.
     pub refuse_gso: AtomicBool,
     /// Every datagram sent, and GSO messages refused (`len` 0).
@@ -206,28 +209,63 @@ impl Socket for MemSocket {
     }
 
     fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        match self.try_recv(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            got => return got,
+        }
         let rx = self.rx.lock().expect("rx");
-        let got = match rx.try_recv() {
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(d) => Ok(fill(buf, d)),
+            Err(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        // What `wait` took from the channel came while someone waited.
+        if let Some(d) = self.stash.lock().expect("stash").take() {
+            return Ok(fill(buf, d));
+        }
+        match self.rx.lock().expect("rx").try_recv() {
             Ok((dg, from, ecn, at)) => {
                 let queued = self.net.queued_ns.load(SeqCst);
-                Ok((dg, from, ecn, at.saturating_sub(queued)))
-            }
-            Err(_) => rx.recv_timeout(Duration::from_millis(20)),
-        };
-        match got {
-            Ok((dg, from, ecn, arrived)) => {
-                let len = dg.len().min(buf.len());
-                buf[..len].copy_from_slice(&dg[..len]);
-                Ok(Received {
-                    len,
-                    from: Some(from),
-                    segment: None,
-                    truncated: dg.len() > buf.len(),
-                    ecn,
-                    arrived_ns: Some(arrived),
-                })
+                Ok(fill(buf, (dg, from, ecn, at.saturating_sub(queued))))
             }
             Err(_) => Err(io::ErrorKind::WouldBlock.into()),
         }
+    }
+
+    fn wait(&self, wake: &Wake, timeout: Duration) -> io::Result<()> {
+        // The channel and the eventfd cannot be waited on together: a
+        // millisecond at a time on the channel, looking at the wake-up
+        // in between.
+        let end = Instant::now() + timeout;
+        let mut stash = self.stash.lock().expect("stash");
+        while stash.is_none() && Instant::now() < end {
+            let woken = crate::sys::wait_either(wake, None::<&super::io::Fd>, Some(Duration::ZERO));
+            if woken.is_ok_and(|r| r.first) {
+                break;
+            }
+            let slice = end
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(1));
+            if let Ok(d) = self.rx.lock().expect("rx").recv_timeout(slice) {
+                *stash = Some(d);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A received datagram into `buf`, as the real socket reports it.
+fn fill(buf: &mut [u8], (dg, from, ecn, arrived): Datagram) -> Received {
+    let len = dg.len().min(buf.len());
+    buf[..len].copy_from_slice(&dg[..len]);
+    Received {
+        len,
+        from: Some(from),
+        segment: None,
+        truncated: dg.len() > buf.len(),
+        ecn,
+        arrived_ns: Some(arrived),
     }
 }

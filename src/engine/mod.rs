@@ -29,6 +29,7 @@ mod io;
 pub(crate) mod mem;
 mod name;
 mod out;
+mod poll;
 mod recv;
 mod remember;
 mod role;
@@ -119,6 +120,9 @@ struct Shared {
     /// Confidential mode: the sessions' facts, for the status views
     /// (written by the receiving thread).
     session: Mutex<Option<crate::noise::SessionStatus>>,
+    /// The sending thread's asks for the receiving thread to spin
+    /// (`poll.rs`).
+    asks: poll::Asks,
 }
 
 /// A fresh keying under `key`: in the confidential mode, a new random
@@ -146,6 +150,8 @@ struct Facts {
     cipher: Option<Cipher>,
     /// CoDel on the receive queue (`--aqm`).
     aqm: Option<crate::codel::Params>,
+    /// `--busy-poll`'s linger (ns; 0: off).
+    busy_poll_ns: u64,
     keepalive: Duration,
     max_age: Duration,
     started_ns: u64,
@@ -208,6 +214,7 @@ impl Tunnel {
             clamp_mss: cfg.clamp_mss,
             cipher: cfg.cipher,
             aqm: cfg.aqm,
+            busy_poll_ns: cfg.busy_poll_ns,
             keepalive: cfg.keepalive,
             max_age: cfg.max_age,
             started_ns: unix_nanos(),
@@ -286,6 +293,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             session: Mutex::new(None),
             refused: AtomicU64::new(0),
             refused_len: std::sync::atomic::AtomicUsize::new(0),
+            asks: poll::Asks::new(crate::sys::Wake::new().map_err(TunnelError::Thread)?),
         });
         let routing = routing::RouteWatch::new(&facts.name, cfg.fwmark);
         let name = cfg.peer_name.clone().map(|n| {
@@ -436,6 +444,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             status_shown: Default::default(),
             handshake_seen: false,
             aqm: crate::aqm::Aqm::new(self.cfg.aqm),
+            poller: poll::Poller::new(self.cfg.busy_poll_ns),
             replies: nonblocking.then(|| {
                 let tx = self.setup.send_half();
                 (tx, Reader::new(self.facts.offload, true), out())
@@ -498,6 +507,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
     fn stop(&mut self) {
         self.shared.stop.store(true, Relaxed);
         self.role.wake.signal();
+        self.shared.asks.wake.signal();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

@@ -75,6 +75,8 @@ pub(super) struct Receiver<T, S> {
     pub handshake_seen: bool,
     /// The socket queue's sojourn times and AQM.
     pub aqm: crate::aqm::Aqm,
+    /// How it waits for datagrams (`poll.rs`: spinning after an ask).
+    pub poller: super::poll::Poller,
 }
 
 impl<T: Tap, S: Socket> Receiver<T, S> {
@@ -86,7 +88,11 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             self.follow_name();
             self.handshake(unix_nanos());
             let asked = unix_nanos();
-            let r = match self.socket.recv(&mut self.buf) {
+            let (socket, asks) = (&*self.socket, &self.shared.asks);
+            let r = match self
+                .poller
+                .next(socket, asks, &mut self.buf, &self.shared.counters)
+            {
                 Ok(r) => r,
                 Err(e) => {
                     recv_failed(&e, &mut self.errlog);

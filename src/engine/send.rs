@@ -199,8 +199,18 @@ impl<T: Tap, S: Socket> Sender<T, S> {
             // wake-up says the peer, key or MTU changed (or: stop).
             let timeout = due.map(|at| Duration::from_nanos(at.saturating_sub(now)));
             match sys::wait_either(&tap_fd, Some(&self.role.wake), timeout) {
-                Ok(r) if r.second => self.role.wake.clear(),
-                Ok(_) => {}
+                Ok(r) => {
+                    // The TAP has something to send after a sleep: with
+                    // --busy-poll, the receiving thread is to spin for the
+                    // answer (`poll.rs`); asked before the send, so that its
+                    // wake-up overlaps the sending.
+                    if r.first && self.facts.busy_poll_ns > 0 {
+                        self.shared.asks.ask(unix_nanos());
+                    }
+                    if r.second {
+                        self.role.wake.clear();
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     if let Some(n) = errlog.note(1, Instant::now()) {

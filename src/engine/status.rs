@@ -98,6 +98,19 @@ pub(crate) fn queue_text(
     s
 }
 
+/// The busy-poll line (`busy polling: ...`): off, or the linger and how
+/// many spins ended with a datagram.
+fn busy_text(linger_ns: u64, c: &crate::stats::Counters) -> String {
+    if linger_ns == 0 {
+        return "off".to_string();
+    }
+    let (spins, caught) = (c.busy_spins.load(Relaxed), c.busy_caught.load(Relaxed));
+    format!(
+        "spinning up to {} ms after the last datagram; {caught} of {spins} spins got one",
+        linger_ns as f64 / 1e6
+    )
+}
+
 /// The receive queue as a JSON object (`"queue":{...}`): the last
 /// second's sojourn times in ms (null when idle) and the AQM's parameters
 /// (null when off).
@@ -366,6 +379,7 @@ impl View<'_> {
                 now
             )
         );
+        let _ = writeln!(s, "  busy polling: {}", busy_text(f.busy_poll_ns, c));
         let _ = writeln!(
             s,
             "  keepalives: every {} s, {} sent, {} received",
@@ -464,7 +478,14 @@ impl View<'_> {
         let st = f.cipher.map(|_| self.session().unwrap_or_default());
         let _ = write!(s, ",\"session\":{},", session_json(st.as_ref(), now));
         queue_json(&mut s, &sh.counters.queue, f.aqm, now);
-        s.push(',');
+        let c = &sh.counters;
+        let _ = write!(
+            s,
+            ",\"busy_poll\":{{\"linger_ms\":{},\"spins\":{},\"caught\":{}}},",
+            f.busy_poll_ns as f64 / 1e6,
+            c.busy_spins.load(Relaxed),
+            c.busy_caught.load(Relaxed)
+        );
         sh.counters.write_json_members(&mut s);
         s.push('}');
         s
@@ -522,6 +543,16 @@ impl View<'_> {
                 "aqm_marks",
                 "Frames the receive queue's AQM marked CE (its drops: reason aqm).",
                 &c.aqm_marks,
+            ),
+            (
+                "busy_poll_spins",
+                "Spins on the UDP socket (--busy-poll).",
+                &c.busy_spins,
+            ),
+            (
+                "busy_poll_caught",
+                "Spins that ended with a datagram (the rest slept after the linger).",
+                &c.busy_caught,
             ),
         ];
         for (name, help, v) in counters {

@@ -45,6 +45,7 @@ fn config(local: &str, peer: Option<&str>, cipher: Option<Cipher>) -> Config {
         path_payload: 1472,
         clamp_mss: ClampMss::Off,
         aqm: Some(crate::codel::Params::DEFAULT),
+        busy_poll_ns: 0,
         cipher,
         mac: None,
         status_socket: None,
@@ -104,6 +105,7 @@ fn side_with(net: &Arc<MemNet>, n: u8, cfg: Config, answer: Option<Answer>) -> M
         clamp_mss: cfg.clamp_mss,
         cipher: cfg.cipher,
         aqm: cfg.aqm,
+        busy_poll_ns: cfg.busy_poll_ns,
         keepalive: cfg.keepalive,
         max_age: cfg.max_age,
         started_ns: unix_nanos(),
@@ -165,6 +167,48 @@ fn frames_cross_both_ways_and_the_peer_is_learned() {
     b.stop();
     // The fifty, and A's announcement.
     assert_eq!(b.shared.counters.rx_frames.load(SeqCst), 51);
+}
+
+/// `--busy-poll`: with a linger, A's receiving thread spins while frames
+/// flow and takes B's answers in its spins, every frame crossing in order
+/// both ways; without, it never spins (one blocking receive, as ever).
+#[test]
+fn busy_poll_takes_the_answers_in_its_spins() {
+    for linger_ns in [200_000_000u64, 0] {
+        let net = Arc::new(MemNet::default());
+        let cfg = |local, peer| Config {
+            busy_poll_ns: linger_ns,
+            ..config(local, peer, None)
+        };
+        // B's "kernel" answers each tagged frame with tag + 1000.
+        let echo: Answer = Box::new(|f: &[u8]| tag(f).map(|t| frame(2, t + 1000, f.len())));
+        let mut a = side_with(&net, 1, cfg(":9123", Some("192.0.2.2:9123")), None);
+        let mut b = side_with(&net, 2, cfg(":9123", None), Some(echo));
+        b.start().unwrap();
+        a.start().unwrap();
+        for i in 0..30 {
+            a.tap.inject(&frame(1, i, 100));
+            assert_eq!(
+                recv_tags(&a.tap, 1, WAIT),
+                vec![i + 1000],
+                "linger {linger_ns}"
+            );
+        }
+        a.stop();
+        b.stop();
+        let c = &a.shared.counters;
+        let (spins, caught) = (c.busy_spins.load(SeqCst), c.busy_caught.load(SeqCst));
+        if linger_ns > 0 {
+            // All but the first few answers (before any datagram or ask
+            // began the linger) come to a spinning thread.
+            assert!(
+                caught >= 25 && caught <= spins,
+                "{caught} of {spins} spins caught"
+            );
+        } else {
+            assert_eq!((spins, caught), (0, 0));
+        }
+    }
 }
 
 /// ECN through the engine's threads (RFC 6040): each datagram leaves with
