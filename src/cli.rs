@@ -89,6 +89,10 @@ pub struct Cli {
     )]
     pub aqm: Option<crate::codel::Params>,
 
+    /// flow queueing at the receiver: read a few runs of datagrams ahead, and take a datagram of a flow that has no other among them (a ping, DNS, a keystroke) before a bulk transfer's queue: on (default) or off; the HMAC wire only (sealed frames cannot be told apart before they are opened)
+    #[argh(option, default = "true", from_str_fn(on_off))]
+    pub fq: bool,
+
     /// spin on the UDP socket instead of sleeping for up to this many milliseconds after the last datagram received or sent after a quiet spell, so that the next is taken without a thread wake-up (lower round trips, one CPU kept busy while traffic flows): 0 to 1000 (default 0: off)
     #[argh(option, default = "0", from_str_fn(busy_poll))]
     pub busy_poll: u32,
@@ -278,6 +282,7 @@ impl Cli {
             clamp_mss: self.clamp_mss,
             aqm: self.aqm,
             busy_poll_ns: u64::from(self.busy_poll) * 1_000_000,
+            fq: self.fq,
             status_socket: self.status_socket.clone(),
             state,
             mac: self.mac,
@@ -386,6 +391,15 @@ pub(crate) fn clamp_mss(v: &str) -> Result<ClampMss, String> {
 
 pub(crate) fn aqm(v: &str) -> Result<Option<crate::codel::Params>, String> {
     v.parse::<crate::codel::Setting>().map(|s| s.0)
+}
+
+/// `--fq`: on or off.
+fn on_off(v: &str) -> Result<bool, String> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
 }
 
 /// `--busy-poll`: milliseconds, 0 to 1000.
@@ -1067,6 +1081,18 @@ mod tests {
         assert_eq!(e.output.matches("3/1").count(), 1, "{}", e.output);
         assert!(
             e.output.contains("--aqm") && e.output.contains("TARGET_MS/INTERVAL_MS"),
+            "{}",
+            e.output
+        );
+    }
+
+    #[test]
+    fn fq_flag() {
+        assert!(parse(&["k", ":1"]).unwrap().fq, "on by default");
+        assert!(!parse(&["k", ":1", "--fq", "off"]).unwrap().fq);
+        let e = parse(&["k", ":1", "--fq", "yes"]).unwrap_err();
+        assert!(
+            e.output.contains("--fq") && e.output.contains("expected on or off"),
             "{}",
             e.output
         );

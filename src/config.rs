@@ -50,6 +50,9 @@ pub struct Config {
     pub aqm: Option<crate::codel::Params>,
     /// How long the receiving thread spins after the last datagram (`--busy-poll`, ns; 0: never).
     pub busy_poll_ns: u64,
+    /// Flow queueing at the receiver (`--fq`): a sparse flow's datagram
+    /// ahead of a bulk flow's queue (HMAC wire only).
+    pub fq: bool,
     /// The confidential mode's cipher (`--cipher`); none: the HMAC wire.
     pub cipher: Option<crate::aead::Cipher>,
     /// The TAP's MAC (`--mac`); else a persistent one (see `mac`).

@@ -43,6 +43,7 @@ pub mod rx;
 #[doc(hidden)]
 pub mod script;
 pub mod session;
+pub mod sparse;
 pub mod state;
 pub mod stats;
 pub mod sys;

@@ -115,6 +115,8 @@ pub struct Counters {
     /// datagram (the rest ran out their linger and slept).
     pub busy_spins: AtomicU64,
     pub busy_caught: AtomicU64,
+    /// Datagrams of sparse flows taken ahead of the runs before them (`--fq`).
+    pub fq_ahead: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 

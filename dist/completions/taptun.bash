@@ -52,7 +52,7 @@ _taptun() {
         --cipher)
             mapfile -t COMPREPLY < <(compgen -W "aes-256-gcm chacha20-poly1305" -- "$cur")
             return ;;
-        --aqm)
+        --aqm|--fq)
             mapfile -t COMPREPLY < <(compgen -W "on off" -- "$cur")
             return ;;
         --user)
@@ -68,7 +68,7 @@ _taptun() {
             return ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --aqm --busy-poll --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --state --config --resolve-every --fwmark --help --version" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --aqm --fq --busy-poll --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --state --config --resolve-every --fwmark --help --version" -- "$cur")
     elif [[ $COMP_CWORD -eq 1 ]]; then
         mapfile -t COMPREPLY < <(compgen -W "genkey status hub" -- "$cur"; compgen -f -- "$cur")
     else

@@ -30,6 +30,7 @@ complete -c taptun -n __taptun_main -l keepalive -x -d 'keepalive after this man
 complete -c taptun -n __taptun_main -l sockbuf -x -d 'UDP socket buffer size, each way'
 complete -c taptun -n __taptun_main -l clamp-mss -x -a 'auto off' -d 'lower the MSS of TCP SYNs crossing the tunnel'
 complete -c taptun -n __taptun_main -l aqm -x -a 'on off' -d 'CoDel on the receive queue (or TARGET_MS/INTERVAL_MS)'
+complete -c taptun -n __taptun_main -l fq -x -a 'on off' -d 'a sparse flow first at the receiver (HMAC wire)'
 complete -c taptun -n __taptun_main -l busy-poll -x -d 'spin this many ms after the last datagram, 0 = off'
 complete -c taptun -n __taptun_main -l cipher -x -a 'aes-256-gcm chacha20-poly1305' -d 'encrypt, the same on both sides'
 complete -c taptun -n __taptun_main -l mac -x -d 'the TAP MAC address'

@@ -36,6 +36,7 @@ _taptun() {
         '--sockbuf[UDP socket buffer size, each way]:bytes: '
         '--clamp-mss[lower the MSS of TCP SYNs crossing the tunnel]:mss:(auto off)'
         '--aqm[CoDel on the receive queue, or TARGET_MS/INTERVAL_MS]:aqm:(on off)'
+        '--fq[a sparse flow first at the receiver (HMAC wire)]:fq:(on off)'
         '--busy-poll[spin this many ms after the last datagram, 0 = off]:milliseconds: '
         '--cipher[encrypt, the same on both sides]:cipher:(aes-256-gcm chacha20-poly1305)'
         '--mac[the TAP MAC address]:mac: '

@@ -23,6 +23,7 @@
 //! atomic load per batch, a lock (never held across a system call) only
 //! after a change. No thread holds a lock across a system call.
 
+mod ahead;
 pub mod control;
 mod io;
 #[cfg(test)]
@@ -152,6 +153,8 @@ struct Facts {
     aqm: Option<crate::codel::Params>,
     /// `--busy-poll`'s linger (ns; 0: off).
     busy_poll_ns: u64,
+    /// Flow queueing at the receiver is on (`--fq`, and the HMAC wire).
+    fq: bool,
     keepalive: Duration,
     max_age: Duration,
     started_ns: u64,
@@ -215,6 +218,7 @@ impl Tunnel {
             cipher: cfg.cipher,
             aqm: cfg.aqm,
             busy_poll_ns: cfg.busy_poll_ns,
+            fq: cfg.fq && cfg.cipher.is_none(),
             keepalive: cfg.keepalive,
             max_age: cfg.max_age,
             started_ns: unix_nanos(),
@@ -450,7 +454,14 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
                 (tx, Reader::new(self.facts.offload, true), out())
             }),
             role: self.role.clone(),
-            buf: vec![0u8; recv::RECV_BUF],
+            ahead: ahead::Ahead::new(
+                match self.facts.fq {
+                    true => ahead::MAX_RUNS,
+                    false => 1,
+                },
+                recv::RECV_BUF,
+            ),
+            fq: self.facts.fq,
             redirect: Cached::new(&self.shared.redirect),
             from_state: self.shared.peer_from_state.load(Relaxed),
             errlog: Throttle::per_minute(),

@@ -50,7 +50,10 @@ pub(super) struct Receiver<T, S> {
     /// `None` when the TAP's reads block (no replies sent from here).
     pub replies: Option<(SendHalf, Reader, Out<S>)>,
     pub role: Arc<Role>,
-    pub buf: Vec<u8>,
+    /// Runs received and not yet handled (`ahead.rs`).
+    pub ahead: super::ahead::Ahead,
+    /// Flow queueing (`--fq`): sparse flows' datagrams first.
+    pub fq: bool,
     /// One warn line a minute each: receive errors, TAP write errors.
     pub errlog: Throttle,
     pub taplog: Throttle,
@@ -84,25 +87,37 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
     pub(super) fn run(mut self) {
         let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
         let mut look_after = 0u64;
+        // Flow queueing reads the frames' headers before the checks: the
+        // HMAC wire's frames are plain after their header; not sealed ones.
+        let offset = (self.fq && !self.confidential).then_some(crate::wire::HEADER_LEN);
         while !self.shared.stop.load(Relaxed) {
             self.follow_name();
             self.handshake(unix_nanos());
-            let asked = unix_nanos();
-            let (socket, asks) = (&*self.socket, &self.shared.asks);
-            let r = match self
-                .poller
-                .next(socket, asks, &mut self.buf, &self.shared.counters)
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    recv_failed(&e, &mut self.errlog);
+            if self.ahead.is_empty() {
+                let asked = unix_nanos();
+                let (socket, asks) = (&*self.socket, &self.shared.asks);
+                let Some(buf) = self.ahead.free() else {
                     continue;
+                };
+                match self.poller.next(socket, asks, buf, &self.shared.counters) {
+                    Ok(r) => self.got(&r, unix_nanos().saturating_sub(asked)),
+                    Err(e) => {
+                        recv_failed(&e, &mut self.errlog);
+                        continue;
+                    }
                 }
-            };
-            if r.truncated {
-                self.shared.counters.drop_n(DropReason::Truncated, 1);
-                continue;
             }
+            // What else the socket holds, up to the window's size (none
+            // without flow queueing: its window is one run).
+            while let Some(buf) = self.ahead.free() {
+                match self.socket.try_recv(buf) {
+                    Ok(r) => self.got(&r, 0),
+                    Err(_) => break,
+                }
+            }
+            let Some(unit) = self.ahead.next(offset) else {
+                continue;
+            };
             let now = unix_nanos();
             if let Some(k) = self.key.changed(&self.shared.key) {
                 // The old key's grace runs from the rotation (SIGHUP), not
@@ -114,15 +129,29 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 };
                 self.rx.rotate(k, at);
             }
-            let (signal, second) = self.aqm.on_receive(asked, now, r.arrived_ns);
+            // The AQM sees each unit as a dequeue: how long its receive
+            // waited (a wait is no queue), and how long it was queued.
+            let asked = now.saturating_sub(unit.took_ns);
+            let (signal, second) = self.aqm.on_receive(asked, now, unit.arrived_ns);
             if signal {
                 self.rx.signal_congestion();
             }
             if let Some(s) = second {
                 self.shared.counters.queue.set(s);
             }
-            let src = r.from.unwrap_or(unknown);
-            let wrote = self.handle(r.len, r.segment, r.ecn, src, now);
+            if unit.ahead {
+                self.shared.counters.fq_ahead.fetch_add(1, Relaxed);
+            }
+            let src = unit.from.unwrap_or(unknown);
+            let mut buf = self.ahead.take_buf(&unit);
+            let wrote = self.handle(
+                &mut buf[unit.range.clone()],
+                unit.segment,
+                unit.ecn,
+                src,
+                now,
+            );
+            self.ahead.done(&unit, buf);
             self.handshake(now);
             // What the kernel queued on the TAP in answer to these frames
             // goes out now, unless the TAP→UDP thread is already at it. A
@@ -268,11 +297,19 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         Some(n)
     }
 
-    /// Checks the datagrams in `buf[..len]`, writes their frames to the
-    /// TAP and counts everything. Returns whether any frame was written.
+    /// A run received: into the window, unless truncated (counted).
+    fn got(&mut self, r: &crate::sys::Received, took_ns: u64) {
+        match r.truncated {
+            true => self.shared.counters.drop_n(DropReason::Truncated, 1),
+            false => self.ahead.push(r, took_ns),
+        }
+    }
+
+    /// Checks the datagrams in `buf`, writes their frames to the TAP and
+    /// counts everything. Returns whether any frame was written.
     fn handle(
         &mut self,
-        len: usize,
+        buf: &mut [u8],
         segment: Option<usize>,
         outer: Ecn,
         src: SocketAddr,
@@ -291,9 +328,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             true => crate::sys::boottime_ns(),
             false => now,
         };
-        let t = self
-            .rx
-            .receive(&mut self.buf[..len], segment, outer, src, proto, &mut write);
+        let t = self.rx.receive(buf, segment, outer, src, proto, &mut write);
         t.add_to(&shared.counters);
         self.handshake_seen |= t.handshakes > 0 || t.drops[DropReason::Handshake as usize] > 0;
         if t.valid() {

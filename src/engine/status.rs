@@ -379,6 +379,14 @@ impl View<'_> {
                 now
             )
         );
+        let fq = match f.fq {
+            true => format!(
+                "on, {} datagrams of sparse flows taken ahead",
+                c.fq_ahead.load(Relaxed)
+            ),
+            false => "off".to_string(),
+        };
+        let _ = writeln!(s, "  flow queueing: {fq}");
         let _ = writeln!(s, "  busy polling: {}", busy_text(f.busy_poll_ns, c));
         let _ = writeln!(
             s,
@@ -481,7 +489,9 @@ impl View<'_> {
         let c = &sh.counters;
         let _ = write!(
             s,
-            ",\"busy_poll\":{{\"linger_ms\":{},\"spins\":{},\"caught\":{}}},",
+            ",\"fq\":{{\"on\":{},\"ahead\":{}}},\"busy_poll\":{{\"linger_ms\":{},\"spins\":{},\"caught\":{}}},",
+            f.fq,
+            c.fq_ahead.load(Relaxed),
             f.busy_poll_ns as f64 / 1e6,
             c.busy_spins.load(Relaxed),
             c.busy_caught.load(Relaxed)
@@ -543,6 +553,11 @@ impl View<'_> {
                 "aqm_marks",
                 "Frames the receive queue's AQM marked CE (its drops: reason aqm).",
                 &c.aqm_marks,
+            ),
+            (
+                "fq_ahead",
+                "Datagrams of sparse flows taken ahead of the runs before them (--fq).",
+                &c.fq_ahead,
             ),
             (
                 "busy_poll_spins",

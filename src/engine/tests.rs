@@ -46,6 +46,7 @@ fn config(local: &str, peer: Option<&str>, cipher: Option<Cipher>) -> Config {
         clamp_mss: ClampMss::Off,
         aqm: Some(crate::codel::Params::DEFAULT),
         busy_poll_ns: 0,
+        fq: true,
         cipher,
         mac: None,
         status_socket: None,
@@ -106,6 +107,7 @@ fn side_with(net: &Arc<MemNet>, n: u8, cfg: Config, answer: Option<Answer>) -> M
         cipher: cfg.cipher,
         aqm: cfg.aqm,
         busy_poll_ns: cfg.busy_poll_ns,
+        fq: cfg.fq && cfg.cipher.is_none(),
         keepalive: cfg.keepalive,
         max_age: cfg.max_age,
         started_ns: unix_nanos(),
@@ -208,6 +210,56 @@ fn busy_poll_takes_the_answers_in_its_spins() {
         } else {
             assert_eq!((spins, caught), (0, 0));
         }
+    }
+}
+
+/// `--fq`: datagrams that queued while B was not reading (five of a TCP
+/// flow, then a ping's) reach B's TAP with the ping first and the TCP
+/// flow's in order; with `--fq off`, in arrival order.
+#[test]
+fn a_sparse_flow_is_taken_ahead_of_a_queue() {
+    // IPv4 frames whose IP identification field carries a tag.
+    let ip = |proto: u8, tag: u16| {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&[0x45, 0, 0, 60]);
+        f.extend_from_slice(&tag.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 64, proto, 0, 0, 10, 9, 0, 1, 10, 9, 0, 2]);
+        f.extend_from_slice(&[0x13, 0x88, 0, 80]);
+        f.resize(14 + 60, 0);
+        f
+    };
+    let tags = |fs: Vec<Vec<u8>>| -> Vec<u16> {
+        fs.iter()
+            .filter(|f| f.len() > 20 && f[12..14] == [0x08, 0x00])
+            .map(|f| u16::from_be_bytes([f[18], f[19]]))
+            .collect()
+    };
+    for (fq, want) in [(true, [9, 1, 2, 3, 4, 5]), (false, [1, 2, 3, 4, 5, 9])] {
+        let net = Arc::new(MemNet::default());
+        let cfg = |local, peer| Config {
+            fq,
+            ..config(local, peer, None)
+        };
+        let mut a = side_with(&net, 1, cfg(":9123", Some("192.0.2.2:9123")), None);
+        let mut b = side_with(&net, 2, cfg(":9123", None), None);
+        a.start().unwrap();
+        for t in 1..=5 {
+            a.tap.inject(&ip(6, t));
+        }
+        a.tap.inject(&ip(1, 9));
+        // All six (and A's announcement) wait in B's socket.
+        let sent = || a.shared.counters.tx_frames.load(SeqCst);
+        let end = Instant::now() + WAIT;
+        while sent() < 7 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(sent(), 7, "A sent the frames and its announcement");
+        b.start().unwrap();
+        assert_eq!(tags(b.tap.written(7, WAIT)), want, "--fq {fq}");
+        a.stop();
+        b.stop();
+        let ahead = b.shared.counters.fq_ahead.load(SeqCst);
+        assert_eq!(ahead, u64::from(fq), "--fq {fq}");
     }
 }
 
