@@ -112,7 +112,12 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             while let Some(buf) = self.ahead.free() {
                 match self.socket.try_recv(buf) {
                     Ok(r) => self.got(&r, 0),
-                    Err(_) => break,
+                    Err(e) => {
+                        if e.kind() != std::io::ErrorKind::WouldBlock {
+                            recv_failed(&e, &mut self.errlog);
+                        }
+                        break;
+                    }
                 }
             }
             let Some(unit) = self.ahead.next(offset) else {
