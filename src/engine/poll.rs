@@ -37,9 +37,9 @@ impl Asks {
         }
     }
 
-    /// The sending thread sent at `now` after it had slept: the receiving
-    /// thread is to spin for the answer (woken if asleep: a system call,
-    /// while the datagram is on its way).
+    /// The sending thread woke at `now` to send after it had slept: the
+    /// receiving thread is to spin for the answer (woken if asleep: a
+    /// system call, while the datagram is on its way).
     pub(super) fn ask(&self, now: u64) {
         // SeqCst, with the receiving thread's store of `parked` and load
         // of `at`: either it sees this ask, or this sees it parked.

@@ -93,6 +93,11 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         while !self.shared.stop.load(Relaxed) {
             self.follow_name();
             self.handshake(unix_nanos());
+            // Whether the socket is likely to hold more: not right after a
+            // receive that had to wait for its datagram (then the queue was
+            // empty a moment ago, and a look would cost a system call for
+            // nothing).
+            let mut look_ahead = true;
             if self.ahead.is_empty() {
                 let asked = unix_nanos();
                 let (socket, asks) = (&*self.socket, &self.shared.asks);
@@ -100,7 +105,11 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                     continue;
                 };
                 match self.poller.next(socket, asks, buf, &self.shared.counters) {
-                    Ok(r) => self.got(&r, unix_nanos().saturating_sub(asked)),
+                    Ok(r) => {
+                        let took = unix_nanos().saturating_sub(asked);
+                        look_ahead = took <= crate::aqm::BLOCKED_NS;
+                        self.got(&r, took);
+                    }
                     Err(e) => {
                         recv_failed(&e, &mut self.errlog);
                         continue;
@@ -109,7 +118,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             }
             // What else the socket holds, up to the window's size (none
             // without flow queueing: its window is one run).
-            while let Some(buf) = self.ahead.free() {
+            while look_ahead && let Some(buf) = self.ahead.free() {
                 match self.socket.try_recv(buf) {
                     Ok(r) => self.got(&r, 0),
                     Err(e) => {
