@@ -15,7 +15,7 @@ use common::*;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const AES: &str = "aes-256-gcm";
@@ -48,23 +48,6 @@ fn args(tap_ip: &str, peer: Option<&str>, extra: &[&str]) -> Vec<String> {
     ]);
     v.extend(extra.iter().map(|s| s.to_string()));
     v
-}
-
-/// `taptun status SOCK --json`, which must answer.
-fn status_json(sock: &Path) -> String {
-    let out = Command::new(TAPTUN)
-        .arg("status")
-        .arg(sock)
-        .arg("--json")
-        .output()
-        .expect("run taptun status");
-    assert!(
-        out.status.success(),
-        "taptun status --json {}: {}",
-        sock.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The string after `"key":` in a flat JSON object.

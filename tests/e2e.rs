@@ -277,21 +277,14 @@ fn e2e_busy_poll_spins_while_traffic_flows_then_sleeps() {
         "no tunnel:\n{}",
         a.log_text()
     );
-    let status = |sock: &str| {
-        let out = std::process::Command::new(TAPTUN)
-            .args(["status", sock, "--json"])
-            .output()
-            .expect("taptun status");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let before = json_num(&status(&sa_s), "caught");
+    let before = json_num(&status_json(&sa), "caught");
     let out = p.a.exec_out(&format!("ping -n -c 40 -i 0.05 -W 1 {TAP_B}"));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let (ja, jb) = (status(&sa_s), status(&sb_s));
+    let (ja, jb) = (status_json(&sa), status_json(&sb));
     let caught = json_num(&ja, "caught") - before;
     eprintln!("A: {ja}\nB: {jb}");
     // Every reply but the first few (after `before` was read, the first
@@ -325,21 +318,7 @@ fn e2e_fq_takes_pings_ahead_of_a_transfer() {
     require_e2e!();
     for (fq, port) in [("on", 5211u16), ("off", 5212)] {
         let p = Pair::new();
-        let k = p.key("k.b64", KEY);
-        let sock = p.dir.join("b.sock");
-        let sock_s = sock.display().to_string();
-        let _a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&[])));
-        let b = Peer::start(
-            &p.b,
-            &p.dir,
-            &k,
-            &strs(&b_args(&["--fq", fq, "--status-socket", &sock_s])),
-        );
-        assert!(
-            p.a.ping_until(TAP_B, Duration::from_secs(10)),
-            "no tunnel:\n{}",
-            b.log_text()
-        );
+        let (_a, _b, sock) = start_with_b_status(&p, &[], &["--fq", fq]);
         let mut ping = Background::spawn(
             p.a.command("ping")
                 .args(["-n", "-q", "-i", "0.02", "-W", "1", TAP_B])
@@ -347,11 +326,7 @@ fn e2e_fq_takes_pings_ahead_of_a_transfer() {
         );
         tcp_transfer(&p, &p.a, &p.b, TAP_B, port, 60);
         ping.stop(Duration::from_secs(5));
-        let out = std::process::Command::new(TAPTUN)
-            .args(["status", &sock_s, "--json"])
-            .output()
-            .expect("taptun status");
-        let json = String::from_utf8_lossy(&out.stdout).into_owned();
+        let json = status_json(&sock);
         let ahead = json_num(&json, "ahead");
         eprintln!("--fq {fq}: {ahead} taken ahead");
         match fq {

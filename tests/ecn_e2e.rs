@@ -271,31 +271,11 @@ fn e2e_aqm_marks_a_standing_receive_queue() {
     tools();
     for (aqm, marked) in [("0.05/0.5", true), ("off", false)] {
         let p = Pair::new();
-        let k = p.key("k.b64", KEY);
-        let sock = p.dir.join("b.sock");
-        let sock_s = sock.display().to_string();
-        let _a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&[])));
-        let b = Peer::start(
-            &p.b,
-            &p.dir,
-            &k,
-            &strs(&b_args(&["--aqm", aqm, "--status-socket", &sock_s])),
-        );
-        assert!(
-            p.a.ping_until(TAP_B, Duration::from_secs(10)),
-            "no tunnel:\n{}",
-            b.log_text()
-        );
+        let (_a, b, sock) = start_with_b_status(&p, &[], &["--aqm", aqm]);
         for ns in [&p.a, &p.b] {
             ns.exec("sysctl -qw net.ipv4.tcp_ecn=1");
         }
-        let status = || {
-            let out = std::process::Command::new(TAPTUN)
-                .args(["status", &sock_s, "--json"])
-                .output()
-                .expect("taptun status");
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
+        let status = || status_json(&sock);
         let ce_before = in_ce_packets(&p.b);
         // The status as the transfer runs: the largest sojourn seen.
         let done = std::sync::atomic::AtomicBool::new(false);

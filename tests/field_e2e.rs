@@ -56,13 +56,6 @@ fn status(sock: &Path, form: Option<&str>) -> (i32, String, String) {
     )
 }
 
-/// `taptun status SOCKET --json`, which must answer.
-fn status_json(sock: &Path) -> String {
-    let (code, out, err) = status(sock, Some("--json"));
-    assert_eq!(code, 0, "taptun status --json failed: {err}");
-    out
-}
-
 /// Runs `jq -r FILTER` on `json` (which jq must parse); its output, trimmed.
 fn jq(json: &str, filter: &str) -> String {
     let mut child = Command::new("jq")

@@ -384,6 +384,42 @@ impl Pair {
     }
 }
 
+/// `taptun status SOCK --json`, which must answer.
+pub fn status_json(sock: &Path) -> String {
+    let out = Command::new(TAPTUN)
+        .arg("status")
+        .arg(sock)
+        .arg("--json")
+        .output()
+        .expect("run taptun status");
+    assert!(
+        out.status.success(),
+        "taptun status --json {}: {}",
+        sock.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A with its usual arguments and `a_extra`, B with `b_extra` and a status
+/// socket (returned), both under [`KEY`]; returns once a ping from A
+/// crosses.
+pub fn start_with_b_status(p: &Pair, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer, PathBuf) {
+    let k = p.key("k.b64", KEY);
+    let sock = p.dir.join("b.sock");
+    let sock_s = sock.display().to_string();
+    let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(a_extra)));
+    let mut b_all = b_extra.to_vec();
+    b_all.extend(["--status-socket", &sock_s]);
+    let b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&b_all)));
+    assert!(
+        p.a.ping_until(TAP_B, Duration::from_secs(10)),
+        "no tunnel:\n{}",
+        b.log_text()
+    );
+    (a, b, sock)
+}
+
 /// A key for tests (the wire vectors' 32-byte key).
 pub const KEY: &str = "VkZylFBLiEGy9hPfHHcJligUEZkjp47OoT9MyHt79iM=";
 /// Another key.
