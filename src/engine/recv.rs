@@ -1,5 +1,7 @@
 //! The UDP→TAP thread: receives datagrams (GRO runs when the kernel
-//! coalesces), has its [`RecvHalf`] check each one, writes the frames to
+//! coalesces) into its window (`ahead.rs`: with `--fq` a few runs ahead,
+//! a sparse flow's datagram first; waiting as `poll.rs` says), has its
+//! [`RecvHalf`] check each one, writes the frames to
 //! the TAP (coalesced runs as super-frames), then, holding the TAP read
 //! role if it is free (`role.rs`), sends what the kernel queued on the TAP
 //! in answer with its own sending half. It runs the AQM on its socket's
