@@ -201,10 +201,12 @@ fn busy_poll_takes_the_answers_in_its_spins() {
         let c = &a.shared.counters;
         let (spins, caught) = (c.busy_spins.load(SeqCst), c.busy_caught.load(SeqCst));
         if linger_ns > 0 {
-            // All but the first few answers (before any datagram or ask
-            // began the linger) come to a spinning thread.
+            // Answers come to a spinning thread, or are already queued when
+            // it looks (under an emulator many are: 21 of 30 were caught by
+            // spins in an aarch64 qemu run): at least a third caught by
+            // spins, where without the spinning none is.
             assert!(
-                caught >= 25 && caught <= spins,
+                caught >= 10 && caught <= spins,
                 "{caught} of {spins} spins caught"
             );
         } else {
