@@ -461,7 +461,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
                 },
                 recv::RECV_BUF,
             ),
-            fq: self.facts.fq,
+            fq_offset: self.facts.fq.then_some(crate::wire::HEADER_LEN),
             redirect: Cached::new(&self.shared.redirect),
             from_state: self.shared.peer_from_state.load(Relaxed),
             errlog: Throttle::per_minute(),

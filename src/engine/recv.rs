@@ -54,8 +54,9 @@ pub(super) struct Receiver<T, S> {
     pub role: Arc<Role>,
     /// Runs received and not yet handled (`ahead.rs`).
     pub ahead: super::ahead::Ahead,
-    /// Flow queueing (`--fq`): sparse flows' datagrams first.
-    pub fq: bool,
+    /// With flow queueing (`--fq`, the HMAC wire), where a datagram's
+    /// frame starts: read before the checks (sealed frames cannot be).
+    pub fq_offset: Option<usize>,
     /// One warn line a minute each: receive errors, TAP write errors.
     pub errlog: Throttle,
     pub taplog: Throttle,
@@ -89,9 +90,6 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
     pub(super) fn run(mut self) {
         let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
         let mut look_after = 0u64;
-        // Flow queueing reads the frames' headers before the checks: the
-        // HMAC wire's frames are plain after their header; not sealed ones.
-        let offset = (self.fq && !self.confidential).then_some(crate::wire::HEADER_LEN);
         while !self.shared.stop.load(Relaxed) {
             self.follow_name();
             self.handshake(unix_nanos());
@@ -131,7 +129,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                     }
                 }
             }
-            let Some(unit) = self.ahead.next(offset) else {
+            let Some(unit) = self.ahead.next(self.fq_offset) else {
                 continue;
             };
             let now = unix_nanos();
