@@ -539,7 +539,7 @@ impl Inbound {
                     t.bad_handshake = true;
                     drop(DropReason::Handshake)
                 }
-                Refusal::Answered | Refusal::Crossed | Refusal::RateLimited => {
+                Refusal::Answered | Refusal::Crossed | Refusal::Repeated | Refusal::RateLimited => {
                     drop(DropReason::Handshake)
                 }
             },

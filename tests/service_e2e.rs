@@ -600,12 +600,12 @@ fn e2e_sighup_rotates_key_with_cipher() {
         assert_eq!(sessions(), n, "{cipher}: a session under different keys");
         b_follows(&p, &a, &b);
         // A's initiation under the new key, refused by B before B rotated,
-        // still counts as in flight when B's own crosses it; whichever
-        // ephemeral is smaller wins each crossing, and each retry draws a
-        // new one: a coin flip per retry (1, 2, 4 s apart), so the wait
-        // covers several (a CI run saw three crossings lost within 3 s).
+        // still counts as in flight when B's own crosses it; if A's wins,
+        // A sends it again and B answers it. (Before A did, each crossing
+        // was a coin flip, redrawn at each retry 1, 2, 4 s apart: a CI run
+        // lost three within 3 s.)
         assert!(
-            until(Duration::from_secs(12), POLL, || sessions() > n),
+            until(Duration::from_secs(3), POLL, || sessions() > n),
             "{cipher}: no new session once both rotated:\n{}\n{}",
             a.log_text(),
             b.log_text()

@@ -13,7 +13,10 @@
 //!   after 1 s, 2 s, 4 s, then every [`REKEY_TIMEOUT_NS`]. No session
 //!   outlives [`REJECT_AFTER_NS`].
 //! - Two initiations that cross: the one whose ephemeral key is smaller
-//!   wins on both sides, so one session results.
+//!   wins on both sides, so one session results. The winner sends its own
+//!   once more to the loser, which may have refused the first copy (it
+//!   did not have this key file yet); a loser that answered it takes the
+//!   copy as expected, not as a replay.
 //! - An initiation costs its reader one key derivation and one AEAD open
 //!   before anything else (NNpsk0's first message is keyed by the key
 //!   file): made-up ones cost little and are refused. A genuine one is
@@ -134,6 +137,9 @@ pub enum Refusal {
     Answered,
     /// Our own initiation crossed it and wins.
     Crossed,
+    /// The newest initiation answered, once more from the peer: its
+    /// initiator's resend after it won a crossing (not a replay).
+    Repeated,
     /// Beyond the budget of handshake work.
     RateLimited,
 }
@@ -185,14 +191,25 @@ impl Slot {
     }
 }
 
+/// Our initiation in flight: what reading its answer needs, and its bytes
+/// (sent once more to a peer whose initiation it wins over).
+#[derive(Debug)]
+struct Flight {
+    hs: Pending,
+    /// Waited for until then (the caller's ns).
+    until: u64,
+    msg: [u8; INITIATION_LEN],
+    resent: bool,
+}
+
 /// One peer's sessions; see the module documentation.
 #[derive(Debug)]
 pub struct Keyring {
     cipher: Cipher,
     psk: [u8; 32],
     draw: Draw,
-    /// Our initiation in flight, and until when it is waited for.
-    pending: Option<(Pending, u64)>,
+    /// Our initiation in flight.
+    pending: Option<Flight>,
     /// Initiations sent since the last session was made (the backoff).
     attempts: u32,
     /// No initiation leaves before then.
@@ -205,6 +222,9 @@ pub struct Keyring {
     next: VecDeque<Slot>,
     /// Ephemerals of the initiations answered, newest last.
     answered: VecDeque<[u8; 32]>,
+    /// The newest answered initiation came again from the peer once (the
+    /// initiator's resend after a crossing it won): a further copy is a replay.
+    repeat_seen: bool,
     reads: Budget,
     peer_reads: Budget,
     answers: Budget,
@@ -235,6 +255,7 @@ impl Keyring {
             previous: None,
             next: VecDeque::with_capacity(NEXT),
             answered: VecDeque::with_capacity(ANSWERED),
+            repeat_seen: false,
             reads: Budget::new(READS_PER_SEC, READS_PER_SEC / 10),
             peer_reads: Budget::new(PEER_READS_PER_SEC, 10),
             answers: Budget::new(ANSWERS_PER_SEC, 10),
@@ -312,7 +333,7 @@ impl Keyring {
         let mut v = [None; INDICES];
         v[0] = local(&self.current);
         v[1] = local(&self.previous);
-        v[2] = self.pending.as_ref().map(|(p, _)| p.index);
+        v[2] = self.pending.as_ref().map(|f| f.hs.index);
         for (slot, s) in v[3..].iter_mut().zip(&self.next) {
             *slot = Some(s.local);
         }
@@ -349,7 +370,7 @@ impl Keyring {
         loop {
             let i = self.draw.next_u64() as u32;
             let taken = self.slots().any(|s| s.local == i)
-                || self.pending.as_ref().is_some_and(|(p, _)| p.index == i);
+                || self.pending.as_ref().is_some_and(|f| f.hs.index == i);
             if !taken {
                 return i;
             }
@@ -380,7 +401,7 @@ impl Keyring {
     }
 
     fn refuse(&mut self, r: Refusal) -> Received {
-        if r != Refusal::Crossed {
+        if !matches!(r, Refusal::Crossed | Refusal::Repeated) {
             self.status.refused += 1;
         }
         match r {
@@ -483,13 +504,30 @@ impl Keyring {
             Err(_) => return self.refuse(Refusal::BadInitiation),
         };
         if self.answered.contains(&read.ephemeral) {
+            if self.answered.back() == Some(&read.ephemeral)
+                && Some(src) == peer
+                && !std::mem::replace(&mut self.repeat_seen, true)
+            {
+                // Its initiator won a crossing with it and sent it again
+                // (below): expected once, not a replay.
+                return self.refuse(Refusal::Repeated);
+            }
             return self.refuse(Refusal::Answered);
         }
-        if let Some((p, until)) = &self.pending
-            && now < *until
-            && p.ephemeral < read.ephemeral
+        if let Some(f) = &mut self.pending
+            && now < f.until
+            && f.hs.ephemeral < read.ephemeral
         {
-            // Ours crossed theirs and wins: the peer answers ours.
+            // Ours crossed theirs and wins: the peer answers ours. Once,
+            // it gets ours again: the first copy may have reached it
+            // before it had this key file (a rotation on both sides: it
+            // refused ours, then sent its own), and it would wait for an
+            // answer to its own while we wait for one to ours, until a
+            // retry's new ephemerals break the tie, one time in two.
+            if !f.resent {
+                f.resent = true;
+                out.push(src, &f.msg);
+            }
             return self.refuse(Refusal::Crossed);
         }
         if !self.answers.take(now) {
@@ -499,6 +537,7 @@ impl Keyring {
             self.answered.pop_front();
         }
         self.answered.push_back(read.ephemeral);
+        self.repeat_seen = false;
         let index = self.index();
         let mut resp = [0u8; RESPONSE_LEN];
         let Ok(e) = handshake::respond(read, index, &mut resp) else {
@@ -522,11 +561,11 @@ impl Keyring {
         if self
             .pending
             .as_ref()
-            .is_none_or(|(p, _)| p.index != r.receiver())
+            .is_none_or(|f| f.hs.index != r.receiver())
         {
             return self.refuse(Refusal::BadResponse);
         }
-        let Some((p, _)) = self.pending.take() else {
+        let Some(Flight { hs: p, .. }) = self.pending.take() else {
             return self.refuse(Refusal::BadResponse);
         };
         let e = match handshake::finish(p, dg) {
@@ -563,11 +602,7 @@ impl Keyring {
             self.current = None;
             self.send_changed = true;
         }
-        if self
-            .pending
-            .as_ref()
-            .is_some_and(|(_, until)| now >= *until)
-        {
+        if self.pending.as_ref().is_some_and(|f| now >= f.until) {
             self.pending = None;
         }
         let Some(to) = peer else { return };
@@ -586,7 +621,12 @@ impl Keyring {
         };
         let wait = (SEC << self.attempts.min(3)).min(REKEY_TIMEOUT_NS) + self.jitter();
         self.attempts += 1;
-        self.pending = Some((p, now + wait));
+        self.pending = Some(Flight {
+            hs: p,
+            until: now + wait,
+            msg,
+            resent: false,
+        });
         self.status.initiations += 1;
         self.next_initiation_ns = now + wait;
         out.push(to, &msg);
@@ -630,8 +670,8 @@ impl Keyring {
         for s in &self.next {
             at(s.created_ns.saturating_add(2 * REKEY_TIMEOUT_NS));
         }
-        if let Some((_, until)) = &self.pending {
-            at(*until);
+        if let Some(f) = &self.pending {
+            at(f.until);
         } else if peer.is_some() {
             let due = if self.renew { Some(0) } else { self.due_at() };
             if let Some(d) = due {
