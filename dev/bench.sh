@@ -39,6 +39,9 @@
 #   TAPTUN_BASE_BIN=... another taptun binary (an older build) measured in the
 #                   same run as candidate "base", so a change is compared
 #                   with what it changes, interleaved (add base to CANDIDATES)
+#   TAPTUN_NEW_ARGS=... extra arguments for taptun, taptun-aes and
+#                   taptun-chacha, not base (e.g. "--nice -10": an option
+#                   measured against the build before it, which lacks it)
 #   TAPTUN_BASE_ARGS=... extra arguments for base only (e.g. "--cipher
 #                   aes-256-gcm" to compare the confidential mode with an
 #                   older build's)
@@ -446,10 +449,10 @@ for c in bare vxlan fastd fastd-enc openvpn base taptun taptun-aes taptun-chacha
     case $c in
     bare) ok=true ;;
     vxlan) if setup_vxlan; then ok=true; else ok=false; fi ;;
-    taptun) if setup_taptun taptun "$bin" 9123 tt0 10.202.0; then ok=true; else ok=false; fi ;;
+    taptun) if setup_taptun taptun "$bin" 9123 tt0 10.202.0 ${TAPTUN_NEW_ARGS:-}; then ok=true; else ok=false; fi ;;
     base) if setup_taptun base "$work/taptun-base" 9125 tt1 10.205.0 ${TAPTUN_BASE_ARGS:-}; then ok=true; else ok=false; fi ;;
-    taptun-aes) if setup_taptun taptun-aes "$bin" 9126 ta0 10.208.0 --cipher aes-256-gcm; then ok=true; else ok=false; fi ;;
-    taptun-chacha) if setup_taptun taptun-chacha "$bin" 9127 tc0 10.209.0 --cipher chacha20-poly1305; then ok=true; else ok=false; fi ;;
+    taptun-aes) if setup_taptun taptun-aes "$bin" 9126 ta0 10.208.0 --cipher aes-256-gcm ${TAPTUN_NEW_ARGS:-}; then ok=true; else ok=false; fi ;;
+    taptun-chacha) if setup_taptun taptun-chacha "$bin" 9127 tc0 10.209.0 --cipher chacha20-poly1305 ${TAPTUN_NEW_ARGS:-}; then ok=true; else ok=false; fi ;;
     bridged) if make_key && setup_bridged; then ok=true; else ok=false; fi ;;
     fastd) if setup_fastd fastd null+salsa2012+umac fd0 10000 10.203.0; then ok=true; else ok=false; fi ;;
     fastd-enc) if setup_fastd fastd-enc salsa2012+umac fd1 10001 10.207.0; then ok=true; else ok=false; fi ;;

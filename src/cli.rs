@@ -97,6 +97,10 @@ pub struct Cli {
     #[argh(option, default = "0", from_str_fn(busy_poll))]
     pub busy_poll: u32,
 
+    /// the nice value of the two threads that move the packets, -20 (most CPU when it is contended) to 19: a value below 0 shortens the queues on a busy host (needs root or CAP_SYS_NICE); default: as started
+    #[argh(option, from_str_fn(nice))]
+    pub nice: Option<i32>,
+
     /// encrypt: aes-256-gcm or chacha20-poly1305, the same on both sides (default: none, tinytaptunnel's authenticated but readable wire); a Noise handshake under the same key file gives forward secrecy, and no clock is checked
     #[argh(option, from_str_fn(cipher))]
     pub cipher: Option<crate::aead::Cipher>,
@@ -282,6 +286,7 @@ impl Cli {
             clamp_mss: self.clamp_mss,
             aqm: self.aqm,
             busy_poll_ns: u64::from(self.busy_poll) * 1_000_000,
+            nice: self.nice,
             fq: self.fq,
             status_socket: self.status_socket.clone(),
             state,
@@ -407,6 +412,14 @@ fn busy_poll(v: &str) -> Result<u32, String> {
     match v.parse::<u32>() {
         Ok(n) if n <= 1_000 => Ok(n),
         _ => Err("expected milliseconds from 0 to 1000".into()),
+    }
+}
+
+/// `--nice`: the kernel's range, -20 to 19.
+pub(crate) fn nice(v: &str) -> Result<i32, String> {
+    match v.parse::<i32>() {
+        Ok(n) if crate::nice::RANGE.contains(&n) => Ok(n),
+        _ => Err("expected a nice value from -20 to 19".into()),
     }
 }
 
@@ -1108,6 +1121,26 @@ mod tests {
             assert!(
                 e.output.contains("--busy-poll")
                     && e.output.contains("milliseconds from 0 to 1000"),
+                "{bad}: {}",
+                e.output
+            );
+        }
+    }
+
+    #[test]
+    fn nice_flag() {
+        assert_eq!(
+            parse(&["k", ":1"]).unwrap().nice,
+            None,
+            "as started by default"
+        );
+        let c = parse(&["k", ":1", "--nice", "-10"]).unwrap();
+        assert_eq!(c.nice, Some(-10));
+        assert_eq!(parse(&["k", ":1", "--nice", "19"]).unwrap().nice, Some(19));
+        for bad in ["-21", "20", "x", "-1.5"] {
+            let e = parse(&["k", ":1", "--nice", bad]).unwrap_err();
+            assert!(
+                e.output.contains("--nice") && e.output.contains("from -20 to 19"),
                 "{bad}: {}",
                 e.output
             );

@@ -31,6 +31,7 @@ pub mod lanes;
 pub mod linkgroup;
 pub mod mac;
 pub mod netlink;
+pub mod nice;
 pub mod noise;
 pub mod offload;
 pub mod peer;

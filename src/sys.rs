@@ -27,6 +27,33 @@ fn sigset(signals: &[i32]) -> io::Result<libc::sigset_t> {
     }
 }
 
+/// The calling thread's nice value (on Linux each thread has its own;
+/// threads it creates start with it).
+pub fn thread_nice() -> io::Result<i32> {
+    // SAFETY: errno is thread-local; clearing it tells getpriority's
+    // legitimate -1 from an error. getpriority only reads the thread's value.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let n = libc::getpriority(libc::PRIO_PROCESS, 0);
+        match io::Error::last_os_error() {
+            e if n == -1 && e.raw_os_error() != Some(0) => Err(e),
+            _ => Ok(n),
+        }
+    }
+}
+
+/// Sets the calling thread's nice value (-20 to 19); threads it creates
+/// afterwards start with it. Lowering it needs CAP_SYS_NICE (or an
+/// RLIMIT_NICE that allows it).
+pub fn set_thread_nice(n: i32) -> io::Result<()> {
+    // SAFETY: setpriority with PRIO_PROCESS and 0 changes only the calling
+    // thread's nice value; no memory is passed.
+    match unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } {
+        -1 => Err(io::Error::last_os_error()),
+        _ => Ok(()),
+    }
+}
+
 /// Blocks `signals` in the calling thread (and in threads it spawns later),
 /// so that they are only ever taken by [`wait_signal`].
 pub fn block_signals(signals: &[i32]) -> io::Result<()> {

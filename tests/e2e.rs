@@ -312,6 +312,68 @@ fn e2e_busy_poll_spins_while_traffic_flows_then_sleeps() {
     assert!(spent < 0.5, "A used {spent} s of CPU in two idle seconds");
 }
 
+/// Each thread of `pid`: its name and nice value (`/proc/PID/task/*/stat`).
+fn thread_nices(pid: i32) -> Vec<(String, i32)> {
+    let mut v = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let Ok(stat) = std::fs::read_to_string(t.expect("task").path().join("stat")) else {
+            continue; // a thread that ended meanwhile
+        };
+        let name = &stat[stat.find('(').expect("comm") + 1..stat.rfind(')').expect("comm")];
+        // After the command's ")": state is field 3, nice field 19.
+        let f: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+            .split_whitespace()
+            .collect();
+        v.push((name.to_string(), f[16].parse().expect("nice")));
+    }
+    v.sort();
+    v
+}
+
+/// `--nice -7`: A's two packet threads run at nice -7, its other threads
+/// (the main one, which runs the hooks; the status socket's) as started;
+/// B, without the flag, all as started; the tunnel carries traffic.
+#[test]
+fn e2e_nice_sets_the_packet_threads_only() {
+    require_e2e!();
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    let sa = p.dir.join("a.sock").display().to_string();
+    let a = Peer::start(
+        &p.a,
+        &p.dir,
+        &k,
+        &strs(&a_args(&["--nice", "-7", "--status-socket", &sa])),
+    );
+    let b = Peer::start(&p.b, &p.dir, &k, &strs(&b_args(&[])));
+    assert!(
+        p.a.ping_until(TAP_B, Duration::from_secs(10)),
+        "no tunnel:\n{}",
+        a.log_text()
+    );
+    let ours = thread_nices(std::process::id() as i32)[0].1;
+    let (na, nb) = (thread_nices(a.pid()), thread_nices(b.pid()));
+    for (name, n) in &na {
+        let want = match name.as_str() {
+            "tap-to-udp" | "udp-to-tap" => -7,
+            _ => ours,
+        };
+        assert_eq!(*n, want, "A's thread {name}: {na:?}");
+    }
+    for t in ["tap-to-udp", "udp-to-tap", "status"] {
+        assert!(
+            na.iter().any(|(n, _)| n == t),
+            "A has no thread {t}: {na:?}"
+        );
+    }
+    assert!(nb.iter().all(|(_, n)| *n == ours), "B: {nb:?}");
+    assert!(
+        a.log_text().contains("the data path at nice -7"),
+        "{}",
+        a.log_text()
+    );
+}
+
 /// `--fq`: while a TCP transfer fills B's socket, B takes pings' datagrams
 /// ahead of the transfer's (counted), and the transfer's bytes arrive
 /// intact (no flow is reordered into corruption: sha256 compared); with

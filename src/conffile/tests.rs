@@ -203,6 +203,7 @@ fn sample(name: &str) -> &'static str {
         "clamp-mss" => "auto",
         "aqm" => "0.5/5",
         "busy-poll" => "50",
+        "nice" => "-5",
         "fq" => "off",
         "cipher" => "aes-256-gcm",
         "mac" => "02:00:00:00:00:01",

@@ -480,10 +480,12 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
                 .spawn(f)
                 .map_err(TunnelError::Thread)
         };
-        self.threads
-            .push(spawn("tap-to-udp", Box::new(move || sender.run()))?);
-        self.threads
-            .push(spawn("udp-to-tap", Box::new(move || receiver.run()))?);
+        let threads = &mut self.threads;
+        crate::nice::spawn_at(self.cfg.nice, "the data path", || {
+            threads.push(spawn("tap-to-udp", Box::new(move || sender.run()))?);
+            threads.push(spawn("udp-to-tap", Box::new(move || receiver.run()))?);
+            Ok::<(), TunnelError>(())
+        })?;
         if let Some(l) = self.control.take() {
             let (facts, shared) = (self.facts.clone(), self.shared.clone());
             spawn("status", Box::new(move || control::serve(l, facts, shared)))?;

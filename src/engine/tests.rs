@@ -46,6 +46,7 @@ fn config(local: &str, peer: Option<&str>, cipher: Option<Cipher>) -> Config {
         clamp_mss: ClampMss::Off,
         aqm: Some(crate::codel::Params::DEFAULT),
         busy_poll_ns: 0,
+        nice: None,
         fq: true,
         cipher,
         mac: None,
@@ -149,6 +150,24 @@ fn pair(answer_b: Option<Answer>) -> (MemTunnel, MemTunnel) {
     let a = side(&net, 1, ":9123", Some("192.0.2.2:9123"), None);
     let b = side(&net, 2, ":9123", None, answer_b);
     (a, b)
+}
+
+/// `nice`: the two packet threads start at it (raising it needs no
+/// privilege); the thread that started them keeps its own.
+#[test]
+fn the_packet_threads_run_at_the_nice_value_given() {
+    let net = Arc::new(MemNet::default());
+    let mut cfg = config(":9123", Some("192.0.2.2:9123"), None);
+    cfg.nice = Some(17);
+    let ours = crate::sys::thread_nice().unwrap();
+    let mut a = side_with(&net, 1, cfg, None);
+    a.start().unwrap();
+    assert_eq!(crate::sys::thread_nice().unwrap(), ours);
+    // Other tests' tunnels run beside this one, at the usual value.
+    for name in ["tap-to-udp", "udp-to-tap"] {
+        let n = crate::nice::threads_named(name);
+        assert!(n.contains(&17), "{name}: {n:?}");
+    }
 }
 
 #[test]

@@ -74,6 +74,10 @@ pub struct HubCli {
     #[argh(option, default = "None", from_str_fn(p2p_aqm))]
     pub aqm: Option<crate::codel::Params>,
 
+    /// the nice value of the two threads that move the packets, -20 to 19 (below 0 needs root or CAP_SYS_NICE); default: as started
+    #[argh(option, from_str_fn(p2p_nice))]
+    pub nice: Option<i32>,
+
     /// encrypt: aes-256-gcm or chacha20-poly1305, one mode for every spoke (default: the HMAC wire)
     #[argh(option, from_str_fn(p2p_cipher))]
     pub cipher: Option<crate::aead::Cipher>,
@@ -131,6 +135,9 @@ fn p2p_clamp_mss(v: &str) -> Result<ClampMss, String> {
 }
 fn p2p_aqm(v: &str) -> Result<Option<crate::codel::Params>, String> {
     p2p::aqm(v)
+}
+fn p2p_nice(v: &str) -> Result<i32, String> {
+    p2p::nice(v)
 }
 fn p2p_cipher(v: &str) -> Result<crate::aead::Cipher, String> {
     p2p::cipher(v)
@@ -224,6 +231,7 @@ impl HubCli {
             cipher: self.cipher,
             clamp_mss: self.clamp_mss,
             aqm: self.aqm,
+            nice: self.nice,
             keepalive: Duration::from_secs(self.keepalive),
             max_age: Duration::from_secs_f64(self.max_age),
             sockbuf: 4 << 20,
@@ -284,6 +292,7 @@ mod tests {
             "keepalive" => "10",
             "clamp-mss" => "off",
             "aqm" => "1/10",
+            "nice" => "-5",
             "cipher" => "chacha20-poly1305",
             "status-socket" => "/run/taptun/hub.sock",
             "state" => "/var/lib/taptun/hub.state",

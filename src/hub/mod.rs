@@ -84,6 +84,8 @@ pub struct HubConfig {
     pub clamp_mss: ClampMss,
     /// CoDel on the socket's receive queue (`--aqm`); none: off.
     pub aqm: Option<crate::codel::Params>,
+    /// The forwarding threads' nice value (`--nice`); none: as started.
+    pub nice: Option<i32>,
     /// Keepalive interval (zero: off).
     pub keepalive: Duration,
     /// Freshness.
@@ -687,10 +689,12 @@ impl<T: Tap, S: Socket> Hub<T, S> {
         };
         let receiver = recv::Receiver::new(self.socket.clone(), self.shared.clone());
         let sender = send::Sender::new(self.socket.clone(), self.shared.clone())?;
-        self.threads
-            .push(spawn("hub-udp-to-tap", Box::new(move || receiver.run()))?);
-        self.threads
-            .push(spawn("hub-tap-to-udp", Box::new(move || sender.run()))?);
+        let threads = &mut self.threads;
+        crate::nice::spawn_at(self.cfg.nice, "the hub's forwarding", || {
+            threads.push(spawn("hub-udp-to-tap", Box::new(move || receiver.run()))?);
+            threads.push(spawn("hub-tap-to-udp", Box::new(move || sender.run()))?);
+            Ok::<(), HubError>(())
+        })?;
         if let Some(l) = self.control.take() {
             let shared = self.shared.clone();
             spawn("status", Box::new(move || status::serve(l, shared)))?;

@@ -35,6 +35,7 @@ fn config(state: Option<PathBuf>) -> HubConfig {
         cipher: None,
         clamp_mss: ClampMss::Off,
         aqm: Some(crate::codel::Params::DEFAULT),
+        nice: None,
         keepalive: Duration::from_secs(25),
         max_age: Duration::from_secs(3),
         sockbuf: 0,
@@ -188,6 +189,22 @@ fn learns(hub: &MemHub, name: &str, at: &str) {
         std::thread::sleep(Duration::from_millis(2));
     }
     assert_eq!(hub.spoke(name).peer.get(), want, "spoke {name}");
+}
+
+/// `nice`: the hub's two forwarding threads start at it (raising it needs
+/// no privilege); the thread that started them keeps its own.
+#[test]
+fn the_forwarding_threads_run_at_the_nice_value_given() {
+    let net = Arc::new(MemNet::default());
+    let mut cfg = config(None);
+    cfg.nice = Some(18);
+    let ours = crate::sys::thread_nice().expect("nice");
+    let _hub = MemHub::with(&net, &[("a", KEY_A)], cfg);
+    assert_eq!(crate::sys::thread_nice().expect("nice"), ours);
+    for name in ["hub-udp-to-tap", "hub-tap-to-udp"] {
+        let n = crate::nice::threads_named(name);
+        assert!(n.contains(&18), "{name}: {n:?}");
+    }
 }
 
 #[test]
