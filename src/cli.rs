@@ -101,6 +101,10 @@ pub struct Cli {
     #[argh(option, from_str_fn(nice))]
     pub nice: Option<i32>,
 
+    /// run the two threads that move the packets under SCHED_FIFO at this real-time priority, 1 to 99, so that they preempt every normal thread at once: the shortest waits on a busy host, and under a flood the rest of the host gets what the kernel's real-time throttling leaves it (needs root or CAP_SYS_NICE); not with --busy-poll, nor with --nice, default: as started
+    #[argh(option, from_str_fn(rt_priority))]
+    pub rt_priority: Option<i32>,
+
     /// encrypt: aes-256-gcm or chacha20-poly1305, the same on both sides (default: none, tinytaptunnel's authenticated but readable wire); a Noise handshake under the same key file gives forward secrecy, and no clock is checked
     #[argh(option, from_str_fn(cipher))]
     pub cipher: Option<crate::aead::Cipher>,
@@ -267,6 +271,8 @@ impl Cli {
             }
             (Some(_), None) => None,
         };
+        let priority =
+            priority(self.nice, self.rt_priority, self.busy_poll).map_err(CliError::Value)?;
         let (key, created) = key::load_or_create(&self.key_file)?;
         let cfg = Config {
             key,
@@ -286,7 +292,7 @@ impl Cli {
             clamp_mss: self.clamp_mss,
             aqm: self.aqm,
             busy_poll_ns: u64::from(self.busy_poll) * 1_000_000,
-            nice: self.nice,
+            priority,
             fq: self.fq,
             status_socket: self.status_socket.clone(),
             state,
@@ -329,6 +335,19 @@ pub fn check_together(settings: &[(&str, &str)]) -> Result<(), (usize, String)> 
     });
     if let Some((i, _)) = ipv4.clone().nth(1) {
         return Err((i, TWO_IPV4.to_string()));
+    }
+    // The later of two settings that do not go together is at fault.
+    let at = |name: &str| settings.iter().rposition(|(n, _)| *n == name);
+    let spins = settings
+        .iter()
+        .any(|(n, v)| *n == "busy-poll" && v.parse::<u32>().is_ok_and(|ms| ms > 0));
+    if let Some(rt) = at("rt-priority") {
+        if let Some(n) = at("nice") {
+            return Err((rt.max(n), RT_AND_NICE.to_string()));
+        }
+        if spins && let Some(b) = at("busy-poll") {
+            return Err((rt.max(b), RT_AND_SPIN.to_string()));
+        }
     }
     Ok(())
 }
@@ -418,8 +437,38 @@ fn busy_poll(v: &str) -> Result<u32, String> {
 /// `--nice`: the kernel's range, -20 to 19.
 pub(crate) fn nice(v: &str) -> Result<i32, String> {
     match v.parse::<i32>() {
-        Ok(n) if crate::nice::RANGE.contains(&n) => Ok(n),
+        Ok(n) if crate::priority::NICE.contains(&n) => Ok(n),
         _ => Err("expected a nice value from -20 to 19".into()),
+    }
+}
+
+/// `--rt-priority`: a SCHED_FIFO priority, 1 to 99.
+pub(crate) fn rt_priority(v: &str) -> Result<i32, String> {
+    match v.parse::<i32>() {
+        Ok(n) if crate::priority::RT.contains(&n) => Ok(n),
+        _ => Err("expected a real-time priority from 1 to 99".into()),
+    }
+}
+
+/// Why `--rt-priority` goes with neither `--busy-poll` nor `--nice`.
+const RT_AND_SPIN: &str = "--rt-priority with --busy-poll: a thread that spins at a real-time priority keeps every normal thread off its CPU while it spins; choose one";
+const RT_AND_NICE: &str =
+    "--rt-priority with --nice: a real-time thread has no nice value to use; choose one";
+
+/// The packet threads' scheduling from `--nice`, `--rt-priority` and
+/// `--busy-poll` (ms), or why they do not go together.
+pub fn priority(
+    nice: Option<i32>,
+    rt: Option<i32>,
+    busy_poll: u32,
+) -> Result<crate::priority::Priority, String> {
+    use crate::priority::Priority;
+    match (nice, rt) {
+        (Some(_), Some(_)) => Err(RT_AND_NICE.into()),
+        (None, Some(_)) if busy_poll > 0 => Err(RT_AND_SPIN.into()),
+        (None, Some(p)) => Ok(Priority::Fifo(p)),
+        (Some(n), None) => Ok(Priority::Nice(n)),
+        (None, None) => Ok(Priority::AsStarted),
     }
 }
 
@@ -1145,6 +1194,62 @@ mod tests {
                 e.output
             );
         }
+    }
+
+    #[test]
+    fn rt_priority_flag() {
+        use crate::priority::Priority;
+        let c = parse(&["k", ":1"]).unwrap();
+        assert_eq!(c.rt_priority, None, "as started by default");
+        assert_eq!(
+            priority(c.nice, c.rt_priority, c.busy_poll),
+            Ok(Priority::AsStarted)
+        );
+        let c = parse(&["k", ":1", "--rt-priority", "1"]).unwrap();
+        assert_eq!(
+            priority(c.nice, c.rt_priority, c.busy_poll),
+            Ok(Priority::Fifo(1))
+        );
+        let c = parse(&["k", ":1", "--nice", "-3"]).unwrap();
+        assert_eq!(
+            priority(c.nice, c.rt_priority, c.busy_poll),
+            Ok(Priority::Nice(-3))
+        );
+        for bad in ["0", "100", "x", "-1"] {
+            let e = parse(&["k", ":1", "--rt-priority", bad]).unwrap_err();
+            assert!(
+                e.output.contains("--rt-priority") && e.output.contains("from 1 to 99"),
+                "{bad}: {}",
+                e.output
+            );
+        }
+        // Neither with --nice nor with spinning (--busy-poll 0 is off: fine).
+        for (args, why) in [
+            (&["--nice", "-5"][..], "--nice"),
+            (&["--busy-poll", "50"][..], "--busy-poll"),
+        ] {
+            let mut v = vec!["k", ":1", "--rt-priority", "5"];
+            v.extend_from_slice(args);
+            let c = parse(&v).unwrap();
+            let e = priority(c.nice, c.rt_priority, c.busy_poll).unwrap_err();
+            assert!(e.contains("--rt-priority with") && e.contains(why), "{e}");
+        }
+        let c = parse(&["k", ":1", "--rt-priority", "5", "--busy-poll", "0"]).unwrap();
+        assert_eq!(
+            priority(c.nice, c.rt_priority, c.busy_poll),
+            Ok(Priority::Fifo(5))
+        );
+        // The config file: the later setting is at fault.
+        let s = [
+            ("rt-priority", "5"),
+            ("address", "10.0.0.1/24"),
+            ("nice", "-1"),
+        ];
+        assert!(matches!(check_together(&s), Err((2, e)) if e.contains("--nice")));
+        let s = [("busy-poll", "20"), ("rt-priority", "5")];
+        assert!(matches!(check_together(&s), Err((1, e)) if e.contains("--busy-poll")));
+        assert!(check_together(&[("busy-poll", "0"), ("rt-priority", "5")]).is_ok());
+        assert!(check_together(&[("busy-poll", "10"), ("nice", "-5")]).is_ok());
     }
 
     #[test]

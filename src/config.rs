@@ -50,8 +50,8 @@ pub struct Config {
     pub aqm: Option<crate::codel::Params>,
     /// How long the receiving thread spins after the last datagram (`--busy-poll`, ns; 0: never).
     pub busy_poll_ns: u64,
-    /// The data path threads' nice value (`--nice`); none: as started.
-    pub nice: Option<i32>,
+    /// The packet threads' scheduling (`--nice`, `--rt-priority`).
+    pub priority: crate::priority::Priority,
     /// Flow queueing at the receiver (`--fq`): a sparse flow's datagram
     /// ahead of a bulk flow's queue (HMAC wire only).
     pub fq: bool,

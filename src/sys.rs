@@ -28,8 +28,9 @@ fn sigset(signals: &[i32]) -> io::Result<libc::sigset_t> {
 }
 
 /// The calling thread's nice value (on Linux each thread has its own;
-/// threads it creates start with it).
-pub fn thread_nice() -> io::Result<i32> {
+/// threads it creates start with it). Tests only.
+#[cfg(test)]
+pub(crate) fn thread_nice() -> io::Result<i32> {
     // SAFETY: errno is thread-local; clearing it tells getpriority's
     // legitimate -1 from an error. getpriority only reads the thread's value.
     unsafe {
@@ -51,6 +52,41 @@ pub fn set_thread_nice(n: i32) -> io::Result<()> {
     match unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } {
         -1 => Err(io::Error::last_os_error()),
         _ => Ok(()),
+    }
+}
+
+/// The calling thread's SCHED_FIFO priority, if it runs under that policy
+/// (none: another policy, the normal one for a start). Tests only.
+#[cfg(test)]
+pub(crate) fn thread_fifo() -> io::Result<Option<i32>> {
+    // SAFETY: both calls only read the calling thread's scheduling into
+    // `param`, a plain struct that lives across them.
+    unsafe {
+        let policy = libc::sched_getscheduler(0);
+        if policy == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut param: libc::sched_param = std::mem::zeroed();
+        if libc::sched_getparam(0, &mut param) == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((policy == libc::SCHED_FIFO).then_some(param.sched_priority))
+    }
+}
+
+/// Puts the calling thread under SCHED_FIFO at `prio` (1 to 99); threads
+/// it creates afterwards start with it. A real-time priority needs
+/// CAP_SYS_NICE (or RLIMIT_RTPRIO).
+pub fn set_thread_fifo(prio: i32) -> io::Result<()> {
+    // SAFETY: sched_setscheduler with pid 0 changes only the calling
+    // thread; `param` is a plain struct read during the call.
+    unsafe {
+        let mut param: libc::sched_param = std::mem::zeroed();
+        param.sched_priority = prio;
+        match libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) {
+            -1 => Err(io::Error::last_os_error()),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -312,19 +312,22 @@ fn e2e_busy_poll_spins_while_traffic_flows_then_sleeps() {
     assert!(spent < 0.5, "A used {spent} s of CPU in two idle seconds");
 }
 
-/// Each thread of `pid`: its name and nice value (`/proc/PID/task/*/stat`).
-fn thread_nices(pid: i32) -> Vec<(String, i32)> {
+/// Each thread of `pid`: its name, nice value, and SCHED_FIFO priority if
+/// it runs under that policy (`/proc/PID/task/*/stat`).
+fn thread_sched(pid: i32) -> Vec<(String, i32, Option<i32>)> {
     let mut v = Vec::new();
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
         let Ok(stat) = std::fs::read_to_string(t.expect("task").path().join("stat")) else {
             continue; // a thread that ended meanwhile
         };
         let name = &stat[stat.find('(').expect("comm") + 1..stat.rfind(')').expect("comm")];
-        // After the command's ")": state is field 3, nice field 19.
+        // After the command's ")": state is field 3, nice 19, the
+        // real-time priority 40, the policy 41 (SCHED_FIFO: 1).
         let f: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
             .split_whitespace()
             .collect();
-        v.push((name.to_string(), f[16].parse().expect("nice")));
+        let fifo = (f[38] == "1").then(|| f[37].parse().expect("rt_priority"));
+        v.push((name.to_string(), f[16].parse().expect("nice"), fifo));
     }
     v.sort();
     v
@@ -351,27 +354,69 @@ fn e2e_nice_sets_the_packet_threads_only() {
         "no tunnel:\n{}",
         a.log_text()
     );
-    let ours = thread_nices(std::process::id() as i32)[0].1;
-    let (na, nb) = (thread_nices(a.pid()), thread_nices(b.pid()));
-    for (name, n) in &na {
+    let ours = thread_sched(std::process::id() as i32)[0].1;
+    let (na, nb) = (thread_sched(a.pid()), thread_sched(b.pid()));
+    for (name, n, fifo) in &na {
         let want = match name.as_str() {
             "tap-to-udp" | "udp-to-tap" => -7,
             _ => ours,
         };
-        assert_eq!(*n, want, "A's thread {name}: {na:?}");
+        assert_eq!((*n, *fifo), (want, None), "A's thread {name}: {na:?}");
     }
     for t in ["tap-to-udp", "udp-to-tap", "status"] {
         assert!(
-            na.iter().any(|(n, _)| n == t),
+            na.iter().any(|(n, ..)| n == t),
             "A has no thread {t}: {na:?}"
         );
     }
-    assert!(nb.iter().all(|(_, n)| *n == ours), "B: {nb:?}");
+    assert!(nb.iter().all(|(_, n, _)| *n == ours), "B: {nb:?}");
     assert!(
-        a.log_text().contains("the data path at nice -7"),
+        a.log_text().contains("the packet threads at nice -7"),
         "{}",
         a.log_text()
     );
+}
+
+/// `--rt-priority 3`: A's two packet threads run under SCHED_FIFO at 3,
+/// its other threads as started; B, started without CAP_SYS_NICE
+/// (setpriv), says once why not and what to do, and runs as started;
+/// traffic crosses.
+#[test]
+fn e2e_rt_priority_where_allowed_and_said_where_not() {
+    require_e2e!();
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&["--rt-priority", "3"])));
+    let no_nice = [
+        "setpriv",
+        "--bounding-set=-sys_nice",
+        "--inh-caps=-sys_nice",
+    ];
+    let b_all = b_args(&["--rt-priority", "3"]);
+    let mut b = Peer::spawn_with(&p.b, &p.dir, &no_nice, &k, &strs(&b_all), &[]);
+    b.wait_up(&p.b);
+    assert!(
+        p.a.ping_until(TAP_B, Duration::from_secs(10)),
+        "no tunnel:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    let (na, nb) = (thread_sched(a.pid()), thread_sched(b.pid()));
+    for (name, _, fifo) in &na {
+        let want = match name.as_str() {
+            "tap-to-udp" | "udp-to-tap" => Some(3),
+            _ => None,
+        };
+        assert_eq!(*fifo, want, "A's thread {name}: {na:?}");
+    }
+    assert!(nb.iter().all(|(.., fifo)| fifo.is_none()), "B: {nb:?}");
+    let log = b.log_text();
+    assert!(
+        log.contains("--rt-priority 3: the kernel refused")
+            && log.contains("CPUSchedulingPolicy=fifo and CPUSchedulingPriority=3"),
+        "{log}"
+    );
+    assert_eq!(log.matches("the kernel refused").count(), 1, "{log}");
 }
 
 /// `--fq`: while a TCP transfer fills B's socket, B takes pings' datagrams

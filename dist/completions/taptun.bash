@@ -35,10 +35,10 @@ _taptun() {
                 mapfile -t COMPREPLY < <(compgen -c -- "$cur") ;;
             --config|--status-socket|--state)
                 mapfile -t COMPREPLY < <(compgen -f -- "$cur") ;;
-            --bridge|--mtu|--underlay-mtu|--max-age|--keepalive|--stats|--nice) ;;
+            --bridge|--mtu|--underlay-mtu|--max-age|--keepalive|--stats|--nice|--rt-priority) ;;
             *)
                 if [[ $cur == -* ]]; then
-                    mapfile -t COMPREPLY < <(compgen -W "--config --bridge --mtu --underlay-mtu --max-age --keepalive --clamp-mss --aqm --nice --cipher --status-socket --state --no-offload --log-level --user --up --down --stats --help" -- "$cur")
+                    mapfile -t COMPREPLY < <(compgen -W "--config --bridge --mtu --underlay-mtu --max-age --keepalive --clamp-mss --aqm --nice --rt-priority --cipher --status-socket --state --no-offload --log-level --user --up --down --stats --help" -- "$cur")
                 else
                     mapfile -t COMPREPLY < <(compgen -d -- "$cur")
                 fi ;;
@@ -64,11 +64,11 @@ _taptun() {
         --status-socket|--config|--state)
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             return ;;
-        -i|--dev|--mtu|--underlay-mtu|--clamp-mss|--busy-poll|--nice|-a|--address|--max-age|--keepalive|--sockbuf|--stats|--mac|--resolve-every|--fwmark)
+        -i|--dev|--mtu|--underlay-mtu|--clamp-mss|--busy-poll|--nice|--rt-priority|-a|--address|--max-age|--keepalive|--sockbuf|--stats|--mac|--resolve-every|--fwmark)
             return ;;
     esac
     if [[ $cur == -* ]]; then
-        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --aqm --fq --busy-poll --nice --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --state --config --resolve-every --fwmark --help --version" -- "$cur")
+        mapfile -t COMPREPLY < <(compgen -W "--dev --mtu --underlay-mtu --clamp-mss --aqm --fq --busy-poll --nice --rt-priority --address --mac --cipher --max-age --keepalive --sockbuf --no-offload --log-level --user --up --down --stats --stats-json --status-socket --state --config --resolve-every --fwmark --help --version" -- "$cur")
     elif [[ $COMP_CWORD -eq 1 ]]; then
         mapfile -t COMPREPLY < <(compgen -W "genkey status hub" -- "$cur"; compgen -f -- "$cur")
     else

@@ -175,10 +175,13 @@ fn every_long_option_of_help_is_a_name_and_nothing_else() {
     assert_eq!(kind("no-offload"), Some(Kind::Switch));
     assert_eq!(kind("stats-json"), Some(Kind::Switch));
     assert_eq!(kind("mtu"), Some(Kind::Value));
-    // Every option can be set: a valid value for each is accepted.
+    // Every option can be set: a valid value for each is accepted (all
+    // in one file but rt-priority, which goes with neither nice nor
+    // busy-poll: alone in another).
     let mut file = String::new();
     for (name, kind) in &names {
         let value = match (*name, kind) {
+            ("rt-priority", _) => continue,
             (_, Kind::Switch) => "true",
             ("key", _) => "/k",
             ("local" | "peer", _) => "192.0.2.1:9",
@@ -186,7 +189,12 @@ fn every_long_option_of_help_is_a_name_and_nothing_else() {
         };
         file.push_str(&format!("{name} = {}\n", quote(value)));
     }
-    assert_eq!(ok(&file).len(), names.len(), "{file}");
+    assert_eq!(ok(&file).len(), names.len() - 1, "{file}");
+    let rt = format!(
+        "key = /k\nlocal = :9\nrt-priority = {}\n",
+        sample("rt-priority")
+    );
+    assert_eq!(ok(&rt).len(), 3, "{rt}");
 }
 
 /// A valid value for each option (the test of all names above fails
@@ -204,6 +212,7 @@ fn sample(name: &str) -> &'static str {
         "aqm" => "0.5/5",
         "busy-poll" => "50",
         "nice" => "-5",
+        "rt-priority" => "1",
         "fq" => "off",
         "cipher" => "aes-256-gcm",
         "mac" => "02:00:00:00:00:01",

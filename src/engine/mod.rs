@@ -481,7 +481,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
                 .map_err(TunnelError::Thread)
         };
         let threads = &mut self.threads;
-        crate::nice::spawn_at(self.cfg.nice, "the data path", || {
+        crate::priority::spawn_at(self.cfg.priority, "the packet threads", || {
             threads.push(spawn("tap-to-udp", Box::new(move || sender.run()))?);
             threads.push(spawn("udp-to-tap", Box::new(move || receiver.run()))?);
             Ok::<(), TunnelError>(())

@@ -46,7 +46,7 @@ fn config(local: &str, peer: Option<&str>, cipher: Option<Cipher>) -> Config {
         clamp_mss: ClampMss::Off,
         aqm: Some(crate::codel::Params::DEFAULT),
         busy_poll_ns: 0,
-        nice: None,
+        priority: Default::default(),
         fq: true,
         cipher,
         mac: None,
@@ -152,22 +152,51 @@ fn pair(answer_b: Option<Answer>) -> (MemTunnel, MemTunnel) {
     (a, b)
 }
 
-/// `nice`: the two packet threads start at it (raising it needs no
+/// `--nice`: the two packet threads start at it (raising it needs no
 /// privilege); the thread that started them keeps its own.
 #[test]
 fn the_packet_threads_run_at_the_nice_value_given() {
+    use crate::priority::{Priority, thread_named};
     let net = Arc::new(MemNet::default());
     let mut cfg = config(":9123", Some("192.0.2.2:9123"), None);
-    cfg.nice = Some(17);
+    cfg.priority = Priority::Nice(17);
     let ours = crate::sys::thread_nice().unwrap();
     let mut a = side_with(&net, 1, cfg, None);
     a.start().unwrap();
     assert_eq!(crate::sys::thread_nice().unwrap(), ours);
     // Other tests' tunnels run beside this one, at the usual value.
     for name in ["tap-to-udp", "udp-to-tap"] {
-        let n = crate::nice::threads_named(name);
-        assert!(n.contains(&17), "{name}: {n:?}");
+        let (found, seen) = thread_named(name, |n, fifo| n == 17 && !fifo);
+        assert!(found, "{name}: {seen:?}");
     }
+}
+
+/// `--rt-priority`: with the privilege (root), the two packet threads run
+/// under SCHED_FIFO and the thread that started them as before; without
+/// it (a normal user), they run as started, and the tunnel too.
+#[test]
+fn the_packet_threads_run_under_sched_fifo_where_allowed() {
+    use crate::priority::{Priority, thread_named};
+    // Whether this process may: tried on a thread of its own.
+    let may = std::thread::spawn(|| crate::sys::set_thread_fifo(2).is_ok())
+        .join()
+        .unwrap();
+    let net = Arc::new(MemNet::default());
+    let mut cfg = config(":9123", Some("192.0.2.2:9123"), None);
+    cfg.priority = Priority::Fifo(2);
+    let mut a = side_with(&net, 1, cfg, None);
+    let mut b = side_with(&net, 2, config(":9123", None, None), None);
+    a.start().unwrap();
+    b.start().unwrap();
+    assert_eq!(crate::sys::thread_fifo().unwrap(), None, "the caller's own");
+    for name in ["tap-to-udp", "udp-to-tap"] {
+        // Other tests' tunnels (and B) run beside this one, as started.
+        let (found, seen) = thread_named(name, |_, fifo| fifo);
+        assert_eq!(found, may, "{name}: {seen:?}");
+    }
+    // Frames cross either way.
+    a.tap.inject(&frame(1, 7, 100));
+    assert_eq!(recv_tags(&b.tap, 1, WAIT), vec![7]);
 }
 
 #[test]

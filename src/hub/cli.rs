@@ -78,6 +78,10 @@ pub struct HubCli {
     #[argh(option, from_str_fn(p2p_nice))]
     pub nice: Option<i32>,
 
+    /// run the two threads that move the packets under SCHED_FIFO at this real-time priority, 1 to 99 (needs root or CAP_SYS_NICE); not with --nice, default: as started
+    #[argh(option, from_str_fn(p2p_rt_priority))]
+    pub rt_priority: Option<i32>,
+
     /// encrypt: aes-256-gcm or chacha20-poly1305, one mode for every spoke (default: the HMAC wire)
     #[argh(option, from_str_fn(p2p_cipher))]
     pub cipher: Option<crate::aead::Cipher>,
@@ -139,6 +143,9 @@ fn p2p_aqm(v: &str) -> Result<Option<crate::codel::Params>, String> {
 fn p2p_nice(v: &str) -> Result<i32, String> {
     p2p::nice(v)
 }
+fn p2p_rt_priority(v: &str) -> Result<i32, String> {
+    p2p::rt_priority(v)
+}
 fn p2p_cipher(v: &str) -> Result<crate::aead::Cipher, String> {
     p2p::cipher(v)
 }
@@ -198,6 +205,11 @@ impl ConfigArgs for HubCli {
             _ => Ok(()),
         }
     }
+    fn check_together(settings: &[(&str, &str)]) -> Result<(), (usize, String)> {
+        // The hub's options are the tunnel's: the same rules (it has no
+        // --address or --busy-poll to break them).
+        p2p::check_together(settings)
+    }
 }
 
 impl HubCli {
@@ -231,7 +243,7 @@ impl HubCli {
             cipher: self.cipher,
             clamp_mss: self.clamp_mss,
             aqm: self.aqm,
-            nice: self.nice,
+            priority: p2p::priority(self.nice, self.rt_priority, 0)?,
             keepalive: Duration::from_secs(self.keepalive),
             max_age: Duration::from_secs_f64(self.max_age),
             sockbuf: 4 << 20,
@@ -293,6 +305,7 @@ mod tests {
             "clamp-mss" => "off",
             "aqm" => "1/10",
             "nice" => "-5",
+            "rt-priority" => "1",
             "cipher" => "chacha20-poly1305",
             "status-socket" => "/run/taptun/hub.sock",
             "state" => "/var/lib/taptun/hub.state",
@@ -341,9 +354,11 @@ mod tests {
         // The point-to-point tunnel's own names are not the hub's.
         assert_eq!((kind("key"), kind("peer"), kind("dev")), (None, None, None));
         // Every option can be set: a valid value for each is accepted.
+        // (rt-priority does not go with nice: alone in another file.)
         let mut file = String::new();
         for (name, kind) in &names {
             let value = match (*name, kind) {
+                ("rt-priority", _) => continue,
                 (_, Kind::Switch) => "true",
                 ("dir", _) => "/etc/taptun/hub-main.d",
                 ("local", _) => "192.0.2.1:9123",
@@ -351,7 +366,19 @@ mod tests {
             };
             file.push_str(&format!("{name} = {}\n", quote(value)));
         }
-        assert_eq!(hub_file(&file).unwrap().len(), names.len(), "{file}");
+        assert_eq!(hub_file(&file).unwrap().len(), names.len() - 1, "{file}");
+        let rt = format!(
+            "dir = /d\nlocal = :9\nrt-priority = {}\n",
+            sample("rt-priority")
+        );
+        assert_eq!(hub_file(&rt).unwrap().len(), 3, "{rt}");
+        let both = "dir = /d\nlocal = :9\nnice = -5\nrt-priority = 1\n";
+        assert!(
+            hub_file(both)
+                .unwrap_err()
+                .to_string()
+                .contains("--rt-priority with --nice")
+        );
     }
 
     #[test]

@@ -84,8 +84,8 @@ pub struct HubConfig {
     pub clamp_mss: ClampMss,
     /// CoDel on the socket's receive queue (`--aqm`); none: off.
     pub aqm: Option<crate::codel::Params>,
-    /// The forwarding threads' nice value (`--nice`); none: as started.
-    pub nice: Option<i32>,
+    /// The forwarding threads' scheduling (`--nice`, `--rt-priority`).
+    pub priority: crate::priority::Priority,
     /// Keepalive interval (zero: off).
     pub keepalive: Duration,
     /// Freshness.
@@ -690,7 +690,7 @@ impl<T: Tap, S: Socket> Hub<T, S> {
         let receiver = recv::Receiver::new(self.socket.clone(), self.shared.clone());
         let sender = send::Sender::new(self.socket.clone(), self.shared.clone())?;
         let threads = &mut self.threads;
-        crate::nice::spawn_at(self.cfg.nice, "the hub's forwarding", || {
+        crate::priority::spawn_at(self.cfg.priority, "the hub's forwarding threads", || {
             threads.push(spawn("hub-udp-to-tap", Box::new(move || receiver.run()))?);
             threads.push(spawn("hub-tap-to-udp", Box::new(move || sender.run()))?);
             Ok::<(), HubError>(())

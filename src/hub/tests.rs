@@ -35,7 +35,7 @@ fn config(state: Option<PathBuf>) -> HubConfig {
         cipher: None,
         clamp_mss: ClampMss::Off,
         aqm: Some(crate::codel::Params::DEFAULT),
-        nice: None,
+        priority: Default::default(),
         keepalive: Duration::from_secs(25),
         max_age: Duration::from_secs(3),
         sockbuf: 0,
@@ -197,13 +197,13 @@ fn learns(hub: &MemHub, name: &str, at: &str) {
 fn the_forwarding_threads_run_at_the_nice_value_given() {
     let net = Arc::new(MemNet::default());
     let mut cfg = config(None);
-    cfg.nice = Some(18);
+    cfg.priority = crate::priority::Priority::Nice(18);
     let ours = crate::sys::thread_nice().expect("nice");
     let _hub = MemHub::with(&net, &[("a", KEY_A)], cfg);
     assert_eq!(crate::sys::thread_nice().expect("nice"), ours);
     for name in ["hub-udp-to-tap", "hub-tap-to-udp"] {
-        let n = crate::nice::threads_named(name);
-        assert!(n.contains(&18), "{name}: {n:?}");
+        let (found, seen) = crate::priority::thread_named(name, |n, f| n == 18 && !f);
+        assert!(found, "{name}: {seen:?}");
     }
 }
 

@@ -1,0 +1,151 @@
+//! The packet threads' scheduling (`--nice`, `--rt-priority`): those two
+//! threads are the only ones a packet waits for, so on a busy host a
+//! larger share of a contended CPU (a lower nice value), or preempting
+//! every normal thread at once (SCHED_FIFO), shortens every queue the
+//! tunnel holds. Off by default, like tinc's `ProcessPriority` and
+//! OpenVPN's `--nice`; chrony's `-P` is the model of the real-time one.
+
+use crate::sys;
+use log::{info, warn};
+use std::fmt;
+
+/// The nice values `--nice` takes (the kernel's).
+pub const NICE: std::ops::RangeInclusive<i32> = -20..=19;
+/// The SCHED_FIFO priorities `--rt-priority` takes (the kernel's).
+pub const RT: std::ops::RangeInclusive<i32> = 1..=99;
+
+/// How the packet threads are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    /// As the process was started.
+    #[default]
+    AsStarted,
+    /// The normal policy at this nice value (`--nice`).
+    Nice(i32),
+    /// SCHED_FIFO at this priority (`--rt-priority`).
+    Fifo(i32),
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Priority::AsStarted => f.write_str("as started"),
+            Priority::Nice(n) => write!(f, "nice {n}"),
+            Priority::Fifo(p) => write!(f, "SCHED_FIFO priority {p}"),
+        }
+    }
+}
+
+impl Priority {
+    /// The option that asked for it, with its value.
+    fn flag(self) -> String {
+        match self {
+            Priority::AsStarted => String::new(),
+            Priority::Nice(n) => format!("--nice {n}"),
+            Priority::Fifo(p) => format!("--rt-priority {p}"),
+        }
+    }
+
+    /// What to do instead under systemd, whose units give no CAP_SYS_NICE.
+    fn unit_lines(self) -> String {
+        match self {
+            Priority::AsStarted => String::new(),
+            Priority::Nice(n) => format!("Nice={n}"),
+            Priority::Fifo(p) => format!("CPUSchedulingPolicy=fifo and CPUSchedulingPriority={p}"),
+        }
+    }
+}
+
+/// Sets the calling thread to `p` (the normal policy for a nice value).
+fn set(p: Priority) -> std::io::Result<()> {
+    match p {
+        Priority::AsStarted => Ok(()),
+        Priority::Nice(n) => sys::set_thread_nice(n),
+        Priority::Fifo(prio) => sys::set_thread_fifo(prio),
+    }
+}
+
+/// Runs `spawn`, which starts the packet threads, on a short-lived thread
+/// set to `p`, so that those threads start with it and the caller keeps
+/// its own scheduling (the threads it starts later and the hooks it runs
+/// too; and an unprivileged caller could not lower its nice value back).
+/// A refusal is said once, and the threads start as the caller runs.
+pub fn spawn_at<R: Send>(p: Priority, what: &str, spawn: impl FnOnce() -> R + Send) -> R {
+    if p == Priority::AsStarted {
+        return spawn();
+    }
+    let launch = || {
+        match set(p) {
+            Ok(()) => info!("{what} at {p}"),
+            Err(e) => {
+                let needs = match p {
+                    Priority::Fifo(_) => {
+                        "a real-time priority needs root or CAP_SYS_NICE (or an RLIMIT_RTPRIO that allows it), and real-time time for this cgroup where the cpu controller rations it"
+                    }
+                    _ => {
+                        "a lower nice value needs root or CAP_SYS_NICE (or an RLIMIT_NICE that allows it)"
+                    }
+                };
+                warn!(
+                    "{}: the kernel refused ({e}); {what} as started: {needs} (under systemd: {} in the unit instead)",
+                    p.flag(),
+                    p.unit_lines()
+                );
+            }
+        }
+        spawn()
+    };
+    std::thread::scope(|s| match s.spawn(launch).join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
+/// This process's threads named `name`: their nice values and whether
+/// they run under SCHED_FIFO (tests).
+#[cfg(test)]
+pub(crate) fn threads_named(name: &str) -> Vec<(i32, bool)> {
+    let mut v = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        // After the command's ")": state is field 3, nice 19, policy 41.
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if stat[open + 1..close] == *name
+            && let (Some(n), Some(pol)) = (f.get(16), f.get(38))
+            && let (Ok(n), Ok(pol)) = (n.parse(), pol.parse::<i32>())
+        {
+            v.push((n, pol == libc::SCHED_FIFO));
+        }
+    }
+    v
+}
+
+/// Waits (up to 2 s) for a thread named `name` that `want` accepts, and
+/// says whether one came; also what was seen. A new thread takes its name
+/// only once it runs, a moment after its spawn returned (tests).
+#[cfg(test)]
+pub(crate) fn thread_named(
+    name: &str,
+    want: impl Fn(i32, bool) -> bool,
+) -> (bool, Vec<(i32, bool)>) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let seen = threads_named(name);
+        if seen.iter().any(|&(n, f)| want(n, f)) {
+            return (true, seen);
+        }
+        if std::time::Instant::now() >= end {
+            return (false, seen);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
