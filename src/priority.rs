@@ -56,6 +56,28 @@ impl Priority {
     }
 }
 
+/// What was asked for the packet threads, and what they got (as started
+/// when the kernel refused), for the status views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outcome {
+    pub asked: Priority,
+    pub got: Priority,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.asked == self.got {
+            true => write!(f, "{}", self.got),
+            false => write!(
+                f,
+                "{} ({} refused: see the log)",
+                self.got,
+                self.asked.flag()
+            ),
+        }
+    }
+}
+
 /// Sets the calling thread to `p` (the normal policy for a nice value).
 fn set(p: Priority) -> std::io::Result<()> {
     match p {
@@ -70,14 +92,21 @@ fn set(p: Priority) -> std::io::Result<()> {
 /// its own scheduling (the threads it starts later and the hooks it runs
 /// too; and an unprivileged caller could not lower its nice value back).
 /// A refusal is said once, and the threads start as the caller runs.
-pub fn spawn_at<R: Send>(p: Priority, what: &str, spawn: impl FnOnce() -> R + Send) -> R {
+pub fn spawn_at<R: Send>(
+    p: Priority,
+    what: &str,
+    spawn: impl FnOnce() -> R + Send,
+) -> (R, Outcome) {
+    let mut outcome = Outcome { asked: p, got: p };
     if p == Priority::AsStarted {
-        return spawn();
+        return (spawn(), outcome);
     }
+    let got = &mut outcome.got;
     let launch = || {
         match set(p) {
             Ok(()) => info!("{what} at {p}"),
             Err(e) => {
+                *got = Priority::AsStarted;
                 let needs = match p {
                     Priority::Fifo(_) => {
                         "a real-time priority needs root or CAP_SYS_NICE (or an RLIMIT_RTPRIO that allows it), and real-time time for this cgroup where the cpu controller rations it"
@@ -95,10 +124,11 @@ pub fn spawn_at<R: Send>(p: Priority, what: &str, spawn: impl FnOnce() -> R + Se
         }
         spawn()
     };
-    std::thread::scope(|s| match s.spawn(launch).join() {
+    let r = std::thread::scope(|s| match s.spawn(launch).join() {
         Ok(r) => r,
         Err(panic) => std::panic::resume_unwind(panic),
-    })
+    });
+    (r, outcome)
 }
 
 /// This process's threads named `name`: their nice values and whether

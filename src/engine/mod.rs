@@ -105,6 +105,8 @@ struct Shared {
     stop: AtomicBool,
     /// The peer's name, when it was given as `HOST:PORT`.
     peer_name: Option<String>,
+    /// How the packet threads are scheduled (set once they start).
+    priority: std::sync::OnceLock<crate::priority::Outcome>,
     /// What resolving the name last gave, for the status views (written by
     /// the main thread).
     name: Mutex<name::NameStatus>,
@@ -284,6 +286,7 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
             announce: AtomicBool::new(setup.peer.is_some()),
             stop: AtomicBool::new(false),
             peer_name: cfg.peer_name.as_ref().map(|n| n.to_string()),
+            priority: std::sync::OnceLock::new(),
             name: Mutex::new(name::NameStatus {
                 answer: cfg
                     .peer_name
@@ -481,11 +484,14 @@ impl<T: Tap, S: Socket> Tunnel<T, S> {
                 .map_err(TunnelError::Thread)
         };
         let threads = &mut self.threads;
-        crate::priority::spawn_at(self.cfg.priority, "the packet threads", || {
-            threads.push(spawn("tap-to-udp", Box::new(move || sender.run()))?);
-            threads.push(spawn("udp-to-tap", Box::new(move || receiver.run()))?);
-            Ok::<(), TunnelError>(())
-        })?;
+        let (spawned, got) =
+            crate::priority::spawn_at(self.cfg.priority, "the packet threads", || {
+                threads.push(spawn("tap-to-udp", Box::new(move || sender.run()))?);
+                threads.push(spawn("udp-to-tap", Box::new(move || receiver.run()))?);
+                Ok::<(), TunnelError>(())
+            });
+        spawned?;
+        let _ = self.shared.priority.set(got);
         if let Some(l) = self.control.take() {
             let (facts, shared) = (self.facts.clone(), self.shared.clone());
             spawn("status", Box::new(move || control::serve(l, facts, shared)))?;

@@ -388,6 +388,8 @@ impl View<'_> {
         };
         let _ = writeln!(s, "  flow queueing: {fq}");
         let _ = writeln!(s, "  busy polling: {}", busy_text(f.busy_poll_ns, c));
+        let prio = sh.priority.get().copied().unwrap_or_default();
+        let _ = writeln!(s, "  packet threads: {prio}");
         let _ = writeln!(
             s,
             "  keepalives: every {} s, {} sent, {} received",
@@ -496,6 +498,12 @@ impl View<'_> {
             c.busy_spins.load(Relaxed),
             c.busy_caught.load(Relaxed)
         );
+        let prio = sh.priority.get().copied().unwrap_or_default();
+        s.push_str("\"priority\":{\"asked\":");
+        json_string(&mut s, &prio.asked.to_string());
+        s.push_str(",\"got\":");
+        json_string(&mut s, &prio.got.to_string());
+        s.push_str("},");
         sh.counters.write_json_members(&mut s);
         s.push('}');
         s
@@ -677,7 +685,7 @@ fn bytes(n: u64) -> String {
     }
 }
 
-impl Tunnel {
+impl<T: super::io::Tap, S: super::io::Socket> Tunnel<T, S> {
     fn view(&self) -> View<'_> {
         View {
             facts: &self.facts,
@@ -693,6 +701,12 @@ impl Tunnel {
     /// The state as one JSON object on one line (`--stats-json`).
     pub fn status_json(&self) -> String {
         self.view().json()
+    }
+
+    /// The status socket's report (tests).
+    #[cfg(test)]
+    pub(crate) fn status_text(&self) -> String {
+        self.view().text()
     }
 }
 

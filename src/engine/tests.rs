@@ -169,6 +169,12 @@ fn the_packet_threads_run_at_the_nice_value_given() {
         let (found, seen) = thread_named(name, |n, fifo| n == 17 && !fifo);
         assert!(found, "{name}: {seen:?}");
     }
+    let json = a.status_json();
+    assert!(
+        json.contains(r#""priority":{"asked":"nice 17","got":"nice 17"}"#),
+        "{json}"
+    );
+    assert!(a.status_text().contains("  packet threads: nice 17\n"));
 }
 
 /// `--rt-priority`: with the privilege (root), the two packet threads run
@@ -194,9 +200,23 @@ fn the_packet_threads_run_under_sched_fifo_where_allowed() {
         let (found, seen) = thread_named(name, |_, fifo| fifo);
         assert_eq!(found, may, "{name}: {seen:?}");
     }
-    // Frames cross either way.
+    // Frames cross either way; the status says what the threads got.
     a.tap.inject(&frame(1, 7, 100));
     assert_eq!(recv_tags(&b.tap, 1, WAIT), vec![7]);
+    let (json, text) = (a.status_json(), a.status_text());
+    let got = if may {
+        "SCHED_FIFO priority 2"
+    } else {
+        "as started"
+    };
+    let want = format!(r#""priority":{{"asked":"SCHED_FIFO priority 2","got":"{got}"}}"#);
+    assert!(json.contains(&want), "{json}");
+    let line = match may {
+        true => "  packet threads: SCHED_FIFO priority 2\n".to_string(),
+        false => "  packet threads: as started (--rt-priority 2 refused: see the log)\n".into(),
+    };
+    assert!(text.contains(&line), "{text}");
+    assert!(b.status_text().contains("  packet threads: as started\n"));
 }
 
 #[test]

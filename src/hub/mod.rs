@@ -694,7 +694,8 @@ impl<T: Tap, S: Socket> Hub<T, S> {
             threads.push(spawn("hub-udp-to-tap", Box::new(move || receiver.run()))?);
             threads.push(spawn("hub-tap-to-udp", Box::new(move || sender.run()))?);
             Ok::<(), HubError>(())
-        })?;
+        })
+        .0?;
         if let Some(l) = self.control.take() {
             let shared = self.shared.clone();
             spawn("status", Box::new(move || status::serve(l, shared)))?;
