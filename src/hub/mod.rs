@@ -222,6 +222,8 @@ pub(crate) struct HubShared<T = SyncDevice> {
     aqm: Option<crate::codel::Params>,
     /// The socket's receive queue: its last second of sojourn times.
     queue: crate::aqm::QueueStats,
+    /// How the forwarding threads are scheduled (set once they start).
+    priority: std::sync::OnceLock<crate::priority::Outcome>,
 }
 
 /// A fresh keying under `key` (a new random sending session in the
@@ -374,6 +376,7 @@ impl<T: Tap, S: Socket> Hub<T, S> {
                 key_epoch: AtomicU64::new(0),
                 aqm: cfg.aqm,
                 queue: Default::default(),
+                priority: std::sync::OnceLock::new(),
             }),
             cfg,
             socket: Arc::new(socket),
@@ -690,12 +693,14 @@ impl<T: Tap, S: Socket> Hub<T, S> {
         let receiver = recv::Receiver::new(self.socket.clone(), self.shared.clone());
         let sender = send::Sender::new(self.socket.clone(), self.shared.clone())?;
         let threads = &mut self.threads;
-        crate::priority::spawn_at(self.cfg.priority, "the hub's forwarding threads", || {
-            threads.push(spawn("hub-udp-to-tap", Box::new(move || receiver.run()))?);
-            threads.push(spawn("hub-tap-to-udp", Box::new(move || sender.run()))?);
-            Ok::<(), HubError>(())
-        })
-        .0?;
+        let (spawned, got) =
+            crate::priority::spawn_at(self.cfg.priority, "the hub's forwarding threads", || {
+                threads.push(spawn("hub-udp-to-tap", Box::new(move || receiver.run()))?);
+                threads.push(spawn("hub-tap-to-udp", Box::new(move || sender.run()))?);
+                Ok::<(), HubError>(())
+            });
+        spawned?;
+        let _ = self.shared.priority.set(got);
         if let Some(l) = self.control.take() {
             let shared = self.shared.clone();
             spawn("status", Box::new(move || status::serve(l, shared)))?;

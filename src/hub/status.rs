@@ -88,6 +88,8 @@ fn text<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
         "  receive queue: {}",
         queue_text(&sh.queue, sh.aqm, signals, now)
     );
+    let prio = sh.priority.get().copied().unwrap_or_default();
+    let _ = writeln!(s, "  packet threads: {prio}");
     for sp in list {
         let c = &sp.counters;
         let _ = write!(
@@ -148,6 +150,13 @@ fn json<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
         sh.unmatched.load(Relaxed),
     );
     queue_json(&mut s, &sh.queue, sh.aqm, now);
+    // Names of scheduling policies and numbers: nothing to escape.
+    let prio = sh.priority.get().copied().unwrap_or_default();
+    let _ = write!(
+        s,
+        ",\"priority\":{{\"asked\":\"{}\",\"got\":\"{}\"}}",
+        prio.asked, prio.got
+    );
     s.push_str(",\"spokes\":[");
     for (i, sp) in list.iter().enumerate() {
         if i > 0 {

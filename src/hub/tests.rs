@@ -199,12 +199,19 @@ fn the_forwarding_threads_run_at_the_nice_value_given() {
     let mut cfg = config(None);
     cfg.priority = crate::priority::Priority::Nice(18);
     let ours = crate::sys::thread_nice().expect("nice");
-    let _hub = MemHub::with(&net, &[("a", KEY_A)], cfg);
+    let hub = MemHub::with(&net, &[("a", KEY_A)], cfg);
     assert_eq!(crate::sys::thread_nice().expect("nice"), ours);
     for name in ["hub-udp-to-tap", "hub-tap-to-udp"] {
         let (found, seen) = crate::priority::thread_named(name, |n, f| n == 18 && !f);
         assert!(found, "{name}: {seen:?}");
     }
+    let text = status::render(&hub.0.shared, Form::Text);
+    assert!(text.contains("\n  packet threads: nice 18\n"), "{text}");
+    let json = status::render(&hub.0.shared, Form::Json);
+    assert!(
+        json.contains(r#","priority":{"asked":"nice 18","got":"nice 18"},"#),
+        "{json}"
+    );
 }
 
 #[test]
