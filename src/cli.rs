@@ -101,7 +101,7 @@ pub struct Cli {
     #[argh(option, from_str_fn(nice))]
     pub nice: Option<i32>,
 
-    /// run the two threads that move the packets under SCHED_FIFO at this real-time priority, 1 to 99, so that they preempt every normal thread at once: the shortest waits on a busy host, and under a flood the rest of the host gets what the kernel's real-time throttling leaves it (needs root or CAP_SYS_NICE); not with --busy-poll, nor with --nice, default: as started
+    /// run the two threads that move the packets under SCHED_FIFO at this real-time priority, 1 to 99, so that they preempt every normal thread at once: the shortest waits on a busy host, and under a flood the rest of the host gets what the kernel keeps for normal threads, by default 5 % of each CPU (needs root or CAP_SYS_NICE); not with --busy-poll, nor with --nice, default: as started
     #[argh(option, from_str_fn(rt_priority))]
     pub rt_priority: Option<i32>,
 

@@ -60,8 +60,18 @@ impl Priority {
 /// when the kernel refused), for the status views.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Outcome {
+    /// What the options asked for.
     pub asked: Priority,
+    /// What the threads run at: `asked`, or as started if refused.
     pub got: Priority,
+}
+
+impl Outcome {
+    /// The status JSON's `priority` object (the names hold nothing to
+    /// escape: letters, digits, spaces, `-` and `_`).
+    pub fn json(&self) -> String {
+        format!("{{\"asked\":\"{}\",\"got\":\"{}\"}}", self.asked, self.got)
+    }
 }
 
 impl fmt::Display for Outcome {

@@ -499,11 +499,7 @@ impl View<'_> {
             c.busy_caught.load(Relaxed)
         );
         let prio = sh.priority.get().copied().unwrap_or_default();
-        s.push_str("\"priority\":{\"asked\":");
-        json_string(&mut s, &prio.asked.to_string());
-        s.push_str(",\"got\":");
-        json_string(&mut s, &prio.got.to_string());
-        s.push_str("},");
+        let _ = write!(s, "\"priority\":{},", prio.json());
         sh.counters.write_json_members(&mut s);
         s.push('}');
         s

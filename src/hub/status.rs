@@ -150,13 +150,8 @@ fn json<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
         sh.unmatched.load(Relaxed),
     );
     queue_json(&mut s, &sh.queue, sh.aqm, now);
-    // Names of scheduling policies and numbers: nothing to escape.
     let prio = sh.priority.get().copied().unwrap_or_default();
-    let _ = write!(
-        s,
-        ",\"priority\":{{\"asked\":\"{}\",\"got\":\"{}\"}}",
-        prio.asked, prio.got
-    );
+    let _ = write!(s, ",\"priority\":{}", prio.json());
     s.push_str(",\"spokes\":[");
     for (i, sp) in list.iter().enumerate() {
         if i > 0 {
