@@ -97,6 +97,16 @@ const FLOOR_WINDOW_S: u64 = 10;
 /// is a copy of a few µs.)
 pub const BLOCKED_NS: u64 = 50_000;
 
+/// Whether a receive asked at `asked` (UNIX ns), which took `took` ns,
+/// found its datagram already queued rather than waiting for it: the
+/// call was quick, or the kernel's arrival stamp is from before the ask.
+/// The stamp settles what the call's length cannot: a thread preempted
+/// (or emulated, under qemu) during a receive of a queued datagram takes
+/// long and still found a queue.
+pub fn found_queued(asked: u64, took: u64, arrived: Option<u64>) -> bool {
+    took <= BLOCKED_NS || arrived.is_some_and(|at| at < asked)
+}
+
 impl Aqm {
     /// A watch; with `params`, CoDel signals congestion too.
     pub fn new(params: Option<Params>) -> Self {
@@ -188,6 +198,19 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
     const MS: u64 = 1_000_000;
+
+    #[test]
+    fn a_stamp_before_the_ask_means_queued_however_long_the_call() {
+        let asked = 100 * S;
+        // Quick: queued, with or without a stamp.
+        assert!(found_queued(asked, BLOCKED_NS, None));
+        assert!(found_queued(asked, 1_000, Some(asked + 500)));
+        // Slow: waited, unless the datagram was there before the ask.
+        assert!(!found_queued(asked, BLOCKED_NS + 1, None));
+        assert!(!found_queued(asked, 3 * MS, Some(asked + MS)));
+        assert!(!found_queued(asked, 3 * MS, Some(asked)));
+        assert!(found_queued(asked, 3 * MS, Some(asked - 1)));
+    }
 
     #[test]
     fn seconds_are_summed_and_handed_over_when_the_next_begins() {

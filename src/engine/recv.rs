@@ -107,7 +107,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 match self.poller.next(socket, asks, buf, &self.shared.counters) {
                     Ok(r) => {
                         let took = unix_nanos().saturating_sub(asked);
-                        look_ahead = took <= crate::aqm::BLOCKED_NS;
+                        look_ahead = crate::aqm::found_queued(asked, took, r.arrived_ns);
                         self.got(&r, took);
                     }
                     Err(e) => {

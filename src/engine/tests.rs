@@ -306,8 +306,12 @@ fn a_sparse_flow_is_taken_ahead_of_a_queue() {
     };
     for (fq, want) in [(true, [9, 1, 2, 3, 4, 5]), (false, [1, 2, 3, 4, 5, 9])] {
         let net = Arc::new(MemNet::default());
+        // No AQM: the frames wait in B's socket from before B starts, as
+        // long as a loaded emulator takes to start it; CoDel may rightly
+        // drop one of them (seen under qemu), which is not what this tests.
         let cfg = |local, peer| Config {
             fq,
+            aqm: None,
             ..config(local, peer, None)
         };
         let mut a = side_with(&net, 1, cfg(":9123", Some("192.0.2.2:9123")), None);
@@ -324,8 +328,11 @@ fn a_sparse_flow_is_taken_ahead_of_a_queue() {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(sent(), 7, "A sent the frames and its announcement");
+        // However long B's first receive takes (a loaded host, qemu), the
+        // arrival stamps say the rest was queued: B looks ahead.
         b.start().unwrap();
-        assert_eq!(tags(b.tap.written(7, WAIT)), want, "--fq {fq}");
+        let got = tags(b.tap.written(7, WAIT));
+        assert_eq!(got, want, "--fq {fq}: {}", b.shared.counters.summary());
         a.stop();
         b.stop();
         let ahead = b.shared.counters.fq_ahead.load(SeqCst);
@@ -476,6 +483,12 @@ fn a_standing_receive_queue_is_signalled() {
             // Not every frame (CoDel's rate; how many depends on how long
             // the bursts take to read: a tenth natively, more under qemu).
             assert!(marks + drops < n as u64, "{what}");
+        } else if aqm.is_some() {
+            // One at a time there is no queue, but a frame that came while
+            // B was still busy with the one before waited for as long as B
+            // was held up: on a loaded host under qemu, long enough for a
+            // signal now and then (1 in 4 801 seen). Not a standing queue.
+            assert!(marks + drops <= n as u64 / 100, "{what}");
         } else {
             assert_eq!(marks + drops, 0, "{what}");
         }
@@ -825,7 +838,13 @@ fn a_datagram_from_elsewhere_moves_the_state_files_peer() {
     a.tick();
     assert_eq!(file.peer(), Some(addr("192.0.2.2:9123")));
     a.tap.inject(&frame(1, 3, 80));
-    assert_eq!(recv_tags(&b.tap, 1, WAIT), vec![3]);
+    assert_eq!(
+        recv_tags(&b.tap, 1, WAIT),
+        vec![3],
+        "A: {}; B: {}",
+        a.shared.counters.summary(),
+        b.shared.counters.summary()
+    );
 
     // A configured peer rules; the file is not read.
     let mut given = cfg.clone();
