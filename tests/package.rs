@@ -477,31 +477,8 @@ fn e2e_deb_docs_links_resolve() {
         has_deb,
         "cargo-deb is not installed (sh dev/deps.sh installs it)"
     );
-    // The target folder of tests/systemd_e2e.rs: one release build for both.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest().join("target"))
-        .join("systemd-e2e");
     let out_dir = TempDir::new("taptun-deb-");
-    let out = Command::new(&cargo)
-        .args(["deb", "--locked", "--quiet", "--fast", "--output"])
-        .arg(&*out_dir)
-        .arg("--manifest-path")
-        .arg(manifest().join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .expect("run cargo deb");
-    assert!(
-        out.status.success(),
-        "cargo deb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deb = fs::read_dir(&*out_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("cargo deb wrote no .deb");
+    let deb = build_deb(&out_dir);
     let root = out_dir.join("root");
     sh(&format!(
         "dpkg-deb -x '{}' '{}'",

@@ -1,6 +1,7 @@
-//! End-to-end under a live systemd: the .deb that `cargo deb` builds is
-//! installed in a Debian 12 container that boots systemd as its PID 1
-//! (systemd-nspawn), and taptun@.service is driven with systemctl there:
+//! End-to-end under a live systemd: the .deb that `cargo deb` makes (of
+//! the test build's binary: `build_deb`) is installed in a Debian 12
+//! container that boots systemd as its PID 1 (systemd-nspawn), and
+//! taptun@.service is driven with systemctl there:
 //! READY via Type=notify, the user and capabilities it runs with, reload
 //! (SIGHUP) rotating the key, stop running the --down hook while the TAP
 //! still exists (KillMode=mixed), 20 clean start/stop cycles, two instances
@@ -451,41 +452,6 @@ impl Drop for Container {
         }
         let _ = fs::remove_dir_all(format!("/run/systemd/nspawn/propagate/{}", self.name));
     }
-}
-
-/// Builds the .deb (release, own target directory: the running `cargo test`
-/// may hold the lock of the usual one); its path.
-fn build_deb() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("target"))
-        .join("systemd-e2e");
-    let out_dir = target.join("debian");
-    let _ = fs::remove_dir_all(&out_dir);
-    fs::create_dir_all(&out_dir).unwrap();
-    let start = Instant::now();
-    let out = cargo()
-        .args(["deb", "--locked", "--quiet", "--fast", "--output"])
-        .arg(&out_dir)
-        .arg("--manifest-path")
-        .arg(manifest.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .output()
-        .expect("run cargo deb");
-    assert!(out.status.success(), "cargo deb failed:\n{}", text(&out));
-    let deb = fs::read_dir(&out_dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("cargo deb wrote no .deb");
-    eprintln!(
-        "built {} in {:.0} s",
-        deb.display(),
-        start.elapsed().as_secs_f64()
-    );
-    deb
 }
 
 /// The .deb holds what the brief says, where it says.
@@ -1017,7 +983,8 @@ fn e2e_systemd_unit_in_container() {
         return;
     }
     let t0 = Instant::now();
-    let deb = build_deb();
+    let debs = TempDir::new("taptun-systemd-deb-");
+    let deb = build_deb(&debs);
     check_deb_contents(&deb);
     let lower = cached_root();
     let t_boot = Instant::now();

@@ -1124,3 +1124,36 @@ pub fn pcap_udp(file: &Path) -> Vec<UdpPacket> {
     }
     out
 }
+
+/// Builds the .deb into `out_dir` with `cargo deb --no-build` from the
+/// binary this `cargo test` built, the one every end-to-end test runs
+/// (target/debug/taptun); returns its path. The package's files, unit,
+/// maintainer scripts and fields are what `cargo deb` makes of the
+/// manifest for a release; only the binary is the test build (debug
+/// assertions on). A release build of every crate in a target folder of
+/// its own (the running `cargo test` holds the usual one's lock) took
+/// about 80 s of each CI run; `--no-build` takes no lock. cargo-deb 3.8.0
+/// (pinned by dev/deps.sh) warns that it does not support the dev profile.
+pub fn build_deb(out_dir: &Path) -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(&cargo)
+        .args(["deb", "--no-build", "--profile", "dev", "--quiet", "--fast"])
+        .arg("--output")
+        .arg(out_dir)
+        .arg("--manifest-path")
+        .arg(manifest.join("Cargo.toml"))
+        .output()
+        .expect("run cargo deb");
+    assert!(
+        out.status.success(),
+        "cargo deb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::read_dir(out_dir)
+        .expect("cargo deb's output folder")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("cargo deb wrote no .deb")
+}
