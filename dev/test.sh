@@ -13,6 +13,19 @@ ran_dir=$work/ran
 export TAPTUN_E2E_RAN="$ran_dir"
 
 cargo fmt --all -- --check
+
+# The live-systemd test's container root (tests/systemd_e2e.rs): on a new
+# machine a debootstrap of about a minute, mostly download and unpacking,
+# made now in the background while clippy and the builds take the CPUs.
+# Its test build is one the tests below need anyway. It runs to its end
+# even if this script stops first (a debootstrap killed midway would
+# leave its mounts behind); waited for before the end-to-end tests.
+sysd=$(cargo test --test systemd_e2e --no-run --message-format=json 2>"$work/root-build" |
+    sed -n 's/.*"executable":"\([^"]*\/deps\/[^"]*\)".*/\1/p')
+[ -n "$sysd" ] || { cat "$work/root-build" >&2; echo "FAIL: no systemd_e2e test binary" >&2; exit 1; }
+"$sysd" --ignored --exact prepare_container_root >"$work/root.log" 2>&1 &
+root_pid=$!
+
 cargo clippy --all-targets -- -D warnings
 shellcheck -S warning scripts/*.sh dev/*.sh dist/taptun.up.example
 
@@ -33,6 +46,10 @@ grep '^lanes:' "$work/lanes"
 # delivered, replay ages clear of the window, timed exits), and libtest
 # would pair them, two at once on two vCPUs, with a flood or a 20 MB
 # transfer. On 2 vCPUs this costs about 85 s: some 195 s instead of 110.
+wait "$root_pid" || {
+    echo "container root: not prepared ahead (e2e_systemd_unit_in_container tries again and says why):"
+    tail -5 "$work/root.log"
+}
 e2e_start=$(date +%s)
 cargo test --tests -- --test-threads=1 e2e_
 echo "end-to-end tests, one at a time: $(($(date +%s) - e2e_start)) s"

@@ -970,6 +970,20 @@ fn routes_as_services(c: &mut Container) {
     eprintln!("routes as services: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
+/// Makes the cached container root and nothing else: dev/test.sh runs it
+/// in the background while clippy and the builds take the CPUs, so that
+/// the debootstrap (about a minute on a new machine, mostly download and
+/// unpacking) is not spent during the end-to-end tests. Ignored: a plain
+/// `cargo test` never runs it, and the test below makes the root itself
+/// when it is missing.
+#[test]
+#[ignore = "dev/test.sh runs it ahead of the end-to-end tests"]
+fn prepare_container_root() {
+    if sh_out("command -v debootstrap").status.success() {
+        cached_root();
+    }
+}
+
 #[test]
 fn e2e_systemd_unit_in_container() {
     require_e2e!();
