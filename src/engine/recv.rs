@@ -25,7 +25,7 @@ use crate::stats::{DropReason, Throttle};
 use log::{debug, info, warn};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::Instant;
 
 /// Receive buffer: larger than any UDP payload, so nothing is ever truncated.
@@ -208,8 +208,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         self.rx.set_peer(r.to);
         self.shared.peer_learned.store(false, Relaxed);
         // A new host, maybe: announce the TAP to it, as to a learned peer.
-        self.shared.announce.store(true, Relaxed);
-        self.publish(r.to);
+        self.publish(r.to, true);
     }
 
     /// The receiving half's clock at wall-clock `now`: the wall clock on
@@ -285,12 +284,17 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         }
     }
 
-    /// Publishes `p` as the peer for the sending halves, and wakes the
-    /// TAP→UDP thread.
-    fn publish(&mut self, p: SocketAddr) {
+    /// Publishes `p` as the peer for the sending halves, asks the TAP→UDP
+    /// thread to announce the TAP to it if `announce`, and wakes that
+    /// thread. The peer first: a thread that saw the ask before the new
+    /// peer would announce to the old one.
+    fn publish(&mut self, p: SocketAddr, announce: bool) {
         self.shared.peer.set(Some(p));
         if let Some((tx, ..)) = self.replies.as_mut() {
             tx.set_peer(Some(p));
+        }
+        if announce {
+            self.shared.announce.store(true, Release);
         }
         self.role.wake.signal();
     }
@@ -351,22 +355,21 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         if let Some(off) = t.offset_ns {
             shared.peer_offset_ns.store(off, Relaxed);
         }
+        // A learned peer (the state file's, too, was never heard) gets the
+        // TAP announced by the TAP→UDP thread; a moved one knows it.
         let learned = match t.peer {
             PeerUpdate::Unchanged => None,
             PeerUpdate::Learned(p) => {
                 info!("peer learned: {p}");
-                // The TAP→UDP thread announces the TAP to it.
-                shared.announce.store(true, Relaxed);
-                Some(p)
+                Some((p, true))
             }
             PeerUpdate::Moved { from, to } if self.from_state => {
                 info!("peer learned: {to} (the state file said {from})");
-                shared.announce.store(true, Relaxed);
-                Some(to)
+                Some((to, true))
             }
             PeerUpdate::Moved { from, to } => {
                 info!("peer moved from {from} to {to}");
-                Some(to)
+                Some((to, false))
             }
         };
         // The first valid datagram from the peer ends the state file's
@@ -382,9 +385,9 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 );
             }
         }
-        if let Some(p) = learned {
+        if let Some((p, announce)) = learned {
             shared.peer_learned.store(true, Relaxed);
-            self.publish(p);
+            self.publish(p, announce);
         }
         self.watch.saw(&t, src, self.rx.peer());
         let dropped: u64 = t.drops.iter().sum();

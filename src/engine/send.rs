@@ -19,7 +19,7 @@ use log::{debug, warn};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -226,6 +226,11 @@ impl<T: Tap, S: Socket> Sender<T, S> {
     /// TAP when one was just learned), the key, the TAP's MTU.
     fn follow(&mut self) {
         let sh = &*self.shared;
+        // The ask to announce before the peer: the receiving thread
+        // publishes the peer first, so an ask seen means its peer is seen
+        // below. (A load first: the swap, a locked instruction, only when
+        // set.)
+        let announce = sh.announce.load(Relaxed) && sh.announce.swap(false, Acquire);
         if let Some(k) = self.key.changed(&sh.key) {
             self.tx.set_keying(k);
         }
@@ -240,8 +245,7 @@ impl<T: Tap, S: Socket> Sender<T, S> {
         if let Some(p) = self.peer.changed(&sh.peer) {
             self.tx.set_peer(*p);
         }
-        // A load first: the swap, a locked instruction, only when set.
-        if sh.announce.load(Relaxed) && sh.announce.swap(false, Relaxed) {
+        if announce {
             let addrs = match self.tap.addresses(&self.facts.name) {
                 Ok(a) => a,
                 Err(e) => {
