@@ -103,6 +103,14 @@ pub const BLOCKED_NS: u64 = 50_000;
 /// The stamp settles what the call's length cannot: a thread preempted
 /// (or emulated, under qemu) during a receive of a queued datagram takes
 /// long and still found a queue.
+///
+/// For the look ahead only, not for [`Aqm::on_receive`]'s own judgement:
+/// the stamp is compared with this process's clock as it is, and under a
+/// clock faked ahead of the kernel's (libfaketime, see the module
+/// documentation) every stamp is from before every ask. Here that costs
+/// one look (a system call) after a receive that waited; in the AQM
+/// every receive would look queued, the clocks' offset would never be
+/// learnt, and it would count as sojourn.
 pub fn found_queued(asked: u64, took: u64, arrived: Option<u64>) -> bool {
     took <= BLOCKED_NS || arrived.is_some_and(|at| at < asked)
 }
