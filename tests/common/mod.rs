@@ -1127,22 +1127,43 @@ pub fn pcap_udp(file: &Path) -> Vec<UdpPacket> {
 
 /// Builds the .deb into `out_dir` with `cargo deb --no-build` from the
 /// binary this `cargo test` built, the one every end-to-end test runs
-/// (target/debug/taptun); returns its path. The package's files, unit,
-/// maintainer scripts and fields are what `cargo deb` makes of the
-/// manifest for a release; only the binary is the test build (debug
-/// assertions on). A release build of every crate in a target folder of
-/// its own (the running `cargo test` holds the usual one's lock) took
-/// about 80 s of each CI run; `--no-build` takes no lock. cargo-deb 3.8.0
-/// (pinned by dev/deps.sh) warns that it does not support the dev profile.
+/// (`CARGO_BIN_EXE_taptun`: target/debug/taptun, or target/release/taptun
+/// under `cargo test --release`); returns its path. The package's files,
+/// unit, maintainer scripts and fields are what `cargo deb` makes of the
+/// manifest for a release; only the binary is the test build. A release
+/// build of every crate in a target folder of its own (the running
+/// `cargo test` holds the usual one's lock) took about 80 s of each CI
+/// run; `--no-build` takes no lock. cargo-deb 3.8.0 (pinned by
+/// dev/deps.sh) warns that it does not support the dev profile.
 pub fn build_deb(out_dir: &Path) -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // target/<profile's folder>/taptun: the folder names the profile
+    // ("debug" is the dev profile's).
+    let bin = Path::new(env!("CARGO_BIN_EXE_taptun"));
+    let (Some(profile_dir), Some(target)) = (bin.parent(), bin.parent().and_then(Path::parent))
+    else {
+        panic!("{}: not in a target folder", bin.display());
+    };
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(other) => other,
+        None => panic!("{}: no profile folder", bin.display()),
+    };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(&cargo)
-        .args(["deb", "--no-build", "--profile", "dev", "--quiet", "--fast"])
+        .args([
+            "deb",
+            "--no-build",
+            "--profile",
+            profile,
+            "--quiet",
+            "--fast",
+        ])
         .arg("--output")
         .arg(out_dir)
         .arg("--manifest-path")
         .arg(manifest.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target)
         .output()
         .expect("run cargo deb");
     assert!(
