@@ -101,7 +101,7 @@ pub struct Cli {
     #[argh(option, from_str_fn(nice))]
     pub nice: Option<i32>,
 
-    /// run the two threads that move the packets under SCHED_FIFO at this real-time priority, 1 to 99, so that they preempt every normal thread at once: the shortest waits on a busy host, and under a flood the rest of the host gets what the kernel keeps for normal threads, by default 5 % of each CPU (needs root or CAP_SYS_NICE); not with --busy-poll, nor with --nice, default: as started
+    /// run the two threads that move the packets under SCHED_FIFO at this real-time priority, 1 to 99, so that they preempt every normal thread at once (the shortest waits beside a bulk transfer); a thread that works 2 ms without finding its queue empty (a flood) goes on at the normal policy until it does, as the kernel's own packet work does; or off; needs root, CAP_SYS_NICE or LimitRTPRIO=N; not with --busy-poll or --nice, whose use leaves the default off; default: 1 where allowed, else as started (said once)
     #[argh(option, from_str_fn(rt_priority))]
     pub rt_priority: Option<i32>,
 
@@ -271,8 +271,13 @@ impl Cli {
             }
             (Some(_), None) => None,
         };
-        let priority =
-            priority(self.nice, self.rt_priority, self.busy_poll).map_err(CliError::Value)?;
+        let priority = priority(
+            self.nice,
+            self.rt_priority,
+            self.busy_poll,
+            DEFAULT_PRIORITY,
+        )
+        .map_err(CliError::Value)?;
         let (key, created) = key::load_or_create(&self.key_file)?;
         let cfg = Config {
             key,
@@ -341,7 +346,7 @@ pub fn check_together(settings: &[(&str, &str)]) -> Result<(), (usize, String)> 
     let spins = settings
         .iter()
         .any(|(n, v)| *n == "busy-poll" && v.parse::<u32>().is_ok_and(|ms| ms > 0));
-    if let Some(rt) = at("rt-priority") {
+    if let Some(rt) = at("rt-priority").filter(|&i| settings[i].1 != "off") {
         if let Some(n) = at("nice") {
             return Err((rt.max(n), RT_AND_NICE.to_string()));
         }
@@ -442,11 +447,22 @@ pub(crate) fn nice(v: &str) -> Result<i32, String> {
     }
 }
 
-/// `--rt-priority`: a SCHED_FIFO priority, 1 to 99.
+/// The tunnel's packet threads without `--nice`, `--rt-priority` or
+/// `--busy-poll`: SCHED_FIFO 1 where the kernel allows it, each burst
+/// bounded (`burst.rs`). The lowest real-time priority: above every
+/// normal thread, below every other real-time one.
+pub const DEFAULT_PRIORITY: crate::priority::Priority =
+    crate::priority::Priority::FifoWhereAllowed(1);
+
+/// `--rt-priority off`, as the parser gives it (no SCHED_FIFO priority is 0).
+pub const RT_OFF: i32 = 0;
+
+/// `--rt-priority`: a SCHED_FIFO priority, 1 to 99, or `off` ([`RT_OFF`]).
 pub(crate) fn rt_priority(v: &str) -> Result<i32, String> {
     match v.parse::<i32>() {
+        _ if v == "off" => Ok(RT_OFF),
         Ok(n) if crate::priority::RT.contains(&n) => Ok(n),
-        _ => Err("expected a real-time priority from 1 to 99".into()),
+        _ => Err("expected a real-time priority from 1 to 99, or off".into()),
     }
 }
 
@@ -455,20 +471,27 @@ const RT_AND_SPIN: &str = "--rt-priority with --busy-poll: a thread that spins a
 const RT_AND_NICE: &str =
     "--rt-priority with --nice: a real-time thread has no nice value to use; choose one";
 
-/// The packet threads' scheduling from `--nice`, `--rt-priority` and
-/// `--busy-poll` (ms), or why they do not go together.
+/// The packet threads' scheduling from `--nice`, `--rt-priority` (its
+/// `off` is [`RT_OFF`]) and `--busy-poll` (ms), `default` when none is
+/// given, or why they do not go together.
 pub fn priority(
     nice: Option<i32>,
     rt: Option<i32>,
     busy_poll: u32,
+    default: crate::priority::Priority,
 ) -> Result<crate::priority::Priority, String> {
     use crate::priority::Priority;
     match (nice, rt) {
+        (Some(n), Some(RT_OFF)) => Ok(Priority::Nice(n)),
         (Some(_), Some(_)) => Err(RT_AND_NICE.into()),
+        (None, Some(RT_OFF)) => Ok(Priority::AsStarted),
         (None, Some(_)) if busy_poll > 0 => Err(RT_AND_SPIN.into()),
         (None, Some(p)) => Ok(Priority::Fifo(p)),
         (Some(n), None) => Ok(Priority::Nice(n)),
-        (None, None) => Ok(Priority::AsStarted),
+        // Spinning at a real-time priority would starve the CPU's normal
+        // threads while it spins: --busy-poll alone leaves the default.
+        (None, None) if busy_poll > 0 => Ok(Priority::AsStarted),
+        (None, None) => Ok(default),
     }
 }
 
@@ -1199,26 +1222,38 @@ mod tests {
     #[test]
     fn rt_priority_flag() {
         use crate::priority::Priority;
+        let prio = |c: &Cli| priority(c.nice, c.rt_priority, c.busy_poll, DEFAULT_PRIORITY);
         let c = parse(&["k", ":1"]).unwrap();
-        assert_eq!(c.rt_priority, None, "as started by default");
+        assert_eq!(c.rt_priority, None);
         assert_eq!(
-            priority(c.nice, c.rt_priority, c.busy_poll),
-            Ok(Priority::AsStarted)
+            prio(&c),
+            Ok(Priority::FifoWhereAllowed(1)),
+            "SCHED_FIFO 1 where allowed by default"
         );
         let c = parse(&["k", ":1", "--rt-priority", "1"]).unwrap();
-        assert_eq!(
-            priority(c.nice, c.rt_priority, c.busy_poll),
-            Ok(Priority::Fifo(1))
-        );
+        assert_eq!(prio(&c), Ok(Priority::Fifo(1)));
+        let c = parse(&["k", ":1", "--rt-priority", "off"]).unwrap();
+        assert_eq!(prio(&c), Ok(Priority::AsStarted));
         let c = parse(&["k", ":1", "--nice", "-3"]).unwrap();
+        assert_eq!(prio(&c), Ok(Priority::Nice(-3)));
+        let c = parse(&["k", ":1", "--nice", "-3", "--rt-priority", "off"]).unwrap();
+        assert_eq!(prio(&c), Ok(Priority::Nice(-3)));
+        // Spinning leaves the default: a spin at a real-time priority
+        // would starve its CPU's normal threads.
+        let c = parse(&["k", ":1", "--busy-poll", "50"]).unwrap();
+        assert_eq!(prio(&c), Ok(Priority::AsStarted));
+        let c = parse(&["k", ":1", "--busy-poll", "50", "--rt-priority", "off"]).unwrap();
+        assert_eq!(prio(&c), Ok(Priority::AsStarted));
+        // The hub's default stays as started.
+        let c = parse(&["k", ":1"]).unwrap();
         assert_eq!(
-            priority(c.nice, c.rt_priority, c.busy_poll),
-            Ok(Priority::Nice(-3))
+            priority(c.nice, c.rt_priority, c.busy_poll, Priority::AsStarted),
+            Ok(Priority::AsStarted)
         );
-        for bad in ["0", "100", "x", "-1"] {
+        for bad in ["0", "100", "x", "-1", "on"] {
             let e = parse(&["k", ":1", "--rt-priority", bad]).unwrap_err();
             assert!(
-                e.output.contains("--rt-priority") && e.output.contains("from 1 to 99"),
+                e.output.contains("--rt-priority") && e.output.contains("from 1 to 99, or off"),
                 "{bad}: {}",
                 e.output
             );
@@ -1231,14 +1266,11 @@ mod tests {
             let mut v = vec!["k", ":1", "--rt-priority", "5"];
             v.extend_from_slice(args);
             let c = parse(&v).unwrap();
-            let e = priority(c.nice, c.rt_priority, c.busy_poll).unwrap_err();
+            let e = prio(&c).unwrap_err();
             assert!(e.contains("--rt-priority with") && e.contains(why), "{e}");
         }
         let c = parse(&["k", ":1", "--rt-priority", "5", "--busy-poll", "0"]).unwrap();
-        assert_eq!(
-            priority(c.nice, c.rt_priority, c.busy_poll),
-            Ok(Priority::Fifo(5))
-        );
+        assert_eq!(prio(&c), Ok(Priority::Fifo(5)));
         // The config file: the later setting is at fault.
         let s = [
             ("rt-priority", "5"),
@@ -1248,6 +1280,8 @@ mod tests {
         assert!(matches!(check_together(&s), Err((2, e)) if e.contains("--nice")));
         let s = [("busy-poll", "20"), ("rt-priority", "5")];
         assert!(matches!(check_together(&s), Err((1, e)) if e.contains("--busy-poll")));
+        let s = [("busy-poll", "20"), ("rt-priority", "off"), ("nice", "-1")];
+        assert_eq!(check_together(&s), Ok(()), "off goes with either");
         assert!(check_together(&[("busy-poll", "0"), ("rt-priority", "5")]).is_ok());
         assert!(check_together(&[("busy-poll", "10"), ("nice", "-5")]).is_ok());
     }

@@ -14,6 +14,7 @@ pub mod aead;
 pub mod announce;
 pub mod aqm;
 pub mod batch;
+pub mod burst;
 pub mod busypoll;
 pub mod clamp;
 pub mod cli;

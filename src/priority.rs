@@ -2,8 +2,11 @@
 //! threads are the only ones a packet waits for, so on a busy host a
 //! larger share of a contended CPU (a lower nice value), or preempting
 //! every normal thread at once (SCHED_FIFO), shortens every queue the
-//! tunnel holds. Off by default, like tinc's `ProcessPriority` and
-//! OpenVPN's `--nice`; chrony's `-P` is the model of the real-time one.
+//! tunnel holds. The tunnel's packet threads ask for SCHED_FIFO 1 by
+//! default where the process may have it (root, CAP_SYS_NICE or an
+//! RLIMIT_RTPRIO), with each burst bounded as the kernel bounds its own
+//! packet work (`burst.rs`); elsewhere they run as started, said once at
+//! info. chrony's `-P` is the model of the explicit option.
 
 use crate::sys;
 use log::{info, warn};
@@ -24,6 +27,9 @@ pub enum Priority {
     Nice(i32),
     /// SCHED_FIFO at this priority (`--rt-priority`).
     Fifo(i32),
+    /// SCHED_FIFO at this priority if the kernel allows it, as started if
+    /// not (the tunnel's default): a refusal is no mistake of the user's.
+    FifoWhereAllowed(i32),
 }
 
 impl fmt::Display for Priority {
@@ -32,6 +38,7 @@ impl fmt::Display for Priority {
             Priority::AsStarted => f.write_str("as started"),
             Priority::Nice(n) => write!(f, "nice {n}"),
             Priority::Fifo(p) => write!(f, "SCHED_FIFO priority {p}"),
+            Priority::FifoWhereAllowed(p) => write!(f, "SCHED_FIFO priority {p} where allowed"),
         }
     }
 }
@@ -43,6 +50,7 @@ impl Priority {
             Priority::AsStarted => String::new(),
             Priority::Nice(n) => format!("--nice {n}"),
             Priority::Fifo(p) => format!("--rt-priority {p}"),
+            Priority::FifoWhereAllowed(p) => format!("the default SCHED_FIFO priority {p}"),
         }
     }
 
@@ -51,7 +59,9 @@ impl Priority {
         match self {
             Priority::AsStarted => String::new(),
             Priority::Nice(n) => format!("Nice={n}"),
-            Priority::Fifo(p) => format!("CPUSchedulingPolicy=fifo and CPUSchedulingPriority={p}"),
+            Priority::Fifo(p) | Priority::FifoWhereAllowed(p) => {
+                format!("LimitRTPRIO={p} and no RestrictRealtime=yes")
+            }
         }
     }
 }
@@ -68,22 +78,36 @@ pub struct Outcome {
 
 impl Outcome {
     /// The status JSON's `priority` object (the names hold nothing to
-    /// escape: letters, digits, spaces, `-` and `_`).
-    pub fn json(&self) -> String {
-        format!("{{\"asked\":\"{}\",\"got\":\"{}\"}}", self.asked, self.got)
+    /// escape: letters, digits, spaces, `-` and `_`), with the count of
+    /// real-time bursts cut (`burst.rs`) where the threads bound theirs.
+    pub fn json(&self, bursts_cut: Option<u64>) -> String {
+        let cut = match bursts_cut {
+            Some(n) => format!(",\"bursts_cut\":{n}"),
+            None => String::new(),
+        };
+        format!(
+            "{{\"asked\":\"{}\",\"got\":\"{}\"{cut}}}",
+            self.asked, self.got
+        )
+    }
+
+    /// Whether the threads run under SCHED_FIFO.
+    pub fn fifo(&self) -> bool {
+        matches!(self.got, Priority::Fifo(_))
     }
 }
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.asked == self.got {
-            true => write!(f, "{}", self.got),
-            false => write!(
-                f,
-                "{} ({} refused: see the log)",
-                self.got,
-                self.asked.flag()
-            ),
+        match (self.asked, self.got) {
+            (a, g) if a == g => write!(f, "{g}"),
+            (Priority::FifoWhereAllowed(_), g @ Priority::Fifo(_)) => {
+                write!(f, "{g} (the default)")
+            }
+            (Priority::FifoWhereAllowed(_), g) => {
+                write!(f, "{g} (the default SCHED_FIFO not allowed: see the log)")
+            }
+            (a, g) => write!(f, "{g} ({} refused: see the log)", a.flag()),
         }
     }
 }
@@ -93,7 +117,7 @@ fn set(p: Priority) -> std::io::Result<()> {
     match p {
         Priority::AsStarted => Ok(()),
         Priority::Nice(n) => sys::set_thread_nice(n),
-        Priority::Fifo(prio) => sys::set_thread_fifo(prio),
+        Priority::Fifo(prio) | Priority::FifoWhereAllowed(prio) => sys::set_thread_fifo(prio),
     }
 }
 
@@ -107,7 +131,12 @@ pub fn spawn_at<R: Send>(
     what: &str,
     spawn: impl FnOnce() -> R + Send,
 ) -> (R, Outcome) {
-    let mut outcome = Outcome { asked: p, got: p };
+    // Where allowed, the default is what an explicit option would give.
+    let got = match p {
+        Priority::FifoWhereAllowed(prio) => Priority::Fifo(prio),
+        p => p,
+    };
+    let mut outcome = Outcome { asked: p, got };
     if p == Priority::AsStarted {
         return (spawn(), outcome);
     }
@@ -118,18 +147,26 @@ pub fn spawn_at<R: Send>(
             Err(e) => {
                 *got = Priority::AsStarted;
                 let needs = match p {
-                    Priority::Fifo(_) => {
+                    Priority::Fifo(_) | Priority::FifoWhereAllowed(_) => {
                         "a real-time priority needs root or CAP_SYS_NICE (or an RLIMIT_RTPRIO that allows it), and real-time time for this cgroup where the cpu controller rations it"
                     }
                     _ => {
                         "a lower nice value needs root or CAP_SYS_NICE (or an RLIMIT_NICE that allows it)"
                     }
                 };
-                warn!(
-                    "{}: the kernel refused ({e}); {what} as started: {needs} (under systemd: {} in the unit instead)",
-                    p.flag(),
-                    p.unit_lines()
-                );
+                match p {
+                    // Not asked for: the host runs as it did; said once
+                    // for whoever wonders about latency under load.
+                    Priority::FifoWhereAllowed(_) => info!(
+                        "{what} as started, not under SCHED_FIFO: the kernel refused ({e}); {needs} (under systemd: {} in the unit; --rt-priority off not to ask)",
+                        p.unit_lines()
+                    ),
+                    _ => warn!(
+                        "{}: the kernel refused ({e}); {what} as started: {needs} (under systemd: {} in the unit instead)",
+                        p.flag(),
+                        p.unit_lines()
+                    ),
+                }
             }
         }
         spawn()
@@ -141,10 +178,10 @@ pub fn spawn_at<R: Send>(
     (r, outcome)
 }
 
-/// This process's threads named `name`: their nice values and whether
-/// they run under SCHED_FIFO (tests).
+/// This process's threads named `name`: their nice values and their
+/// SCHED_FIFO priority where they run under it (tests).
 #[cfg(test)]
-pub(crate) fn threads_named(name: &str) -> Vec<(i32, bool)> {
+pub(crate) fn threads_named(name: &str) -> Vec<(i32, Option<i32>)> {
     let mut v = Vec::new();
     for t in std::fs::read_dir("/proc/self/task")
         .into_iter()
@@ -157,13 +194,14 @@ pub(crate) fn threads_named(name: &str) -> Vec<(i32, bool)> {
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        // After the command's ")": state is field 3, nice 19, policy 41.
+        // After the command's ")": state is field 3, nice 19, the
+        // real-time priority 40, the policy 41.
         let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
         if stat[open + 1..close] == *name
-            && let (Some(n), Some(pol)) = (f.get(16), f.get(38))
-            && let (Ok(n), Ok(pol)) = (n.parse(), pol.parse::<i32>())
+            && let (Some(n), Some(rt), Some(pol)) = (f.get(16), f.get(37), f.get(38))
+            && let (Ok(n), Ok(rt), Ok(pol)) = (n.parse(), rt.parse(), pol.parse::<i32>())
         {
-            v.push((n, pol == libc::SCHED_FIFO));
+            v.push((n, (pol == libc::SCHED_FIFO).then_some(rt)));
         }
     }
     v
@@ -175,8 +213,8 @@ pub(crate) fn threads_named(name: &str) -> Vec<(i32, bool)> {
 #[cfg(test)]
 pub(crate) fn thread_named(
     name: &str,
-    want: impl Fn(i32, bool) -> bool,
-) -> (bool, Vec<(i32, bool)>) {
+    want: impl Fn(i32, Option<i32>) -> bool,
+) -> (bool, Vec<(i32, Option<i32>)>) {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         let seen = threads_named(name);

@@ -117,6 +117,9 @@ pub struct Counters {
     pub busy_caught: AtomicU64,
     /// Datagrams of sparse flows taken ahead of the runs before them (`--fq`).
     pub fq_ahead: AtomicU64,
+    /// Real-time bursts of the packet threads cut at the limit (`burst.rs`):
+    /// the thread went on at the normal policy until its input emptied.
+    pub rt_cut: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 

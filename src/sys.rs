@@ -56,9 +56,8 @@ pub fn set_thread_nice(n: i32) -> io::Result<()> {
 }
 
 /// The calling thread's SCHED_FIFO priority, if it runs under that policy
-/// (none: another policy, the normal one for a start). Tests only.
-#[cfg(test)]
-pub(crate) fn thread_fifo() -> io::Result<Option<i32>> {
+/// (none: another policy, the normal one for a start).
+pub fn thread_fifo() -> io::Result<Option<i32>> {
     // SAFETY: both calls only read the calling thread's scheduling into
     // `param`, a plain struct that lives across them.
     unsafe {
@@ -84,6 +83,20 @@ pub fn set_thread_fifo(prio: i32) -> io::Result<()> {
         let mut param: libc::sched_param = std::mem::zeroed();
         param.sched_priority = prio;
         match libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) {
+            -1 => Err(io::Error::last_os_error()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Sets the calling thread to the normal policy (SCHED_OTHER; its nice
+/// value is the one it had before it went real-time). Always allowed.
+pub fn set_thread_normal() -> io::Result<()> {
+    // SAFETY: sched_setscheduler with pid 0 changes only the calling
+    // thread; `param` is a plain struct read during the call.
+    unsafe {
+        let param: libc::sched_param = std::mem::zeroed();
+        match libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) {
             -1 => Err(io::Error::last_os_error()),
             _ => Ok(()),
         }

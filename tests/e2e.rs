@@ -335,7 +335,9 @@ fn thread_sched(pid: i32) -> Vec<(String, i32, Option<i32>)> {
 
 /// `--nice -7`: A's two packet threads run at nice -7, its other threads
 /// (the main one, which runs the hooks; the status socket's) as started;
-/// B, without the flag, all as started; the tunnel carries traffic.
+/// B, without the flag, at the nice value it was started with, its packet
+/// threads under SCHED_FIFO 1 (the default, as root); the tunnel carries
+/// traffic.
 #[test]
 fn e2e_nice_sets_the_packet_threads_only() {
     require_e2e!();
@@ -369,7 +371,13 @@ fn e2e_nice_sets_the_packet_threads_only() {
             "A has no thread {t}: {na:?}"
         );
     }
-    assert!(nb.iter().all(|(_, n, _)| *n == ours), "B: {nb:?}");
+    for (name, n, fifo) in &nb {
+        let want = match name.as_str() {
+            "tap-to-udp" | "udp-to-tap" => Some(1),
+            _ => None,
+        };
+        assert_eq!((*n, *fifo), (ours, want), "B's thread {name}: {nb:?}");
+    }
     assert!(
         a.log_text().contains("the packet threads at nice -7"),
         "{}",
@@ -413,10 +421,56 @@ fn e2e_rt_priority_where_allowed_and_said_where_not() {
     let log = b.log_text();
     assert!(
         log.contains("--rt-priority 3: the kernel refused")
-            && log.contains("CPUSchedulingPolicy=fifo and CPUSchedulingPriority=3"),
+            && log.contains("LimitRTPRIO=3 and no RestrictRealtime=yes"),
         "{log}"
     );
     assert_eq!(log.matches("the kernel refused").count(), 1, "{log}");
+}
+
+/// The default where the kernel refuses SCHED_FIFO (B, started without
+/// CAP_SYS_NICE): one info line that says why and how to allow it or not
+/// to ask, no warning, the threads as started, traffic crosses; with
+/// `--rt-priority off` (A, as root) the threads run as started, silently.
+#[test]
+fn e2e_default_real_time_refused_is_said_once_at_info() {
+    require_e2e!();
+    let p = Pair::new();
+    let k = p.key("k.b64", KEY);
+    let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&["--rt-priority", "off"])));
+    let no_nice = [
+        "setpriv",
+        "--bounding-set=-sys_nice",
+        "--inh-caps=-sys_nice",
+    ];
+    let mut b = Peer::spawn_with(&p.b, &p.dir, &no_nice, &k, &strs(&b_args(&[])), &[]);
+    b.wait_up(&p.b);
+    assert!(
+        p.a.ping_until(TAP_B, Duration::from_secs(10)),
+        "no tunnel:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    let (na, nb) = (thread_sched(a.pid()), thread_sched(b.pid()));
+    assert!(na.iter().all(|(.., fifo)| fifo.is_none()), "A: {na:?}");
+    assert!(nb.iter().all(|(.., fifo)| fifo.is_none()), "B: {nb:?}");
+    let log = b.log_text();
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("not under SCHED_FIFO"))
+        .collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(
+        said[0].contains("INFO")
+            && said[0].contains("LimitRTPRIO=1 and no RestrictRealtime=yes")
+            && said[0].contains("--rt-priority off not to ask"),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("WARN") && l.contains("SCHED_FIFO")),
+        "{log}"
+    );
+    assert!(!a.log_text().contains("SCHED_FIFO"), "{}", a.log_text());
 }
 
 /// `--fq`: while a TCP transfer fills B's socket, B takes pings' datagrams

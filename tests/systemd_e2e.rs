@@ -1075,6 +1075,36 @@ fn e2e_systemd_unit_in_container() {
         "getpcaps: {}",
         c.run(&format!("getpcaps {pid} 2>&1")).trim()
     );
+    // Without CAP_SYS_NICE, the packet threads run under SCHED_FIFO 1 by
+    // default: the unit's LimitRTPRIO=1 allows that much and no more.
+    // Where systemd could not raise the limit (a sandbox whose hard limit
+    // is 0 and that has no CAP_SYS_RESOURCE to raise it), they run as
+    // started and the journal says why, once, at info.
+    let limit = c.run(&format!("grep 'Max realtime priority' /proc/{pid}/limits"));
+    let s = c.run("taptun status tapa");
+    let journal = c.journal(&inv);
+    match limit.split_whitespace().nth(3) {
+        Some("1") => assert!(
+            s.contains("  packet threads: SCHED_FIFO priority 1 (the default), "),
+            "{s}\n{journal}"
+        ),
+        Some("0") => {
+            eprintln!(
+                "LimitRTPRIO=1 not granted here ({}): the fallback checked",
+                limit.trim()
+            );
+            assert!(
+                s.contains("  packet threads: as started (the default SCHED_FIFO not allowed"),
+                "{s}"
+            );
+            let said = journal
+                .lines()
+                .filter(|l| l.contains("not under SCHED_FIFO"))
+                .count();
+            assert_eq!(said, 1, "{journal}");
+        }
+        _ => panic!("RLIMIT_RTPRIO of taptun: {limit}"),
+    }
 
     // Reload = SIGHUP: taptun re-reads the key file, now a new key.
     c.run(

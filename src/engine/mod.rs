@@ -24,6 +24,7 @@
 //! after a change. No thread holds a lock across a system call.
 
 mod ahead;
+mod bound;
 pub mod control;
 mod io;
 #[cfg(test)]

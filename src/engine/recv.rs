@@ -90,6 +90,8 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
     pub(super) fn run(mut self) {
         let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
         let mut look_after = 0u64;
+        // Its real-time bursts' bound (`bound.rs`), made on this thread.
+        let mut bound = super::bound::Bound::here(unix_nanos());
         while !self.shared.stop.load(Relaxed) {
             self.follow_name();
             self.handshake(unix_nanos());
@@ -98,6 +100,9 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             // empty a moment ago, and a look would cost a system call for
             // nothing).
             let mut look_ahead = true;
+            // Whether a look at the socket found it empty (a wait, or a
+            // look ahead that found nothing): the end of a burst.
+            let mut found_empty = false;
             if self.ahead.is_empty() {
                 let asked = unix_nanos();
                 let (socket, asks) = (&*self.socket, &self.shared.asks);
@@ -108,6 +113,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                     Ok(r) => {
                         let took = unix_nanos().saturating_sub(asked);
                         look_ahead = crate::aqm::found_queued(asked, took, r.arrived_ns);
+                        found_empty = !look_ahead;
                         self.got(&r, took);
                     }
                     Err(e) => {
@@ -125,6 +131,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                         if e.kind() != std::io::ErrorKind::WouldBlock {
                             recv_failed(&e, &mut self.errlog);
                         }
+                        found_empty = true;
                         break;
                     }
                 }
@@ -133,6 +140,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 continue;
             };
             let now = unix_nanos();
+            bound.at(now, found_empty, &self.shared.counters);
             if let Some(k) = self.key.changed(&self.shared.key) {
                 // The old key's grace runs from the rotation (SIGHUP), not
                 // from this first datagram after it. (Confidential mode:

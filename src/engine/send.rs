@@ -35,6 +35,12 @@ pub(crate) enum Drained {
     Failed,
 }
 
+/// Most TAP reads the TAP→UDP thread makes before it looks at the clock
+/// and what the other threads published: a few batches (a read is up to
+/// a 64 KiB super-frame), so that a flood of the TAP is seen within a
+/// millisecond or so (`bound.rs`).
+const DRAIN_FRAMES: usize = 4 * crate::tx::BATCH_DATAGRAMS;
+
 /// Reads the TAP into a sending half: one per thread that reads the TAP,
 /// with the buffer of one read.
 pub(crate) struct Reader {
@@ -163,6 +169,8 @@ impl<T: Tap, S: Socket> Sender<T, S> {
     pub(super) fn run(mut self) {
         let mut errlog = Throttle::per_minute();
         let tap_fd = Fd(self.tap.fd());
+        // Its real-time bursts' bound (`bound.rs`), made on this thread.
+        let mut bound = super::bound::Bound::here(unix_nanos());
         while !self.shared.stop.load(Relaxed) {
             if let Taken::Yes(h) = self.role.take_sender() {
                 self.tx.take_over(h);
@@ -183,9 +191,10 @@ impl<T: Tap, S: Socket> Sender<T, S> {
                 &mut self.tx,
                 &mut self.out,
                 &self.shared.counters,
-                usize::MAX,
+                DRAIN_FRAMES,
             );
             let now = unix_nanos();
+            bound.at(now, why != Drained::Limit, &self.shared.counters);
             let due = self.keepalive(now);
             if why == Drained::Limit {
                 continue;

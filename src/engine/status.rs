@@ -389,7 +389,14 @@ impl View<'_> {
         let _ = writeln!(s, "  flow queueing: {fq}");
         let _ = writeln!(s, "  busy polling: {}", busy_text(f.busy_poll_ns, c));
         let prio = sh.priority.get().copied().unwrap_or_default();
-        let _ = writeln!(s, "  packet threads: {prio}");
+        let cut = match prio.fifo() {
+            true => format!(
+                ", {} bursts over 2 ms went on at the normal policy",
+                c.rt_cut.load(Relaxed)
+            ),
+            false => String::new(),
+        };
+        let _ = writeln!(s, "  packet threads: {prio}{cut}");
         let _ = writeln!(
             s,
             "  keepalives: every {} s, {} sent, {} received",
@@ -499,7 +506,8 @@ impl View<'_> {
             c.busy_caught.load(Relaxed)
         );
         let prio = sh.priority.get().copied().unwrap_or_default();
-        let _ = write!(s, "\"priority\":{},", prio.json());
+        let cut = prio.fifo().then(|| c.rt_cut.load(Relaxed));
+        let _ = write!(s, "\"priority\":{},", prio.json(cut));
         sh.counters.write_json_members(&mut s);
         s.push('}');
         s
@@ -562,6 +570,11 @@ impl View<'_> {
                 "fq_ahead",
                 "Datagrams of sparse flows taken ahead of the runs before them (--fq).",
                 &c.fq_ahead,
+            ),
+            (
+                "rt_bursts_cut",
+                "Real-time bursts of the packet threads cut at 2 ms (they went on at the normal policy until their input emptied).",
+                &c.rt_cut,
             ),
             (
                 "busy_poll_spins",

@@ -78,7 +78,7 @@ pub struct HubCli {
     #[argh(option, from_str_fn(p2p_nice))]
     pub nice: Option<i32>,
 
-    /// run the two threads that move the packets under SCHED_FIFO at this real-time priority, 1 to 99 (needs root or CAP_SYS_NICE); not with --nice, default: as started
+    /// run the two threads that move the packets under SCHED_FIFO at this real-time priority, 1 to 99 (needs root or CAP_SYS_NICE; unlike a tunnel's, their bursts are not bounded), or off; not with --nice, default: as started
     #[argh(option, from_str_fn(p2p_rt_priority))]
     pub rt_priority: Option<i32>,
 
@@ -243,7 +243,12 @@ impl HubCli {
             cipher: self.cipher,
             clamp_mss: self.clamp_mss,
             aqm: self.aqm,
-            priority: p2p::priority(self.nice, self.rt_priority, 0)?,
+            priority: p2p::priority(
+                self.nice,
+                self.rt_priority,
+                0,
+                crate::priority::Priority::AsStarted,
+            )?,
             keepalive: Duration::from_secs(self.keepalive),
             max_age: Duration::from_secs_f64(self.max_age),
             sockbuf: 4 << 20,

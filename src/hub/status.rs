@@ -151,7 +151,7 @@ fn json<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
     );
     queue_json(&mut s, &sh.queue, sh.aqm, now);
     let prio = sh.priority.get().copied().unwrap_or_default();
-    let _ = write!(s, ",\"priority\":{}", prio.json());
+    let _ = write!(s, ",\"priority\":{}", prio.json(None));
     s.push_str(",\"spokes\":[");
     for (i, sp) in list.iter().enumerate() {
         if i > 0 {

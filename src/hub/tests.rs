@@ -202,7 +202,7 @@ fn the_forwarding_threads_run_at_the_nice_value_given() {
     let hub = MemHub::with(&net, &[("a", KEY_A)], cfg);
     assert_eq!(crate::sys::thread_nice().expect("nice"), ours);
     for name in ["hub-udp-to-tap", "hub-tap-to-udp"] {
-        let (found, seen) = crate::priority::thread_named(name, |n, f| n == 18 && !f);
+        let (found, seen) = crate::priority::thread_named(name, |n, f| n == 18 && f.is_none());
         assert!(found, "{name}: {seen:?}");
     }
     let text = status::render(&hub.0.shared, Form::Text);
