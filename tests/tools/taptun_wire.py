@@ -10,10 +10,44 @@ import json, socket, struct, sys, time
 KEEPALIVE = 40
 
 
+# packet(7): a virtio_net_hdr before each frame, which says whether the
+# frame is a GSO batch and of what segment size.
+SOL_PACKET, PACKET_VNET_HDR, VNET_HDR_LEN = 263, 15, 10
+
+
+def packet_socket(iface, proto):
+    # A packet socket on IFACE that reads each frame with its
+    # virtio_net_hdr (see udp_datagrams).
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(proto))
+    s.bind((iface, 0))
+    s.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+    return s
+
+
+def udp_datagrams(pkt):
+    # The IPv4 header and the UDP datagrams of a frame PKT as a
+    # packet_socket reads it: (ip, sport, dport, [payload, ...]), or None.
+    # A UDP GSO batch (taptun sends them) passes a packet socket as one
+    # frame whose UDP length is the whole batch's: it is split here at its
+    # segment size, one payload per datagram, as the peer receives them.
+    gso_type, gso_size = pkt[1], struct.unpack("<H", pkt[4:6])[0]
+    ip = pkt[VNET_HDR_LEN + 14:]
+    if len(ip) < 28 or ip[9] != 17:
+        return None
+    ihl = (ip[0] & 15) * 4
+    total = struct.unpack("!H", ip[2:4])[0]
+    sport, dport, ulen = struct.unpack("!HHH", ip[ihl:ihl + 6])
+    if gso_type and gso_size:
+        body = ip[ihl + 8:total]
+        payloads = [body[i:i + gso_size] for i in range(0, len(body), gso_size)]
+    else:
+        payloads = [ip[ihl + 8:ihl + ulen]]
+    return ip, sport, dport, payloads
+
+
 def capture(iface, dst, dport, ready, limit, least):
     # A packet socket sees every frame the hub floods to the attacker.
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
-    s.bind((iface, 0))
+    s = packet_socket(iface, 0x0800)
     s.settimeout(0.1)
     open(ready, "w").write("ready\n")
     got, end, last = [], time.time() + limit, None
@@ -26,16 +60,14 @@ def capture(iface, dst, dport, ready, limit, least):
             pkt = s.recv(70000)
         except socket.timeout:
             continue
-        ip = pkt[14:]
-        if len(ip) < 28 or ip[9] != 17 or socket.inet_ntoa(ip[16:20]) != dst:
+        u = udp_datagrams(pkt)
+        if not u or socket.inet_ntoa(u[0][16:20]) != dst or u[2] != dport:
             continue
-        ihl = (ip[0] & 15) * 4
-        sport, dp, ulen = struct.unpack("!HHH", ip[ihl:ihl + 6])
-        payload = ip[ihl + 8:ihl + ulen]
         # Data frames only, not keepalives.
-        if dp == dport and len(payload) > KEEPALIVE:
-            got.append(payload)
-            last = time.time()
+        for payload in u[3]:
+            if len(payload) > KEEPALIVE:
+                got.append(payload)
+                last = time.time()
     return got
 
 
