@@ -385,6 +385,14 @@ fn e2e_nice_sets_the_packet_threads_only() {
     );
 }
 
+/// Runs a peer without CAP_SYS_NICE (the kernel then refuses a
+/// real-time priority or a lower nice value).
+const NO_NICE: [&str; 3] = [
+    "setpriv",
+    "--bounding-set=-sys_nice",
+    "--inh-caps=-sys_nice",
+];
+
 /// `--rt-priority 3`: A's two packet threads run under SCHED_FIFO at 3,
 /// its other threads as started; B, started without CAP_SYS_NICE
 /// (setpriv), says once why not and what to do, and runs as started;
@@ -395,13 +403,8 @@ fn e2e_rt_priority_where_allowed_and_said_where_not() {
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&["--rt-priority", "3"])));
-    let no_nice = [
-        "setpriv",
-        "--bounding-set=-sys_nice",
-        "--inh-caps=-sys_nice",
-    ];
     let b_all = b_args(&["--rt-priority", "3"]);
-    let mut b = Peer::spawn_with(&p.b, &p.dir, &no_nice, &k, &strs(&b_all), &[]);
+    let mut b = Peer::spawn_with(&p.b, &p.dir, &NO_NICE, &k, &strs(&b_all), &[]);
     b.wait_up(&p.b);
     assert!(
         p.a.ping_until(TAP_B, Duration::from_secs(10)),
@@ -437,12 +440,7 @@ fn e2e_default_real_time_refused_is_said_once_at_info() {
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
     let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&["--rt-priority", "off"])));
-    let no_nice = [
-        "setpriv",
-        "--bounding-set=-sys_nice",
-        "--inh-caps=-sys_nice",
-    ];
-    let mut b = Peer::spawn_with(&p.b, &p.dir, &no_nice, &k, &strs(&b_args(&[])), &[]);
+    let mut b = Peer::spawn_with(&p.b, &p.dir, &NO_NICE, &k, &strs(&b_args(&[])), &[]);
     b.wait_up(&p.b);
     assert!(
         p.a.ping_until(TAP_B, Duration::from_secs(10)),
