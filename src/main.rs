@@ -276,6 +276,7 @@ fn hub_main(args: &[&str]) -> ExitCode {
         error!("cannot block signals: {e}");
         return ExitCode::from(1);
     }
+    let priority = cfg.priority;
     let mut hub = match Hub::open(cfg).and_then(|mut h| h.add_all().map(|()| h)) {
         Ok(h) => h,
         Err(e) => {
@@ -298,6 +299,7 @@ fn hub_main(args: &[&str]) -> ExitCode {
             );
         }
         if u.uid != sys::euid() {
+            taptun::priority::keep_after_drop(priority);
             if let Err(e) = sys::drop_privileges(u) {
                 error!(
                     "--user {}: cannot switch to uid {}: {e}; --user needs root",
@@ -412,6 +414,7 @@ fn main() -> ExitCode {
         error!("cannot block signals: {e}");
         return ExitCode::from(1);
     }
+    let priority = cfg.priority;
     let mut tun = match engine::Tunnel::open(cfg) {
         Ok(t) => t,
         Err(e) => {
@@ -453,7 +456,10 @@ fn main() -> ExitCode {
     if let Some(u) = &user {
         if u.uid == sys::euid() {
             info!("--user {}: already running as uid {}", u.name, u.uid);
-        } else if let Err(e) = sys::drop_privileges(u) {
+        } else if let Err(e) = {
+            taptun::priority::keep_after_drop(priority);
+            sys::drop_privileges(u)
+        } {
             error!(
                 "--user {}: cannot switch to uid {} gid {}: {e}; --user needs root",
                 u.name, u.uid, u.gid

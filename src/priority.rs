@@ -121,6 +121,20 @@ fn set(p: Priority) -> std::io::Result<()> {
     }
 }
 
+/// Before the process drops root (`--user`): raises RLIMIT_RTPRIO to the
+/// real-time priority `p` asks for, so that the packet threads, started
+/// after the drop, may still take it, and take it back after a cut burst
+/// (`burst.rs`): the kernel lets an unprivileged thread go that high and
+/// no higher. Nothing for another priority; a refusal is left to the
+/// threads' own attempt to report.
+pub fn keep_after_drop(p: Priority) {
+    if let Priority::Fifo(prio) | Priority::FifoWhereAllowed(prio) = p
+        && let Err(e) = sys::raise_rtprio_limit(prio as u64)
+    {
+        log::debug!("RLIMIT_RTPRIO to {prio}: {e}");
+    }
+}
+
 /// Runs `spawn`, which starts the packet threads, on a short-lived thread
 /// set to `p`, so that those threads start with it and the caller keeps
 /// its own scheduling (the threads it starts later and the hooks it runs

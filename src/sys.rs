@@ -103,6 +103,29 @@ pub fn set_thread_normal() -> io::Result<()> {
     }
 }
 
+/// Raises RLIMIT_RTPRIO (soft and hard) to at least `prio`: the highest
+/// SCHED_FIFO priority the process may take without CAP_SYS_NICE. Raising
+/// the hard limit needs CAP_SYS_RESOURCE (root).
+pub fn raise_rtprio_limit(prio: u64) -> io::Result<()> {
+    // SAFETY: getrlimit/setrlimit read and write `lim`, a plain struct
+    // that lives across both calls.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_RTPRIO, &mut lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if lim.rlim_cur >= prio {
+            return Ok(());
+        }
+        lim.rlim_cur = prio;
+        lim.rlim_max = lim.rlim_max.max(prio);
+        if libc::setrlimit(libc::RLIMIT_RTPRIO, &lim) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Blocks `signals` in the calling thread (and in threads it spawns later),
 /// so that they are only ever taken by [`wait_signal`].
 pub fn block_signals(signals: &[i32]) -> io::Result<()> {

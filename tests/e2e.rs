@@ -312,27 +312,6 @@ fn e2e_busy_poll_spins_while_traffic_flows_then_sleeps() {
     assert!(spent < 0.5, "A used {spent} s of CPU in two idle seconds");
 }
 
-/// Each thread of `pid`: its name, nice value, and SCHED_FIFO priority if
-/// it runs under that policy (`/proc/PID/task/*/stat`).
-fn thread_sched(pid: i32) -> Vec<(String, i32, Option<i32>)> {
-    let mut v = Vec::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
-        let Ok(stat) = std::fs::read_to_string(t.expect("task").path().join("stat")) else {
-            continue; // a thread that ended meanwhile
-        };
-        let name = &stat[stat.find('(').expect("comm") + 1..stat.rfind(')').expect("comm")];
-        // After the command's ")": state is field 3, nice 19, the
-        // real-time priority 40, the policy 41 (SCHED_FIFO: 1).
-        let f: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
-            .split_whitespace()
-            .collect();
-        let fifo = (f[38] == "1").then(|| f[37].parse().expect("rt_priority"));
-        v.push((name.to_string(), f[16].parse().expect("nice"), fifo));
-    }
-    v.sort();
-    v
-}
-
 /// `--nice -7`: A's two packet threads run at nice -7, its other threads
 /// (the main one, which runs the hooks; the status socket's) as started;
 /// B, without the flag, at the nice value it was started with, its packet

@@ -203,6 +203,30 @@ fn e2e_user_drop_keeps_tunnel_working() {
         "{}",
         a.log_text()
     );
+    // The packet threads, started after the drop, still run under the
+    // default SCHED_FIFO 1: taptun raised RLIMIT_RTPRIO to 1 while it was
+    // root. Where root cannot raise it (no CAP_SYS_RESOURCE, a hard limit
+    // of 0: some sandboxes), they run as started and say why at info.
+    let threads = thread_sched(pid);
+    let packet = threads
+        .iter()
+        .filter(|(n, ..)| n == "tap-to-udp" || n == "udp-to-tap");
+    match rtprio_limit(pid) {
+        0 => {
+            eprintln!("RLIMIT_RTPRIO could not be raised here: the fallback checked");
+            assert!(packet.clone().all(|(.., f)| f.is_none()), "{threads:?}");
+            assert!(
+                a.log_text().contains("not under SCHED_FIFO"),
+                "{}",
+                a.log_text()
+            );
+        }
+        n => {
+            assert_eq!(n, 1, "raised to the default priority and no higher");
+            assert_eq!(packet.clone().count(), 2, "{threads:?}");
+            assert!(packet.clone().all(|(.., f)| *f == Some(1)), "{threads:?}");
+        }
+    }
     assert!(p.a.ping(TAP_B, 3));
     // SIGHUP after the drop still reads the key file.
     a.signal("HUP");

@@ -1178,3 +1178,39 @@ pub fn build_deb(out_dir: &Path) -> PathBuf {
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .expect("cargo deb wrote no .deb")
 }
+
+/// Each thread of `pid`: its name, nice value, and SCHED_FIFO priority if
+/// it runs under that policy (`/proc/PID/task/*/stat`).
+pub fn thread_sched(pid: i32) -> Vec<(String, i32, Option<i32>)> {
+    let mut v = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let Ok(stat) = std::fs::read_to_string(t.expect("task").path().join("stat")) else {
+            continue; // a thread that ended meanwhile
+        };
+        let name = &stat[stat.find('(').expect("comm") + 1..stat.rfind(')').expect("comm")];
+        // After the command's ")": state is field 3, nice 19, the
+        // real-time priority 40, the policy 41 (SCHED_FIFO: 1).
+        let f: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+            .split_whitespace()
+            .collect();
+        let fifo = (f[38] == "1").then(|| f[37].parse().expect("rt_priority"));
+        v.push((name.to_string(), f[16].parse().expect("nice"), fifo));
+    }
+    v.sort();
+    v
+}
+
+/// The soft RLIMIT_RTPRIO of `pid` (`/proc/PID/limits`): the highest
+/// SCHED_FIFO priority its threads may take without CAP_SYS_NICE.
+pub fn rtprio_limit(pid: i32) -> u32 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max realtime priority"))
+        .expect("Max realtime priority");
+    line.split_whitespace()
+        .nth(3)
+        .expect("soft limit")
+        .parse()
+        .expect("a number")
+}
