@@ -151,13 +151,14 @@ pub fn spawn_at<R: Send>(
         p => p,
     };
     let mut outcome = Outcome { asked: p, got };
+    let wanted = got;
     if p == Priority::AsStarted {
         return (spawn(), outcome);
     }
     let got = &mut outcome.got;
     let launch = || {
         match set(p) {
-            Ok(()) => info!("{what} at {p}"),
+            Ok(()) => info!("{what} at {wanted}"),
             Err(e) => {
                 *got = Priority::AsStarted;
                 let needs = match p {
