@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use std::path::Path;
 use std::time::Duration;
 
 #[test]
@@ -364,13 +365,26 @@ fn e2e_nice_sets_the_packet_threads_only() {
     );
 }
 
-/// Runs a peer without CAP_SYS_NICE (the kernel then refuses a
-/// real-time priority or a lower nice value).
-const NO_NICE: [&str; 3] = [
-    "setpriv",
-    "--bounding-set=-sys_nice",
-    "--inh-caps=-sys_nice",
-];
+/// Starts A with `a_extra` and B with `b_extra` but without CAP_SYS_NICE
+/// (setpriv: the kernel then refuses B a real-time priority or a lower
+/// nice value), and waits until a ping crosses.
+fn start_b_without_nice(p: &Pair, k: &Path, a_extra: &[&str], b_extra: &[&str]) -> (Peer, Peer) {
+    let a = Peer::start(&p.a, &p.dir, k, &strs(&a_args(a_extra)));
+    let no_nice = [
+        "setpriv",
+        "--bounding-set=-sys_nice",
+        "--inh-caps=-sys_nice",
+    ];
+    let mut b = Peer::spawn_with(&p.b, &p.dir, &no_nice, k, &strs(&b_args(b_extra)), &[]);
+    b.wait_up(&p.b);
+    assert!(
+        p.a.ping_until(TAP_B, Duration::from_secs(10)),
+        "no tunnel:\n{}\n{}",
+        a.log_text(),
+        b.log_text()
+    );
+    (a, b)
+}
 
 /// `--rt-priority 3`: A's two packet threads run under SCHED_FIFO at 3,
 /// its other threads as started; B, started without CAP_SYS_NICE
@@ -381,16 +395,7 @@ fn e2e_rt_priority_where_allowed_and_said_where_not() {
     require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
-    let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&["--rt-priority", "3"])));
-    let b_all = b_args(&["--rt-priority", "3"]);
-    let mut b = Peer::spawn_with(&p.b, &p.dir, &NO_NICE, &k, &strs(&b_all), &[]);
-    b.wait_up(&p.b);
-    assert!(
-        p.a.ping_until(TAP_B, Duration::from_secs(10)),
-        "no tunnel:\n{}\n{}",
-        a.log_text(),
-        b.log_text()
-    );
+    let (a, b) = start_b_without_nice(&p, &k, &["--rt-priority", "3"], &["--rt-priority", "3"]);
     let (na, nb) = (thread_sched(a.pid()), thread_sched(b.pid()));
     for (name, _, fifo) in &na {
         let want = match name.as_str() {
@@ -418,15 +423,7 @@ fn e2e_default_real_time_refused_is_said_once_at_info() {
     require_e2e!();
     let p = Pair::new();
     let k = p.key("k.b64", KEY);
-    let a = Peer::start(&p.a, &p.dir, &k, &strs(&a_args(&["--rt-priority", "off"])));
-    let mut b = Peer::spawn_with(&p.b, &p.dir, &NO_NICE, &k, &strs(&b_args(&[])), &[]);
-    b.wait_up(&p.b);
-    assert!(
-        p.a.ping_until(TAP_B, Duration::from_secs(10)),
-        "no tunnel:\n{}\n{}",
-        a.log_text(),
-        b.log_text()
-    );
+    let (a, b) = start_b_without_nice(&p, &k, &["--rt-priority", "off"], &[]);
     let (na, nb) = (thread_sched(a.pid()), thread_sched(b.pid()));
     assert!(na.iter().all(|(.., fifo)| fifo.is_none()), "A: {na:?}");
     assert!(nb.iter().all(|(.., fifo)| fifo.is_none()), "B: {nb:?}");
