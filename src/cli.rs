@@ -101,7 +101,7 @@ pub struct Cli {
     #[argh(option, from_str_fn(nice))]
     pub nice: Option<i32>,
 
-    /// run the two threads that move the packets under SCHED_FIFO at this real-time priority, 1 to 99, so that they preempt every normal thread at once (the shortest waits beside a bulk transfer); a thread that works 2 ms without finding its queue empty (a flood) goes on at the normal policy until it does, as the kernel's own packet work does; or off; needs root, CAP_SYS_NICE or LimitRTPRIO=N; not with --busy-poll or --nice, whose use leaves the default off; default: 1 where allowed, else as started (said once)
+    /// run the two threads that move the packets under SCHED_FIFO at this real-time priority, 1 to 99, so that they preempt every normal thread at once (the shortest waits beside a bulk transfer); a thread that works 10 ms without finding its queue empty (a flood) goes on at the normal policy until it does, as the kernel bounds its own packet work; or off; needs root, CAP_SYS_NICE or LimitRTPRIO=N; not with --busy-poll or --nice, whose use leaves the default off; default: 1 where allowed, else as started (said once)
     #[argh(option, from_str_fn(rt_priority))]
     pub rt_priority: Option<i32>,
 

@@ -2,14 +2,14 @@
 //! [`Burst`] decides (`burst.rs`) to the calling thread, counts the cuts
 //! and says, once, if it cannot take its priority back.
 
-use crate::burst::{Burst, LIMIT_NS, Turn};
-use crate::stats::Counters;
+use crate::burst::{Burst, LIMIT_MS, LIMIT_NS, Turn};
 use crate::sys;
 use log::{debug, warn};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Lives on the thread it bounds (made there: it reads that thread's policy).
-pub(super) struct Bound {
+pub(crate) struct Bound {
     burst: Burst,
     /// The SCHED_FIFO priority the thread started with (0: none).
     prio: i32,
@@ -18,7 +18,7 @@ pub(super) struct Bound {
 impl Bound {
     /// Bounds the calling thread if it runs under SCHED_FIFO; a no-op
     /// otherwise.
-    pub(super) fn here(now: u64) -> Bound {
+    pub(crate) fn here(now: u64) -> Bound {
         let prio = sys::thread_fifo().ok().flatten().unwrap_or(0);
         Bound {
             burst: Burst::new(prio > 0, LIMIT_NS, now),
@@ -26,18 +26,19 @@ impl Bound {
         }
     }
 
-    /// After each look at the thread's input (`empty`: it found none).
-    /// The tunnel's clock is enough: a step of the wall clock cuts at
-    /// most one burst early, undone at the next empty look.
+    /// After each look at the thread's input (`empty`: it found none); a
+    /// cut is counted in `cuts`. The tunnel's clock is enough: a step of
+    /// the wall clock cuts at most one burst early, undone at the next
+    /// empty look.
     #[inline]
-    pub(super) fn at(&mut self, now: u64, empty: bool, counters: &Counters) {
+    pub(crate) fn at(&mut self, now: u64, empty: bool, cuts: &AtomicU64) {
         match self.burst.at(now, empty) {
             Turn::Stay => {}
             Turn::Demote => match sys::set_thread_normal() {
                 Ok(()) => {
-                    counters.rt_cut.fetch_add(1, Relaxed);
+                    cuts.fetch_add(1, Relaxed);
                     debug!(
-                        "a packet thread worked 2 ms without a pause: on at the normal policy until its queue empties"
+                        "a packet thread worked {LIMIT_MS} ms without a pause: on at the normal policy until its queue empties"
                     );
                 }
                 Err(e) => {

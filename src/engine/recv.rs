@@ -140,7 +140,7 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
                 continue;
             };
             let now = unix_nanos();
-            bound.at(now, found_empty, &self.shared.counters);
+            bound.at(now, found_empty, &self.shared.counters.rt_cut);
             if let Some(k) = self.key.changed(&self.shared.key) {
                 // The old key's grace runs from the rotation (SIGHUP), not
                 // from this first datagram after it. (Confidential mode:

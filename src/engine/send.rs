@@ -38,8 +38,8 @@ pub(crate) enum Drained {
 /// Most TAP reads the TAP→UDP thread makes before it looks at the clock
 /// and what the other threads published: one batch. A read is up to a
 /// 64 KiB super-frame, some 25 µs of HMAC: a burst of the thread is seen
-/// within about 1.6 ms, so that the 2 ms bound (`bound.rs`) cuts it near
-/// its limit (with 256 reads, up to some 6 ms late).
+/// within about 1.6 ms, so that the bound (`bound.rs`, 10 ms) cuts it near
+/// its limit, and the peer, key and MTU published are taken as often.
 const DRAIN_FRAMES: usize = crate::tx::BATCH_DATAGRAMS;
 
 /// Reads the TAP into a sending half: one per thread that reads the TAP,
@@ -195,7 +195,7 @@ impl<T: Tap, S: Socket> Sender<T, S> {
                 DRAIN_FRAMES,
             );
             let now = unix_nanos();
-            bound.at(now, why != Drained::Limit, &self.shared.counters);
+            bound.at(now, why != Drained::Limit, &self.shared.counters.rt_cut);
             let due = self.keepalive(now);
             if why == Drained::Limit {
                 continue;

@@ -391,8 +391,9 @@ impl View<'_> {
         let prio = sh.priority.get().copied().unwrap_or_default();
         let cut = match prio.fifo() {
             true => format!(
-                ", {} bursts over 2 ms went on at the normal policy",
-                c.rt_cut.load(Relaxed)
+                ", {} bursts over {} ms went on at the normal policy",
+                c.rt_cut.load(Relaxed),
+                crate::burst::LIMIT_MS
             ),
             false => String::new(),
         };
@@ -573,7 +574,7 @@ impl View<'_> {
             ),
             (
                 "rt_bursts_cut",
-                "Real-time bursts of the packet threads cut at 2 ms (they went on at the normal policy until their input emptied).",
+                "Real-time bursts of the packet threads cut at 10 ms (they went on at the normal policy until their input emptied).",
                 &c.rt_cut,
             ),
             (
