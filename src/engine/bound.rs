@@ -1,6 +1,7 @@
 //! A packet thread's bound on its own real-time bursts: it applies what
 //! [`Burst`] decides (`burst.rs`) to the calling thread, counts the cuts
-//! and says, once, if it cannot take its priority back.
+//! and says, once, if it cannot take its priority back. The tunnel's two
+//! packet threads and the hub's two forwarding threads each have one.
 
 use crate::burst::{Burst, LIMIT_MS, LIMIT_NS, Turn};
 use crate::sys;

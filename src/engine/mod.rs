@@ -46,9 +46,10 @@ mod watch;
 pub use io::{Socket, Tap};
 pub use setup::TunnelError;
 // Shared with the hub (`crate::hub`), which runs many sessions on the same parts.
+pub(crate) use bound::Bound;
 pub(crate) use io::recv_failed;
 pub(crate) use out::Out;
-pub(crate) use send::{Reader, send_keepalive};
+pub(crate) use send::{Drained, Reader, send_keepalive};
 pub(crate) use setup::{bind_udp, machine_mac};
 
 use crate::addr;

@@ -224,6 +224,10 @@ pub(crate) struct HubShared<T = SyncDevice> {
     queue: crate::aqm::QueueStats,
     /// How the forwarding threads are scheduled (set once they start).
     priority: std::sync::OnceLock<crate::priority::Outcome>,
+    /// Real-time bursts of the forwarding threads cut at the limit
+    /// (`burst.rs`): they went on at the normal policy until their input
+    /// emptied.
+    rt_cut: AtomicU64,
 }
 
 /// A fresh keying under `key` (a new random sending session in the
@@ -377,6 +381,7 @@ impl<T: Tap, S: Socket> Hub<T, S> {
                 aqm: cfg.aqm,
                 queue: Default::default(),
                 priority: std::sync::OnceLock::new(),
+                rt_cut: AtomicU64::new(0),
             }),
             cfg,
             socket: Arc::new(socket),

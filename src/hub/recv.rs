@@ -27,7 +27,7 @@ use super::demux::{Holders, Indices};
 use super::timers::Timers;
 use super::{Budget, Demux, HubShared, Spoke, TRIALS_PER_SECOND};
 use crate::addr;
-use crate::engine::{Socket, Tap, recv_failed, unix_nanos};
+use crate::engine::{Bound, Socket, Tap, recv_failed, unix_nanos};
 use crate::noise::SessionStatus;
 use crate::noise::wire::{self, Kind};
 use crate::peer::PeerUpdate;
@@ -364,9 +364,20 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
 
     /// Runs until the hub stops.
     pub(super) fn run(mut self) {
+        // Its real-time bursts' bound (`--rt-priority`), made on this thread.
+        let mut bound = Bound::here(unix_nanos());
         while !self.shared.stop.load(Relaxed) {
             let asked = unix_nanos();
             let r = Socket::recv(&*self.socket, &mut self.buf);
+            // A receive that waited found the socket empty (the call's
+            // length alone: the arrival stamp is not comparable under a
+            // faked clock, and one look per receive is all there is here).
+            let took = unix_nanos().saturating_sub(asked);
+            bound.at(
+                asked.saturating_add(took),
+                r.is_err() || took > crate::aqm::BLOCKED_NS,
+                &self.shared.rt_cut,
+            );
             self.follow();
             if self.shared.cipher.is_some() {
                 self.timers(crate::sys::boottime_ns());

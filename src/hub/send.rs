@@ -12,7 +12,9 @@
 
 use super::timers::Timers;
 use super::{HubError, HubShared, Spoke};
-use crate::engine::{Out, Reader, Socket, Tap, TunnelError, send_keepalive, unix_nanos};
+use crate::engine::{
+    Bound, Drained, Out, Reader, Socket, Tap, TunnelError, send_keepalive, unix_nanos,
+};
 use crate::noise::SendKey;
 use crate::published::Cached;
 use crate::session::{Keying, SendHalf, Setup};
@@ -247,6 +249,8 @@ impl<T: Tap, S: Socket> Sender<T, S> {
 
     /// Runs until the hub stops.
     pub(super) fn run(mut self) {
+        // Its real-time bursts' bound (`--rt-priority`), made on this thread.
+        let mut bound = Bound::here(unix_nanos());
         while !self.shared.stop.load(Relaxed) {
             let now = unix_nanos();
             self.keepalives(now);
@@ -280,6 +284,9 @@ impl<T: Tap, S: Socket> Sender<T, S> {
                 // only read once more: it is non-blocking).
                 self.changed();
             }
+            // Whether a TAP had more than a turn's frames: the thread's
+            // input was not found empty.
+            let mut more = false;
             for &i in &self.ready {
                 let Some(slot) = self.slots.get_mut(i).and_then(Option::as_mut) else {
                     continue;
@@ -287,14 +294,16 @@ impl<T: Tap, S: Socket> Sender<T, S> {
                 let s = &*slot.spoke;
                 // What is left after a turn is reported again by the next
                 // wait (level-triggered), after the other spokes' turns.
-                slot.reader.drain(
+                let (why, _) = slot.reader.drain(
                     &s.tap,
                     &mut slot.tx,
                     &mut slot.out,
                     &s.counters,
                     ROUND_FRAMES,
                 );
+                more |= why == Drained::Limit;
             }
+            bound.at(unix_nanos(), !more, &self.shared.rt_cut);
         }
     }
 }

@@ -89,7 +89,15 @@ fn text<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
         queue_text(&sh.queue, sh.aqm, signals, now)
     );
     let prio = sh.priority.get().copied().unwrap_or_default();
-    let _ = writeln!(s, "  packet threads: {prio}");
+    let cut = match prio.fifo() {
+        true => format!(
+            ", {} bursts over {} ms went on at the normal policy",
+            sh.rt_cut.load(Relaxed),
+            crate::burst::LIMIT_MS
+        ),
+        false => String::new(),
+    };
+    let _ = writeln!(s, "  packet threads: {prio}{cut}");
     for sp in list {
         let c = &sp.counters;
         let _ = write!(
@@ -151,7 +159,8 @@ fn json<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
     );
     queue_json(&mut s, &sh.queue, sh.aqm, now);
     let prio = sh.priority.get().copied().unwrap_or_default();
-    let _ = write!(s, ",\"priority\":{}", prio.json(None));
+    let cut = prio.fifo().then(|| sh.rt_cut.load(Relaxed));
+    let _ = write!(s, ",\"priority\":{}", prio.json(cut));
     s.push_str(",\"spokes\":[");
     for (i, sp) in list.iter().enumerate() {
         if i > 0 {
@@ -319,6 +328,15 @@ fn prometheus<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> St
         vec![(
             format!("hub=\"{port}\""),
             sh.trials.load(Relaxed).to_string(),
+        )],
+    );
+    family(
+        "taptun_hub_rt_bursts_cut_total",
+        "counter",
+        "Real-time bursts of the forwarding threads cut at 10 ms (they went on at the normal policy until their input emptied).",
+        vec![(
+            format!("hub=\"{port}\""),
+            sh.rt_cut.load(Relaxed).to_string(),
         )],
     );
     family(

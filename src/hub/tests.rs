@@ -214,6 +214,121 @@ fn the_forwarding_threads_run_at_the_nice_value_given() {
     );
 }
 
+/// `--rt-priority`: a forwarding thread under SCHED_FIFO that works more
+/// than the limit (`burst.rs`) without finding its socket empty (forged
+/// datagrams, faster than it checks them) goes on at the normal policy,
+/// counted, and takes its priority back once the socket is empty: a
+/// second flood is cut again, and the thread runs at its priority after.
+/// Without the privilege the threads never ran real-time: nothing is cut.
+#[test]
+fn a_real_time_burst_of_the_hub_past_the_limit_goes_on_at_the_normal_policy() {
+    let may = std::thread::spawn(|| crate::sys::set_thread_fifo(2).is_ok())
+        .join()
+        .unwrap();
+    let net = Arc::new(MemNet::default());
+    let mut cfg = config(None);
+    // A priority no other test uses: the hub's thread is the one at it.
+    cfg.priority = crate::priority::Priority::Fifo(8);
+    let hub = MemHub::with(&net, &[("a", KEY_A)], cfg);
+    let sh = &hub.0.shared;
+    // From the spoke's own address, once the hub knows it: each forged
+    // datagram then costs an HMAC check, slower than sending it, so that
+    // a flood sent while the thread runs queues up too.
+    let mut a = TestSpoke::new(&net, "198.51.100.1:9123", KEY_A);
+    a.send(&frame(1));
+    learns(&hub, "a", "198.51.100.1:9123");
+    const N: u64 = 20_000;
+    let flood = |round: u64| {
+        for i in 0..N {
+            let mut dg = vec![0x5au8; 1000];
+            dg[..8].copy_from_slice(&(round * N + i).to_be_bytes());
+            a.socket.send_to(&dg, addr(HUB)).unwrap();
+        }
+    };
+    // Each one opens under no key: counted against the spoke.
+    let handled = |n: u64| {
+        let failed = || hub.spoke("a").auth_failed.load(Relaxed);
+        let end = Instant::now() + Duration::from_secs(60);
+        while failed() < n && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(failed(), n);
+    };
+    flood(0);
+    handled(N);
+    let first = sh.rt_cut.load(Relaxed);
+    // Quiet for a moment: the socket found empty (the thread waits).
+    std::thread::sleep(Duration::from_millis(50));
+    flood(1);
+    handled(2 * N);
+    let second = sh.rt_cut.load(Relaxed);
+    match may {
+        true => {
+            assert!(first >= 1, "the first flood was not cut");
+            assert!(second > first, "not cut again: {first} then {second}");
+            // The socket empty again: the thread took its priority back.
+            let (back, seen) =
+                crate::priority::thread_named("hub-udp-to-tap", |_, fifo| fifo == Some(8));
+            assert!(back, "{seen:?}");
+            let text = status::render(sh, Form::Text);
+            let line = format!(
+                "\n  packet threads: SCHED_FIFO priority 8, {second} bursts over 10 ms went on at the normal policy\n"
+            );
+            assert!(text.contains(&line), "{text}");
+            let json = status::render(sh, Form::Json);
+            let member = format!(
+                r#","priority":{{"asked":"SCHED_FIFO priority 8","got":"SCHED_FIFO priority 8","bursts_cut":{second}}},"#
+            );
+            assert!(json.contains(&member), "{json}");
+            let prom = status::render(sh, Form::Prometheus);
+            let sample = format!("taptun_hub_rt_bursts_cut_total{{hub=\"9123\"}} {second}\n");
+            assert!(prom.contains(&sample), "{prom}");
+        }
+        false => assert_eq!(second, 0, "never real-time, never cut"),
+    }
+}
+
+/// The same bound on the hub's TAP→UDP thread: frames written to a
+/// spoke's TAP faster than it seals and sends them keep it at work past
+/// the limit (each turn ends with frames left); it is cut, and runs at its
+/// priority again once the TAPs are empty.
+#[test]
+fn a_real_time_tap_flood_at_the_hub_is_cut_too() {
+    let may = std::thread::spawn(|| crate::sys::set_thread_fifo(2).is_ok())
+        .join()
+        .unwrap();
+    let net = Arc::new(MemNet::default());
+    let mut cfg = config(None);
+    // A priority no other test uses: the hub's thread is the one at it.
+    cfg.priority = crate::priority::Priority::Fifo(9);
+    let hub = MemHub::with(&net, &[("a", KEY_A)], cfg);
+    let mut a = TestSpoke::new(&net, "198.51.100.1:9123", KEY_A);
+    a.send(&frame(1));
+    learns(&hub, "a", "198.51.100.1:9123");
+    const N: u64 = 20_000;
+    let tap = &hub.spoke("a").tap;
+    let f = vec![0x5au8; 1000];
+    for _ in 0..N {
+        tap.inject(&f);
+    }
+    let sent = || hub.spoke("a").counters.tx_frames.load(Relaxed);
+    let end = Instant::now() + Duration::from_secs(60);
+    while sent() < N && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(sent(), N);
+    let cut = hub.0.shared.rt_cut.load(Relaxed);
+    match may {
+        true => {
+            assert!(cut >= 1, "the TAP flood was not cut");
+            let (back, seen) =
+                crate::priority::thread_named("hub-tap-to-udp", |_, fifo| fifo == Some(9));
+            assert!(back, "{seen:?}");
+        }
+        false => assert_eq!(cut, 0, "never real-time, never cut"),
+    }
+}
+
 #[test]
 fn two_spokes_each_reach_their_own_tap_and_get_their_own_frames() {
     let net = Arc::new(MemNet::default());
