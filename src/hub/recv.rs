@@ -372,12 +372,9 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             // A receive that waited found the socket empty (the call's
             // length alone: the arrival stamp is not comparable under a
             // faked clock, and one look per receive is all there is here).
-            let took = unix_nanos().saturating_sub(asked);
-            bound.at(
-                asked.saturating_add(took),
-                r.is_err() || took > crate::aqm::BLOCKED_NS,
-                &self.shared.rt_cut,
-            );
+            let back = unix_nanos();
+            let waited = back.saturating_sub(asked) > crate::aqm::BLOCKED_NS;
+            bound.at(back, r.is_err() || waited, &self.shared.rt_cut);
             self.follow();
             if self.shared.cipher.is_some() {
                 self.timers(crate::sys::boottime_ns());
