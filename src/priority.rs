@@ -95,6 +95,28 @@ impl Outcome {
     pub fn fifo(&self) -> bool {
         matches!(self.got, Priority::Fifo(_))
     }
+
+    /// The status views' line: what the threads got, and under SCHED_FIFO
+    /// how many of their bursts were cut (`burst.rs`).
+    pub fn with_cuts(&self, bursts_cut: u64) -> String {
+        match self.fifo() {
+            true => format!(
+                "{self}, {bursts_cut} bursts over {} ms went on at the normal policy",
+                crate::burst::LIMIT_MS
+            ),
+            false => self.to_string(),
+        }
+    }
+}
+
+/// Whether this process may run a thread under SCHED_FIFO (tried on a
+/// thread of its own, which then ends): the tests' fork between the
+/// privileged case and the other.
+#[cfg(test)]
+pub(crate) fn may_fifo() -> bool {
+    std::thread::spawn(|| crate::sys::set_thread_fifo(2).is_ok())
+        .join()
+        .unwrap_or(false)
 }
 
 impl fmt::Display for Outcome {

@@ -389,15 +389,11 @@ impl View<'_> {
         let _ = writeln!(s, "  flow queueing: {fq}");
         let _ = writeln!(s, "  busy polling: {}", busy_text(f.busy_poll_ns, c));
         let prio = sh.priority.get().copied().unwrap_or_default();
-        let cut = match prio.fifo() {
-            true => format!(
-                ", {} bursts over {} ms went on at the normal policy",
-                c.rt_cut.load(Relaxed),
-                crate::burst::LIMIT_MS
-            ),
-            false => String::new(),
-        };
-        let _ = writeln!(s, "  packet threads: {prio}{cut}");
+        let _ = writeln!(
+            s,
+            "  packet threads: {}",
+            prio.with_cuts(c.rt_cut.load(Relaxed))
+        );
         let _ = writeln!(
             s,
             "  keepalives: every {} s, {} sent, {} received",

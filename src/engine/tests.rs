@@ -186,9 +186,7 @@ fn the_packet_threads_run_at_the_nice_value_given() {
 fn the_packet_threads_run_under_sched_fifo_where_allowed() {
     use crate::priority::{Priority, thread_named};
     // Whether this process may: tried on a thread of its own.
-    let may = std::thread::spawn(|| crate::sys::set_thread_fifo(2).is_ok())
-        .join()
-        .unwrap();
+    let may = crate::priority::may_fifo();
     let net = Arc::new(MemNet::default());
     let mut cfg = config(":9123", Some("192.0.2.2:9123"), None);
     cfg.priority = Priority::Fifo(2);
@@ -251,9 +249,7 @@ fn a_real_time_burst_past_the_limit_goes_on_at_the_normal_policy() {
     use super::io::Socket;
     use crate::priority::Priority;
     use crate::stats::DropReason;
-    let may = std::thread::spawn(|| crate::sys::set_thread_fifo(2).is_ok())
-        .join()
-        .unwrap();
+    let may = crate::priority::may_fifo();
     let net = Arc::new(MemNet::default());
     let mut cfg = config(":9123", None, None);
     // A priority no other test uses: B's thread is the one at it.

@@ -89,15 +89,11 @@ fn text<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
         queue_text(&sh.queue, sh.aqm, signals, now)
     );
     let prio = sh.priority.get().copied().unwrap_or_default();
-    let cut = match prio.fifo() {
-        true => format!(
-            ", {} bursts over {} ms went on at the normal policy",
-            sh.rt_cut.load(Relaxed),
-            crate::burst::LIMIT_MS
-        ),
-        false => String::new(),
-    };
-    let _ = writeln!(s, "  packet threads: {prio}{cut}");
+    let _ = writeln!(
+        s,
+        "  packet threads: {}",
+        prio.with_cuts(sh.rt_cut.load(Relaxed))
+    );
     for sp in list {
         let c = &sp.counters;
         let _ = write!(

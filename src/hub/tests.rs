@@ -222,9 +222,7 @@ fn the_forwarding_threads_run_at_the_nice_value_given() {
 /// Without the privilege the threads never ran real-time: nothing is cut.
 #[test]
 fn a_real_time_burst_of_the_hub_past_the_limit_goes_on_at_the_normal_policy() {
-    let may = std::thread::spawn(|| crate::sys::set_thread_fifo(2).is_ok())
-        .join()
-        .unwrap();
+    let may = crate::priority::may_fifo();
     let net = Arc::new(MemNet::default());
     let mut cfg = config(None);
     // A priority no other test uses: the hub's thread is the one at it.
@@ -294,9 +292,7 @@ fn a_real_time_burst_of_the_hub_past_the_limit_goes_on_at_the_normal_policy() {
 /// priority again once the TAPs are empty.
 #[test]
 fn a_real_time_tap_flood_at_the_hub_is_cut_too() {
-    let may = std::thread::spawn(|| crate::sys::set_thread_fifo(2).is_ok())
-        .join()
-        .unwrap();
+    let may = crate::priority::may_fifo();
     let net = Arc::new(MemNet::default());
     let mut cfg = config(None);
     // A priority no other test uses: the hub's thread is the one at it.
