@@ -78,7 +78,7 @@ pub struct HubCli {
     #[argh(option, from_str_fn(p2p_nice))]
     pub nice: Option<i32>,
 
-    /// run the two threads that move the packets under SCHED_FIFO at this real-time priority, 1 to 99 (needs root or CAP_SYS_NICE; unlike a tunnel's, their bursts are not bounded), or off; not with --nice, default: as started
+    /// run the two threads that move the packets under SCHED_FIFO at this real-time priority, 1 to 99 (needs root or CAP_SYS_NICE; as a tunnel's, a thread that works 10 ms without finding its queue empty goes on at the normal policy until it does), or off; not with --nice, default: as started
     #[argh(option, from_str_fn(p2p_rt_priority))]
     pub rt_priority: Option<i32>,
 
