@@ -14,8 +14,9 @@
 /// receiving thread of a transfer that fills the tunnel (AES-GCM at
 /// 9 Gbit/s on 2 vCPUs) works 2 to 10 ms between empty looks, and a thread
 /// cut there waits behind the transfer's own processes until its queue
-/// empties, the ping beside it too (p99 2–3.6 ms cut at 2 ms, 0.24–0.32 ms
-/// at 10 ms, where no burst was cut). A flood still gets 10 ms at a time.
+/// empties, the ping beside it too (p99 1.9 and 3.6 ms in runs with 25 and
+/// 40 cuts at 2 ms; 0.24–0.40 ms at 10 ms, where no burst was cut:
+/// `docs/performance.md`). A flood still gets 10 ms at a time.
 pub const LIMIT_NS: u64 = 10_000_000;
 
 /// [`LIMIT_NS`] in milliseconds, for what the status and the logs say.

@@ -456,16 +456,15 @@ fn main() -> ExitCode {
     if let Some(u) = &user {
         if u.uid == sys::euid() {
             info!("--user {}: already running as uid {}", u.name, u.uid);
-        } else if let Err(e) = {
-            taptun::priority::keep_after_drop(priority);
-            sys::drop_privileges(u)
-        } {
-            error!(
-                "--user {}: cannot switch to uid {} gid {}: {e}; --user needs root",
-                u.name, u.uid, u.gid
-            );
-            return ExitCode::from(1);
         } else {
+            taptun::priority::keep_after_drop(priority);
+            if let Err(e) = sys::drop_privileges(u) {
+                error!(
+                    "--user {}: cannot switch to uid {} gid {}: {e}; --user needs root",
+                    u.name, u.uid, u.gid
+                );
+                return ExitCode::from(1);
+            }
             info!(
                 "now running as {} (uid {}, gid {}); {} can no longer be reconfigured by taptun",
                 u.name,

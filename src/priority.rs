@@ -79,11 +79,11 @@ pub struct Outcome {
 impl Outcome {
     /// The status JSON's `priority` object (the names hold nothing to
     /// escape: letters, digits, spaces, `-` and `_`), with the count of
-    /// real-time bursts cut (`burst.rs`) where the threads bound theirs.
-    pub fn json(&self, bursts_cut: Option<u64>) -> String {
-        let cut = match bursts_cut {
-            Some(n) => format!(",\"bursts_cut\":{n}"),
-            None => String::new(),
+    /// real-time bursts cut (`burst.rs`) under SCHED_FIFO.
+    pub fn json(&self, bursts_cut: u64) -> String {
+        let cut = match self.fifo() {
+            true => format!(",\"bursts_cut\":{bursts_cut}"),
+            false => String::new(),
         };
         format!(
             "{{\"asked\":\"{}\",\"got\":\"{}\"{cut}}}",

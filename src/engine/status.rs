@@ -503,8 +503,7 @@ impl View<'_> {
             c.busy_caught.load(Relaxed)
         );
         let prio = sh.priority.get().copied().unwrap_or_default();
-        let cut = prio.fifo().then(|| c.rt_cut.load(Relaxed));
-        let _ = write!(s, "\"priority\":{},", prio.json(cut));
+        let _ = write!(s, "\"priority\":{},", prio.json(c.rt_cut.load(Relaxed)));
         sh.counters.write_json_members(&mut s);
         s.push('}');
         s

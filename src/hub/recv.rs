@@ -369,12 +369,14 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
         while !self.shared.stop.load(Relaxed) {
             let asked = unix_nanos();
             let r = Socket::recv(&*self.socket, &mut self.buf);
+            // One reading of the wall clock: the bound's, the AQM's and
+            // the HMAC wire's.
+            let now = unix_nanos();
             // A receive that waited found the socket empty (the call's
             // length alone: the arrival stamp is not comparable under a
             // faked clock, and one look per receive is all there is here).
-            let back = unix_nanos();
-            let waited = back.saturating_sub(asked) > crate::aqm::BLOCKED_NS;
-            bound.at(back, r.is_err() || waited, &self.shared.rt_cut);
+            let waited = now.saturating_sub(asked) > crate::aqm::BLOCKED_NS;
+            bound.at(now, r.is_err() || waited, &self.shared.rt_cut);
             self.follow();
             if self.shared.cipher.is_some() {
                 self.timers(crate::sys::boottime_ns());
@@ -393,8 +395,6 @@ impl<T: Tap, S: Socket> Receiver<T, S> {
             }
             let src = addr::canonical(from);
             self.ecn = r.ecn;
-            // One reading of the wall clock: the AQM's and the HMAC wire's.
-            let now = unix_nanos();
             let (signal, second) = self.aqm.on_receive(asked, now, r.arrived_ns);
             // For this receive's datagrams only (see `open`).
             self.congested = signal;

@@ -155,8 +155,7 @@ fn json<T: Tap>(sh: &HubShared<T>, list: &[Arc<Spoke<T>>], now: u64) -> String {
     );
     queue_json(&mut s, &sh.queue, sh.aqm, now);
     let prio = sh.priority.get().copied().unwrap_or_default();
-    let cut = prio.fifo().then(|| sh.rt_cut.load(Relaxed));
-    let _ = write!(s, ",\"priority\":{}", prio.json(cut));
+    let _ = write!(s, ",\"priority\":{}", prio.json(sh.rt_cut.load(Relaxed)));
     s.push_str(",\"spokes\":[");
     for (i, sp) in list.iter().enumerate() {
         if i > 0 {
