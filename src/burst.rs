@@ -132,20 +132,14 @@ mod tests {
     /// thread never runs demoted across an empty look.
     #[test]
     fn property_turns_alternate_and_follow_the_rule() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::seeded::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let (mut demotes, mut restores) = (0, 0);
         for _ in 0..200 {
             let mut b = Burst::new(true, 2 * MS, 0);
             let (mut now, mut last_empty, mut demoted) = (0u64, 0u64, false);
             for _ in 0..200 {
                 now += next() % (3 * MS);
-                let empty = next() % 3 == 0;
+                let empty = next().is_multiple_of(3);
                 match b.at(now, empty) {
                     Turn::Demote => {
                         assert!(!demoted && !empty && now - last_empty > 2 * MS);

@@ -44,6 +44,8 @@ pub mod rx;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub mod script;
+#[cfg(test)]
+mod seeded;
 pub mod session;
 pub mod sparse;
 pub mod state;

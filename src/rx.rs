@@ -1003,13 +1003,7 @@ mod tests {
     /// `cargo fuzz run rx`, without coverage guidance, on stable Rust.
     #[test]
     fn harness_random_scripts() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::seeded::xorshift(0x9E37_79B9_7F4A_7C15u64);
         for _ in 0..40 {
             let len = (next() % 3000) as usize;
             let script: Vec<u8> = (0..len).map(|_| next() as u8).collect();

@@ -153,13 +153,7 @@ mod tests {
     /// all but one let it go.
     #[test]
     fn indices_consistent_with_a_model() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::seeded::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let spokes = 6;
         let mut t = Indices::default();
         let mut sets: Vec<[Option<u32>; crate::noise::INDICES]> =
@@ -171,7 +165,7 @@ mod tests {
             let mut new = sets[i];
             // A few indices only: collisions are frequent here.
             let k = (next() % 4) as usize;
-            new[k] = (next() % 3 != 0).then(|| (next() % 8) as u32);
+            new[k] = (!next().is_multiple_of(3)).then(|| (next() % 8) as u32);
             let old = sets[i];
             t.update(i, &old, &new);
             for o in old.iter().flatten() {
@@ -226,13 +220,7 @@ mod tests {
     /// the addresses agree both ways.
     #[test]
     fn consistent_with_a_model() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::seeded::xorshift(0x2545_f491_4f6c_dd1du64);
         let mut d = Demux::new([None; 5]);
         let mut model: Vec<Option<SocketAddr>> = vec![None; 5];
         for _ in 0..5000 {

@@ -146,13 +146,7 @@ mod tests {
     /// deadline; the heap stays bounded.
     #[test]
     fn same_due_slots_as_a_naive_model() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::seeded::xorshift(0x9e37_79b9_7f4a_7c15u64);
         for round in 0..200 {
             let slots = 1 + (next() % 40) as usize;
             let mut t = Timers::new();
